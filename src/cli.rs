@@ -1,0 +1,87 @@
+//! Command-line surface: one subcommand per stage; each module owns its arguments and runner.
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "sweep", version, about = "Fine-tune GPT-2 over hyperparameter sweeps and report them like the paper")]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    // Each stage adds its subcommand here (one variant + one match arm).
+    /// Prepare the arXiv title/abstract corpus (the paper's §2, Table 1).
+    Data(crate::data::DataArgs),
+    /// Train one configuration without a sweep (TOML file + --set overrides), with a progress bar.
+    Train(crate::train::cli::TrainArgs),
+    /// Loss and perplexity of a model on a prepared split or any text file.
+    Eval(crate::train::cli::EvalArgs),
+    /// Training throughput of a model shape on random tokens (bench/train_bench.py).
+    #[command(hide = true, name = "bench-train")]
+    BenchTrain(crate::train::cli::BenchArgs),
+    /// Render a sweep's HTML report (paper-layout table, comparison with the paper, plots).
+    Report(crate::report::ReportArgs),
+    /// Print a sweep's paper-layout table (table, csv, json, markdown, latex).
+    Results(crate::query::ResultsArgs),
+    /// Run read-only SQL over the results ledger.
+    Query(crate::query::QueryArgs),
+    /// Export every metric row of a sweep (csv or json) to stdout.
+    Export(crate::query::ExportArgs),
+    /// Show the expanded trials of a sweep file (hash, state, steps, estimated time); writes nothing.
+    Plan(crate::scheduler::PlanArgs),
+    /// Record a sweep in the ledger and run every trial not yet completed.
+    Run(crate::scheduler::RunArgs),
+    /// Sweeps and trials in the ledger: state, progress, best valid PPL, errors.
+    Status(crate::scheduler::StatusArgs),
+    /// Per-trial commands (`sweep trial run ID`: what `sweep run` and cluster tasks execute).
+    #[command(subcommand)]
+    Trial(crate::scheduler::TrialCommand),
+    /// Benchmark report rendering and ledger queries on synthetic data (issue 5).
+    #[command(hide = true, name = "bench-report")]
+    BenchReport(crate::report::BenchReportArgs),
+    /// Write abstracts for titles with a trained model: nucleus sampling, KV cache, stored samples.
+    Generate(crate::generate::GenerateArgs),
+    /// Generation tokens/s with and without the KV cache on random weights (issue 6).
+    #[command(hide = true, name = "bench-generate")]
+    BenchGenerate(crate::generate::bench::BenchGenerateArgs),
+}
+
+/// Errors that the user can fix get exit code 2 (bad input); everything else 1.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result: anyhow::Result<ExitCode> = match cli.command {
+        Command::Data(args) => crate::data::run(args),
+        Command::Train(args) => crate::train::cli::run_train(args),
+        Command::Eval(args) => crate::train::cli::run_eval(args),
+        Command::BenchTrain(args) => crate::train::cli::run_bench(args),
+        Command::Report(args) => crate::report::run(args),
+        Command::Results(args) => crate::query::run_results(args),
+        Command::Query(args) => crate::query::run_query(args),
+        Command::Export(args) => crate::query::run_export(args),
+        Command::Plan(args) => crate::scheduler::plan_cmd(args),
+        Command::Run(args) => crate::scheduler::run_cmd(args),
+        Command::Status(args) => crate::scheduler::status_cmd(args),
+        Command::Trial(cmd) => crate::scheduler::trial_cmd(cmd),
+        Command::BenchReport(args) => crate::report::run_bench(args),
+        Command::Generate(args) => crate::generate::run(args),
+        Command::BenchGenerate(args) => crate::generate::bench::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            if err.downcast_ref::<UsageError>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::from(1)
+            }
+        }
+    }
+}

@@ -1,0 +1,20 @@
+//! sweep: fine-tune GPT-2-family models over hyperparameter grids and report them like the paper.
+//!
+//! Data flow: sweep file (`config`) -> expanded trials (`plan`) -> ledger (`store`) ->
+//! `scheduler` -> trainer (`data` -> `model` -> `train`) -> `store` -> `report` / `generate`.
+
+pub mod backend;
+pub mod checkpoint;
+pub mod cli;
+pub mod config;
+pub mod plan;
+pub mod store;
+pub mod data;
+pub mod generate;
+pub mod model;
+pub mod query;
+pub mod report;
+pub mod scheduler;
+pub mod tokenizer;
+pub mod train;
+pub mod trial;

@@ -1,0 +1,453 @@
+//! `sweep report`: turns a sweep's ledger records into one self-contained HTML report.
+//!
+//! `load` reads records, `data` computes table/plot data (pure), `html` renders.
+
+pub mod data;
+pub mod html;
+pub mod load;
+pub mod synth;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use crate::cli::UsageError;
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Sweep name (see `sweep query "SELECT name FROM sweeps"`).
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    pub sweep: Option<String>,
+    /// Report every sweep in the ledger and write `index.html` beside them.
+    #[arg(long)]
+    pub all: bool,
+    /// Output file (one sweep; default `reports/SWEEP.html`) or directory (with --all; default `reports`).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Ledger database URL or SQLite path.
+    #[arg(long, env = "SWEEP_DB", default_value = load::DEFAULT_DB_URL)]
+    pub db: String,
+}
+
+/// A sweep name made safe as a file name (`block/size` -> `block_size`).
+pub fn file_stem(name: &str) -> String {
+    let s: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if s.is_empty() || s.starts_with('.') {
+        format!("sweep{s}")
+    } else {
+        s
+    }
+}
+
+fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// Writes `contents` to `out` atomically: a temp file in the same directory, then rename, so a
+/// reader never sees a half-written report.
+pub fn write_atomic(out: &Path, contents: &[u8]) -> Result<()> {
+    let dir = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let unwritable = |what: &str, e: &dyn std::fmt::Display| -> anyhow::Error {
+        UsageError(format!(
+            "cannot write the report to `{}`: {what}: {e}; pass --out with a writable path",
+            out.display()
+        ))
+        .into()
+    };
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| unwritable(&format!("creating `{}`", dir.display()), &e))?;
+    if out.is_dir() {
+        return Err(unwritable("it is a directory", &"expected a file path"));
+    }
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".report-")
+        .suffix(".tmp")
+        .tempfile_in(&dir)
+        .map_err(|e| unwritable("creating a temp file", &e))?;
+    tmp.write_all(contents)
+        .map_err(|e| unwritable("writing", &e))?;
+    // Temp files are private (0600); a report is an ordinary readable file.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o644))
+            .map_err(|e| unwritable("setting permissions", &e))?;
+    }
+    tmp.as_file()
+        .sync_all()
+        .map_err(|e| unwritable("syncing", &e))?;
+    tmp.persist(out)
+        .map_err(|e| unwritable("renaming the temp file", &e.error))?;
+    Ok(())
+}
+
+/// Renders the report of `sweep` from the ledger at `db_url` to `out` (atomically). The
+/// scheduler calls this when a run ends or is interrupted.
+pub async fn write_sweep_report(db_url: &str, sweep: &str, out: &Path) -> Result<()> {
+    let pool = load::connect_read_only(db_url).await?;
+    let records = load::load_sweep(&pool, sweep).await;
+    pool.close().await;
+    let html = html::render_report(&records?, &now_rfc3339());
+    write_atomic(out, html.as_bytes())
+}
+
+/// Blocking wrapper of [`write_sweep_report`] for callers outside an async runtime.
+pub fn write_sweep_report_blocking(db_url: &str, sweep: &str, out: &Path) -> Result<()> {
+    runtime()?.block_on(write_sweep_report(db_url, sweep, out))
+}
+
+/// Reports every sweep into `dir` (`<sweep>.html`) plus `dir/index.html`; returns the paths.
+pub async fn write_all_reports(db_url: &str, dir: &Path) -> Result<Vec<PathBuf>> {
+    let pool = load::connect_read_only(db_url).await?;
+    let names = load::sweep_names(&pool).await?;
+    let mut entries = Vec::new();
+    let mut written = Vec::new();
+    for name in &names {
+        let file = format!("{}.html", file_stem(name));
+        let path = dir.join(&file);
+        let records = load::load_sweep(&pool, name).await?;
+        let html = html::render_report(&records, &now_rfc3339());
+        write_atomic(&path, html.as_bytes())?;
+        let tot = data::totals(&records);
+        let best = records
+            .trials
+            .iter()
+            .filter(|t| t.state == "completed")
+            .filter_map(|t| t.valid_ppl)
+            .filter(|v| v.is_finite())
+            .fold(None, |b: Option<f64>, v| Some(b.map_or(v, |b| b.min(v))));
+        entries.push(html::IndexEntry {
+            name: name.clone(),
+            title: records.sweep.title.clone(),
+            state: data::sweep_state(&tot.by_state),
+            trials: tot.trials,
+            best_valid_ppl: best,
+            href: file,
+        });
+        written.push(path);
+    }
+    pool.close().await;
+    let index = dir.join("index.html");
+    write_atomic(
+        &index,
+        html::render_index(&entries, &now_rfc3339()).as_bytes(),
+    )?;
+    written.push(index);
+    Ok(written)
+}
+
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// `sweep report SWEEP [--out FILE]` / `sweep report --all [--out DIR]`.
+pub fn run(args: ReportArgs) -> Result<ExitCode> {
+    let rt = runtime()?;
+    if args.all {
+        let dir = args.out.unwrap_or_else(|| PathBuf::from("reports"));
+        let written = rt.block_on(write_all_reports(&args.db, &dir))?;
+        for p in &written {
+            println!("wrote {}", p.display());
+        }
+    } else {
+        let sweep = args
+            .sweep
+            .ok_or_else(|| UsageError("name a sweep or pass --all".into()))?;
+        let out = args.out.unwrap_or_else(|| {
+            PathBuf::from("reports").join(format!("{}.html", file_stem(&sweep)))
+        });
+        rt.block_on(write_sweep_report(&args.db, &sweep, &out))?;
+        println!("wrote {}", out.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Args)]
+pub struct BenchReportArgs {
+    /// Trials in the synthetic report ledger.
+    #[arg(long, default_value_t = 1000)]
+    pub trials: usize,
+    /// Metric rows per trial.
+    #[arg(long, default_value_t = 200)]
+    pub metrics: usize,
+    /// Metric rows in the synthetic query ledger.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub query_rows: usize,
+    /// Keep the ledgers and report here instead of a temp dir.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+}
+
+/// `sweep bench-report`: times a report of a large synthetic sweep and a grouped aggregate query.
+pub fn run_bench(args: BenchReportArgs) -> Result<ExitCode> {
+    use std::time::Instant;
+    let tmp = tempfile::tempdir()?;
+    let dir = args.dir.clone().unwrap_or_else(|| tmp.path().to_path_buf());
+    std::fs::create_dir_all(&dir)?;
+    let rt = runtime()?;
+    let report_db = dir.join("bench-report.db");
+    let query_db = dir.join("bench-query.db");
+    for p in [&report_db, &query_db] {
+        for ext in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{ext}", p.display()));
+        }
+    }
+    let t = Instant::now();
+    rt.block_on(async {
+        synth::bench_ledger(&report_db, args.trials, args.metrics)
+            .await?
+            .close()
+            .await;
+        let per = 200usize;
+        let trials = args.query_rows.div_ceil(per);
+        synth::bench_ledger(&query_db, trials, per)
+            .await?
+            .close()
+            .await;
+        anyhow::Ok(())
+    })?;
+    println!(
+        "built synthetic ledgers in {:.1}s",
+        t.elapsed().as_secs_f64()
+    );
+
+    let out = dir.join("bench.html");
+    let url = format!("sqlite://{}", report_db.display());
+    let mut times = Vec::new();
+    for _ in 0..3 {
+        let t = Instant::now();
+        rt.block_on(write_sweep_report(&url, "bench", &out))?;
+        times.push(t.elapsed().as_secs_f64());
+    }
+    let size = std::fs::metadata(&out)?.len();
+    println!(
+        "report: {} trials x {} metric rows -> {:.1} MiB HTML in {:.3}s (best of 3; runs {:?})",
+        args.trials,
+        args.metrics,
+        size as f64 / (1024.0 * 1024.0),
+        times.iter().cloned().fold(f64::INFINITY, f64::min),
+        times.iter().map(|t| format!("{t:.3}")).collect::<Vec<_>>()
+    );
+
+    let url = format!("sqlite://{}", query_db.display());
+    let sql = "SELECT split, count(*) AS n, avg(loss) AS mean_loss, min(loss) AS min_loss, max(step) AS last_step \
+               FROM metrics GROUP BY split";
+    let per_trial = "SELECT trial_id, split, count(*) AS n, avg(loss) AS mean_loss FROM metrics GROUP BY trial_id, split";
+    for (name, q) in [("by split", sql), ("by trial and split", per_trial)] {
+        let mut times = Vec::new();
+        let mut rows = 0;
+        for _ in 0..3 {
+            let t = Instant::now();
+            let r = rt.block_on(crate::query::query(&url, q))?;
+            let _ = crate::query::format_query(&r, crate::query::QueryFormat::Table)?;
+            rows = r.rows.len();
+            times.push(t.elapsed().as_secs_f64());
+        }
+        println!(
+            "query ({name}) over {} metric rows -> {rows} result rows in {:.3}s (best of 3; runs {:?})",
+            args.query_rows,
+            times.iter().cloned().fold(f64::INFINITY, f64::min),
+            times.iter().map(|t| format!("{t:.3}")).collect::<Vec<_>>()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use synth::{block_size_fixture, create_ledger, insert_sweep, SynthSweep};
+
+    /// A ledger holding the block-size fixture (with `hostile` text) and an empty sweep.
+    pub(crate) fn fixture_ledger(dir: &Path, hostile: &str) -> String {
+        let path = dir.join("sweep.db");
+        runtime()
+            .unwrap()
+            .block_on(async {
+                let pool = create_ledger(&path).await?;
+                let (sweep, trials) = block_size_fixture(hostile);
+                insert_sweep(&pool, &sweep, &trials).await?;
+                let empty = SynthSweep {
+                    name: "empty".into(),
+                    title: "Nothing yet".into(),
+                    profile: "quick".into(),
+                    spec: serde_json::json!({}),
+                    ..Default::default()
+                };
+                insert_sweep(&pool, &empty, &[]).await?;
+                pool.close().await;
+                anyhow::Ok(())
+            })
+            .unwrap();
+        format!("sqlite://{}", path.display())
+    }
+
+    const HOSTILE: &str = "<script>alert(1)</script>\"><img src=x onerror=alert(2)>";
+
+    #[test]
+    fn report_escapes_hostile_text_everywhere() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = fixture_ledger(dir.path(), HOSTILE);
+        let out = dir.path().join("r.html");
+        write_sweep_report_blocking(&db, "block_size", &out).unwrap();
+        let html = std::fs::read_to_string(&out).unwrap();
+        assert!(!html.contains("<script"), "raw <script> in the report");
+        assert!(!html.contains("<img"), "raw <img> in the report");
+        assert!(!html.contains("onerror=alert(2)>"));
+        let escaped =
+            "&lt;script&gt;alert(1)&lt;/script&gt;&quot;&gt;&lt;img src=x onerror=alert(2)&gt;";
+        // Title (header and <title>), the failed trial's error, a sample title and a sample text.
+        assert!(
+            html.matches(escaped).count() >= 5,
+            "escaped text missing: {}",
+            html.matches(escaped).count()
+        );
+        assert!(html.contains(&format!("out of memory at step 2{escaped}")));
+        assert!(html.contains(&format!("In this paper we study attention{escaped}.")));
+    }
+
+    #[test]
+    fn report_has_table_comparison_plots_and_details() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = fixture_ledger(dir.path(), "");
+        let out = dir.path().join("sub/dir/r.html");
+        write_sweep_report_blocking(&db, "block_size", &out).unwrap();
+        let html = std::fs::read_to_string(&out).unwrap();
+        assert!(html.starts_with("<!DOCTYPE html>"));
+        // Self-contained: no scripts, no external resources (the SVG namespace URI is not a fetch).
+        assert!(
+            !html.contains("<script")
+                && !html.contains("src=")
+                && !html.contains("href=\"http")
+                && !html.contains("url(")
+                && !html.contains("@import")
+        );
+        assert_eq!(
+            html.matches("<svg").count(),
+            4,
+            "ppl-vs-axis, train curves, valid curves, throughput"
+        );
+        assert!(html.contains("<td class=\"l\">gpt2-tiny*</td><td class=\"l\">512</td>"));
+        // Paper value 21.9143 beside ours.
+        assert!(html.contains("<td>21.9143</td>"));
+        assert!(html.contains("not paper scale"));
+        assert!(html.contains("Perplexity vs Block Size"));
+        assert!(html.contains("log2 scale"));
+        assert!(html.contains("Optimizer step") && html.contains("Throughput (tokens/s)"));
+        assert!(
+            html.contains("4.1200 ± 0.0283"),
+            "seed mean ± std of the baseline valid loss"
+        );
+        // No temp file left behind.
+        let left: Vec<_> = std::fs::read_dir(out.parent().unwrap()).unwrap().collect();
+        assert_eq!(left.len(), 1);
+    }
+
+    #[test]
+    fn empty_sweep_report_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = fixture_ledger(dir.path(), "");
+        let out = dir.path().join("e.html");
+        write_sweep_report_blocking(&db, "empty", &out).unwrap();
+        let html = std::fs::read_to_string(&out).unwrap();
+        assert!(html.contains("This sweep has no trials yet"));
+        assert!(!html.contains("<svg"));
+    }
+
+    #[test]
+    fn unknown_sweep_lists_known_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = fixture_ledger(dir.path(), "");
+        let err = write_sweep_report_blocking(&db, "nope", &dir.path().join("x.html")).unwrap_err();
+        assert!(err.downcast_ref::<UsageError>().is_some());
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains("unknown sweep `nope`") && msg.contains("block_size, empty"),
+            "{msg}"
+        );
+        assert!(!dir.path().join("x.html").exists());
+    }
+
+    #[test]
+    fn missing_ledger_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("none.db");
+        let err =
+            write_sweep_report_blocking(db.to_str().unwrap(), "x", &dir.path().join("x.html"))
+                .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("no ledger database at"),
+            "{err:#}"
+        );
+        assert!(!db.exists(), "a read-only open must not create the file");
+    }
+
+    #[test]
+    fn unwritable_out_path_is_a_clear_error_and_keeps_the_old_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = fixture_ledger(dir.path(), "");
+        // A path below a regular file cannot be created.
+        let blocker = dir.path().join("file");
+        std::fs::write(&blocker, "x").unwrap();
+        let err =
+            write_sweep_report_blocking(&db, "block_size", &blocker.join("r.html")).unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains("cannot write the report to") && msg.contains("--out"),
+            "{msg}"
+        );
+        // A directory as the output path.
+        let err = write_sweep_report_blocking(&db, "block_size", dir.path()).unwrap_err();
+        assert!(format!("{err:#}").contains("is a directory"));
+        // Atomic replace: an existing report is only ever replaced whole.
+        let out = dir.path().join("r.html");
+        std::fs::write(&out, "old").unwrap();
+        write_sweep_report_blocking(&db, "block_size", &out).unwrap();
+        assert!(std::fs::read_to_string(&out)
+            .unwrap()
+            .ends_with("</html>\n"));
+    }
+
+    #[test]
+    fn all_reports_and_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = fixture_ledger(dir.path(), "");
+        let out = dir.path().join("reports");
+        let written = runtime()
+            .unwrap()
+            .block_on(write_all_reports(&db, &out))
+            .unwrap();
+        assert_eq!(written.len(), 3);
+        let index = std::fs::read_to_string(out.join("index.html")).unwrap();
+        assert!(index.contains("<a href=\"block_size.html\">block_size</a>"));
+        assert!(index.contains("completed with failures"));
+        assert!(index.contains("empty"));
+        // Best valid PPL: exp(4.10) of the baseline's seed 1.
+        assert!(index.contains(&format!("{:.4}", 4.10f64.exp())));
+        assert!(out.join("empty.html").exists());
+    }
+
+    #[test]
+    fn file_stems_are_safe() {
+        assert_eq!(file_stem("block_size"), "block_size");
+        assert_eq!(file_stem("../a b/c"), "sweep.._a_b_c");
+        assert_eq!(file_stem(""), "sweep");
+    }
+}

@@ -1,0 +1,348 @@
+//! The [`Store`] contract as executable checks, run against every implementation.
+//!
+//! Each check gets a fresh, empty store from `make`. `tests/sweep.rs` runs the suite against
+//! SQLite, and against PostgreSQL when `SWEEP_TEST_PG_URL` is set.
+
+use super::*;
+use anyhow::{ensure, Result};
+use serde_json::json;
+use std::sync::Arc;
+
+type Make<'a> = &'a dyn Fn() -> Result<Arc<dyn Store>>;
+type Check = fn(Make) -> Result<()>;
+
+/// Run every check; the first failure is returned with the check's name.
+pub fn run_all(make: Make) -> Result<()> {
+    let checks: [(&str, Check); 8] = [
+        ("record_sweep", record_sweep),
+        ("shared_trials", shared_trials),
+        ("claim_is_exclusive", claim_is_exclusive),
+        ("lifecycle", lifecycle),
+        ("stale_worker_cannot_write", stale_worker_cannot_write),
+        ("metrics_dedup", metrics_dedup),
+        ("reset", reset),
+        ("samples", samples),
+    ];
+    for (name, check) in checks {
+        check(make).map_err(|e| e.context(format!("store contract check `{name}` failed")))?;
+    }
+    Ok(())
+}
+
+fn sweep(name: &str) -> NewSweep {
+    NewSweep {
+        name: name.into(),
+        title: Some("T".into()),
+        description: None,
+        file: Some("x.toml".into()),
+        profile: None,
+        kind: "ablation".into(),
+        spec: json!({"axes": [], "references": [{"valid_ppl": 21.9143}]}),
+    }
+}
+
+fn trial(hash: &str, label: Json, is_baseline: bool) -> NewTrial {
+    NewTrial {
+        hash: hash.into(),
+        config: json!({"model": "gpt2-tiny", "hash_for_test": hash}),
+        label,
+        is_baseline,
+    }
+}
+
+fn metric(step: i64, split: &str, loss: f64) -> NewMetric {
+    NewMetric {
+        step,
+        epoch: step as f64 / 10.0,
+        split: split.into(),
+        loss,
+        ppl: loss.exp(),
+        tokens_seen: step * 100,
+        lr: 1e-3,
+        tokens_per_s: 50.0,
+    }
+}
+
+fn record_sweep(make: Make) -> Result<()> {
+    let s = make()?;
+    let trials = [
+        trial("aaa", json!({"block_size": 512}), true),
+        trial("bbb", json!({"block_size": 256}), false),
+    ];
+    let r = s.record_sweep(&sweep("t4"), &trials)?;
+    ensure!(
+        r.trial_ids.len() == 2 && r.created == 2,
+        "two new trials: {r:?}"
+    );
+    let sw = s
+        .sweep_by_name("t4")?
+        .ok_or_else(|| anyhow::anyhow!("sweep missing"))?;
+    ensure!(sw.id == r.sweep_id && sw.kind.as_deref() == Some("ablation"));
+    ensure!(
+        sw.spec["references"][0]["valid_ppl"] == json!(21.9143),
+        "spec kept"
+    );
+    let st = s.sweep_trials(r.sweep_id)?;
+    ensure!(st.len() == 2, "membership");
+    ensure!(st[0].trial.hash == "aaa" && st[0].is_baseline && st[0].position == 0);
+    ensure!(st[1].label == json!({"block_size": 256}) && !st[1].is_baseline);
+    ensure!(st[0].trial.state == TrialState::Pending && st[0].trial.attempts == 0);
+    // Re-recording with a different membership replaces it and keeps one sweep row.
+    let r2 = s.record_sweep(&sweep("t4"), &trials[1..])?;
+    ensure!(r2.sweep_id == r.sweep_id && r2.created == 0);
+    ensure!(
+        s.sweep_trials(r.sweep_id)?.len() == 1,
+        "membership replaced"
+    );
+    ensure!(s.sweeps()?.len() == 1);
+    ensure!(s.sweep_by_name("nope")?.is_none());
+    Ok(())
+}
+
+fn shared_trials(make: Make) -> Result<()> {
+    let s = make()?;
+    let a = s.record_sweep(
+        &sweep("t3"),
+        &[trial("base", json!({}), true), trial("x", json!({}), false)],
+    )?;
+    let id = a.trial_ids[0];
+    let c = s
+        .claim_trial(id, "w1", "cpu")?
+        .ok_or_else(|| anyhow::anyhow!("claim"))?;
+    ensure!(c.state == TrialState::Running);
+    let b = s.record_sweep(
+        &sweep("t5"),
+        &[trial("base", json!({}), true), trial("y", json!({}), false)],
+    )?;
+    ensure!(
+        b.trial_ids[0] == id && b.created == 1,
+        "baseline shared, not duplicated"
+    );
+    ensure!(
+        s.trial(id)?.map(|t| t.state) == Some(TrialState::Running),
+        "re-recording keeps the state of known trials"
+    );
+    ensure!(s.trial_by_hash("base")?.map(|t| t.id) == Some(id));
+    Ok(())
+}
+
+fn claim_is_exclusive(make: Make) -> Result<()> {
+    let s = make()?;
+    let r = s.record_sweep(&sweep("c"), &[trial("h", json!({}), false)])?;
+    let id = r.trial_ids[0];
+    let winners: Vec<bool> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..8)
+            .map(|i| {
+                let s = s.clone();
+                scope.spawn(move || s.claim_trial(id, &format!("w{i}"), "cpu"))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .map_err(|_| anyhow::anyhow!("claim thread panicked"))?
+                    .map(|c| c.is_some())
+            })
+            .collect::<Result<Vec<_>>>()
+    })?;
+    ensure!(
+        winners.iter().filter(|w| **w).count() == 1,
+        "exactly one claim wins: {winners:?}"
+    );
+    let t = s.trial(id)?.ok_or_else(|| anyhow::anyhow!("trial"))?;
+    ensure!(t.attempts == 1 && t.state == TrialState::Running);
+    ensure!(
+        s.claim_trial(id, "late", "cpu")?.is_none(),
+        "running is not claimable"
+    );
+    Ok(())
+}
+
+fn lifecycle(make: Make) -> Result<()> {
+    let s = make()?;
+    let r = s.record_sweep(&sweep("l"), &[trial("h", json!({}), false)])?;
+    let id = r.trial_ids[0];
+    ensure!(!s.heartbeat(id, "w")?, "no heartbeat before a claim");
+    s.claim_trial(id, "w", "cpu")?;
+    ensure!(s.heartbeat(id, "w")?, "owner heartbeats");
+    s.set_env(id, &json!({"backend": "flex"}))?;
+    // Interrupted -> claimable again, attempts counts claims.
+    ensure!(s.finish_trial(id, "w", &Outcome::Interrupted { error: None })?);
+    ensure!(s.trial(id)?.map(|t| t.state) == Some(TrialState::Interrupted));
+    s.claim_trial(id, "w2", "cpu")?
+        .ok_or_else(|| anyhow::anyhow!("reclaim interrupted"))?;
+    ensure!(s.finish_trial(
+        id,
+        "w2",
+        &Outcome::Failed {
+            error: "boom".into(),
+            exit_status: Some(101)
+        }
+    )?);
+    let t = s.trial(id)?.ok_or_else(|| anyhow::anyhow!("trial"))?;
+    ensure!(
+        t.state == TrialState::Failed
+            && t.error.as_deref() == Some("boom")
+            && t.exit_status == Some(101)
+    );
+    s.claim_trial(id, "w3", "cpu")?
+        .ok_or_else(|| anyhow::anyhow!("reclaim failed"))?;
+    let results = TrialResults {
+        train_loss: Some(3.0),
+        valid_loss: Some(3.1),
+        valid_ppl: Some(3.1f64.exp()),
+        tokens_per_s: Some(100.0),
+        peak_rss_bytes: Some(1 << 30),
+        ..Default::default()
+    };
+    ensure!(s.finish_trial(
+        id,
+        "w3",
+        &Outcome::Completed {
+            results: results.clone(),
+            artifact_dir: Some("results/trials/h".into())
+        }
+    )?);
+    let t = s.trial(id)?.ok_or_else(|| anyhow::anyhow!("trial"))?;
+    ensure!(t.state == TrialState::Completed && t.attempts == 3 && t.error.is_none());
+    ensure!(t.results == results, "results stored: {:?}", t.results);
+    ensure!(t.env == Some(json!({"backend": "flex"})));
+    ensure!(t.artifact_dir.as_deref() == Some("results/trials/h"));
+    ensure!(t.finished_at.is_some() && t.started_at.is_some());
+    ensure!(
+        s.claim_trial(id, "w4", "cpu")?.is_none(),
+        "completed is not claimable"
+    );
+    ensure!(s.trials_in_state(TrialState::Completed)?.len() == 1);
+    ensure!(s.trials_in_state(TrialState::Running)?.is_empty());
+    Ok(())
+}
+
+fn stale_worker_cannot_write(make: Make) -> Result<()> {
+    let s = make()?;
+    let r = s.record_sweep(&sweep("s"), &[trial("h", json!({}), false)])?;
+    let id = r.trial_ids[0];
+    s.claim_trial(id, "old", "cpu")?;
+    // The scheduler finds "old" dead and marks it interrupted; a new worker takes over.
+    ensure!(s.finish_trial(
+        id,
+        "old",
+        &Outcome::Interrupted {
+            error: Some("worker gone".into())
+        }
+    )?);
+    s.claim_trial(id, "new", "cpu")?;
+    ensure!(
+        !s.heartbeat(id, "old")?,
+        "old worker's heartbeat is refused"
+    );
+    ensure!(
+        !s.finish_trial(
+            id,
+            "old",
+            &Outcome::Failed {
+                error: "late".into(),
+                exit_status: None
+            }
+        )?,
+        "old worker cannot finish the new attempt"
+    );
+    ensure!(s.trial(id)?.map(|t| t.worker) == Some(Some("new".into())));
+    Ok(())
+}
+
+fn metrics_dedup(make: Make) -> Result<()> {
+    let s = make()?;
+    let r = s.record_sweep(&sweep("m"), &[trial("h", json!({}), false)])?;
+    let id = r.trial_ids[0];
+    let batch: Vec<_> = (1..=5)
+        .map(|i| metric(i, "train", 5.0 - i as f64 * 0.1))
+        .collect();
+    ensure!(s.insert_metrics(id, &batch)? == 5);
+    // A resume re-sends steps 4-5 (different values must not overwrite) and adds 6.
+    let again = vec![
+        metric(4, "train", 9.0),
+        metric(5, "train", 9.0),
+        metric(6, "train", 4.0),
+        metric(5, "valid", 4.5),
+    ];
+    ensure!(s.insert_metrics(id, &again)? == 2, "duplicates ignored");
+    let all = s.metrics(id)?;
+    ensure!(all.len() == 7);
+    ensure!(
+        all.iter()
+            .filter(|m| m.split == "train")
+            .map(|m| m.step)
+            .collect::<Vec<_>>()
+            == vec![1, 2, 3, 4, 5, 6]
+    );
+    ensure!(
+        (all.iter()
+            .find(|m| m.split == "train" && m.step == 4)
+            .map(|m| m.loss)
+            .unwrap_or(0.0)
+            - 4.6)
+            .abs()
+            < 1e-12
+    );
+    ensure!(s.last_metric(id, "train")?.map(|m| m.step) == Some(6));
+    ensure!(s.last_metric(id, "test")?.is_none());
+    ensure!(s.insert_metrics(id, &[])? == 0);
+    Ok(())
+}
+
+fn reset(make: Make) -> Result<()> {
+    let s = make()?;
+    let r = s.record_sweep(&sweep("r"), &[trial("h", json!({}), false)])?;
+    let id = r.trial_ids[0];
+    s.claim_trial(id, "w", "cpu")?;
+    s.insert_metrics(id, &[metric(1, "train", 3.0)])?;
+    ensure!(!s.reset_trial(id)?, "no reset while running");
+    s.finish_trial(
+        id,
+        "w",
+        &Outcome::Completed {
+            results: TrialResults {
+                valid_loss: Some(1.0),
+                ..Default::default()
+            },
+            artifact_dir: None,
+        },
+    )?;
+    ensure!(s.reset_trial(id)?);
+    let t = s.trial(id)?.ok_or_else(|| anyhow::anyhow!("trial"))?;
+    ensure!(t.state == TrialState::Pending && t.results == TrialResults::default());
+    ensure!(s.metrics(id)?.is_empty(), "metrics deleted on reset");
+    Ok(())
+}
+
+fn samples(make: Make) -> Result<()> {
+    let s = make()?;
+    let r = s.record_sweep(&sweep("g"), &[trial("h", json!({}), false)])?;
+    let id = r.trial_ids[0];
+    let a = NewSample {
+        trial_id: id,
+        title: "Attention Is All You Need".into(),
+        reference: Some("The dominant ...".into()),
+        text: "We propose ...".into(),
+        params: json!({"top_p": 0.9}),
+        seed: Some(7),
+        uses_acronym: Some(true),
+    };
+    let b = NewSample {
+        reference: None,
+        seed: None,
+        uses_acronym: None,
+        ..a.clone()
+    };
+    let ia = s.insert_sample(&a)?;
+    let ib = s.insert_sample(&b)?;
+    ensure!(ib > ia);
+    let got = s.samples(id)?;
+    ensure!(
+        got.len() == 2 && got[0].sample == a && got[1].sample == b,
+        "{got:?}"
+    );
+    Ok(())
+}

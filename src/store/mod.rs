@@ -1,0 +1,341 @@
+//! The sweep ledger: sweeps, trials, metrics and samples behind one [`Store`] trait.
+//!
+//! # Contract (every implementation must pass [`contract::run_all`])
+//!
+//! * **Sweeps** are keyed by `name` (unique). [`Store::record_sweep`] inserts or updates the sweep
+//!   row, inserts the trials it does not know yet (keyed by their identity `hash`; an existing
+//!   trial keeps its state, results and metrics), and replaces the sweep's membership rows
+//!   (`sweep_trials`) — all in one transaction: on error nothing is written.
+//! * **Trials** move through states `pending -> running -> completed | failed | diverged |
+//!   interrupted`. Only [`Store::claim_trial`] moves a trial to `running`; it is an atomic
+//!   compare-and-set on the state (`pending`, `interrupted`, `failed` are claimable), so of two
+//!   concurrent claims exactly one wins and a trial never runs twice at once. A claim increments
+//!   `attempts`, sets `worker`, `device`, `started_at`, `heartbeat_at` and clears `error`.
+//! * [`Store::heartbeat`] and [`Store::finish_trial`] only act while the trial is `running` *and*
+//!   owned by the given worker; they return `false` otherwise (a stale worker cannot overwrite a
+//!   newer attempt). `finish_trial` also serves to mark a dead worker's trial `interrupted` or
+//!   `failed` (the caller passes the dead worker's id).
+//! * [`Store::reset_trial`] (for `--force`) returns a non-running trial to `pending` and deletes
+//!   its metrics and results; it refuses (returns `false`) while the trial is `running`.
+//! * **Metrics** are unique per `(trial, split, step)`: [`Store::insert_metrics`] writes a batch in
+//!   one transaction and silently ignores rows already present (a resumed trial re-sends rows), and
+//!   returns how many rows were new.
+//! * **Samples** are append-only.
+//! * Reads return rows in a stable order: sweeps by name, sweep trials by position, metrics by
+//!   split then step, samples by id.
+//! * Timestamps are RFC 3339 UTC text with millisecond precision (`2026-01-01T00:00:00.000Z`), which
+//!   sorts lexicographically; JSON columns hold JSON text.
+//! * Implementations are `Send + Sync`, safe to share between threads and between processes on
+//!   the same database (SQLite: WAL, busy timeout, `BEGIN IMMEDIATE` for write transactions).
+//!
+//! The database URL is `sqlite://PATH`, `sqlite:PATH` or a bare file path (default
+//! `results/sweep.db`, env `SWEEP_DB`, flag `--db`). PostgreSQL (`postgres://`) is issue #7: it
+//! implements this trait with the same SQL (kept portable: `$N` placeholders, `ON CONFLICT`,
+//! `RETURNING`) and runs the same contract suite.
+
+pub mod contract;
+pub mod sqlite;
+
+use anyhow::Result;
+use serde_json::Value as Json;
+
+/// Default ledger location, relative to the working directory.
+pub const DEFAULT_DB: &str = "results/sweep.db";
+
+/// Trial states as stored in `trials.state`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TrialState {
+    Pending,
+    Running,
+    Completed,
+    Failed,
+    Diverged,
+    Interrupted,
+}
+
+impl TrialState {
+    pub const ALL: [TrialState; 6] = [
+        TrialState::Pending,
+        TrialState::Running,
+        TrialState::Completed,
+        TrialState::Failed,
+        TrialState::Diverged,
+        TrialState::Interrupted,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TrialState::Pending => "pending",
+            TrialState::Running => "running",
+            TrialState::Completed => "completed",
+            TrialState::Failed => "failed",
+            TrialState::Diverged => "diverged",
+            TrialState::Interrupted => "interrupted",
+        }
+    }
+    pub fn parse(s: &str) -> Result<Self> {
+        TrialState::ALL
+            .into_iter()
+            .find(|t| t.as_str() == s)
+            .ok_or_else(|| anyhow::anyhow!("unknown trial state `{s}` in the ledger"))
+    }
+    /// States `claim_trial` accepts.
+    pub fn is_claimable(self) -> bool {
+        matches!(
+            self,
+            TrialState::Pending | TrialState::Interrupted | TrialState::Failed
+        )
+    }
+    /// Final states that a plain `sweep run` does not rerun.
+    pub fn is_done(self) -> bool {
+        matches!(self, TrialState::Completed | TrialState::Diverged)
+    }
+}
+
+impl std::fmt::Display for TrialState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A row of `sweeps`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SweepRecord {
+    pub id: i64,
+    pub name: String,
+    pub title: Option<String>,
+    pub description: Option<String>,
+    pub file: Option<String>,
+    pub profile: Option<String>,
+    pub kind: Option<String>,
+    /// Resolved sweep: name, title, kind, file, profile, sets, `axes` [{name, values}],
+    /// `references` (the paper's rows from `[[reference]]`).
+    pub spec: Json,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// What `record_sweep` writes for the sweep itself.
+#[derive(Debug, Clone)]
+pub struct NewSweep {
+    pub name: String,
+    pub title: Option<String>,
+    pub description: Option<String>,
+    pub file: Option<String>,
+    pub profile: Option<String>,
+    pub kind: String,
+    pub spec: Json,
+}
+
+/// One trial of a sweep, as `record_sweep` takes it.
+#[derive(Debug, Clone)]
+pub struct NewTrial {
+    pub hash: String,
+    /// The resolved `TrialConfig` (JSON).
+    pub config: Json,
+    /// Axis values that define the row, e.g. `{"block_size": 256}`.
+    pub label: Json,
+    pub is_baseline: bool,
+}
+
+/// What `record_sweep` did.
+#[derive(Debug, Clone)]
+pub struct RecordedSweep {
+    pub sweep_id: i64,
+    /// Trial ids in the order of the `NewTrial`s.
+    pub trial_ids: Vec<i64>,
+    /// How many trials were new to the ledger.
+    pub created: usize,
+}
+
+/// A row of `trials`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrialRecord {
+    pub id: i64,
+    pub hash: String,
+    pub config: Json,
+    pub state: TrialState,
+    pub attempts: i64,
+    pub error: Option<String>,
+    pub exit_status: Option<i64>,
+    pub device: Option<String>,
+    pub worker: Option<String>,
+    pub created_at: Option<String>,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub heartbeat_at: Option<String>,
+    pub results: TrialResults,
+    pub artifact_dir: Option<String>,
+    /// Environment manifest: backend, device name, crate version, git commit + dirty flag, seed,
+    /// data manifest hash, tokenizer id.
+    pub env: Option<Json>,
+}
+
+impl TrialRecord {
+    /// First 12 hex digits of the identity hash (the artifact directory name).
+    pub fn short_hash(&self) -> &str {
+        &self.hash[..self.hash.len().min(12)]
+    }
+}
+
+/// Final numbers of a trial (all `None` until it completes).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TrialResults {
+    pub wall_seconds: Option<f64>,
+    pub train_seconds: Option<f64>,
+    pub tokens_per_s: Option<f64>,
+    pub peak_rss_bytes: Option<i64>,
+    pub train_loss: Option<f64>,
+    pub valid_loss: Option<f64>,
+    pub test_loss: Option<f64>,
+    pub train_ppl: Option<f64>,
+    pub valid_ppl: Option<f64>,
+    pub test_ppl: Option<f64>,
+    pub valid_loss_fixed: Option<f64>,
+}
+
+/// A trial with its membership in one sweep.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SweepTrial {
+    pub sweep_id: i64,
+    pub position: i64,
+    pub label: Json,
+    pub is_baseline: bool,
+    pub trial: TrialRecord,
+}
+
+/// How a run of a trial ended, for `finish_trial`.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Completed {
+        results: TrialResults,
+        artifact_dir: Option<String>,
+    },
+    Diverged {
+        error: String,
+    },
+    Interrupted {
+        error: Option<String>,
+    },
+    Failed {
+        error: String,
+        exit_status: Option<i64>,
+    },
+}
+
+impl Outcome {
+    pub fn state(&self) -> TrialState {
+        match self {
+            Outcome::Completed { .. } => TrialState::Completed,
+            Outcome::Diverged { .. } => TrialState::Diverged,
+            Outcome::Interrupted { .. } => TrialState::Interrupted,
+            Outcome::Failed { .. } => TrialState::Failed,
+        }
+    }
+}
+
+/// One metric row to write (mirrors `train::MetricRow`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewMetric {
+    pub step: i64,
+    pub epoch: f64,
+    pub split: String,
+    pub loss: f64,
+    pub ppl: f64,
+    pub tokens_seen: i64,
+    pub lr: f64,
+    pub tokens_per_s: f64,
+}
+
+/// A row of `metrics`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricRecord {
+    pub trial_id: i64,
+    pub step: i64,
+    pub epoch: f64,
+    pub split: String,
+    pub loss: f64,
+    pub ppl: f64,
+    pub tokens_seen: i64,
+    pub lr: f64,
+    pub tokens_per_s: f64,
+    pub created_at: String,
+}
+
+/// A generated sample to insert.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewSample {
+    pub trial_id: i64,
+    pub title: String,
+    /// The held-out abstract, when generating from a held-out title.
+    pub reference: Option<String>,
+    pub text: String,
+    /// Decoding parameters (top_p, temperature, max_tokens, ...).
+    pub params: Json,
+    pub seed: Option<i64>,
+    pub uses_acronym: Option<bool>,
+}
+
+/// A row of `samples`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SampleRecord {
+    pub id: i64,
+    pub sample: NewSample,
+    pub created_at: String,
+}
+
+/// The ledger. See the module documentation for the contract.
+pub trait Store: Send + Sync {
+    /// Insert/update a sweep, insert unknown trials, replace its membership; one transaction.
+    fn record_sweep(&self, sweep: &NewSweep, trials: &[NewTrial]) -> Result<RecordedSweep>;
+    /// All sweeps, by name.
+    fn sweeps(&self) -> Result<Vec<SweepRecord>>;
+    fn sweep_by_name(&self, name: &str) -> Result<Option<SweepRecord>>;
+    /// The trials of a sweep with their labels, by position.
+    fn sweep_trials(&self, sweep_id: i64) -> Result<Vec<SweepTrial>>;
+    fn trial(&self, id: i64) -> Result<Option<TrialRecord>>;
+    fn trial_by_hash(&self, hash: &str) -> Result<Option<TrialRecord>>;
+    /// All trials in a state (e.g. `running`, to find dead workers).
+    fn trials_in_state(&self, state: TrialState) -> Result<Vec<TrialRecord>>;
+    /// Atomically move a claimable trial to `running` for `worker`; `None` if it is not claimable.
+    fn claim_trial(&self, id: i64, worker: &str, device: &str) -> Result<Option<TrialRecord>>;
+    /// Refresh `heartbeat_at`; `false` if the trial is not running for this worker any more.
+    fn heartbeat(&self, id: i64, worker: &str) -> Result<bool>;
+    /// Store the environment manifest of a running trial.
+    fn set_env(&self, id: i64, env: &Json) -> Result<()>;
+    /// End a running attempt of `worker`; `false` if the trial is not running for this worker.
+    fn finish_trial(&self, id: i64, worker: &str, outcome: &Outcome) -> Result<bool>;
+    /// Back to `pending`, deleting metrics and results (`--force`); `false` while running.
+    fn reset_trial(&self, id: i64) -> Result<bool>;
+    /// Insert a batch in one transaction, ignoring duplicates; returns the number of new rows.
+    fn insert_metrics(&self, trial_id: i64, rows: &[NewMetric]) -> Result<u64>;
+    /// All metric rows of a trial, by split then step.
+    fn metrics(&self, trial_id: i64) -> Result<Vec<MetricRecord>>;
+    /// The row with the highest step of one split, if any (progress display).
+    fn last_metric(&self, trial_id: i64, split: &str) -> Result<Option<MetricRecord>>;
+    fn insert_sample(&self, sample: &NewSample) -> Result<i64>;
+    fn samples(&self, trial_id: i64) -> Result<Vec<SampleRecord>>;
+}
+
+/// The ledger URL: `--db`, else `SWEEP_DB`, else [`DEFAULT_DB`] (clap fills the env part).
+pub fn resolve_url(flag: Option<&str>) -> String {
+    flag.map(str::to_string)
+        .or_else(|| std::env::var("SWEEP_DB").ok().filter(|s| !s.is_empty()))
+        .unwrap_or_else(|| DEFAULT_DB.to_string())
+}
+
+/// Open (creating and migrating if needed) the ledger at `url`.
+pub fn open(url: &str) -> Result<Box<dyn Store>> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Err(crate::cli::UsageError(format!(
+            "--db {url}: the PostgreSQL ledger is not implemented yet (issue #7); fix: use a \
+             SQLite path such as results/sweep.db"
+        ))
+        .into());
+    }
+    Ok(Box::new(sqlite::SqliteStore::open(url)?))
+}
+
+/// Now as RFC 3339 UTC with milliseconds (sorts lexicographically).
+pub fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}

@@ -1,0 +1,435 @@
+//! `sweep train` (one trial without a sweep), `sweep eval` (loss/perplexity of any model on
+//! prepared data or a text file) and the hidden `sweep bench-train` (training throughput).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use burn::module::AutodiffModule;
+use burn::optim::GradientsParams;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
+use clap::{Args, ValueEnum};
+
+use super::eval::{capped_blocks, evaluate, Blocks, MemBlocks};
+use super::optim::{AdamW, AdamWConfig};
+use super::sinks::{JsonLinesSink, StdoutSink, Tee};
+use super::{peak_rss_bytes, run_trial, RunContext, TrialEnd};
+use crate::backend::DeviceSpec;
+use crate::checkpoint;
+use crate::cli::UsageError;
+use crate::data::{self, Split};
+use crate::model::{GptConfig, GPT2_HF_VOCAB};
+use crate::tokenizer::Tokenizer;
+use crate::trial::TrialConfig;
+
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    /// A TOML file with one trial's settings (the fields of a sweep trial).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Override a setting, e.g. `--set learning_rate=1e-4 --set data.sources=["a.tsv.xz"]`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// `cpu` or `cuda:N`.
+    #[arg(long, env = "SWEEP_DEVICE", default_value = "cpu")]
+    pub device: String,
+    /// Work directory: checkpoint/, model/ (the exported HF model), metrics.jsonl, final.json.
+    #[arg(long, default_value = "results/train")]
+    pub out: PathBuf,
+    #[arg(long, env = "SWEEP_CACHE", default_value = "results/cache")]
+    pub cache: PathBuf,
+    /// Checkpoint every N minutes (and at each epoch end); 0: epoch ends only.
+    #[arg(long, default_value_t = 10.0)]
+    pub checkpoint_minutes: f64,
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+/// Reads a trial config from an optional TOML file plus `key=value` overrides.
+pub fn load_trial_config(file: Option<&Path>, sets: &[String]) -> Result<TrialConfig> {
+    let mut table = match file {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("reading config {}", p.display()))?;
+            toml::from_str::<toml::Table>(&text)
+                .map_err(|e| UsageError(format!("{}: {e}", p.display())))?
+        }
+        None => toml::Table::new(),
+    };
+    for s in sets {
+        let (key, raw) = s.split_once('=').ok_or_else(|| {
+            UsageError(format!(
+                "--set {s:?}: expected KEY=VALUE, e.g. --set epochs=2"
+            ))
+        })?;
+        let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(raw.to_string()));
+        let parts: Vec<&str> = key.trim().split('.').collect();
+        let mut t = &mut table;
+        for p in &parts[..parts.len() - 1] {
+            let entry = t
+                .entry(p.to_string())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            t = entry
+                .as_table_mut()
+                .ok_or_else(|| UsageError(format!("--set {key}: `{p}` is not a table")))?;
+        }
+        t.insert(parts[parts.len() - 1].to_string(), value);
+    }
+    let where_ = file
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "--set values (no --config given)".into());
+    toml::Value::Table(table)
+        .try_into::<TrialConfig>()
+        .map_err(|e| UsageError(format!("{where_}: {e}")).into())
+}
+
+static SIGINT: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_sigint(_: libc::c_int) {
+    SIGINT.store(true, Ordering::SeqCst);
+}
+
+/// Ctrl-C sets the returned flag (the trainer then checkpoints and stops) instead of killing.
+fn cancel_on_ctrl_c() -> Arc<AtomicBool> {
+    let flag = Arc::new(AtomicBool::new(false));
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t);
+    }
+    let f = flag.clone();
+    std::thread::spawn(move || loop {
+        if SIGINT.load(Ordering::SeqCst) {
+            f.store(true, Ordering::SeqCst);
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    });
+    flag
+}
+
+pub fn run_train(args: TrainArgs) -> Result<ExitCode> {
+    let cfg = load_trial_config(args.config.as_deref(), &args.set)?;
+    DeviceSpec::parse(&args.device)?;
+    let ctx = RunContext {
+        work_dir: args.out.clone(),
+        cache_root: args.cache.clone(),
+        device: args.device.clone(),
+        cancel: cancel_on_ctrl_c(),
+        progress: !args.no_progress,
+        checkpoint_minutes: args.checkpoint_minutes,
+    };
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let mut json = JsonLinesSink::create(&args.out.join("metrics.jsonl"))?;
+    let mut stdout = StdoutSink;
+    let mut sink = Tee(vec![&mut json, &mut stdout]);
+    match run_trial(&cfg, &ctx, &mut sink)? {
+        TrialEnd::Completed(m) => {
+            let text = serde_json::to_string_pretty(&m)?;
+            std::fs::write(args.out.join("final.json"), &text)?;
+            println!(
+                "completed: train {:.4} valid {:.4} (ppl {:.2}) test {:.4} (ppl {:.2}); {:.0} tok/s, \
+                 peak RSS {:.2} GB; model in {}",
+                m.train_loss,
+                m.valid_loss,
+                m.valid_ppl,
+                m.test_loss,
+                m.test_ppl,
+                m.tokens_per_s,
+                m.peak_rss_bytes as f64 / 1e9,
+                args.out.join("model").display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        TrialEnd::Diverged { step } => {
+            eprintln!("diverged: the loss became NaN/inf at step {step}");
+            Ok(ExitCode::from(3))
+        }
+        TrialEnd::Interrupted => {
+            eprintln!(
+                "interrupted: checkpoint in {}; run the same command again to resume",
+                args.out.join("checkpoint").display()
+            );
+            Ok(ExitCode::from(130))
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// sweep eval
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// A model directory (HF layout, e.g. a trial's `model/`) or a pretrained preset from the HF cache.
+    #[arg(long)]
+    pub model: String,
+    /// Evaluate this split of prepared data (needs --data).
+    #[arg(long, requires = "data", conflicts_with = "file")]
+    pub split: Option<Split>,
+    /// A directory written by `sweep data prepare`.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Evaluate any text file (tokenized, concatenated and cut into blocks as in training).
+    #[arg(long, required_unless_present = "split")]
+    pub file: Option<PathBuf>,
+    /// Tokens per block (default: the model's context length).
+    #[arg(long)]
+    pub block_size: Option<usize>,
+    /// At most this many tokens (leading blocks) are evaluated.
+    #[arg(long)]
+    pub max_tokens: Option<u64>,
+    #[arg(long, default_value_t = 4)]
+    pub batch_size: usize,
+    #[arg(long, env = "SWEEP_DEVICE", default_value = "cpu")]
+    pub device: String,
+    #[arg(long, env = "SWEEP_CACHE", default_value = "results/cache")]
+    pub cache: PathBuf,
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
+}
+
+pub fn run_eval(args: EvalArgs) -> Result<ExitCode> {
+    match DeviceSpec::parse(&args.device)? {
+        DeviceSpec::Cpu => eval_on::<crate::backend::Cpu>(&args, Default::default()),
+        #[cfg(feature = "cuda")]
+        DeviceSpec::Cuda(n) => {
+            eval_on::<crate::backend::Cuda>(&args, crate::backend::cuda_device(n))
+        }
+        #[allow(unreachable_patterns)]
+        other => Err(UsageError(format!("device {other:?} is not compiled in")).into()),
+    }
+}
+
+fn eval_on<B: Backend>(args: &EvalArgs, device: B::Device) -> Result<ExitCode> {
+    if args.batch_size == 0 {
+        return Err(UsageError("--batch-size must be at least 1".into()).into());
+    }
+    if GptConfig::is_preset(&args.model)
+        && !GptConfig::is_pretrained_preset(&args.model)
+        && !Path::new(&args.model).is_dir()
+    {
+        return Err(UsageError(format!(
+            "`{}` is a from-scratch preset without weights; pass a trained model directory",
+            args.model
+        ))
+        .into());
+    }
+    let dir = checkpoint::resolve_model_dir(&args.model)?;
+    let has_tok = dir.join("tokenizer.json").is_file() || dir.join("vocab.json").is_file();
+    let tok = if has_tok {
+        Tokenizer::from_dir(&dir)?
+    } else if GptConfig::is_pretrained_preset(&args.model) {
+        Tokenizer::gpt2()?
+    } else {
+        return Err(UsageError(format!(
+            "{} has no tokenizer files (tokenizer.json or vocab.json + merges.txt)",
+            dir.display()
+        ))
+        .into());
+    };
+    let ck = checkpoint::read_hf_config(&dir)?;
+    let block_size = args.block_size.unwrap_or(ck.n_positions);
+    if block_size < 2 || block_size > ck.n_positions {
+        return Err(UsageError(format!(
+            "--block-size {block_size} must be between 2 and the model's context of {}",
+            ck.n_positions
+        ))
+        .into());
+    }
+    // The tokenizer must match the embedding; GPT-2's two added tokens may sit on top of an
+    // original 50,257-row checkpoint (rows are added only if the text uses them).
+    let gpt2_plus_specials =
+        ck.vocab_size == GPT2_HF_VOCAB && tok.vocab_size() == GPT2_HF_VOCAB + 2;
+    if tok.vocab_size() != ck.vocab_size && !gpt2_plus_specials {
+        return Err(UsageError(format!(
+            "the tokenizer has {} tokens but the model in {} embeds {}: they do not belong together",
+            tok.vocab_size(),
+            dir.display(),
+            ck.vocab_size
+        ))
+        .into());
+    }
+    let (blocks, source): (Box<dyn Blocks>, String) = match (&args.split, &args.file) {
+        (Some(split), _) => {
+            let data_dir = args
+                .data
+                .as_ref()
+                .expect("clap requires --data with --split");
+            let prepared = data::load_prepared(data_dir)?;
+            let b = data::token_blocks(&prepared, *split, &tok, block_size, &args.cache)?;
+            (
+                Box::new(b),
+                format!("{split} split of {}", data_dir.display()),
+            )
+        }
+        (None, Some(file)) => {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let ids = tok.encode(&text)?;
+            let b = MemBlocks { ids, block_size };
+            if b.is_empty() {
+                return Err(UsageError(format!(
+                    "{} has fewer than {block_size} tokens: no complete block",
+                    file.display()
+                ))
+                .into());
+            }
+            (Box::new(b), file.display().to_string())
+        }
+        (None, None) => unreachable!("clap requires --split or --file"),
+    };
+    let n = capped_blocks(blocks.len(), block_size, args.max_tokens);
+    let max_id = (0..n).flat_map(|i| blocks.block(i)).max().unwrap_or(0) as usize;
+    let resize = (max_id >= ck.vocab_size).then_some(tok.vocab_size());
+    if resize.is_some() {
+        eprintln!(
+            "note: the text uses the added special tokens; the embedding grows to {} rows \
+             (new rows = mean of the old ones, as before fine-tuning)",
+            tok.vocab_size()
+        );
+    }
+    let (model, _) = checkpoint::import_hf::<B>(&dir, resize, Some(0.0), &device)?;
+    let t0 = Instant::now();
+    let r = evaluate(&model, blocks.as_ref(), n, args.batch_size, &device)?;
+    let secs = t0.elapsed().as_secs_f64();
+    match args.format {
+        Format::Json => println!(
+            "{}",
+            serde_json::json!({
+                "model": dir, "source": source, "block_size": block_size,
+                "blocks": r.blocks, "tokens": r.tokens, "loss": r.loss, "ppl": r.ppl,
+                "seconds": secs,
+            })
+        ),
+        Format::Text => println!(
+            "{source}: loss {:.6}  ppl {:.3}  ({} blocks of {block_size}, {} predicted tokens, {:.1}s)",
+            r.loss, r.ppl, r.blocks, r.tokens, secs
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+// ---------------------------------------------------------------------------------------------
+// sweep bench-train (hidden): training throughput of a model shape on random tokens
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// A preset (`gpt2-tiny`, `distilgpt2`, ...); weights are random.
+    #[arg(long, default_value = "gpt2-tiny")]
+    pub preset: String,
+    #[arg(long, default_value_t = 50_259)]
+    pub vocab: usize,
+    #[arg(long, default_value_t = 128)]
+    pub block_size: usize,
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
+    #[arg(long, default_value_t = 2)]
+    pub warmup: usize,
+    #[arg(long, default_value_t = 8)]
+    pub steps: usize,
+    #[arg(long, env = "SWEEP_DEVICE", default_value = "cpu")]
+    pub device: String,
+}
+
+pub fn run_bench(args: BenchArgs) -> Result<ExitCode> {
+    match DeviceSpec::parse(&args.device)? {
+        DeviceSpec::Cpu => bench_on::<crate::backend::CpuTrain>(&args, Default::default()),
+        #[cfg(feature = "cuda")]
+        DeviceSpec::Cuda(n) => {
+            bench_on::<crate::backend::CudaTrain>(&args, crate::backend::cuda_device(n))
+        }
+        #[allow(unreachable_patterns)]
+        other => Err(UsageError(format!("device {other:?} is not compiled in")).into()),
+    }
+}
+
+fn bench_on<AB: AutodiffBackend>(args: &BenchArgs, device: AB::Device) -> Result<ExitCode> {
+    let mut cfg = GptConfig::preset(&args.preset)?;
+    cfg.vocab_size = args.vocab;
+    if args.block_size > cfg.n_positions {
+        return Err(UsageError(format!(
+            "--block-size {} exceeds {}'s context of {}",
+            args.block_size, args.preset, cfg.n_positions
+        ))
+        .into());
+    }
+    let mut model = cfg.init::<AB>(&device, 0);
+    let mut opt = AdamW::<AB::InnerBackend>::new(AdamWConfig::new(0.01));
+    let (b, t) = (args.batch_size, args.block_size);
+    let mut rng = crate::model::SplitMix::new(1);
+    let mut times = Vec::new();
+    for i in 0..args.warmup + args.steps {
+        let ids: Vec<i32> = (0..b * t)
+            .map(|_| (rng.next_u64() % args.vocab as u64) as i32)
+            .collect();
+        let ids = Tensor::<AB, 2, Int>::from_data(TensorData::new(ids, [b, t]), &device);
+        let t0 = Instant::now();
+        let loss = model.loss(ids);
+        let value = loss.clone().into_scalar().elem::<f64>();
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = opt.step(model, grads, 1e-4).0;
+        AB::sync(&device).ok();
+        let dt = t0.elapsed().as_secs_f64();
+        if i >= args.warmup {
+            times.push(dt);
+        }
+        eprintln!("step {i}: loss {value:.4}  {:.3}s", dt);
+    }
+    times.sort_by(f64::total_cmp);
+    let median = times[times.len() / 2];
+    let _ = model.valid();
+    println!(
+        "{}",
+        serde_json::json!({
+            "impl": format!("burn-{}", DeviceSpec::parse(&args.device)?.describe()),
+            "preset": args.preset, "params": cfg.num_params(), "block_size": t, "batch_size": b,
+            "median_step_s": median, "tokens_per_s": (b * t) as f64 / median,
+            "peak_rss_bytes": peak_rss_bytes(),
+        })
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sets_override_and_nest() {
+        let cfg = load_trial_config(
+            None,
+            &[
+                "model=gpt2-tiny".into(),
+                "data.sources=[\"a.tsv\"]".into(),
+                "block_size=64".into(),
+                "batch_size=2".into(),
+                "grad_accum=1".into(),
+                "learning_rate=1e-3".into(),
+                "weight_decay=0.0".into(),
+                "epochs=1".into(),
+                "tokenizer=bpe-512".into(),
+            ],
+        )
+        .unwrap();
+        assert_eq!(cfg.model, "gpt2-tiny");
+        assert_eq!(cfg.data.sources, vec!["a.tsv".to_string()]);
+        assert_eq!(cfg.learning_rate, 1e-3);
+        assert_eq!(cfg.tokenizer, "bpe-512");
+        let err = load_trial_config(None, &["model=gpt2".into()]).unwrap_err();
+        assert!(err.to_string().contains("missing field"), "{err}");
+        assert!(load_trial_config(None, &["oops".into()]).is_err());
+    }
+}

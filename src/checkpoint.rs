@@ -677,6 +677,27 @@ mod tests {
     }
 
     #[test]
+    fn offline_preset_error_says_where_files_go() {
+        let tmp = tempfile::tempdir().unwrap();
+        // Only this test reads HF_HUB_CACHE in this binary.
+        std::env::set_var("HF_HUB_CACHE", tmp.path());
+        let err = resolve_model_dir("distilgpt2").unwrap_err().to_string();
+        assert!(err.contains("models--distilgpt2/snapshots/"), "{err}");
+        assert!(
+            err.contains("config.json") && err.contains("model.safetensors"),
+            "{err}"
+        );
+        // A snapshot with both files resolves.
+        let snap = tmp
+            .path()
+            .join("models--distilbert--distilgpt2/snapshots/abc");
+        fs::create_dir_all(&snap).unwrap();
+        fs::write(snap.join("config.json"), "{}").unwrap();
+        fs::write(snap.join("model.safetensors"), "").unwrap();
+        assert_eq!(resolve_model_dir("distilgpt2").unwrap(), snap);
+    }
+
+    #[test]
     fn unknown_model_name_is_a_usage_error() {
         let err = resolve_model_dir("no-such-model-xyz").unwrap_err();
         assert!(err.downcast_ref::<UsageError>().is_some());

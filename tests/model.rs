@@ -456,6 +456,16 @@ fn bad_trial_configs_are_usage_errors() {
         ),
         (
             TrialConfig {
+                model: "distilgpt2".into(),
+                n_layer: None,
+                n_embd: None,
+                n_head: None,
+                ..tiny_trial(&source)
+            },
+            "needs the gpt2 tokenizer",
+        ),
+        (
+            TrialConfig {
                 init: Some("pretrained".into()),
                 ..tiny_trial(&source)
             },

@@ -75,21 +75,27 @@ impl KeytermScore {
     pub fn real_fraction(&self) -> Option<f64> {
         (self.real > 0).then(|| self.real_using as f64 / self.real as f64)
     }
-    /// One line for the terminal.
-    pub fn describe(&self) -> String {
+    /// One line for the terminal; the real abstracts' fraction only when there were any.
+    pub fn describe(&self, with_real: bool) -> String {
         let frac = |f: Option<f64>, k: usize, n: usize| match f {
             Some(f) => format!("{:.0}% ({k}/{n})", 100.0 * f),
             None => "n/a (no `ACRONYM: ...` titles)".to_string(),
         };
-        format!(
-            "key-term usage (titles `ACRONYM: ...`): generated {}, real {}",
+        let mut line = format!(
+            "key-term usage (titles `ACRONYM: ...`): generated {}",
             frac(
                 self.generated_fraction(),
                 self.generated_using,
                 self.generated
-            ),
-            frac(self.real_fraction(), self.real_using, self.real)
-        )
+            )
+        );
+        if with_real {
+            line += &format!(
+                ", real {}",
+                frac(self.real_fraction(), self.real_using, self.real)
+            );
+        }
+        line
     }
 }
 
@@ -160,12 +166,12 @@ mod tests {
         );
         assert_eq!(s.generated_fraction(), Some(0.5));
         assert_eq!(s.real_fraction(), Some(1.0));
+        let line = s.describe(true);
         assert!(
-            s.describe()
-                .contains("generated 50% (1/2), real 100% (1/1)"),
-            "{}",
-            s.describe()
+            line.contains("generated 50% (1/2), real 100% (1/1)"),
+            "{line}"
         );
-        assert!(KeytermScore::default().describe().contains("n/a"));
+        assert!(!s.describe(false).contains("real"));
+        assert!(KeytermScore::default().describe(true).contains("n/a"));
     }
 }

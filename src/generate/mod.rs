@@ -276,11 +276,13 @@ pub struct GenerateArgs {
     /// Keep only the k most likely tokens before top-p; 0 disables.
     #[arg(long, default_value_t = 0)]
     pub top_k: usize,
+    /// Logits are divided by this before softmax (> 0; < 1 sharpens).
     #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     pub temperature: f64,
     /// CTRL's repetition penalty (1.0 disables; CTRL used 1.2).
     #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     pub repetition_penalty: f64,
+    /// Stop after this many tokens (also stops at `<|endoftext|>` and at the context window).
     #[arg(long, default_value_t = 300)]
     pub max_new_tokens: usize,
     /// Seed of the first sample; sample k uses seed + k. Default: random (printed and stored).
@@ -292,6 +294,7 @@ pub struct GenerateArgs {
     /// Write the samples to the ledger (default with --trial).
     #[arg(long, overrides_with = "no_store")]
     pub store: bool,
+    /// Do not write the samples to the ledger.
     #[arg(long, overrides_with = "store")]
     pub no_store: bool,
     /// Recompute the whole prefix each step (for comparison; much slower).
@@ -300,10 +303,13 @@ pub struct GenerateArgs {
     /// Ledger URL (default results/sweep.db).
     #[arg(long, env = "SWEEP_DB")]
     pub db: Option<String>,
+    /// `cpu` or `cuda:N`.
     #[arg(long, env = "SWEEP_DEVICE", default_value = "cpu")]
     pub device: String,
+    /// Cache root where --from-split finds (or prepares) the trial's data.
     #[arg(long, env = "SWEEP_CACHE", default_value = "results/cache")]
     pub cache: PathBuf,
+    /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
 }
@@ -614,6 +620,15 @@ fn generate_on<B: Backend>(
         let n_tok: usize = out.iter().map(|g| g.ids.len()).sum();
         total_tokens += n_tok;
         total_secs += secs;
+        if !text_mode {
+            // JSON goes to stdout; progress to stderr.
+            eprintln!(
+                "[{}/{}] {n_tok} tokens in {secs:.1}s: {}",
+                pi + 1,
+                source.prompts.len(),
+                prompt.title
+            );
+        }
         if let Some(r) = &prompt.reference {
             score.add_real(&prompt.title, r);
         }
@@ -678,7 +693,7 @@ fn generate_on<B: Backend>(
         );
     }
     if source.split.is_some() || score.generated > 0 {
-        let line = score.describe();
+        let line = score.describe(source.split.is_some());
         if text_mode {
             println!("{line}");
         } else {

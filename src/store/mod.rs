@@ -34,6 +34,7 @@
 //! `RETURNING`) and runs the same contract suite.
 
 pub mod contract;
+pub mod postgres;
 pub mod sqlite;
 
 use anyhow::Result;
@@ -326,11 +327,7 @@ pub fn resolve_url(flag: Option<&str>) -> String {
 /// Open (creating and migrating if needed) the ledger at `url`.
 pub fn open(url: &str) -> Result<Box<dyn Store>> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return Err(crate::cli::UsageError(format!(
-            "--db {url}: the PostgreSQL ledger is not implemented yet (issue #7); fix: use a \
-             SQLite path such as results/sweep.db"
-        ))
-        .into());
+        return Ok(Box::new(postgres::PostgresStore::open(url)?));
     }
     Ok(Box::new(sqlite::SqliteStore::open(url)?))
 }

@@ -40,11 +40,13 @@ pub struct TrainArgs {
     /// Work directory: checkpoint/, model/ (the exported HF model), metrics.jsonl, final.json.
     #[arg(long, default_value = "results/train")]
     pub out: PathBuf,
+    /// Cache of prepared data, tokenizers and token files.
     #[arg(long, env = "SWEEP_CACHE", default_value = "results/cache")]
     pub cache: PathBuf,
     /// Checkpoint every N minutes (and at each epoch end); 0: epoch ends only.
     #[arg(long, default_value_t = 10.0)]
     pub checkpoint_minutes: f64,
+    /// No progress bar or progress lines (metric rows are still printed).
     #[arg(long)]
     pub no_progress: bool,
 }

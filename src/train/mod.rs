@@ -194,10 +194,13 @@ fn model_plan(cfg: &TrialConfig, vocab_size: usize) -> Result<ModelPlan> {
     gcfg.dropout = cfg.dropout;
     let check = |m: String| -> Result<()> { Err(UsageError(m).into()) };
     if !scratch {
-        if cfg.tokenizer != "gpt2" && vocab_size != gcfg.vocab_size {
+        // GPT-2's weights only make sense with GPT-2's tokenizer; a local checkpoint may come
+        // with any tokenizer whose vocabulary is exactly its embedding's.
+        if cfg.tokenizer != "gpt2" && (!is_dir || vocab_size != gcfg.vocab_size) {
             check(format!(
-                "pretrained `{name}` needs the gpt2 tokenizer, not `{}`",
-                cfg.tokenizer
+                "pretrained `{name}` needs the gpt2 tokenizer (or one with exactly its {} \
+                 tokens), not `{}`",
+                gcfg.vocab_size, cfg.tokenizer
             ))?;
         }
         for (field, want, have) in [

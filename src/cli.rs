@@ -4,7 +4,11 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "sweep", version, about = "Fine-tune GPT-2 over hyperparameter sweeps and report them like the paper")]
+#[command(
+    name = "sweep",
+    version,
+    about = "Fine-tune GPT-2 over hyperparameter sweeps and report them like the paper"
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -36,6 +40,10 @@ enum Command {
     Run(crate::scheduler::RunArgs),
     /// Sweeps and trials in the ledger: state, progress, best valid PPL, errors.
     Status(crate::scheduler::StatusArgs),
+    /// Drain recorded sweeps from a shared ledger, one trial at a time (several machines may run one each).
+    Worker(crate::worker::WorkerArgs),
+    /// Cancel the Slurm job arrays of a sweep (`scancel`); running trials checkpoint first.
+    Cancel(crate::slurm::CancelArgs),
     /// Per-trial commands (`sweep trial run ID`: what `sweep run` and cluster tasks execute).
     #[command(subcommand)]
     Trial(crate::scheduler::TrialCommand),
@@ -69,6 +77,8 @@ pub fn main() -> ExitCode {
         Command::Run(args) => crate::scheduler::run_cmd(args),
         Command::Status(args) => crate::scheduler::status_cmd(args),
         Command::Trial(cmd) => crate::scheduler::trial_cmd(cmd),
+        Command::Worker(args) => crate::worker::run(args),
+        Command::Cancel(args) => crate::slurm::cancel_cmd(args),
         Command::BenchReport(args) => crate::report::run_bench(args),
         Command::Generate(args) => crate::generate::run(args),
         Command::BenchGenerate(args) => crate::generate::bench::run(args),

@@ -94,6 +94,8 @@ pub struct RunArgs {
     /// Checkpoint a running trial at least this often (minutes; epoch ends always checkpoint).
     #[arg(long, default_value_t = 10.0)]
     pub checkpoint_minutes: f64,
+    #[command(flatten)]
+    pub cluster: crate::slurm::ExecutorArgs,
 }
 
 #[derive(Args, Debug)]
@@ -127,7 +129,7 @@ pub struct TrialRunArgs {
     pub progress: bool,
 }
 
-fn open_store(ledger: &LedgerArgs) -> Result<(String, Arc<dyn Store>)> {
+pub(crate) fn open_store(ledger: &LedgerArgs) -> Result<(String, Arc<dyn Store>)> {
     let url = store::resolve_url(ledger.db.as_deref());
     let s = store::open(&url)?;
     Ok((url, Arc::from(s)))
@@ -146,12 +148,19 @@ fn cache_root() -> PathBuf {
     crate::data::default_cache_root()
 }
 
-fn artifact_dir(hash: &str) -> PathBuf {
-    let dir = PathBuf::from(TRIALS_DIR).join(&hash[..hash.len().min(12)]);
+pub(crate) fn artifact_dir(hash: &str) -> PathBuf {
+    // Cluster tasks put artifacts on a directory shared by the nodes (`--artifacts`, issue 7).
+    let root = std::env::var_os("SWEEP_ARTIFACTS")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(TRIALS_DIR));
+    let dir = root.join(&hash[..hash.len().min(12)]);
     std::path::absolute(&dir).unwrap_or(dir)
 }
 
-fn load_and_identify(args: &SweepFileArgs) -> Result<(config::Sweep, Vec<PlannedTrial>)> {
+pub(crate) fn load_and_identify(
+    args: &SweepFileArgs,
+) -> Result<(config::Sweep, Vec<PlannedTrial>)> {
     let sweep = config::load(&args.file, args.profile.as_deref(), &args.sets)?;
     let planned = plan::identify(&sweep, &cache_root())?;
     Ok((sweep, planned))
@@ -438,6 +447,8 @@ pub fn status_cmd(args: StatusArgs) -> Result<ExitCode> {
                     note
                 );
             }
+            // Slurm job states beside the trial states, when the sweep was submitted (issue 7).
+            out.push_str(&crate::slurm::status_section(&sw.spec));
         }
     }
     write_stdout(&out)
@@ -499,7 +510,7 @@ fn worker_dead(t: &TrialRecord) -> bool {
 }
 
 /// Mark trials whose worker died `interrupted` (so they resume from their checkpoint).
-fn recover_dead(s: &dyn Store, ids: &[i64]) -> Result<usize> {
+pub(crate) fn recover_dead(s: &dyn Store, ids: &[i64]) -> Result<usize> {
     let mut n = 0;
     for t in s.trials_in_state(TrialState::Running)? {
         if ids.contains(&t.id) && worker_dead(&t) {
@@ -554,7 +565,8 @@ extern "C" fn on_signal_child(_: libc::c_int) {
 }
 
 fn install_signals(handler: extern "C" fn(libc::c_int)) {
-    for sig in [libc::SIGINT, libc::SIGTERM] {
+    // SIGUSR1: Slurm's warning before a time limit or preemption (`--signal=B:USR1@120`).
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGUSR1] {
         // SAFETY: the handlers only touch an atomic (and _exit).
         unsafe {
             libc::signal(sig, handler as usize as libc::sighandler_t);
@@ -887,6 +899,9 @@ fn tail_of(path: &Path, lines: usize) -> String {
 }
 
 pub fn run_cmd(args: RunArgs) -> Result<ExitCode> {
+    if args.cluster.is_slurm() {
+        return crate::slurm::submit(args);
+    }
     if args.jobs == 0 {
         return Err(UsageError("--jobs 0: fix: use --jobs 1 or more".into()).into());
     }
@@ -1296,6 +1311,7 @@ pub fn run_cmd(args: RunArgs) -> Result<ExitCode> {
     for (id, e) in &failed {
         eprintln!("  trial {id} failed: {}", e.lines().next().unwrap_or(""));
     }
+    regenerate_report(&url, &name);
     if stopping {
         return Ok(ExitCode::from(130));
     }
@@ -1303,4 +1319,25 @@ pub fn run_cmd(args: RunArgs) -> Result<ExitCode> {
         return Ok(ExitCode::from(1));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Rewrites `reports/<sweep>.html` from the ledger, also after an interrupt (with what exists).
+/// A report failure is printed, never turned into a sweep failure: the numbers are in the ledger.
+fn regenerate_report(url: &str, name: &str) {
+    let out = Path::new("reports").join(format!("{}.html", crate::report::file_stem(name)));
+    let (url, sweep) = (url.to_string(), name.to_string());
+    let target = out.clone();
+    // The report opens its own runtime, so it runs on a plain thread outside the store's.
+    let result = std::thread::spawn(move || {
+        crate::report::write_sweep_report_blocking(&url, &sweep, &target)
+    })
+    .join();
+    match result {
+        Ok(Ok(())) => eprintln!("report: {}", out.display()),
+        Ok(Err(e)) => eprintln!(
+            "warning: could not write the report {}: {e:#}",
+            out.display()
+        ),
+        Err(_) => eprintln!("warning: the report writer panicked; run `sweep report {name}`"),
+    }
 }

@@ -1237,3 +1237,104 @@ mod tests {
         assert_eq!(sweep_state(&tot.by_state), "completed with failures");
     }
 }
+
+/// The paper's §4.6 finding, measured: of the samples generated for acronym titles
+/// (`ACRONYM: full name`), how many use the acronym, next to the real abstracts of those titles.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct KeyTermScore {
+    pub trial_id: i64,
+    /// Generated samples whose title has an acronym.
+    pub generated: usize,
+    pub generated_using: usize,
+    /// Distinct titles with a real abstract and an acronym.
+    pub real: usize,
+    pub real_using: usize,
+}
+
+/// One score per trial that has samples with an acronym title (`uses_acronym` set). The real side
+/// counts each title once, from `params.reference_uses_acronym`, however many samples it has.
+pub fn key_term_scores(records: &SweepRecords) -> Vec<KeyTermScore> {
+    let mut out: Vec<KeyTermScore> = Vec::new();
+    let mut seen_titles: std::collections::BTreeSet<(i64, String)> = Default::default();
+    for s in &records.samples {
+        let Some(uses) = s.uses_acronym else { continue };
+        let idx = match out.iter().position(|k| k.trial_id == s.trial_id) {
+            Some(i) => i,
+            None => {
+                out.push(KeyTermScore {
+                    trial_id: s.trial_id,
+                    generated: 0,
+                    generated_using: 0,
+                    real: 0,
+                    real_using: 0,
+                });
+                out.len() - 1
+            }
+        };
+        let k = &mut out[idx];
+        k.generated += 1;
+        k.generated_using += usize::from(uses);
+        let real = s
+            .params
+            .as_ref()
+            .and_then(|p| p.get("reference_uses_acronym"))
+            .and_then(Value::as_bool);
+        if let (Some(real), Some(title)) = (real, &s.title) {
+            if seen_titles.insert((s.trial_id, title.clone())) {
+                k.real += 1;
+                k.real_using += usize::from(real);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod key_term_tests {
+    use super::*;
+    use serde_json::json;
+
+    fn sample(trial_id: i64, title: &str, uses: Option<bool>, real: Option<bool>) -> SampleInfo {
+        SampleInfo {
+            trial_id,
+            title: Some(title.into()),
+            uses_acronym: uses,
+            params: real.map(|r| json!({ "reference_uses_acronym": r })),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn counts_generated_per_sample_and_real_per_title() {
+        let records = SweepRecords {
+            samples: vec![
+                sample(1, "BERT: Pre-training", Some(true), Some(true)),
+                sample(1, "BERT: Pre-training", Some(false), Some(true)),
+                sample(1, "ELMo: Deep contextualized", Some(false), Some(false)),
+                sample(1, "A title without acronym", None, None),
+                sample(2, "GPT: x", Some(true), None),
+            ],
+            ..Default::default()
+        };
+        let scores = key_term_scores(&records);
+        assert_eq!(
+            scores,
+            vec![
+                KeyTermScore {
+                    trial_id: 1,
+                    generated: 3,
+                    generated_using: 1,
+                    real: 2,
+                    real_using: 1
+                },
+                KeyTermScore {
+                    trial_id: 2,
+                    generated: 1,
+                    generated_using: 1,
+                    real: 0,
+                    real_using: 0
+                },
+            ]
+        );
+    }
+}

@@ -568,6 +568,24 @@ fn trial_html(h: &mut String, records: &SweepRecords, t: &TrialInfo, name: &str,
         .collect();
     if !samples.is_empty() {
         let _ = write!(h, "<p><b>Generated samples ({})</b></p>", samples.len());
+        if let Some(k) = super::data::key_term_scores(records)
+            .into_iter()
+            .find(|k| k.trial_id == t.id)
+        {
+            let pct = |n: usize, d: usize| {
+                if d == 0 {
+                    "—".to_string()
+                } else {
+                    format!("{:.0}% ({n}/{d})", 100.0 * n as f64 / d as f64)
+                }
+            };
+            let _ = write!(
+                h,
+                "<p>Key-term usage (titles <code>ACRONYM: name</code>, paper §4.6): generated abstracts use the acronym in {}; the real abstracts in {}.</p>",
+                pct(k.generated_using, k.generated),
+                pct(k.real_using, k.real)
+            );
+        }
         for s in samples {
             let _ = write!(
                 h,

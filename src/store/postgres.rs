@@ -97,7 +97,9 @@ fn metric_from(row: &PgRow) -> Result<MetricRecord> {
         ppl: row.try_get::<Option<f64>, _>("ppl")?.unwrap_or(f64::NAN),
         tokens_seen: row.try_get::<Option<i64>, _>("tokens_seen")?.unwrap_or(0),
         lr: row.try_get::<Option<f64>, _>("lr")?.unwrap_or(0.0),
-        tokens_per_s: row.try_get::<Option<f64>, _>("tokens_per_s")?.unwrap_or(0.0),
+        tokens_per_s: row
+            .try_get::<Option<f64>, _>("tokens_per_s")?
+            .unwrap_or(0.0),
         created_at: opt_text(row, "created_at")?,
     })
 }
@@ -174,7 +176,9 @@ pub fn scratch_database(url: &str, name: &str) -> Result<String> {
         sqlx::query(&format!("CREATE DATABASE {name}"))
             .execute(&mut conn)
             .await
-            .with_context(|| format!("creating scratch database {name} (the role needs CREATEDB)"))?;
+            .with_context(|| {
+                format!("creating scratch database {name} (the role needs CREATEDB)")
+            })?;
         Ok::<_, anyhow::Error>(())
     })?;
     with_database(url, name)
@@ -500,7 +504,11 @@ impl Store for PostgresStore {
                 .bind(trial_id)
                 .bind(rows.iter().map(|r| r.step).collect::<Vec<i64>>())
                 .bind(col(&|r| r.epoch))
-                .bind(rows.iter().map(|r| r.split.clone()).collect::<Vec<String>>())
+                .bind(
+                    rows.iter()
+                        .map(|r| r.split.clone())
+                        .collect::<Vec<String>>(),
+                )
                 .bind(col(&|r| r.loss))
                 .bind(col(&|r| r.ppl))
                 .bind(rows.iter().map(|r| r.tokens_seen).collect::<Vec<i64>>())
@@ -595,7 +603,10 @@ mod tests {
             with_database("postgres://u:p@h:5432/db?sslmode=disable", "x").unwrap(),
             "postgres://u:p@h:5432/x?sslmode=disable"
         );
-        assert_eq!(with_database("postgres://h", "x").unwrap(), "postgres://h/x");
+        assert_eq!(
+            with_database("postgres://h", "x").unwrap(),
+            "postgres://h/x"
+        );
     }
 
     /// The store contract on PostgreSQL: each check gets a fresh scratch database.
@@ -646,7 +657,9 @@ mod tests {
                     let s = s.clone();
                     scope.spawn(move || {
                         let mut got = Vec::new();
-                        while let Some(t) = s.claim_next(r.sweep_id, &format!("w{w}"), "cpu").unwrap() {
+                        while let Some(t) =
+                            s.claim_next(r.sweep_id, &format!("w{w}"), "cpu").unwrap()
+                        {
                             got.push(t.id);
                         }
                         got
@@ -658,8 +671,16 @@ mod tests {
         let mut sorted = claimed.clone();
         sorted.sort();
         sorted.dedup();
-        assert_eq!(sorted.len(), 40, "every trial claimed exactly once: {claimed:?}");
+        assert_eq!(
+            sorted.len(),
+            40,
+            "every trial claimed exactly once: {claimed:?}"
+        );
         assert_eq!(claimed.len(), 40);
-        assert!(s.trials_in_state(TrialState::Running).unwrap().iter().all(|t| t.attempts == 1));
+        assert!(s
+            .trials_in_state(TrialState::Running)
+            .unwrap()
+            .iter()
+            .all(|t| t.attempts == 1));
     }
 }

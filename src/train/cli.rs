@@ -176,10 +176,16 @@ pub enum Format {
 #[derive(Args, Debug)]
 pub struct EvalArgs {
     /// A model directory (HF layout, e.g. a trial's `model/`) or a pretrained preset from the HF cache.
+    #[arg(long, required_unless_present = "trial", conflicts_with = "trial")]
+    pub model: Option<String>,
+    /// A completed trial of the ledger: its exported model, its prepared data and its block size.
     #[arg(long)]
-    pub model: String,
-    /// Evaluate this split of prepared data (needs --data).
-    #[arg(long, requires = "data", conflicts_with = "file")]
+    pub trial: Option<i64>,
+    /// Ledger URL for --trial (default results/sweep.db).
+    #[arg(long, env = "SWEEP_DB")]
+    pub db: Option<String>,
+    /// Evaluate this split of prepared data (needs --data, or --trial).
+    #[arg(long, conflicts_with = "file")]
     pub split: Option<Split>,
     /// A directory written by `sweep data prepare`.
     #[arg(long)]
@@ -203,7 +209,16 @@ pub struct EvalArgs {
     pub format: Format,
 }
 
-pub fn run_eval(args: EvalArgs) -> Result<ExitCode> {
+pub fn run_eval(mut args: EvalArgs) -> Result<ExitCode> {
+    if let Some(id) = args.trial {
+        resolve_trial_for_eval(id, &mut args)?;
+    }
+    if args.split.is_some() && args.data.is_none() {
+        return Err(UsageError(
+            "--split needs --data DIR (a `sweep data prepare` output) or --trial ID".into(),
+        )
+        .into());
+    }
     match DeviceSpec::parse(&args.device)? {
         DeviceSpec::Cpu => eval_on::<crate::backend::Cpu>(&args, Default::default()),
         #[cfg(feature = "cuda")]
@@ -215,25 +230,55 @@ pub fn run_eval(args: EvalArgs) -> Result<ExitCode> {
     }
 }
 
+/// Fills --model, --data and --block-size from a trial of the ledger (explicit flags win).
+fn resolve_trial_for_eval(id: i64, args: &mut EvalArgs) -> Result<()> {
+    let url = crate::store::resolve_url(args.db.as_deref());
+    let store = crate::store::open(&url)?;
+    let trial = store.trial(id)?.ok_or_else(|| {
+        UsageError(format!(
+            "--trial {id}: no such trial in {url}; see `sweep status`"
+        ))
+    })?;
+    let model_dir = trial
+        .artifact_dir
+        .as_ref()
+        .map(|d| PathBuf::from(d).join("model"))
+        .filter(|d| d.join("config.json").is_file())
+        .ok_or_else(|| {
+            UsageError(format!(
+                "--trial {id} is {} and has no exported model yet; run its sweep to completion first",
+                trial.state
+            ))
+        })?;
+    let cfg: TrialConfig = serde_json::from_value(trial.config.clone())
+        .with_context(|| format!("trial {id}: its stored configuration does not parse"))?;
+    args.model = Some(model_dir.display().to_string());
+    if args.split.is_some() && args.data.is_none() {
+        args.data = Some(data::prepare_cached(&cfg.data, &args.cache)?.dir);
+    }
+    args.block_size.get_or_insert(cfg.block_size);
+    Ok(())
+}
+
 fn eval_on<B: Backend>(args: &EvalArgs, device: B::Device) -> Result<ExitCode> {
     if args.batch_size == 0 {
         return Err(UsageError("--batch-size must be at least 1".into()).into());
     }
-    if GptConfig::is_preset(&args.model)
-        && !GptConfig::is_pretrained_preset(&args.model)
-        && !Path::new(&args.model).is_dir()
+    let model = args.model.as_deref().unwrap_or_default();
+    if GptConfig::is_preset(model)
+        && !GptConfig::is_pretrained_preset(model)
+        && !Path::new(model).is_dir()
     {
         return Err(UsageError(format!(
-            "`{}` is a from-scratch preset without weights; pass a trained model directory",
-            args.model
+            "`{model}` is a from-scratch preset without weights; pass a trained model directory",
         ))
         .into());
     }
-    let dir = checkpoint::resolve_model_dir(&args.model)?;
+    let dir = checkpoint::resolve_model_dir(model)?;
     let has_tok = dir.join("tokenizer.json").is_file() || dir.join("vocab.json").is_file();
     let tok = if has_tok {
         Tokenizer::from_dir(&dir)?
-    } else if GptConfig::is_pretrained_preset(&args.model) {
+    } else if GptConfig::is_pretrained_preset(model) {
         Tokenizer::gpt2()?
     } else {
         return Err(UsageError(format!(
@@ -269,7 +314,7 @@ fn eval_on<B: Backend>(args: &EvalArgs, device: B::Device) -> Result<ExitCode> {
             let data_dir = args
                 .data
                 .as_ref()
-                .expect("clap requires --data with --split");
+                .context("--split needs --data or --trial")?;
             let prepared = data::load_prepared(data_dir)?;
             let b = data::token_blocks(&prepared, *split, &tok, block_size, &args.cache)?;
             (

@@ -1,0 +1,647 @@
+//! The Slurm executor: `sweep run --executor slurm` submits one job array, `sweep status` shows its
+//! states, `sweep cancel` cancels it.
+//!
+//! Each array task runs `sweep trial run ID` against the shared ledger (PostgreSQL on a cluster),
+//! so claims, heartbeats, metrics and dead-worker recovery are the same as on one machine. The
+//! task-index -> trial-id map is `trials.txt` beside the script (line i+1 = task i). The ledger
+//! URL reaches the tasks through the environment (`SWEEP_DB`, exported by sbatch), never on disk.
+//! Submitted jobs are recorded in the sweep's `spec_json` under `"slurm": {"jobs": [...]}`.
+
+use crate::cli::UsageError;
+use crate::scheduler::{self, LedgerArgs, RunArgs};
+use crate::store::{self, NewSweep, NewTrial, TrialState};
+use anyhow::{Context, Result};
+use clap::Args;
+use serde_json::{json, Value as Json};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+/// Executor flags of `sweep run`.
+#[derive(Args, Debug, Clone)]
+pub struct ExecutorArgs {
+    /// Where trials run: `local` (child processes on this machine) or `slurm` (one sbatch job array).
+    #[arg(long, default_value = "local", value_parser = ["local", "slurm"])]
+    pub executor: String,
+    /// Slurm partition (default: the cluster's default partition).
+    #[arg(long)]
+    pub partition: Option<String>,
+    /// GPUs per trial (Slurm `--gres=gpu:N`); 0 runs trials on CPU.
+    #[arg(long, default_value_t = 0)]
+    pub gpus_per_trial: u32,
+    /// Time limit of one trial, `[D-]HH:MM:SS`.
+    #[arg(long, default_value = "04:00:00")]
+    pub time: String,
+    /// At most K array tasks at once (`--array=0-N%K`).
+    #[arg(long)]
+    pub max_parallel: Option<usize>,
+    /// Extra `#SBATCH` line, repeatable (`--sbatch-arg=--account=nlp --sbatch-arg=--mem=32G`).
+    #[arg(long = "sbatch-arg", value_name = "ARG", allow_hyphen_values = true)]
+    pub sbatch_args: Vec<String>,
+    /// Directory shared by all nodes for checkpoints, models and job files (default `results`).
+    #[arg(long)]
+    pub artifacts: Option<PathBuf>,
+    /// Also resubmit trials that were interrupted (preempted, cancelled, time limit) or failed.
+    #[arg(long)]
+    pub requeue: bool,
+    /// Write the sbatch script and print it, without submitting.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+impl ExecutorArgs {
+    pub fn is_slurm(&self) -> bool {
+        self.executor == "slurm"
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct CancelArgs {
+    /// The sweep whose Slurm jobs to cancel (as recorded, see `sweep status`).
+    pub sweep: String,
+    #[command(flatten)]
+    pub ledger: LedgerArgs,
+}
+
+fn usage(msg: String) -> anyhow::Error {
+    UsageError(msg).into()
+}
+
+/// `[D-]HH:MM:SS`, `MM:SS` or minutes, as Slurm accepts.
+fn valid_time(t: &str) -> bool {
+    let (days, rest) = match t.split_once('-') {
+        Some((d, r)) => (Some(d), r),
+        None => (None, t),
+    };
+    if days.is_some_and(|d| d.parse::<u32>().is_err()) {
+        return false;
+    }
+    let parts: Vec<&str> = rest.split(':').collect();
+    !parts.is_empty()
+        && parts.len() <= 3
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.len() <= 3 && p.parse::<u32>().is_ok())
+}
+
+fn on_path(tool: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(tool))
+            .find(|p| p.is_file())
+    })
+}
+
+fn run_tool(tool: &str, args: &[&str]) -> Result<std::process::Output> {
+    Command::new(tool)
+        .args(args)
+        .output()
+        .with_context(|| format!("running {tool}"))
+}
+
+/// Directory name for a sweep (ledger names may contain `@`).
+fn safe_name(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+fn shell_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:=@,%+".contains(c))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+/// Everything the generated script depends on.
+pub struct ScriptSpec<'a> {
+    pub sweep_name: &'a str,
+    pub command_line: &'a str,
+    pub tasks: usize,
+    pub exec: &'a ExecutorArgs,
+    pub job_dir: &'a Path,
+    pub work_dir: &'a Path,
+    pub artifacts: &'a Path,
+    pub cache: &'a Path,
+    pub exe: &'a Path,
+    pub checkpoint_minutes: f64,
+}
+
+/// The sbatch script of a job array (pure: the same inputs give the same text).
+pub fn render_script(s: &ScriptSpec) -> String {
+    let mut out = String::new();
+    let mut line = |l: String| {
+        out.push_str(&l);
+        out.push('\n');
+    };
+    line("#!/bin/bash".into());
+    line(format!(
+        "# Generated by `{}` (sweep {}).",
+        s.command_line,
+        env!("CARGO_PKG_VERSION")
+    ));
+    line(format!(
+        "# Sweep `{}`: {} trial(s); array task i runs the trial whose ledger id is on line i+1 of trials.txt.",
+        s.sweep_name, s.tasks
+    ));
+    line(format!(
+        "#SBATCH --job-name=sweep-{}",
+        safe_name(s.sweep_name)
+    ));
+    let cap = s
+        .exec
+        .max_parallel
+        .map(|k| format!("%{k}"))
+        .unwrap_or_default();
+    line(format!(
+        "#SBATCH --array=0-{}{cap}",
+        s.tasks.saturating_sub(1)
+    ));
+    line(format!("#SBATCH --time={}", s.exec.time));
+    if let Some(p) = &s.exec.partition {
+        line(format!("#SBATCH --partition={p}"));
+    }
+    if s.exec.gpus_per_trial > 0 {
+        line(format!("#SBATCH --gres=gpu:{}", s.exec.gpus_per_trial));
+    }
+    line("#SBATCH --ntasks=1".into());
+    line(format!(
+        "#SBATCH --output={}/logs/%A_%a.out",
+        s.job_dir.display()
+    ));
+    line("#SBATCH --open-mode=append".into());
+    line(format!("#SBATCH --chdir={}", s.work_dir.display()));
+    line("# SIGUSR1 two minutes before the time limit: the trial checkpoints and exits `interrupted`.".into());
+    line("#SBATCH --signal=B:USR1@120".into());
+    for a in &s.exec.sbatch_args {
+        line(format!("#SBATCH {a}"));
+    }
+    line("set -euo pipefail".into());
+    line(
+        ": \"${SWEEP_DB:?the ledger URL is exported by sweep at submission (sbatch --export=ALL)}\""
+            .into(),
+    );
+    line(format!(
+        "TRIAL_ID=$(sed -n \"$((SLURM_ARRAY_TASK_ID + 1))p\" {})",
+        shell_quote(&s.job_dir.join("trials.txt").display().to_string())
+    ));
+    line(format!(
+        "export SWEEP_ARTIFACTS={}",
+        shell_quote(&s.artifacts.display().to_string())
+    ));
+    line(format!(
+        "export SWEEP_CACHE={}",
+        shell_quote(&s.cache.display().to_string())
+    ));
+    line("export RAYON_NUM_THREADS=\"${SLURM_CPUS_PER_TASK:-$(nproc)}\"".into());
+    line("echo \"sweep: task ${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID} on $(hostname): trial ${TRIAL_ID}\"".into());
+    line("# exec: Slurm's signals reach the trial itself.".into());
+    let device = if s.exec.gpus_per_trial > 0 {
+        "cuda:0"
+    } else {
+        "cpu"
+    };
+    line(format!(
+        "exec {} trial run \"$TRIAL_ID\" --db \"$SWEEP_DB\" --device {device} --checkpoint-minutes {}",
+        shell_quote(&s.exe.display().to_string()),
+        s.checkpoint_minutes
+    ));
+    out
+}
+
+/// Write `path` atomically (temp file in the same directory, then rename).
+fn write_atomic(path: &Path, text: &str) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))
+}
+
+fn check_writable(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| {
+        usage(format!(
+            "--artifacts {}: cannot create it: {e}; fix: pass a directory on a file system shared by \
+             the nodes that you can write",
+            dir.display()
+        ))
+    })?;
+    let probe = dir.join(format!(".sweep-write-test-{}", std::process::id()));
+    std::fs::write(&probe, b"ok").map_err(|e| {
+        usage(format!(
+            "--artifacts {}: not writable: {e}; fix: pass a directory on a file system shared by \
+             the nodes that you can write",
+            dir.display()
+        ))
+    })?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
+/// Validate the Slurm flags and the tools before anything is recorded or submitted.
+fn preflight(exec: &ExecutorArgs) -> Result<()> {
+    if !valid_time(&exec.time) {
+        return Err(usage(format!(
+            "--time {}: not a Slurm time limit; fix: use HH:MM:SS or D-HH:MM:SS, e.g. 04:00:00",
+            exec.time
+        )));
+    }
+    if exec.max_parallel == Some(0) {
+        return Err(usage(
+            "--max-parallel 0: fix: use 1 or more (or leave it out for no cap)".into(),
+        ));
+    }
+    if exec.dry_run {
+        return Ok(());
+    }
+    if on_path("sbatch").is_none() {
+        return Err(usage(
+            "--executor slurm: `sbatch` is not on PATH; fix: run on a Slurm login node (or load \
+             the Slurm module), or use --executor local"
+                .into(),
+        ));
+    }
+    if let Some(p) = &exec.partition {
+        let out = run_tool("sinfo", &["-h", "-o", "%P"])?;
+        let names: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| l.trim().trim_end_matches('*').to_string())
+            .filter(|l| !l.is_empty())
+            .collect();
+        if !out.status.success() {
+            return Err(usage(format!(
+                "--partition {p}: `sinfo` failed: {}; fix: check that slurmctld is reachable",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        if !names.iter().any(|n| n == p) {
+            return Err(usage(format!(
+                "--partition {p}: no such partition; fix: use one of: {}",
+                names.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn slurm_jobs(spec: &Json) -> Vec<Json> {
+    spec.get("slurm")
+        .and_then(|s| s.get("jobs"))
+        .and_then(Json::as_array)
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn with_jobs(mut spec: Json, jobs: &[Json]) -> Json {
+    if let Some(m) = spec.as_object_mut() {
+        m.insert("slurm".into(), json!({ "jobs": jobs }));
+    }
+    spec
+}
+
+/// `sweep run FILE --executor slurm`: record the sweep, write the job array, submit it.
+pub fn submit(args: RunArgs) -> Result<ExitCode> {
+    let exec = &args.cluster;
+    preflight(exec)?;
+    let (sweep, planned) = scheduler::load_and_identify(&args.sweep)?;
+    let (url, s) = scheduler::open_store(&args.ledger)?;
+    let is_pg = url.starts_with("postgres://") || url.starts_with("postgresql://");
+    if !is_pg {
+        eprintln!(
+            "warning: ledger {url} is SQLite: every node must see this file and SQLite locking over \
+             network file systems is unreliable; use --db postgres://... on a cluster"
+        );
+    }
+    let cwd = std::env::current_dir().context("reading the working directory")?;
+    let root = std::path::absolute(exec.artifacts.clone().unwrap_or_else(|| "results".into()))?;
+    check_writable(&root)?;
+    let trials_root = root.join("trials");
+    let cache = std::path::absolute(crate::data::default_cache_root())?;
+    let name = scheduler::ledger_name(&sweep);
+    let new_trials: Vec<NewTrial> = planned
+        .iter()
+        .map(|p| -> Result<NewTrial> {
+            Ok(NewTrial {
+                hash: p.identity.hash.clone(),
+                config: serde_json::to_value(p.config())?,
+                label: Json::Object(p.resolved.label.clone()),
+                is_baseline: p.resolved.is_baseline,
+            })
+        })
+        .collect::<Result<_>>()?;
+    let mut jobs = s
+        .sweep_by_name(&name)?
+        .map(|sw| slurm_jobs(&sw.spec))
+        .unwrap_or_default();
+    let mut new_sweep = NewSweep {
+        name: name.clone(),
+        title: sweep.title.clone(),
+        description: sweep.description.clone(),
+        file: Some(sweep.file.display().to_string()),
+        profile: sweep.profile.clone(),
+        kind: sweep.kind.as_str().to_string(),
+        spec: with_jobs(sweep.spec_json(), &jobs),
+    };
+    let recorded = s.record_sweep(&new_sweep, &new_trials)?;
+    let recovered = scheduler::recover_dead(&*s, &recorded.trial_ids)?;
+    let mut todo = Vec::new();
+    let (mut done, mut running, mut held) = (0, 0, 0);
+    for id in &recorded.trial_ids {
+        let Some(t) = s.trial(*id)? else { continue };
+        match t.state {
+            TrialState::Pending => todo.push(t.id),
+            TrialState::Interrupted | TrialState::Failed if exec.requeue => todo.push(t.id),
+            TrialState::Interrupted | TrialState::Failed => held += 1,
+            TrialState::Running => running += 1,
+            _ => done += 1,
+        }
+    }
+    eprintln!(
+        "sweep {name}: {} trials: {done} done, {running} running, {} to submit{}{}",
+        recorded.trial_ids.len(),
+        todo.len(),
+        if held > 0 {
+            format!(", {held} interrupted/failed (resubmit them with --requeue)")
+        } else {
+            String::new()
+        },
+        if recovered > 0 {
+            format!(", {recovered} marked interrupted (dead worker)")
+        } else {
+            String::new()
+        }
+    );
+    if todo.is_empty() {
+        eprintln!("nothing to submit");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
+    let job_dir = root
+        .join("slurm")
+        .join(format!("{}-{stamp}", safe_name(&name)));
+    std::fs::create_dir_all(job_dir.join("logs"))
+        .with_context(|| format!("creating {}", job_dir.display()))?;
+    std::fs::create_dir_all(&trials_root)
+        .with_context(|| format!("creating {}", trials_root.display()))?;
+    let list: String = todo.iter().map(|id| format!("{id}\n")).collect();
+    write_atomic(&job_dir.join("trials.txt"), &list)?;
+    let exe = std::env::current_exe().context("locating the sweep executable")?;
+    let command_line = std::iter::once("sweep".to_string())
+        .chain(std::env::args().skip(1).filter(|a| !a.contains("://")))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let script = render_script(&ScriptSpec {
+        sweep_name: &name,
+        command_line: &command_line,
+        tasks: todo.len(),
+        exec,
+        job_dir: &job_dir,
+        work_dir: &cwd,
+        artifacts: &trials_root,
+        cache: &cache,
+        exe: &exe,
+        checkpoint_minutes: args.checkpoint_minutes,
+    });
+    let script_path = job_dir.join("job.sbatch");
+    write_atomic(&script_path, &script)?;
+    if exec.dry_run {
+        print!("{script}");
+        eprintln!("dry run: wrote {} (not submitted)", script_path.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let out = Command::new("sbatch")
+        .arg("--parsable")
+        .arg(&script_path)
+        .env("SWEEP_DB", &url)
+        .output()
+        .context("running sbatch")?;
+    if !out.status.success() {
+        return Err(usage(format!(
+            "sbatch rejected {}: {}; fix: check --partition/--time/--gpus-per-trial/--sbatch-arg",
+            script_path.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let job_id = stdout.trim().split(';').next().unwrap_or("").to_string();
+    if job_id.is_empty() || !job_id.chars().all(|c| c.is_ascii_digit()) {
+        anyhow::bail!("sbatch printed no job id: {stdout:?}");
+    }
+    jobs.push(json!({
+        "job_id": job_id,
+        "dir": job_dir.display().to_string(),
+        "trials": todo,
+        "submitted_at": store::now(),
+    }));
+    new_sweep.spec = with_jobs(sweep.spec_json(), &jobs);
+    s.record_sweep(&new_sweep, &new_trials)
+        .context("recording the Slurm job id in the ledger")?;
+    eprintln!(
+        "submitted job array {job_id} ({} tasks{}); script {}; `sweep status {name}` shows progress",
+        todo.len(),
+        exec.max_parallel
+            .map(|k| format!(", at most {k} at once"))
+            .unwrap_or_default(),
+        script_path.display()
+    );
+    println!("{job_id}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Slurm states of a sweep's submitted jobs (`squeue`, then `sacct` for finished tasks), as text for
+/// `sweep status`; empty when the sweep was never submitted to Slurm.
+pub fn status_section(spec: &Json) -> String {
+    let jobs = slurm_jobs(spec);
+    if jobs.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from("\nslurm jobs:\n");
+    let have_squeue = on_path("squeue").is_some();
+    for job in jobs {
+        let id = job["job_id"].as_str().unwrap_or("?");
+        let trials: Vec<i64> = job["trials"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Json::as_i64).collect())
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "  job {id}: {} task(s), submitted {}, files {}\n",
+            trials.len(),
+            job["submitted_at"].as_str().unwrap_or("?"),
+            job["dir"].as_str().unwrap_or("?")
+        ));
+        if !have_squeue {
+            out.push_str("    (squeue is not on PATH: states unknown here)\n");
+            continue;
+        }
+        let mut states: Vec<Option<String>> = vec![None; trials.len()];
+        let fill = |states: &mut Vec<Option<String>>, text: &str| {
+            for l in text.lines() {
+                let f: Vec<&str> = l.split('|').collect();
+                if f.len() < 2 {
+                    continue;
+                }
+                if let Some((_, idx)) = f[0].split_once('_') {
+                    if let Ok(i) = idx.parse::<usize>() {
+                        if i < states.len() && states[i].is_none() {
+                            states[i] = Some(f[1..].join("  "));
+                        }
+                    }
+                }
+            }
+        };
+        if let Ok(o) = run_tool("squeue", &["-h", "-r", "-j", id, "-o", "%i|%T|%M|%R"]) {
+            fill(&mut states, &String::from_utf8_lossy(&o.stdout));
+        }
+        let mut sacct_note = None;
+        if states.iter().any(Option::is_none) {
+            match run_tool(
+                "sacct",
+                &[
+                    "-n",
+                    "-P",
+                    "-X",
+                    "-j",
+                    id,
+                    "-o",
+                    "JobID,State,Elapsed,ExitCode",
+                ],
+            ) {
+                Ok(o) if o.status.success() => {
+                    fill(&mut states, &String::from_utf8_lossy(&o.stdout))
+                }
+                Ok(o) => {
+                    sacct_note = Some(
+                        String::from_utf8_lossy(&o.stderr)
+                            .lines()
+                            .next()
+                            .unwrap_or("sacct failed")
+                            .to_string(),
+                    )
+                }
+                Err(e) => sacct_note = Some(format!("{e:#}")),
+            }
+        }
+        for (i, (t, st)) in trials.iter().zip(&states).enumerate() {
+            let st = st.clone().unwrap_or_else(|| match &sacct_note {
+                Some(n) => format!("not queued (finished; sacct: {n})"),
+                None => "not queued (finished)".into(),
+            });
+            out.push_str(&format!("    {id}_{i:<4} trial {t:<6} {st}\n"));
+        }
+    }
+    out
+}
+
+/// `sweep cancel SWEEP`: scancel every Slurm job recorded for the sweep.
+pub fn cancel_cmd(args: CancelArgs) -> Result<ExitCode> {
+    let (_, s) = scheduler::open_store(&args.ledger)?;
+    let Some(sw) = s.sweep_by_name(&args.sweep)? else {
+        return Err(usage(format!(
+            "sweep {}: not in the ledger; fix: see `sweep status` for names",
+            args.sweep
+        )));
+    };
+    let ids: Vec<String> = slurm_jobs(&sw.spec)
+        .iter()
+        .filter_map(|j| j["job_id"].as_str().map(str::to_string))
+        .collect();
+    if ids.is_empty() {
+        return Err(usage(format!(
+            "sweep {}: no Slurm job was submitted for it; fix: stop a local `sweep run` with Ctrl-C",
+            args.sweep
+        )));
+    }
+    if on_path("scancel").is_none() {
+        return Err(usage(
+            "`scancel` is not on PATH; fix: run on a Slurm login node".into(),
+        ));
+    }
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let out = run_tool("scancel", &refs)?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "scancel {}: {}",
+            ids.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    eprintln!(
+        "cancelled Slurm job(s) {} of sweep {}: running trials checkpoint and become `interrupted` \
+         (resubmit with `sweep run FILE --executor slurm --requeue`)",
+        ids.join(", "),
+        sw.name
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_limits() {
+        for ok in ["04:00:00", "1-00:00:00", "30", "10:00"] {
+            assert!(valid_time(ok), "{ok}");
+        }
+        for bad in ["", "4h", "1-", "a:b:c", "1:2:3:4"] {
+            assert!(!valid_time(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn script_has_the_array_and_the_task_command() {
+        let exec = ExecutorArgs {
+            executor: "slurm".into(),
+            partition: Some("gpu".into()),
+            gpus_per_trial: 1,
+            time: "02:00:00".into(),
+            max_parallel: Some(3),
+            sbatch_args: vec!["--account=nlp".into()],
+            artifacts: None,
+            requeue: false,
+            dry_run: false,
+        };
+        let text = render_script(&ScriptSpec {
+            sweep_name: "block_size@quick",
+            command_line: "sweep run x.toml --executor slurm",
+            tasks: 5,
+            exec: &exec,
+            job_dir: Path::new("/shared/results/slurm/j"),
+            work_dir: Path::new("/home/u/sweep"),
+            artifacts: Path::new("/shared/results/trials"),
+            cache: Path::new("/shared/results/cache"),
+            exe: Path::new("/opt/sweep/bin/sweep"),
+            checkpoint_minutes: 10.0,
+        });
+        for want in [
+            "#SBATCH --array=0-4%3",
+            "#SBATCH --partition=gpu",
+            "#SBATCH --gres=gpu:1",
+            "#SBATCH --time=02:00:00",
+            "#SBATCH --account=nlp",
+            "#SBATCH --job-name=sweep-block_size_quick",
+            "sed -n \"$((SLURM_ARRAY_TASK_ID + 1))p\" /shared/results/slurm/j/trials.txt",
+            "--device cuda:0",
+            "exec /opt/sweep/bin/sweep trial run \"$TRIAL_ID\" --db \"$SWEEP_DB\"",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in\n{text}");
+        }
+        assert!(
+            !text.contains("postgres://"),
+            "no credentials in the script"
+        );
+    }
+
+    #[test]
+    fn quoting() {
+        assert_eq!(shell_quote("/a/b"), "/a/b");
+        assert_eq!(shell_quote("a b'c"), "'a b'\\''c'");
+    }
+}

@@ -1292,6 +1292,7 @@ pub fn key_term_scores(records: &SweepRecords) -> Vec<KeyTermScore> {
 #[cfg(test)]
 mod key_term_tests {
     use super::*;
+    use crate::report::load::SampleInfo;
     use serde_json::json;
 
     fn sample(trial_id: i64, title: &str, uses: Option<bool>, real: Option<bool>) -> SampleInfo {

@@ -44,6 +44,9 @@ enum Command {
     Worker(crate::worker::WorkerArgs),
     /// Cancel the Slurm job arrays of a sweep (`scancel`); running trials checkpoint first.
     Cancel(crate::slurm::CancelArgs),
+    /// Claim-and-record throughput of the PostgreSQL ledger with concurrent workers (issue 7).
+    #[command(hide = true, name = "bench-ledger")]
+    BenchLedger(crate::worker::BenchLedgerArgs),
     /// Per-trial commands (`sweep trial run ID`: what `sweep run` and cluster tasks execute).
     #[command(subcommand)]
     Trial(crate::scheduler::TrialCommand),
@@ -79,6 +82,7 @@ pub fn main() -> ExitCode {
         Command::Trial(cmd) => crate::scheduler::trial_cmd(cmd),
         Command::Worker(args) => crate::worker::run(args),
         Command::Cancel(args) => crate::slurm::cancel_cmd(args),
+        Command::BenchLedger(args) => crate::worker::bench_ledger(args),
         Command::BenchReport(args) => crate::report::run_bench(args),
         Command::Generate(args) => crate::generate::run(args),
         Command::BenchGenerate(args) => crate::generate::bench::run(args),

@@ -122,6 +122,26 @@ fn shell_quote(s: &str) -> String {
     }
 }
 
+/// The submitting command for the script's header, without the ledger URL (it may hold a password).
+fn command_line(args: impl Iterator<Item = String>) -> String {
+    let mut out = vec!["sweep".to_string()];
+    let mut skip = false;
+    for a in args {
+        if skip {
+            out.push("$SWEEP_DB".into());
+            skip = false;
+        } else if a == "--db" {
+            out.push(a);
+            skip = true;
+        } else if a.starts_with("--db=") {
+            out.push("--db=$SWEEP_DB".into());
+        } else {
+            out.push(a);
+        }
+    }
+    out.join(" ")
+}
+
 /// Everything the generated script depends on.
 pub struct ScriptSpec<'a> {
     pub sweep_name: &'a str,
@@ -393,10 +413,7 @@ pub fn submit(args: RunArgs) -> Result<ExitCode> {
     let list: String = todo.iter().map(|id| format!("{id}\n")).collect();
     write_atomic(&job_dir.join("trials.txt"), &list)?;
     let exe = std::env::current_exe().context("locating the sweep executable")?;
-    let command_line = std::iter::once("sweep".to_string())
-        .chain(std::env::args().skip(1).filter(|a| !a.contains("://")))
-        .collect::<Vec<_>>()
-        .join(" ");
+    let command_line = command_line(std::env::args().skip(1));
     let script = render_script(&ScriptSpec {
         sweep_name: &name,
         command_line: &command_line,
@@ -496,7 +513,10 @@ pub fn status_section(spec: &Json) -> String {
                 }
             }
         };
-        if let Ok(o) = run_tool("squeue", &["-h", "-r", "-j", id, "-o", "%i|%T|%M|%R"]) {
+        if let Ok(o) = run_tool(
+            "squeue",
+            &["-h", "-r", "--states=all", "-j", id, "-o", "%i|%T|%M|%R"],
+        ) {
             fill(&mut states, &String::from_utf8_lossy(&o.stdout));
         }
         let mut sacct_note = None;
@@ -637,6 +657,19 @@ mod tests {
             !text.contains("postgres://"),
             "no credentials in the script"
         );
+    }
+
+    #[test]
+    fn header_hides_the_ledger_url() {
+        let args = [
+            "run",
+            "x.toml",
+            "--db",
+            "postgres://u:pw@h/db",
+            "--db=postgres://u:pw@h/d",
+        ];
+        let line = command_line(args.iter().map(|s| s.to_string()));
+        assert_eq!(line, "sweep run x.toml --db $SWEEP_DB --db=$SWEEP_DB");
     }
 
     #[test]

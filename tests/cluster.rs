@@ -559,3 +559,246 @@ fn two_workers_drain_one_sweep_and_run_each_trial_once() {
     assert!(ran(&a) + ran(&b) >= 5, "{}\n{}", out_text(&a), out_text(&b));
     assert_eq!(workers.len(), 5, "each trial has its own runner process");
 }
+
+#[test]
+fn sweep_cancel_and_slurm_warning_signal_interrupt_then_requeue_finishes() {
+    if !slurm_up() {
+        return;
+    }
+    let Some(pg) = pg_scratch("sweep_cluster_cancel") else {
+        return;
+    };
+    let p = Project::new();
+    let text = sweep_file("cx", 300, "seed = [1, 2]")
+        .replace("eval_tokens = 2000", "eval_tokens = 2000\neval_every = 50");
+    let file = p.write("exp/cx.toml", &text);
+    let shared = p.path().join("shared");
+    let submit = |extra: &[&str]| {
+        let out = p
+            .cmd()
+            .arg("run")
+            .arg(&file)
+            .args(["--executor", "slurm", "--max-parallel", "1"])
+            .args(["--checkpoint-minutes", "0.01"])
+            .args(extra)
+            .arg("--artifacts")
+            .arg(&shared)
+            .args(["--db", &pg])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "submit: {}", out_text(&out));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let remote: Arc<dyn Store> = Arc::from(store::open(&pg).unwrap());
+    let training_past = |id: i64, step: i64| {
+        remote
+            .last_metric(id, "train")
+            .unwrap()
+            .is_some_and(|m| m.step >= step)
+    };
+    // 1. Slurm's time-limit warning (`--signal=B:USR1@120` in the script) on the first task.
+    let job = submit(&[]);
+    wait_for(
+        "trial 1 to train",
+        Duration::from_secs(600),
+        || {
+            let t = trials_of(&*remote, "cx").remove(0);
+            t.state == TrialState::Running && training_past(t.id, 30)
+        },
+        || logs_under(&shared),
+    );
+    let out = std::process::Command::new("scancel")
+        .args(["--batch", "--signal=USR1", &format!("{job}_0")])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", out_text(&out));
+    wait_for(
+        "SIGUSR1 to interrupt trial 1",
+        Duration::from_secs(120),
+        || trials_of(&*remote, "cx")[0].state == TrialState::Interrupted,
+        || logs_under(&shared),
+    );
+    // 2. `sweep cancel` while trial 2 trains: it is interrupted too, and nothing else runs.
+    wait_for(
+        "trial 2 to train",
+        Duration::from_secs(600),
+        || {
+            let t = trials_of(&*remote, "cx").remove(1);
+            t.state == TrialState::Running && training_past(t.id, 30)
+        },
+        || logs_under(&shared),
+    );
+    let status = p
+        .cmd()
+        .args(["status", "cx", "--db", &pg])
+        .output()
+        .unwrap();
+    let st = String::from_utf8_lossy(&status.stdout).into_owned();
+    assert!(
+        st.contains(&format!("{job}_1")) && st.contains("RUNNING"),
+        "{st}"
+    );
+    let out = p
+        .cmd()
+        .args(["cancel", "cx", "--db", &pg])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", out_text(&out));
+    wait_for(
+        "sweep cancel to interrupt trial 2",
+        Duration::from_secs(120),
+        || trials_of(&*remote, "cx")[1].state == TrialState::Interrupted,
+        || logs_under(&shared),
+    );
+    // 3. --requeue resubmits both; they resume from their checkpoints and finish.
+    submit(&["--requeue"]);
+    wait_for(
+        "the requeued trials to complete",
+        Duration::from_secs(900),
+        || trials_of(&*remote, "cx").iter().all(|t| t.state.is_done()),
+        || logs_under(&shared),
+    );
+    for t in trials_of(&*remote, "cx") {
+        assert_eq!(t.state, TrialState::Completed, "{t:?}");
+        assert_eq!(t.attempts, 2);
+        assert!(
+            t.env
+                .as_ref()
+                .and_then(|e| e["resumed_from_step"].as_u64())
+                .unwrap_or(0)
+                > 0,
+            "{:?}",
+            t.env
+        );
+    }
+    let local = run_local(&p, &file);
+    assert_same_results(&*local, &*remote, "cx");
+}
+
+#[test]
+fn slurm_bad_input_is_refused_before_anything_is_recorded() {
+    let p = Project::new();
+    let file = p.write("exp/b.toml", &sweep_file("b", 4, "seed = [1]"));
+    let db = p.path().join("results/sweep.db");
+    let cases: [(&[&str], &str); 3] = [
+        (&["--time", "4h"], "--time 4h: not a Slurm time limit"),
+        (&["--max-parallel", "0"], "--max-parallel 0"),
+        // No sbatch on PATH (a machine outside the cluster).
+        (&[], "`sbatch` is not on PATH"),
+    ];
+    for (extra, want) in cases {
+        let out = p
+            .cmd()
+            .arg("run")
+            .arg(&file)
+            .args(["--executor", "slurm"])
+            .args(extra)
+            .arg("--db")
+            .arg(&db)
+            .env("PATH", "/nonexistent")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains(want) && err.contains("fix:"), "{err}");
+        assert!(!db.exists(), "nothing recorded: {err}");
+    }
+    // An artifacts directory that cannot be created.
+    let blocker = p.write("blocker", "a file");
+    let out = p
+        .cmd()
+        .arg("run")
+        .arg(&file)
+        .args(["--executor", "slurm", "--dry-run", "--artifacts"])
+        .arg(blocker.join("sub"))
+        .arg("--db")
+        .arg(&db)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--artifacts") && err.contains("cannot create it"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_killed_worker_is_detected_and_another_worker_resumes_its_trial() {
+    let Some(pg) = pg_scratch("sweep_cluster_dead_worker") else {
+        return;
+    };
+    let p = Project::new();
+    let text = sweep_file("dw", 300, "seed = [1]")
+        .replace("eval_tokens = 2000", "eval_tokens = 2000\neval_every = 50");
+    let file = p.write("exp/dw.toml", &text);
+    let out = p
+        .cmd()
+        .arg("run")
+        .arg(&file)
+        .args(["--executor", "slurm", "--dry-run", "--db", &pg])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", out_text(&out));
+    let remote: Arc<dyn Store> = Arc::from(store::open(&pg).unwrap());
+    let worker = |group: bool| {
+        use std::os::unix::process::CommandExt;
+        let mut c = p.std_cmd();
+        c.args(["worker", "--sweep", "dw", "--poll-seconds", "0.5"])
+            .args(["--checkpoint-minutes", "0.01", "--db", &pg])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if group {
+            c.process_group(0);
+        }
+        c.spawn().unwrap()
+    };
+    let a = worker(true);
+    let ckpt = |t: &TrialRecord| {
+        p.path()
+            .join("results/trials")
+            .join(t.short_hash())
+            .join("checkpoint/state.json")
+    };
+    wait_for(
+        "worker a's trial to train past step 60 with a checkpoint",
+        Duration::from_secs(600),
+        || {
+            let t = trials_of(&*remote, "dw").remove(0);
+            t.state == TrialState::Running
+                && remote
+                    .last_metric(t.id, "train")
+                    .unwrap()
+                    .is_some_and(|m| m.step >= 60)
+                && ckpt(&t).exists()
+        },
+        String::new,
+    );
+    // SAFETY: kill(2) on the process group we created: the worker and its trial die at once.
+    unsafe { libc::kill(-(a.id() as i32), libc::SIGKILL) };
+    let _ = a.wait_with_output();
+    assert_eq!(
+        trials_of(&*remote, "dw")[0].state,
+        TrialState::Running,
+        "the ledger still thinks the dead worker runs it"
+    );
+    let b = worker(false).wait_with_output().unwrap();
+    assert!(b.status.success(), "{}", out_text(&b));
+    assert!(
+        String::from_utf8_lossy(&b.stderr).contains("of dead workers marked interrupted"),
+        "{}",
+        out_text(&b)
+    );
+    let t = trials_of(&*remote, "dw").remove(0);
+    assert_eq!(t.state, TrialState::Completed, "{t:?}");
+    assert_eq!(t.attempts, 2);
+    assert!(
+        t.env
+            .as_ref()
+            .and_then(|e| e["resumed_from_step"].as_u64())
+            .unwrap_or(0)
+            > 0
+    );
+    let local = run_local(&p, &file);
+    assert_same_results(&*local, &*remote, "dw");
+}

@@ -285,8 +285,13 @@ fn store_contract_sqlite_and_postgres_when_configured() {
     store::contract::run_all(&make).unwrap();
     match std::env::var("SWEEP_TEST_PG_URL") {
         Ok(url) => {
-            // Each check needs an empty database: the URL must point at a scratch database.
-            let make = || -> anyhow::Result<Arc<dyn Store>> { Ok(Arc::from(store::open(&url)?)) };
+            // Each check needs an empty database: a fresh scratch database per check.
+            let make = || -> anyhow::Result<Arc<dyn Store>> {
+                let i = n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let db =
+                    store::postgres::scratch_database(&url, &format!("sweep_contract_st_{i}"))?;
+                Ok(Arc::from(store::open(&db)?))
+            };
             store::contract::run_all(&make).unwrap();
         }
         Err(_) => {

@@ -197,10 +197,13 @@ impl PostgresStore {
                 Err(_) => Err(bad_connection(url, "no answer within 20 s")),
             }
         })?;
-        let pool = PgPoolOptions::new()
-            .max_connections(4)
-            .acquire_timeout(Duration::from_secs(60))
-            .connect_lazy_with(opts);
+        let pool = {
+            let _enter = rt.enter();
+            PgPoolOptions::new()
+                .max_connections(4)
+                .acquire_timeout(Duration::from_secs(60))
+                .connect_lazy_with(opts)
+        };
         // sqlx serialises concurrent migrations with an advisory lock.
         rt.block_on(sqlx::migrate!("migrations/postgres").run(&pool))
             .with_context(|| format!("migrating the ledger {}", redact(url)))?;

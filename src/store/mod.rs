@@ -35,6 +35,7 @@
 
 pub mod contract;
 pub mod postgres;
+pub mod sql;
 pub mod sqlite;
 
 use anyhow::Result;

@@ -134,6 +134,36 @@ impl Sweep {
     }
 }
 
+/// A profile that replaces an axis (`[profile.quick.grid] block_size = [128, 64, ...]` for the
+/// paper's `[512, 256, ...]`) runs the same experiment at another scale, so the paper's i-th row
+/// is compared with our i-th row: a reference on the file's i-th value is moved to the profile's
+/// i-th value, and keeps the paper's value as `paper_<key>` (shown in reports).
+fn map_references_onto_profile_axes(
+    references: &mut [Map<String, Json>],
+    replaced: &[Axis],
+    axes: &[Axis],
+) {
+    for old in replaced {
+        let Some(new) = axes.iter().find(|a| a.name == old.name) else {
+            continue;
+        };
+        if new.values.len() != old.values.len() {
+            continue;
+        }
+        for r in references.iter_mut() {
+            let Some(i) = old.values.iter().position(|v| {
+                !v.label.is_empty() && v.label.iter().all(|(k, x)| r.get(k) == Some(x))
+            }) else {
+                continue;
+            };
+            for (k, x) in &old.values[i].label {
+                r.insert(format!("paper_{k}"), x.clone());
+            }
+            r.extend(new.values[i].label.clone());
+        }
+    }
+}
+
 /// The metric keys allowed in `[[reference]]` rows.
 pub const REFERENCE_METRICS: &[&str] = &[
     "train_loss",
@@ -893,6 +923,8 @@ pub fn parse(
     };
 
     // [profile.NAME]
+    // Axes of the file that the selected profile replaced: paper references are mapped onto them.
+    let mut replaced_axes: Vec<Axis> = Vec::new();
     let profiles = table("profile")?;
     if let Some((_, ps)) = profiles {
         for (pk, pv) in entries(ps) {
@@ -924,7 +956,10 @@ pub fn parse(
                 settings.extend(p_settings);
                 for axis in p_grid {
                     match axes.iter_mut().find(|a| a.name == axis.name) {
-                        Some(a) => *a = axis,
+                        Some(a) => {
+                            replaced_axes.push(a.clone());
+                            *a = axis
+                        }
                         None => axes.push(axis),
                     }
                 }
@@ -1037,6 +1072,7 @@ pub fn parse(
             references.push(m);
         }
     }
+    map_references_onto_profile_axes(&mut references, &replaced_axes, &axes);
 
     // Expand the axes into trials.
     let combos: Vec<Vec<&AxisValue>> = match kind {
@@ -1220,6 +1256,33 @@ epochs = 5
         );
         assert_eq!(s.references[0]["valid_ppl"], Json::from(21.9143));
         assert_eq!(s.spec_json()["axes"][0]["name"], "block_size");
+    }
+
+    #[test]
+    fn profile_axis_maps_paper_references_by_position() {
+        let body = format!(
+            "{BASE}[grid]\nblock_size = [128, 64]\n[profile.quick]\nepochs = 1\n\
+             [profile.quick.grid]\nblock_size = [32, 16]\n\
+             [[reference]]\nblock_size = 128\nvalid_ppl = 21.9\n\
+             [[reference]]\nblock_size = 64\nvalid_ppl = 27.5\n"
+        );
+        let (_d, p) = setup(&body);
+        let full = load(&p, None, &[]).unwrap();
+        assert_eq!(full.references[0]["block_size"], Json::from(128));
+        assert!(full.references[0].get("paper_block_size").is_none());
+        let quick = load(&p, Some("quick"), &[]).unwrap();
+        let got: Vec<(Json, Json)> = quick
+            .references
+            .iter()
+            .map(|r| (r["block_size"].clone(), r["paper_block_size"].clone()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (Json::from(32), Json::from(128)),
+                (Json::from(16), Json::from(64))
+            ]
+        );
     }
 
     #[test]

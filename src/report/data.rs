@@ -583,18 +583,28 @@ pub fn comparison(table: &PaperTable, spec: &Value) -> Option<Comparison> {
             })
             .collect::<Vec<_>>()
     };
+    let axis_cols = table.axis_columns();
     let mut rows = Vec::new();
     for (i, row) in table.rows.iter().enumerate() {
         for &ri in &matched_ref[i] {
+            // A profile at another scale maps the paper's row onto ours (`paper_<key>`): show both.
+            let axis = row
+                .axis
+                .iter()
+                .zip(&axis_cols)
+                .map(|(ours, k)| match refs[ri].get(&format!("paper_{k}")) {
+                    Some(p) => format!("{ours} (paper {})", format_value(p)),
+                    None => ours.clone(),
+                })
+                .collect();
             rows.push(CompareRow {
                 model: row.model.clone(),
-                axis: row.axis.clone(),
+                axis,
                 cells: paper_cells(refs[ri], &|c| row.cells[c].map(|s| s.mean)),
                 matched: true,
             });
         }
     }
-    let axis_cols = table.axis_columns();
     for r in unmatched {
         let model = r
             .get("model")

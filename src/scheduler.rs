@@ -840,6 +840,16 @@ fn run_claimed(
         }
     };
     flushed?;
+    if let TrialEnd::Completed(m) = &end {
+        // The time split that the orchestration-overhead measurement needs (bench/RESULTS.md).
+        let mut env = env.clone();
+        env["timing"] = serde_json::json!({
+            "wall_seconds": m.wall_seconds,
+            "train_seconds": m.train_seconds,
+            "eval_seconds": m.eval_seconds,
+        });
+        s.set_env(t.id, &env)?;
+    }
     Ok(match end {
         TrialEnd::Completed(m) => (
             Outcome::Completed {

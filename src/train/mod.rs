@@ -68,6 +68,8 @@ pub struct FinalMetrics {
     pub wall_seconds: f64,
     /// Time inside optimizer steps (forward, backward, update), excluding evaluation.
     pub train_seconds: f64,
+    /// Time inside evaluations (periodic valid and the final train/valid/test passes).
+    pub eval_seconds: f64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -310,6 +312,9 @@ struct TrainState {
     step_in_epoch: u64,
     tokens_seen: u64,
     train_seconds: f64,
+    /// Time inside evaluations (measurement, not training); older checkpoints lack it.
+    #[serde(default)]
+    eval_seconds: f64,
     /// Running train loss since the last logged train row.
     window_loss: f64,
     window_batches: u64,
@@ -424,6 +429,7 @@ fn run_on<AB: AutodiffBackend>(
                     step_in_epoch: 0,
                     tokens_seen: 0,
                     train_seconds: 0.0,
+                    eval_seconds: 0.0,
                     window_loss: 0.0,
                     window_batches: 0,
                     last_valid_step: None,
@@ -527,7 +533,9 @@ fn run_on<AB: AutodiffBackend>(
             let epoch_end = st.step_in_epoch == spe;
             let due = cfg.eval_every.is_some_and(|e| st.step % e == 0);
             if (due || epoch_end) && !last && st.last_valid_step != Some(st.step) {
+                let t_eval = Instant::now();
                 let r = eval_split(&model, evals.valid, cfg, &device)?;
+                st.eval_seconds += t_eval.elapsed().as_secs_f64();
                 st.last_valid_step = Some(st.step);
                 sink.record(&row(
                     &st,
@@ -565,6 +573,7 @@ fn run_on<AB: AutodiffBackend>(
     let lr = 0.0;
     let epoch = epoch_of(&st);
     let tps = throughput(&st);
+    let t_eval = Instant::now();
     let train_r = eval_split(&model, &train, cfg, &device)?;
     let valid_r = eval_split(&model, evals.valid, cfg, &device)?;
     let test_r = eval_split(&model, evals.test, cfg, &device)?;
@@ -572,6 +581,7 @@ fn run_on<AB: AutodiffBackend>(
         Some(b) => Some(eval_split(&model, b, cfg, &device)?),
         None => None,
     };
+    st.eval_seconds += t_eval.elapsed().as_secs_f64();
     for (split, r) in [("train", train_r), ("valid", valid_r), ("test", test_r)] {
         sink.record(&row(&st, epoch, split, r.loss, lr, tps))?;
     }
@@ -599,6 +609,7 @@ fn run_on<AB: AutodiffBackend>(
         peak_rss_bytes: peak_rss_bytes(),
         wall_seconds: wall.elapsed().as_secs_f64(),
         train_seconds: st.train_seconds,
+        eval_seconds: st.eval_seconds,
     }))
 }
 

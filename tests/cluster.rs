@@ -11,72 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use sweep::store::{self, postgres, Store, TrialRecord, TrialState};
 
-const HEADER: &str = "\tabstract\tacm_class\tarxiv_id\tauthor_text\tcategories\tcomments\tcreated\tdoi\tnum_authors\tnum_categories\tprimary_cat\ttitle\tupdated\tcategories_list\n";
-
-/// A small synthetic arXiv Archive TSV (same shape as tests/sweep.rs).
-fn synthetic_tsv(papers: usize) -> String {
-    let words = [
-        "model",
-        "neural",
-        "network",
-        "language",
-        "translation",
-        "attention",
-        "transformer",
-        "data",
-        "training",
-        "learning",
-        "we",
-        "propose",
-        "method",
-        "results",
-        "show",
-        "improve",
-        "performance",
-        "task",
-        "corpus",
-        "word",
-        "embedding",
-        "sentence",
-        "parsing",
-        "semantic",
-        "speech",
-        "text",
-        "generation",
-        "evaluation",
-        "benchmark",
-        "state",
-        "art",
-    ];
-    let mut x: u64 = 12345;
-    let mut next = || {
-        x = x
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (x >> 33) as usize
-    };
-    let mut out = String::from(HEADER);
-    for i in 0..papers {
-        let title: Vec<&str> = (0..6).map(|_| words[next() % words.len()]).collect();
-        let sentences: Vec<String> = (0..5)
-            .map(|_| {
-                (0..12)
-                    .map(|_| words[next() % words.len()])
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            })
-            .collect();
-        out.push_str(&format!(
-            "{i}\t{}.\t\t18{:02}.{i:05}\tA. Author\tcs.CL\t\t2018-{:02}-{:02}\t\t1\t1\tcs.CL\t{}\t\t[]\n",
-            sentences.join(". "),
-            i % 12 + 1,
-            i / 28 % 12 + 1,
-            i % 28 + 1,
-            title.join(" ")
-        ));
-    }
-    out
-}
+mod common;
+use common::synthetic_tsv;
 
 /// A fast sweep: gpt2-tiny from scratch, small BPE, `max_steps` steps per trial.
 fn sweep_file(name: &str, max_steps: u64, grid: &str) -> String {

@@ -137,6 +137,21 @@ pub(crate) fn open_store(ledger: &LedgerArgs) -> Result<(String, Arc<dyn Store>)
 
 /// The ledger name of a sweep: the file's name, suffixed `@profile` when a profile is applied, so
 /// that the quick and full versions of an experiment are kept apart.
+/// The ledger rows of planned trials (what `record_sweep` takes), for every executor.
+pub(crate) fn ledger_trials(planned: &[crate::plan::PlannedTrial]) -> Result<Vec<NewTrial>> {
+    planned
+        .iter()
+        .map(|p| -> Result<NewTrial> {
+            Ok(NewTrial {
+                hash: p.identity.hash.clone(),
+                config: serde_json::to_value(p.config())?,
+                label: Json::Object(p.resolved.label.clone()),
+                is_baseline: p.resolved.is_baseline,
+            })
+        })
+        .collect()
+}
+
 pub fn ledger_name(sweep: &config::Sweep) -> String {
     match &sweep.profile {
         Some(p) => format!("{}@{p}", sweep.name),
@@ -942,17 +957,7 @@ pub fn run_cmd(args: RunArgs) -> Result<ExitCode> {
     let (sweep, planned) = load_and_identify(&args.sweep)?;
     let (url, s) = open_store(&args.ledger)?;
     let name = ledger_name(&sweep);
-    let new_trials: Vec<NewTrial> = planned
-        .iter()
-        .map(|p| -> Result<NewTrial> {
-            Ok(NewTrial {
-                hash: p.identity.hash.clone(),
-                config: serde_json::to_value(p.config())?,
-                label: Json::Object(p.resolved.label.clone()),
-                is_baseline: p.resolved.is_baseline,
-            })
-        })
-        .collect::<Result<_>>()?;
+    let new_trials = ledger_trials(&planned)?;
     let recorded = s.record_sweep(
         &NewSweep {
             name: name.clone(),

@@ -9,7 +9,7 @@
 
 use crate::cli::UsageError;
 use crate::scheduler::{self, LedgerArgs, RunArgs};
-use crate::store::{self, NewSweep, NewTrial, TrialState};
+use crate::store::{self, NewSweep, TrialState};
 use anyhow::{Context, Result};
 use clap::Args;
 use serde_json::{json, Value as Json};
@@ -345,17 +345,7 @@ pub fn submit(args: RunArgs) -> Result<ExitCode> {
     let trials_root = root.join("trials");
     let cache = std::path::absolute(crate::data::default_cache_root())?;
     let name = scheduler::ledger_name(&sweep);
-    let new_trials: Vec<NewTrial> = planned
-        .iter()
-        .map(|p| -> Result<NewTrial> {
-            Ok(NewTrial {
-                hash: p.identity.hash.clone(),
-                config: serde_json::to_value(p.config())?,
-                label: Json::Object(p.resolved.label.clone()),
-                is_baseline: p.resolved.is_baseline,
-            })
-        })
-        .collect::<Result<_>>()?;
+    let new_trials = scheduler::ledger_trials(&planned)?;
     let mut jobs = s
         .sweep_by_name(&name)?
         .map(|sw| slurm_jobs(&sw.spec))

@@ -4,15 +4,14 @@
 //! PostgreSQL (`SWEEP_TEST_PG_URL`, a role with CREATEDB: each test uses its own scratch database)
 //! and a single-node Slurm (`sinfo` shows an idle node). Each test prints why it skips otherwise.
 
-use assert_cmd::Command;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use sweep::store::{self, postgres, Store, TrialRecord, TrialState};
 
 mod common;
-use common::synthetic_tsv;
+use common::Project;
 
 /// A fast sweep: gpt2-tiny from scratch, small BPE, `max_steps` steps per trial.
 fn sweep_file(name: &str, max_steps: u64, grid: &str) -> String {
@@ -36,46 +35,6 @@ eval_tokens = 2000
 {grid}
 "#
     )
-}
-
-struct Project {
-    dir: tempfile::TempDir,
-}
-
-impl Project {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("data")).unwrap();
-        std::fs::create_dir_all(dir.path().join("exp")).unwrap();
-        std::fs::write(dir.path().join("data/x.tsv"), synthetic_tsv(300)).unwrap();
-        Self { dir }
-    }
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-    fn write(&self, rel: &str, text: &str) -> PathBuf {
-        let p = self.path().join(rel);
-        std::fs::write(&p, text).unwrap();
-        p
-    }
-    fn cmd(&self) -> Command {
-        let mut c = Command::cargo_bin("sweep").unwrap();
-        c.current_dir(self.path())
-            .env_remove("SWEEP_DB")
-            .env_remove("SWEEP_CACHE")
-            .env_remove("SWEEP_ARTIFACTS")
-            .env("RAYON_NUM_THREADS", "1");
-        c
-    }
-    fn std_cmd(&self) -> std::process::Command {
-        let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("sweep"));
-        c.current_dir(self.path())
-            .env_remove("SWEEP_DB")
-            .env_remove("SWEEP_CACHE")
-            .env_remove("SWEEP_ARTIFACTS")
-            .env("RAYON_NUM_THREADS", "1");
-        c
-    }
 }
 
 fn pg_scratch(name: &str) -> Option<String> {

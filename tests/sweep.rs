@@ -1,19 +1,13 @@
 //! Sweeps end to end: the `sweep` binary on a tiny generated corpus, with the real trainer.
 
-use assert_cmd::Command;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use sweep::store::{self, Store, TrialState};
 
-/// A project root in a temp dir: `data/x.tsv` (a small synthetic arXiv Archive TSV) and `exp/`.
-struct Project {
-    dir: tempfile::TempDir,
-}
-
 mod common;
-use common::synthetic_tsv;
+use common::Project;
 
 /// `[sweep]` + `[base]` of a fast trial (gpt2-tiny from scratch, small BPE, few steps).
 fn base(name: &str, kind: &str, max_steps: u64) -> String {
@@ -38,38 +32,8 @@ eval_tokens = 2000
 }
 
 impl Project {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("data")).unwrap();
-        std::fs::create_dir_all(dir.path().join("exp")).unwrap();
-        std::fs::write(dir.path().join("data/x.tsv"), synthetic_tsv(300)).unwrap();
-        Self { dir }
-    }
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-    fn write(&self, rel: &str, text: &str) -> PathBuf {
-        let p = self.path().join(rel);
-        std::fs::write(&p, text).unwrap();
-        p
-    }
     fn db(&self) -> PathBuf {
         self.path().join("results/sweep.db")
-    }
-    fn cmd(&self) -> Command {
-        let mut c = Command::cargo_bin("sweep").unwrap();
-        c.current_dir(self.path())
-            .env_remove("SWEEP_DB")
-            .env_remove("SWEEP_CACHE")
-            .env("RAYON_NUM_THREADS", "1");
-        c
-    }
-    fn std_cmd(&self) -> std::process::Command {
-        let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("sweep"));
-        c.current_dir(self.path())
-            .env_remove("SWEEP_DB")
-            .env_remove("SWEEP_CACHE");
-        c
     }
     fn store(&self) -> Arc<dyn Store> {
         Arc::from(store::open(self.db().to_str().unwrap()).unwrap())

@@ -1,6 +1,45 @@
 //! Fixtures shared by the integration tests that train real (tiny) trials.
 #![allow(dead_code)]
 
+use assert_cmd::Command;
+use std::path::{Path, PathBuf};
+
+/// A project root in a temp dir: `data/x.tsv` (a small synthetic arXiv Archive TSV) and `exp/`.
+pub struct Project {
+    pub dir: tempfile::TempDir,
+}
+
+impl Project {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("data")).unwrap();
+        std::fs::create_dir_all(dir.path().join("exp")).unwrap();
+        std::fs::write(dir.path().join("data/x.tsv"), synthetic_tsv(300)).unwrap();
+        Self { dir }
+    }
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+    pub fn write(&self, rel: &str, text: &str) -> PathBuf {
+        let p = self.path().join(rel);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+    /// The binary, run in the project with none of the caller's ledger/cache/artifact settings.
+    pub fn cmd(&self) -> Command {
+        Command::from_std(self.std_cmd())
+    }
+    pub fn std_cmd(&self) -> std::process::Command {
+        let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("sweep"));
+        c.current_dir(self.path())
+            .env_remove("SWEEP_DB")
+            .env_remove("SWEEP_CACHE")
+            .env_remove("SWEEP_ARTIFACTS")
+            .env("RAYON_NUM_THREADS", "1");
+        c
+    }
+}
+
 pub const HEADER: &str = "\tabstract\tacm_class\tarxiv_id\tauthor_text\tcategories\tcomments\tcreated\tdoi\tnum_authors\tnum_categories\tprimary_cat\ttitle\tupdated\tcategories_list\n";
 
 /// A small synthetic arXiv Archive TSV: deterministic text, one cs.CL paper per row, dates spread

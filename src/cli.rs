@@ -23,6 +23,9 @@ enum Command {
     Train(crate::train::cli::TrainArgs),
     /// Loss and perplexity of a model on a prepared split or any text file.
     Eval(crate::train::cli::EvalArgs),
+    /// Check this build on a device against HF transformers' golden fixture (logits, loss, one
+    /// AdamW step).
+    Selftest(crate::train::golden::SelftestArgs),
     /// Training throughput of a model shape on random tokens (bench/train_bench.py).
     #[command(hide = true, name = "bench-train")]
     BenchTrain(crate::train::cli::BenchArgs),
@@ -71,6 +74,7 @@ pub fn main() -> ExitCode {
         Command::Data(args) => crate::data::run(args),
         Command::Train(args) => crate::train::cli::run_train(args),
         Command::Eval(args) => crate::train::cli::run_eval(args),
+        Command::Selftest(args) => crate::train::golden::run_selftest(args),
         Command::BenchTrain(args) => crate::train::cli::run_bench(args),
         Command::Report(args) => crate::report::run(args),
         Command::Results(args) => crate::query::run_results(args),

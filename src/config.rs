@@ -179,6 +179,7 @@ enum KeyKind {
     Str,
     Init,
     Tokenizer,
+    Precision,
     PosInt,
     NonNegInt,
     PosFloat,
@@ -199,6 +200,11 @@ const KEYS: &[(&str, KeyKind, &str)] = &[
     ("n_embd", KeyKind::PosInt, "768"),
     ("n_head", KeyKind::PosInt, "12"),
     ("tokenizer", KeyKind::Tokenizer, "\"gpt2\" or \"bpe-4096\""),
+    (
+        "precision",
+        KeyKind::Precision,
+        "\"f32\", \"bf16\" or \"f16\"",
+    ),
     (
         "data",
         KeyKind::DataTable,
@@ -386,6 +392,11 @@ fn check_value(
         KeyKind::Init => match value.as_str() {
             Some(s @ ("pretrained" | "scratch")) => Json::String(s.to_string()),
             Some(s) => return Err(bad(&format!("unknown init `{s}`"))),
+            None => return Err(wrong("a string")),
+        },
+        KeyKind::Precision => match value.as_str() {
+            Some(s @ ("f32" | "bf16" | "f16")) => Json::String(s.to_string()),
+            Some(s) => return Err(bad(&format!("unknown precision `{s}`"))),
             None => return Err(wrong("a string")),
         },
         KeyKind::Tokenizer => match value.as_str() {

@@ -11,7 +11,7 @@ use burn::tensor::activation::softmax;
 use burn::tensor::backend::Backend;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{Bool, Int, Tensor, TensorData};
+use burn::tensor::{Bool, FloatDType, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::cli::UsageError;
@@ -20,6 +20,70 @@ use crate::cli::UsageError;
 pub const GPT2_VOCAB: usize = 50_259;
 /// The vocabulary size of the original HF checkpoints, before the two added tokens.
 pub const GPT2_HF_VOCAB: usize = 50_257;
+
+/// The dtype the matrix products run in. Like PyTorch's autocast, not a half-precision model:
+/// parameters, gradients, optimizer state, LayerNorm, softmax and the loss stay f32; only the two
+/// inputs of each matmul (linear layers, attention scores and values, the LM head) are cast down,
+/// and each product is cast back to f32. Used on GPUs, where bf16/f16 matmuls run on tensor cores.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    #[default]
+    F32,
+    Bf16,
+    F16,
+}
+
+impl Precision {
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "f32" | "fp32" => Ok(Self::F32),
+            "bf16" => Ok(Self::Bf16),
+            "f16" | "fp16" => Ok(Self::F16),
+            other => Err(UsageError(format!(
+                "unknown precision `{other}`: use f32 (default), bf16 or f16"
+            ))
+            .into()),
+        }
+    }
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::F32 => "f32",
+            Self::Bf16 => "bf16",
+            Self::F16 => "f16",
+        }
+    }
+    fn low(&self) -> Option<FloatDType> {
+        match self {
+            Self::F32 => None,
+            Self::Bf16 => Some(FloatDType::BF16),
+            Self::F16 => Some(FloatDType::F16),
+        }
+    }
+}
+
+/// `a @ b` in the autocast dtype, returned in f32.
+fn mm<B: Backend, const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>, p: Precision) -> Tensor<B, D> {
+    match p.low() {
+        None => a.matmul(b),
+        Some(dt) => a.cast(dt).matmul(b.cast(dt)).cast(FloatDType::F32),
+    }
+}
+
+/// A linear layer (HF Conv1D layout: weight [in, out]) with its matmul in the autocast dtype.
+fn linear<B: Backend>(layer: &Linear<B>, x: Tensor<B, 3>, p: Precision) -> Tensor<B, 3> {
+    if p == Precision::F32 {
+        return layer.forward(x);
+    }
+    let [b, t, c] = x.dims();
+    let w = layer.weight.val(); // [C, O]
+    let o = w.dims()[1];
+    let y = mm(x.reshape([b * t, c]), w, p).reshape([b, t, o]); // [B, T, O]
+    match &layer.bias {
+        Some(bias) => y + bias.val().reshape([1, 1, o]),
+        None => y,
+    }
+}
 
 /// The pretrained GPT-2 family (HF hub names); everything else is a from-scratch preset.
 pub const PRETRAINED_PRESETS: [&str; 5] =
@@ -179,6 +243,7 @@ impl GptConfig {
             h,
             ln_f: ln(),
             n_positions: self.n_positions,
+            precision: Precision::F32,
         }
     }
 }
@@ -200,10 +265,11 @@ impl<B: Backend> Attention<B> {
         &self,
         x: Tensor<B, 3>,
         past: Option<(Tensor<B, 4>, Tensor<B, 4>)>,
+        p: Precision,
     ) -> (Tensor<B, 3>, (Tensor<B, 4>, Tensor<B, 4>)) {
         let [b, t, c] = x.dims();
         let (h, d) = (self.n_head, c / self.n_head);
-        let qkv = self.c_attn.forward(x); // [B, T, 3C]
+        let qkv = linear(&self.c_attn, x, p); // [B, T, 3C]
         let heads = |z: Tensor<B, 3>| z.reshape([b, t, h, d]).swap_dims(1, 2); // [B, H, T, D]
         let mut parts = qkv.chunk(3, 2);
         let v = heads(parts.pop().expect("3 chunks"));
@@ -217,14 +283,14 @@ impl<B: Backend> Attention<B> {
             // Training: GPT-2 drops attention probabilities, which the fused kernel cannot do.
             // (Under autodiff Burn's fused attention decomposes into these same ops anyway.)
             let t_all = k.dims()[2];
-            let scores = q.matmul(k.clone().swap_dims(2, 3)) * (1.0 / (d as f64).sqrt()); // [B, H, T, T_all]
+            let scores = mm(q, k.clone().swap_dims(2, 3), p) * (1.0 / (d as f64).sqrt()); // [B, H, T, T_all]
                                                                                           // `tril_mask` is true (masked) where key j > query i + offset: the future.
             let mask =
                 Tensor::<B, 2, Bool>::tril_mask([t, t_all], (t_all - t) as i64, &scores.device())
                     .reshape([1, 1, t, t_all])
                     .expand([b, h, t, t_all]);
             let probs = softmax(scores.mask_fill(mask, f32::NEG_INFINITY), 3);
-            self.attn_dropout.forward(probs).matmul(v.clone()) // [B, H, T, D]
+            mm(self.attn_dropout.forward(probs), v.clone(), p) // [B, H, T, D]
         } else {
             // The causal mask is aligned bottom-right, so it is right for cached keys too.
             let options = AttentionModuleOptions {
@@ -235,7 +301,7 @@ impl<B: Backend> Attention<B> {
             attention(q, k.clone(), v.clone(), None, None, options) // [B, H, T, D]
         };
         let y = y.swap_dims(1, 2).reshape([b, t, c]); // [B, T, C]
-        let y = self.resid_dropout.forward(self.c_proj.forward(y));
+        let y = self.resid_dropout.forward(linear(&self.c_proj, y, p));
         (y, (k, v))
     }
 }
@@ -250,9 +316,9 @@ pub struct Mlp<B: Backend> {
 }
 
 impl<B: Backend> Mlp<B> {
-    fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let x = self.act.forward(self.c_fc.forward(x)); // [B, T, 4C]
-        self.dropout.forward(self.c_proj.forward(x)) // [B, T, C]
+    fn forward(&self, x: Tensor<B, 3>, p: Precision) -> Tensor<B, 3> {
+        let x = self.act.forward(linear(&self.c_fc, x, p)); // [B, T, 4C]
+        self.dropout.forward(linear(&self.c_proj, x, p)) // [B, T, C]
     }
 }
 
@@ -270,10 +336,11 @@ impl<B: Backend> Block<B> {
         &self,
         x: Tensor<B, 3>,
         past: Option<(Tensor<B, 4>, Tensor<B, 4>)>,
+        p: Precision,
     ) -> (Tensor<B, 3>, (Tensor<B, 4>, Tensor<B, 4>)) {
-        let (a, kv) = self.attn.forward(self.ln_1.forward(x.clone()), past);
+        let (a, kv) = self.attn.forward(self.ln_1.forward(x.clone()), past, p);
         let x = x + a; // [B, T, C]
-        let x = x.clone() + self.mlp.forward(self.ln_2.forward(x));
+        let x = x.clone() + self.mlp.forward(self.ln_2.forward(x), p);
         (x, kv)
     }
 }
@@ -287,6 +354,8 @@ pub struct Gpt<B: Backend> {
     pub h: Vec<Block<B>>,
     pub ln_f: LayerNorm<B>,
     n_positions: usize,
+    #[module(skip)]
+    precision: Precision,
 }
 
 /// Keys and values of the positions seen so far, one entry per layer, for incremental decoding.
@@ -331,6 +400,14 @@ impl<B: Backend> Gpt<B> {
     pub fn n_layer(&self) -> usize {
         self.h.len()
     }
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+    /// The same model with its matmuls in `precision` (see [`Precision`]).
+    pub fn with_precision(mut self, precision: Precision) -> Self {
+        self.precision = precision;
+        self
+    }
 
     /// The final hidden states [B, T, C] for token ids [B, T] starting at position `start`.
     fn hidden(
@@ -358,7 +435,7 @@ impl<B: Backend> Gpt<B> {
         }
         for (i, block) in self.h.iter().enumerate() {
             let layer_past = past.as_deref_mut().and_then(|c| c.layers[i].take());
-            let (y, kv) = block.forward(x, layer_past);
+            let (y, kv) = block.forward(x, layer_past, self.precision);
             x = y;
             if let Some(cache) = past.as_deref_mut() {
                 cache.layers[i] = Some(kv);
@@ -375,9 +452,7 @@ impl<B: Backend> Gpt<B> {
         let [b, t, c] = x.dims();
         let w = self.wte.weight.val(); // [V, C]
         let v = w.dims()[0];
-        x.reshape([b * t, c])
-            .matmul(w.transpose())
-            .reshape([b, t, v])
+        mm(x.reshape([b * t, c]), w.transpose(), self.precision).reshape([b, t, v])
     }
 
     /// Logits [B, T, V] for token ids [B, T].

@@ -192,6 +192,7 @@ mod tests {
             n_embd: None,
             n_head: None,
             tokenizer: "bpe-512".into(),
+            precision: None,
             data: DataSpec {
                 sources: vec!["/a/x.tsv".into()],
                 categories: vec!["cs.CL".into()],

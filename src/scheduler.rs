@@ -955,6 +955,22 @@ pub fn run_cmd(args: RunArgs) -> Result<ExitCode> {
     }
     // Validate and identify everything before touching the ledger.
     let (sweep, planned) = load_and_identify(&args.sweep)?;
+    if devices.iter().all(|d| d == "cpu") {
+        let half = planned.iter().find_map(|t| {
+            t.config()
+                .precision
+                .filter(|p| *p != crate::model::Precision::F32)
+        });
+        if let Some(p) = half {
+            return Err(UsageError(format!(
+                "{}: precision = \"{}\" autocasts matmuls on a GPU; fix: --devices cuda:0 (a \
+                 `--features cuda` build), or --set precision=f32 to run on the CPU",
+                sweep.file.display(),
+                p.as_str()
+            ))
+            .into());
+        }
+    }
     let (url, s) = open_store(&args.ledger)?;
     let name = ledger_name(&sweep);
     let new_trials = ledger_trials(&planned)?;

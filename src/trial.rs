@@ -53,6 +53,10 @@ pub struct TrialConfig {
     /// tokens trained on the training split, for from-scratch CPU presets).
     #[serde(default = "default_tokenizer")]
     pub tokenizer: String,
+    /// Matmul precision (autocast; see `model::Precision`). `None` is f32 and keeps the identity
+    /// hashes of trials recorded before this key existed.
+    #[serde(default)]
+    pub precision: Option<crate::model::Precision>,
     pub data: DataSpec,
     pub block_size: usize,
     pub batch_size: usize,

@@ -4,45 +4,17 @@
 use std::path::{Path, PathBuf};
 
 use burn::backend::{Autodiff, Flex};
-use burn::optim::GradientsParams;
 use burn::tensor::{Int, Tensor, TensorData};
 use serde_json::Value;
 use sweep::checkpoint::{self, NamedTensor};
-use sweep::train::optim::{AdamW, AdamWConfig};
+use sweep::model::Precision;
+use sweep::train::golden::Tolerances;
 
 type B = Flex;
 type AB = Autodiff<Flex>;
 
 fn golden_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/golden")
-}
-
-fn expected() -> Value {
-    let text = std::fs::read_to_string(golden_dir().join("expected.json")).unwrap();
-    serde_json::from_str(&text).unwrap()
-}
-
-fn golden_ids<Bk: burn::tensor::backend::Backend>(exp: &Value) -> Tensor<Bk, 2, Int> {
-    let rows = exp["input_ids"].as_array().unwrap();
-    let t = rows[0].as_array().unwrap().len();
-    let flat: Vec<i32> = rows
-        .iter()
-        .flat_map(|r| {
-            r.as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_i64().unwrap() as i32)
-        })
-        .collect();
-    Tensor::from_data(TensorData::new(flat, [rows.len(), t]), &Default::default())
-}
-
-fn floats(v: &Value) -> Vec<f32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap() as f32)
-        .collect()
 }
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
@@ -54,73 +26,85 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 }
 
 #[test]
-fn golden_logits_and_loss_match_transformers() {
-    let exp = expected();
-    let (model, cfg) =
-        checkpoint::import_hf::<B>(&golden_dir().join("model"), None, None, &Default::default())
-            .unwrap();
-    assert_eq!(cfg.vocab_size, 300);
-    let ids = golden_ids::<B>(&exp);
-    let logits = model
-        .forward(ids.clone())
-        .into_data()
-        .to_vec::<f32>()
-        .unwrap();
-    let want = floats(&exp["logits"]);
-    let diff = max_abs_diff(&logits, &want);
-    println!("golden logits: max |ours - transformers| = {diff:e}");
-    assert!(diff < 1e-4, "logits differ by {diff}");
-    let loss = model.loss(ids).into_scalar() as f64;
-    let want_loss = exp["loss"].as_f64().unwrap();
-    println!("golden loss: ours {loss:.7} transformers {want_loss:.7}");
-    assert!((loss - want_loss).abs() < 1e-5);
+fn golden_logits_loss_and_one_adamw_step_match_transformers() {
+    let r = sweep::train::golden::check::<AB>(
+        &golden_dir(),
+        Precision::F32,
+        &Default::default(),
+        "flex/cpu",
+    )
+    .unwrap();
+    println!(
+        "golden logits: max |ours - transformers| = {:e}",
+        r.logits_max_diff
+    );
+    println!(
+        "golden loss: ours {:.7} transformers {:.7}",
+        r.loss, r.ref_loss
+    );
+    println!(
+        "grad norm: ours {:.6} pytorch {:.6}",
+        r.grad_norm, r.ref_grad_norm
+    );
+    println!(
+        "loss after one AdamW step: ours {:.7} pytorch {:.7}",
+        r.loss_after_step, r.ref_loss_after_step
+    );
+    println!(
+        "probed parameters after the step: max |ours - pytorch| = {:e}",
+        r.params_max_diff
+    );
+    let failures = r.failures(Tolerances::for_precision(Precision::F32));
+    assert!(failures.is_empty(), "{failures:?}");
+    // The tolerances are tight enough to catch a real error: a perturbed report fails.
+    let mut off = r.clone();
+    off.loss += 1e-3;
+    assert_eq!(
+        off.failures(Tolerances::for_precision(Precision::F32))
+            .len(),
+        1
+    );
+}
+
+/// The autocast path (casts around every matmul, gradients back through them) on the CPU backend:
+/// the GPU runs the same code, so this checks it is wired right, and that it is really in effect
+/// (the numbers move, by about bf16's rounding).
+#[test]
+fn golden_check_holds_under_bf16_and_f16_autocast() {
+    for p in [Precision::Bf16, Precision::F16] {
+        let r =
+            sweep::train::golden::check::<AB>(&golden_dir(), p, &Default::default(), "flex/cpu")
+                .unwrap();
+        println!("{p:?}: {r:?}");
+        let failures = r.failures(Tolerances::for_precision(p));
+        assert!(failures.is_empty(), "{p:?}: {failures:?}");
+        assert!(
+            r.logits_max_diff > 1e-5,
+            "{p:?} autocast changed nothing: {r:?}"
+        );
+    }
 }
 
 #[test]
-fn golden_one_adamw_step_matches_pytorch() {
-    let exp = expected();
-    let adam = &exp["adamw"];
-    let (model, _) = checkpoint::import_hf::<AB>(
-        &golden_dir().join("model"),
-        None,
-        Some(0.0), // dropout off, as in the fixture's step
-        &Default::default(),
-    )
-    .unwrap();
-    let ids = golden_ids::<AB>(&exp);
-    let loss = model.loss(ids.clone());
-    let grads = GradientsParams::from_grads(loss.backward(), &model);
-    let mut opt = AdamW::<B>::new(AdamWConfig {
-        weight_decay: adam["weight_decay"].as_f64().unwrap(),
-        ..AdamWConfig::new(0.0)
-    });
-    let (model, info) = opt.step(model, grads, adam["lr"].as_f64().unwrap());
-    let want_norm = adam["grad_norm_before_clip"].as_f64().unwrap();
-    println!(
-        "grad norm: ours {:.6} pytorch {want_norm:.6}",
-        info.grad_norm
+fn selftest_command_passes_on_cpu_and_rejects_half_precision_there() {
+    let out = sweep_cmd()
+        .args(["selftest", "--json", "--fixture"])
+        .arg(golden_dir())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
-    assert!((info.grad_norm - want_norm).abs() < 1e-4 * want_norm);
-    let after = model.loss(ids).into_scalar() as f64;
-    let want_after = adam["loss_after_step"].as_f64().unwrap();
-    println!("loss after one AdamW step: ours {after:.7} pytorch {want_after:.7}");
-    assert!((after - want_after).abs() < 1e-4, "{after} vs {want_after}");
-
-    let params = checkpoint::hf_tensors(&model);
-    let mut worst = 0f32;
-    for (name, idx) in adam["probe_indices"].as_object().unwrap() {
-        let p = params.iter().find(|t| &t.name == name).unwrap();
-        let want = floats(&adam["probe_values_after_step"][name]);
-        for (i, w) in idx.as_array().unwrap().iter().zip(want) {
-            let got = p.data[i.as_u64().unwrap() as usize];
-            if (got - w).abs() > 1e-6 {
-                println!("  {name}[{i}]: ours {got:e} pytorch {w:e}");
-            }
-            worst = worst.max((got - w).abs());
-        }
-    }
-    println!("probed parameters after the step: max |ours - pytorch| = {worst:e}");
-    assert!(worst < 1e-5, "parameters differ by {worst}");
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(r["logits_max_diff"].as_f64().unwrap() < 1e-4, "{r}");
+    sweep_cmd()
+        .args(["selftest", "--precision", "bf16", "--fixture"])
+        .arg(golden_dir())
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("--device cuda:N"));
 }
 
 #[test]
@@ -276,6 +260,7 @@ fn tiny_trial(source: &Path) -> TrialConfig {
         n_embd: Some(32),
         n_head: Some(2),
         tokenizer: "bpe-300".into(),
+        precision: None,
         data: DataSpec {
             sources: vec![source.display().to_string()],
             categories: vec!["cs.CL".into()],

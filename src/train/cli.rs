@@ -22,7 +22,7 @@ use crate::backend::DeviceSpec;
 use crate::checkpoint;
 use crate::cli::UsageError;
 use crate::data::{self, Split};
-use crate::model::{GptConfig, GPT2_HF_VOCAB};
+use crate::model::{GptConfig, Precision, GPT2_HF_VOCAB};
 use crate::tokenizer::Tokenizer;
 use crate::trial::TrialConfig;
 
@@ -389,10 +389,15 @@ pub struct BenchArgs {
     pub steps: usize,
     #[arg(long, env = "SWEEP_DEVICE", default_value = "cpu")]
     pub device: String,
+    /// Matmul precision: f32, bf16 or f16 (autocast; GPU only).
+    #[arg(long, default_value = "f32")]
+    pub precision: String,
 }
 
 pub fn run_bench(args: BenchArgs) -> Result<ExitCode> {
-    match DeviceSpec::parse(&args.device)? {
+    let device = DeviceSpec::parse(&args.device)?;
+    crate::train::check_precision(Precision::parse(&args.precision)?, device)?;
+    match device {
         DeviceSpec::Cpu => bench_on::<crate::backend::CpuTrain>(&args, Default::default()),
         #[cfg(feature = "cuda")]
         DeviceSpec::Cuda(n) => {
@@ -413,7 +418,8 @@ fn bench_on<AB: AutodiffBackend>(args: &BenchArgs, device: AB::Device) -> Result
         ))
         .into());
     }
-    let mut model = cfg.init::<AB>(&device, 0);
+    let precision = Precision::parse(&args.precision)?;
+    let mut model = cfg.init::<AB>(&device, 0).with_precision(precision);
     let mut opt = AdamW::<AB::InnerBackend>::new(AdamWConfig::new(0.01));
     let (b, t) = (args.batch_size, args.block_size);
     let mut rng = crate::model::SplitMix::new(1);
@@ -443,6 +449,11 @@ fn bench_on<AB: AutodiffBackend>(args: &BenchArgs, device: AB::Device) -> Result
         serde_json::json!({
             "impl": format!("burn-{}", DeviceSpec::parse(&args.device)?.describe()),
             "preset": args.preset, "params": cfg.num_params(), "block_size": t, "batch_size": b,
+            "precision": precision.as_str(),
+            // nanoGPT's estimate: 6 FLOPs per non-position parameter (the tied LM head counted
+            // through wte) plus attention's 12 * layers * width * block, per trained token.
+            "train_flops_per_token": 6 * (cfg.num_params() - cfg.n_positions * cfg.n_embd)
+                + 12 * cfg.n_layer * cfg.n_embd * t,
             "median_step_s": median, "tokens_per_s": (b * t) as f64 / median,
             "peak_rss_bytes": peak_rss_bytes(),
         })

@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod eval;
+pub mod golden;
 pub mod optim;
 pub mod sinks;
 
@@ -24,7 +25,7 @@ use crate::backend::DeviceSpec;
 use crate::checkpoint;
 use crate::cli::UsageError;
 use crate::data::{self, Split, TokenBlocks};
-use crate::model::{Gpt, GptConfig, SplitMix};
+use crate::model::{Gpt, GptConfig, Precision, SplitMix};
 use crate::tokenizer::Tokenizer;
 use crate::trial::TrialConfig;
 use eval::{capped_blocks, evaluate, Blocks};
@@ -327,7 +328,9 @@ pub fn run_trial(
     ctx: &RunContext,
     sink: &mut dyn MetricSink,
 ) -> Result<TrialEnd> {
-    match DeviceSpec::parse(&ctx.device)? {
+    let device = DeviceSpec::parse(&ctx.device)?;
+    check_precision(cfg.precision.unwrap_or_default(), device)?;
+    match device {
         DeviceSpec::Cpu => run_on::<crate::backend::CpuTrain>(cfg, ctx, sink, Default::default()),
         #[cfg(feature = "cuda")]
         DeviceSpec::Cuda(n) => {
@@ -336,6 +339,19 @@ pub fn run_trial(
         #[allow(unreachable_patterns)]
         other => Err(UsageError(format!("device {other:?} is not compiled in")).into()),
     }
+}
+
+/// Autocast to bf16/f16 is for GPUs: the CPU backend has no half-precision matmul worth using.
+pub fn check_precision(precision: Precision, device: DeviceSpec) -> Result<()> {
+    if precision != Precision::F32 && device == DeviceSpec::Cpu {
+        return Err(UsageError(format!(
+            "precision = \"{}\" runs matmuls on GPU tensor cores; use --device cuda:N, or \
+             precision = \"f32\" on the CPU",
+            precision.as_str()
+        ))
+        .into());
+    }
+    Ok(())
 }
 
 /// Shuffled block order of one epoch: a Fisher-Yates permutation seeded by (seed, epoch).
@@ -437,6 +453,7 @@ fn run_on<AB: AutodiffBackend>(
                 (model, st)
             }
         };
+    model = model.with_precision(cfg.precision.unwrap_or_default());
 
     let per_step_tokens = (cfg.batch_size * cfg.grad_accum * cfg.block_size) as u64;
     let log_every = (total_steps / 100).max(1);

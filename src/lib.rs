@@ -3,6 +3,7 @@
 //! Data flow: sweep file (`config`) -> expanded trials (`plan`) -> ledger (`store`) ->
 //! `scheduler` -> trainer (`data` -> `model` -> `train`) -> `store` -> `report` / `generate`.
 
+pub mod artifacts;
 pub mod backend;
 pub mod checkpoint;
 pub mod cli;

@@ -448,11 +448,17 @@ fn read_only_error(detail: &str) -> anyhow::Error {
 /// Runs `sql` on a read-only connection to the ledger and collects every row.
 pub async fn query(db: &str, sql: &str) -> Result<QueryResult> {
     // VACUUM INTO and ATTACH can create files even with mode=ro; refuse them up front.
-    if let Some(w) = sql_words(sql)
-        .into_iter()
-        .find(|w| w == "VACUUM" || w == "ATTACH" || w == "DETACH")
+    let words = sql_words(sql);
+    if let Some(w) = words
+        .iter()
+        .find(|w| *w == "VACUUM" || *w == "ATTACH" || *w == "DETACH")
     {
         return Err(read_only_error(&format!("{w} is not allowed")));
+    }
+    // PostgreSQL's COPY ... TO 'file' writes a server file inside a read-only transaction (for
+    // roles allowed to), so it is refused like VACUUM INTO.
+    if words.first().is_some_and(|w| w == "COPY") {
+        return Err(read_only_error("COPY is not allowed"));
     }
     let pool = load::connect_read_only(db).await?;
     let res = sqlx::query(sql).fetch_all(&pool).await;
@@ -462,11 +468,23 @@ pub async fn query(db: &str, sql: &str) -> Result<QueryResult> {
             pool.close().await;
             let msg = e.to_string();
             let lower = msg.to_lowercase();
+            // SQLite: "attempt to write a readonly database"; PostgreSQL: "cannot execute X in a
+            // read-only transaction", or "transaction read-write mode must be set before any
+            // query" for an attempt to switch the session back to writing.
             if lower.contains("readonly")
                 || lower.contains("read-only")
                 || lower.contains("read only")
+                || lower.contains("read-write mode")
             {
                 return Err(read_only_error(&msg));
+            }
+            // PostgreSQL prepares the text as one statement, so `A; B` never runs.
+            if lower.contains("multiple commands into a prepared statement") {
+                return Err(UsageError(format!(
+                    "`sweep query` runs one statement per call on PostgreSQL; fix: split the \
+                     text at its `;` and run each SELECT separately ({msg})"
+                ))
+                .into());
             }
             return Err(UsageError(format!("query failed: {msg}")).into());
         }

@@ -38,10 +38,9 @@ pub const FLUSH_SECS: f64 = 2.0;
 pub const HEARTBEAT_SECS: f64 = 5.0;
 /// A running trial on another host without a heartbeat for this long is considered dead.
 pub const STALE_SECS: i64 = 60;
-/// Exit status of `sweep trial run` when the trial is not claimable (running elsewhere or done).
+/// Exit status of `sweep trial run` when the trial is not claimable (running elsewhere or done);
+/// `--skip-if-taken` (Slurm array tasks) exits 0 instead.
 pub const EXIT_NOT_CLAIMED: u8 = 75;
-/// Root of per-trial artifacts (checkpoints, exported model, log): `results/trials/<hash12>/`.
-pub const TRIALS_DIR: &str = "results/trials";
 
 #[derive(Args, Debug, Clone)]
 pub struct LedgerArgs {
@@ -104,6 +103,8 @@ pub struct StatusArgs {
     pub sweep: Option<String>,
     #[command(flatten)]
     pub ledger: LedgerArgs,
+    #[command(flatten)]
+    pub artifacts: crate::artifacts::ArtifactsArgs,
 }
 
 #[derive(Subcommand, Debug)]
@@ -127,6 +128,12 @@ pub struct TrialRunArgs {
     /// Draw the trainer's own progress bar (off when run by `sweep run`).
     #[arg(long)]
     pub progress: bool,
+    #[command(flatten)]
+    pub artifacts: crate::artifacts::ArtifactsArgs,
+    /// Exit 0 instead of 75 when the trial is already done or run by a live worker elsewhere:
+    /// a Slurm array task with nothing to do has succeeded (Slurm would list 75 as FAILED).
+    #[arg(long)]
+    pub skip_if_taken: bool,
 }
 
 pub(crate) fn open_store(ledger: &LedgerArgs) -> Result<(String, Arc<dyn Store>)> {
@@ -161,16 +168,6 @@ pub fn ledger_name(sweep: &config::Sweep) -> String {
 
 fn cache_root() -> PathBuf {
     crate::data::default_cache_root()
-}
-
-pub(crate) fn artifact_dir(hash: &str) -> PathBuf {
-    // Cluster tasks put artifacts on a directory shared by the nodes (`--artifacts`, issue 7).
-    let root = std::env::var_os("SWEEP_ARTIFACTS")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(TRIALS_DIR));
-    let dir = root.join(&hash[..hash.len().min(12)]);
-    std::path::absolute(&dir).unwrap_or(dir)
 }
 
 pub(crate) fn load_and_identify(
@@ -422,8 +419,17 @@ pub fn status_cmd(args: StatusArgs) -> Result<ExitCode> {
                 "valid ppl",
                 "tok/s"
             );
+            let root = args.artifacts.root();
+            let mut missing = Vec::new();
             for st in s.sweep_trials(sw.id)? {
                 let t = &st.trial;
+                if t.state == TrialState::Completed && t.artifact_dir.is_some() {
+                    let (dir, found) =
+                        crate::artifacts::model_dir(&root, t.artifact_dir.as_deref(), &t.hash);
+                    if !found {
+                        missing.push(format!("trial {} (looked in {})", t.id, dir.display()));
+                    }
+                }
                 let last = s.last_metric(t.id, "train")?;
                 let progress = match (&last, t.state) {
                     (_, TrialState::Completed) => "done".to_string(),
@@ -460,6 +466,15 @@ pub fn status_cmd(args: StatusArgs) -> Result<ExitCode> {
                         .map(|v| format!("{v:.0}"))
                         .unwrap_or("-".into()),
                     note
+                );
+            }
+            if !missing.is_empty() {
+                outln!(
+                    out,
+                    "\nartifacts root {}: no exported model for {}; fix: pass --artifacts DIR (or \
+                     SWEEP_ARTIFACTS) naming the directory that holds trials/ now",
+                    root.display(),
+                    missing.join(", ")
                 );
             }
             // Slurm job states beside the trial states, when the sweep was submitted (issue 7).
@@ -738,16 +753,45 @@ fn trial_run(args: TrialRunArgs) -> Result<ExitCode> {
     let worker = worker_id(std::process::id());
     let cancel = Arc::new(AtomicBool::new(false));
     install_signals(on_signal_child);
+    // A runner that died (node failure, SIGKILL) leaves the trial `running`: take it over rather
+    // than report it as run by someone else (a task that exits "nothing to do" must be right).
+    if t.state == TrialState::Running && recover_dead(&*s, &[t.id])? > 0 {
+        eprintln!(
+            "trial {}: its worker {} is gone; resuming it here",
+            t.id,
+            t.worker.as_deref().unwrap_or("?")
+        );
+    }
     let Some(t) = s.claim_trial(t.id, &worker, &args.device)? else {
-        let now = s
-            .trial(args.id)?
-            .map(|t| (t.state, t.worker))
-            .unwrap_or((t.state, None));
+        let now = s.trial(args.id)?.unwrap_or(t);
+        let who = now
+            .worker
+            .as_deref()
+            .map(|w| format!(" by worker {w}"))
+            .unwrap_or_default();
+        let taken = now.state == TrialState::Running || now.state.is_done();
+        if args.skip_if_taken && taken {
+            // Expected for a trial shared by several job arrays (a common baseline): the first
+            // task to claim it trains it; the others have nothing to do, which is success.
+            let what = if now.state == TrialState::Running {
+                format!("is being run{who}")
+            } else {
+                format!("is already {}", now.state)
+            };
+            eprintln!(
+                "sweep: trial {} {what}; nothing to do for this task (exit 0)",
+                args.id
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
         eprintln!(
             "trial {} is {}{}; not running it",
             args.id,
-            now.0,
-            now.1.map(|w| format!(" (worker {w})")).unwrap_or_default()
+            now.state,
+            now.worker
+                .as_deref()
+                .map(|w| format!(" (worker {w})"))
+                .unwrap_or_default()
         );
         return Ok(ExitCode::from(EXIT_NOT_CLAIMED));
     };
@@ -762,7 +806,7 @@ fn trial_run(args: TrialRunArgs) -> Result<ExitCode> {
         })
     };
     drop(watcher);
-    let work_dir = artifact_dir(&t.hash);
+    let work_dir = crate::artifacts::trial_dir(&args.artifacts.root(), &t.hash);
     std::fs::create_dir_all(&work_dir)
         .with_context(|| format!("creating {}", work_dir.display()))?;
     let ctx = RunContext {
@@ -881,7 +925,8 @@ fn run_claimed(
                     test_ppl: Some(m.test_ppl),
                     valid_loss_fixed: m.valid_loss_fixed,
                 },
-                artifact_dir: Some(ctx.work_dir.display().to_string()),
+                // Relative to the artifacts root, so the ledger survives a moved root.
+                artifact_dir: Some(crate::artifacts::relative_dir(&t.hash)),
             },
             0,
         ),
@@ -988,11 +1033,13 @@ pub fn run_cmd(args: RunArgs) -> Result<ExitCode> {
     )?;
     let ids = recorded.trial_ids.clone();
     let recovered = recover_dead(&*s, &ids)?;
+    // Children get the root explicitly: the ledger records their artifacts relative to it.
+    let artifacts = crate::artifacts::root(args.cluster.artifacts.as_deref());
     if args.force {
         for id in &ids {
             if let Some(t) = s.trial(*id)? {
                 if t.state != TrialState::Running && s.reset_trial(*id)? {
-                    let dir = artifact_dir(&t.hash);
+                    let dir = crate::artifacts::trial_dir(&artifacts, &t.hash);
                     if dir.exists() {
                         std::fs::remove_dir_all(&dir)
                             .with_context(|| format!("removing {}", dir.display()))?;
@@ -1082,7 +1129,7 @@ pub fn run_cmd(args: RunArgs) -> Result<ExitCode> {
             let used: Vec<usize> = running.iter().map(|r| r.slot).collect();
             let slot = (0..args.jobs).find(|k| !used.contains(k)).unwrap_or(0);
             let device = devices[slot % devices.len()].clone();
-            let dir = artifact_dir(&t.hash);
+            let dir = crate::artifacts::trial_dir(&artifacts, &t.hash);
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
             let log = dir.join("trial.log");
             let open_log = || {
@@ -1104,6 +1151,8 @@ pub fn run_cmd(args: RunArgs) -> Result<ExitCode> {
                     &device,
                 ])
                 .args(["--checkpoint-minutes", &args.checkpoint_minutes.to_string()])
+                .arg("--artifacts")
+                .arg(&artifacts)
                 .env("RAYON_NUM_THREADS", threads.to_string())
                 .stdin(Stdio::null())
                 .stdout(out)
@@ -1342,7 +1391,7 @@ pub fn run_cmd(args: RunArgs) -> Result<ExitCode> {
     for (id, e) in &failed {
         eprintln!("  trial {id} failed: {}", e.lines().next().unwrap_or(""));
     }
-    regenerate_report(&url, &name);
+    regenerate_report(&url, &name, &artifacts);
     if stopping {
         return Ok(ExitCode::from(130));
     }
@@ -1354,13 +1403,13 @@ pub fn run_cmd(args: RunArgs) -> Result<ExitCode> {
 
 /// Rewrites `reports/<sweep>.html` from the ledger, also after an interrupt (with what exists).
 /// A report failure is printed, never turned into a sweep failure: the numbers are in the ledger.
-fn regenerate_report(url: &str, name: &str) {
+fn regenerate_report(url: &str, name: &str, artifacts: &Path) {
     let out = Path::new("reports").join(format!("{}.html", crate::report::file_stem(name)));
-    let (url, sweep) = (url.to_string(), name.to_string());
+    let (url, sweep, root) = (url.to_string(), name.to_string(), artifacts.to_path_buf());
     let target = out.clone();
     // The report opens its own runtime, so it runs on a plain thread outside the store's.
     let result = std::thread::spawn(move || {
-        crate::report::write_sweep_report_blocking(&url, &sweep, &target)
+        crate::report::write_sweep_report_blocking(&url, &sweep, &target, &root)
     })
     .join();
     match result {

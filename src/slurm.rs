@@ -6,6 +6,10 @@
 //! task-index -> trial-id map is `trials.txt` beside the script (line i+1 = task i). The ledger
 //! URL reaches the tasks through the environment (`SWEEP_DB`, exported by sbatch), never on disk.
 //! Submitted jobs are recorded in the sweep's `spec_json` under `"slurm": {"jobs": [...]}`.
+//! Tasks run with `--skip-if-taken`: a trial shared by several arrays (a common baseline) is
+//! trained by the first task to claim it and the others exit 0, not 75 (which Slurm calls FAILED).
+//! `--artifacts` must be shared by the nodes: a node-local file system is refused before anything
+//! is recorded (see [`crate::artifacts::check_shared`]).
 
 use crate::cli::UsageError;
 use crate::scheduler::{self, LedgerArgs, RunArgs};
@@ -37,9 +41,15 @@ pub struct ExecutorArgs {
     /// Extra `#SBATCH` line, repeatable (`--sbatch-arg=--account=nlp --sbatch-arg=--mem=32G`).
     #[arg(long = "sbatch-arg", value_name = "ARG", allow_hyphen_values = true)]
     pub sbatch_args: Vec<String>,
-    /// Directory shared by all nodes for checkpoints, models and job files (default `results`).
-    #[arg(long)]
+    /// Artifacts root shared by all nodes: trial directories (checkpoints, models) in
+    /// DIR/trials, job files in DIR/slurm (default `results`). The ledger records paths relative
+    /// to it.
+    #[arg(long, env = "SWEEP_ARTIFACTS", value_name = "DIR")]
     pub artifacts: Option<PathBuf>,
+    /// Accept an --artifacts directory on a node-local file system (tmpfs, a local disk): only
+    /// right when the cluster is this one node.
+    #[arg(long)]
+    pub artifacts_local_ok: bool,
     /// Also resubmit trials that were interrupted (preempted, cancelled, time limit) or failed.
     #[arg(long)]
     pub requeue: bool,
@@ -214,6 +224,7 @@ pub fn render_script(s: &ScriptSpec) -> String {
         "TRIAL_ID=$(sed -n \"$((SLURM_ARRAY_TASK_ID + 1))p\" {})",
         shell_quote(&s.job_dir.join("trials.txt").display().to_string())
     ));
+    // The artifacts root: `trial run` writes to ROOT/trials/<hash> and records `trials/<hash>`.
     line(format!(
         "export SWEEP_ARTIFACTS={}",
         shell_quote(&s.artifacts.display().to_string())
@@ -224,14 +235,18 @@ pub fn render_script(s: &ScriptSpec) -> String {
     ));
     line("export RAYON_NUM_THREADS=\"${SLURM_CPUS_PER_TASK:-$(nproc)}\"".into());
     line("echo \"sweep: task ${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID} on $(hostname): trial ${TRIAL_ID}\"".into());
-    line("# exec: Slurm's signals reach the trial itself.".into());
+    line("# exec: Slurm's signals reach the trial itself. --skip-if-taken: a trial that another task".into());
+    line(
+        "# or worker has done or is running (a baseline shared by several arrays) exits 0, not 75."
+            .into(),
+    );
     let device = if s.exec.gpus_per_trial > 0 {
         "cuda:0"
     } else {
         "cpu"
     };
     line(format!(
-        "exec {} trial run \"$TRIAL_ID\" --db \"$SWEEP_DB\" --device {device} --checkpoint-minutes {}",
+        "exec {} trial run \"$TRIAL_ID\" --db \"$SWEEP_DB\" --device {device} --checkpoint-minutes {} --skip-if-taken",
         shell_quote(&s.exe.display().to_string()),
         s.checkpoint_minutes
     ));
@@ -330,6 +345,12 @@ fn with_jobs(mut spec: Json, jobs: &[Json]) -> Json {
 pub fn submit(args: RunArgs) -> Result<ExitCode> {
     let exec = &args.cluster;
     preflight(exec)?;
+    // The artifacts root before the ledger: a refusal must leave nothing behind.
+    let root = crate::artifacts::root(exec.artifacts.as_deref());
+    if let Some(warning) = crate::artifacts::check_shared(&root, exec.artifacts_local_ok)? {
+        eprintln!("warning: {warning}");
+    }
+    check_writable(&root)?;
     let (sweep, planned) = scheduler::load_and_identify(&args.sweep)?;
     let (url, s) = scheduler::open_store(&args.ledger)?;
     let is_pg = url.starts_with("postgres://") || url.starts_with("postgresql://");
@@ -340,9 +361,7 @@ pub fn submit(args: RunArgs) -> Result<ExitCode> {
         );
     }
     let cwd = std::env::current_dir().context("reading the working directory")?;
-    let root = std::path::absolute(exec.artifacts.clone().unwrap_or_else(|| "results".into()))?;
-    check_writable(&root)?;
-    let trials_root = root.join("trials");
+    let trials_root = root.join(crate::artifacts::TRIALS_SUBDIR);
     let cache = std::path::absolute(crate::data::default_cache_root())?;
     let name = scheduler::ledger_name(&sweep);
     let new_trials = scheduler::ledger_trials(&planned)?;
@@ -411,7 +430,7 @@ pub fn submit(args: RunArgs) -> Result<ExitCode> {
         exec,
         job_dir: &job_dir,
         work_dir: &cwd,
-        artifacts: &trials_root,
+        artifacts: &root,
         cache: &cache,
         exe: &exe,
         checkpoint_minutes: args.checkpoint_minutes,
@@ -615,6 +634,7 @@ mod tests {
             max_parallel: Some(3),
             sbatch_args: vec!["--account=nlp".into()],
             artifacts: None,
+            artifacts_local_ok: false,
             requeue: false,
             dry_run: false,
         };
@@ -625,7 +645,7 @@ mod tests {
             exec: &exec,
             job_dir: Path::new("/shared/results/slurm/j"),
             work_dir: Path::new("/home/u/sweep"),
-            artifacts: Path::new("/shared/results/trials"),
+            artifacts: Path::new("/shared/results"),
             cache: Path::new("/shared/results/cache"),
             exe: Path::new("/opt/sweep/bin/sweep"),
             checkpoint_minutes: 10.0,
@@ -640,6 +660,8 @@ mod tests {
             "sed -n \"$((SLURM_ARRAY_TASK_ID + 1))p\" /shared/results/slurm/j/trials.txt",
             "--device cuda:0",
             "exec /opt/sweep/bin/sweep trial run \"$TRIAL_ID\" --db \"$SWEEP_DB\"",
+            "--skip-if-taken",
+            "export SWEEP_ARTIFACTS=/shared/results\n",
         ] {
             assert!(text.contains(want), "missing {want:?} in\n{text}");
         }

@@ -35,6 +35,10 @@ pub struct WorkerArgs {
     /// Seconds between looks at the ledger while other workers' trials are still running.
     #[arg(long, default_value_t = 5.0)]
     pub poll_seconds: f64,
+    /// Where trial directories go (ROOT/trials/<hash>); workers on several machines need one
+    /// that all of them mount, or a trial resumed elsewhere starts from scratch.
+    #[command(flatten)]
+    pub artifacts: crate::artifacts::ArtifactsArgs,
 }
 
 static STOP: AtomicUsize = AtomicUsize::new(0);
@@ -78,14 +82,16 @@ pub fn run(args: WorkerArgs) -> Result<ExitCode> {
         }
     }
     let exe = std::env::current_exe().context("locating the sweep executable")?;
+    let artifacts = args.artifacts.root();
     eprintln!(
-        "worker pid {}: {} trial(s) to drain{}, ledger {url}",
+        "worker pid {}: {} trial(s) to drain{}, ledger {url}, artifacts {}",
         std::process::id(),
         ids.len(),
         args.sweep
             .as_deref()
             .map(|n| format!(" of sweep {n}"))
-            .unwrap_or_default()
+            .unwrap_or_default(),
+        artifacts.display()
     );
     let (mut ran, mut failed) = (0usize, 0usize);
     // Trials this worker lost a claim race on, skipped until the ledger changes their state.
@@ -130,6 +136,8 @@ pub fn run(args: WorkerArgs) -> Result<ExitCode> {
             .args(["trial", "run", &t.id.to_string(), "--db", &url])
             .args(["--device", &args.device])
             .args(["--checkpoint-minutes", &args.checkpoint_minutes.to_string()])
+            .arg("--artifacts")
+            .arg(&artifacts)
             .stdin(Stdio::null())
             .spawn()
             .context("starting `sweep trial run`")?;

@@ -133,7 +133,7 @@ fn run_local(p: &Project, file: &Path) -> Arc<dyn Store> {
         .arg(file)
         .arg("--db")
         .arg(&db)
-        .env("SWEEP_ARTIFACTS", p.path().join("local/trials"))
+        .env("SWEEP_ARTIFACTS", p.path().join("local"))
         .output()
         .unwrap();
     assert!(out.status.success(), "local run: {}", out_text(&out));
@@ -242,6 +242,8 @@ fn slurm_job_array_on_postgres_matches_a_local_sqlite_run() {
             "2",
             "--time",
             "00:10:00",
+            // CI's cluster is this one node: a local --artifacts is shared with "all" nodes.
+            "--artifacts-local-ok",
         ])
         .arg("--artifacts")
         .arg(&shared)
@@ -282,14 +284,13 @@ fn slurm_job_array_on_postgres_matches_a_local_sqlite_run() {
     assert_same_results(&*local, &*remote, "arr");
     for t in trials_of(&*remote, "arr") {
         assert_eq!(t.attempts, 1);
+        // Recorded relative to --artifacts, so the ledger survives a remounted root.
         let dir = t.artifact_dir.clone().unwrap_or_default();
+        assert_eq!(dir, format!("trials/{}", t.short_hash()));
         assert!(
-            dir.starts_with(shared.join("trials").to_str().unwrap()),
-            "{dir}"
-        );
-        assert!(
-            Path::new(&dir).join("model").exists(),
-            "model exported to {dir}"
+            shared.join(&dir).join("model/config.json").exists(),
+            "model exported to {}",
+            shared.join(&dir).display()
         );
     }
 }
@@ -313,6 +314,7 @@ fn scancel_of_one_task_then_requeue_resumes_from_its_checkpoint() {
             .arg("run")
             .arg(&file)
             .args(["--executor", "slurm", "--checkpoint-minutes", "0.01"])
+            .arg("--artifacts-local-ok")
             .args(extra)
             .arg("--artifacts")
             .arg(&shared)
@@ -474,7 +476,7 @@ fn sweep_cancel_and_slurm_warning_signal_interrupt_then_requeue_finishes() {
             .arg("run")
             .arg(&file)
             .args(["--executor", "slurm", "--max-parallel", "1"])
-            .args(["--checkpoint-minutes", "0.01"])
+            .args(["--checkpoint-minutes", "0.01", "--artifacts-local-ok"])
             .args(extra)
             .arg("--artifacts")
             .arg(&shared)
@@ -696,4 +698,621 @@ fn a_killed_worker_is_detected_and_another_worker_resumes_its_trial() {
     );
     let local = run_local(&p, &file);
     assert_same_results(&*local, &*remote, "dw");
+}
+
+/// Run one statement against a ledger (SQLite path or PostgreSQL URL) behind the store's back:
+/// what an old version of sweep, or a worker on another host, would have left in it.
+fn exec_sql(db: &str, sql: &str) {
+    sqlx::any::install_default_drivers();
+    let url = if db.starts_with("postgres") {
+        db.to_string()
+    } else {
+        format!("sqlite://{db}")
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let pool = sqlx::any::AnyPoolOptions::new()
+            .max_connections(1)
+            .connect(&url)
+            .await
+            .unwrap();
+        sqlx::query(sql).execute(&pool).await.unwrap();
+        pool.close().await;
+    });
+}
+
+/// RFC 3339 UTC, `secs` seconds ago, as the ledger stores timestamps.
+fn ago(secs: i64) -> String {
+    (chrono::Utc::now() - chrono::Duration::seconds(secs))
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// Record a sweep without running it (a dry run needs no Slurm; it writes the script only).
+fn record(p: &Project, file: &Path, db: &str) {
+    let out = p
+        .cmd()
+        .arg("run")
+        .arg(file)
+        .args(["--executor", "slurm", "--dry-run", "--artifacts-local-ok"])
+        .args(["--db", db])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", out_text(&out));
+}
+
+#[test]
+fn artifact_paths_are_relative_to_the_root_and_a_moved_root_still_finds_the_model() {
+    let p = Project::new();
+    let file = p.write("exp/rel.toml", &sweep_file("rel", 6, "seed = [1]"));
+    let db = p.path().join("ledger/sweep.db");
+    let dbs = db.to_str().unwrap().to_string();
+    let art = p.path().join("art");
+    let out = p
+        .cmd()
+        .arg("run")
+        .arg(&file)
+        .args(["--db", &dbs])
+        .arg("--artifacts")
+        .arg(&art)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", out_text(&out));
+    let s = store::open(&dbs).unwrap();
+    let t = trials_of(&*s, "rel").remove(0);
+    drop(s);
+    assert_eq!(t.state, TrialState::Completed, "{t:?}");
+    assert_eq!(
+        t.artifact_dir.as_deref(),
+        Some(format!("trials/{}", t.short_hash()).as_str()),
+        "the ledger records the trial directory relative to --artifacts"
+    );
+    assert!(art
+        .join("trials")
+        .join(t.short_hash())
+        .join("model/config.json")
+        .is_file());
+    assert!(
+        !p.path().join("results/trials").exists(),
+        "nothing under the default root"
+    );
+
+    // Move the whole root; readers given the new root find the model.
+    let moved = p.path().join("moved-artifacts");
+    std::fs::rename(&art, &moved).unwrap();
+    p.write(
+        "text.txt",
+        &"<|startoftext|> neural translation <|sep|> we propose a neural model for translation. <|endoftext|>\n"
+            .repeat(20),
+    );
+    let id = t.id.to_string();
+    let eval = |extra: &[&str], env: Option<&Path>| {
+        let mut c = p.cmd();
+        c.args([
+            "eval", "--trial", &id, "--file", "text.txt", "--format", "json",
+        ])
+        .args(["--db", &dbs])
+        .args(extra);
+        if let Some(root) = env {
+            c.env("SWEEP_ARTIFACTS", root);
+        }
+        c.output().unwrap()
+    };
+    let ok = eval(&["--artifacts", moved.to_str().unwrap()], None);
+    assert!(ok.status.success(), "eval: {}", out_text(&ok));
+    let v: serde_json::Value = serde_json::from_slice(&ok.stdout).unwrap();
+    assert!(v["loss"].as_f64().is_some_and(f64::is_finite), "{v}");
+    assert!(
+        v["model"]
+            .as_str()
+            .is_some_and(|m| m.contains("moved-artifacts")),
+        "{v}"
+    );
+    // Without the new root: a clear error naming --artifacts and where it looked.
+    let lost = eval(&[], None);
+    let err = String::from_utf8_lossy(&lost.stderr).into_owned();
+    assert_eq!(lost.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("no exported model at") && err.contains("fix: pass --artifacts DIR"),
+        "{err}"
+    );
+    // generate --trial with the root from the environment.
+    let gen = p
+        .cmd()
+        .env("SWEEP_ARTIFACTS", &moved)
+        .args(["generate", "--trial", &id, "--title", "neural translation"])
+        .args([
+            "-n",
+            "1",
+            "--max-new-tokens",
+            "8",
+            "--seed",
+            "1",
+            "--no-store",
+        ])
+        .args(["--db", &dbs])
+        .output()
+        .unwrap();
+    assert!(gen.status.success(), "generate: {}", out_text(&gen));
+    // status points at the root when the model is not under it.
+    let st = |extra: &[&str]| {
+        let o = p
+            .cmd()
+            .args(["status", "rel", "--db", &dbs])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", out_text(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    assert!(
+        st(&[]).contains("no exported model for trial"),
+        "{}",
+        st(&[])
+    );
+    let good = st(&["--artifacts", moved.to_str().unwrap()]);
+    assert!(!good.contains("no exported model"), "{good}");
+
+    // Old ledgers hold absolute paths: used as they are, with no --artifacts needed ...
+    let abs = moved.join("trials").join(t.short_hash());
+    exec_sql(
+        &dbs,
+        &format!(
+            "UPDATE trials SET artifact_dir = '{}' WHERE id = {}",
+            abs.display(),
+            t.id
+        ),
+    );
+    let old = eval(&[], None);
+    assert!(
+        old.status.success(),
+        "old absolute path: {}",
+        out_text(&old)
+    );
+    // ... and when that root moved too, the trial is looked up under the root given.
+    let again = p.path().join("moved-again");
+    std::fs::rename(&moved, &again).unwrap();
+    let old_moved = eval(&[], Some(&again));
+    assert!(
+        old_moved.status.success(),
+        "old absolute path, moved root: {}",
+        out_text(&old_moved)
+    );
+}
+
+#[test]
+fn artifacts_on_tmpfs_are_refused_before_anything_is_submitted_or_recorded() {
+    let p = Project::new();
+    let file = p.write("exp/fs.toml", &sweep_file("fs", 4, "seed = [1]"));
+    let db = p.path().join("results/sweep.db");
+    let run = |artifacts: &Path, extra: &[&str]| {
+        p.cmd()
+            .arg("run")
+            .arg(&file)
+            .args(["--executor", "slurm"])
+            .args(extra)
+            .arg("--artifacts")
+            .arg(artifacts)
+            .arg("--db")
+            .arg(&db)
+            .output()
+            .unwrap()
+    };
+    let fs_type = |dir: &str| {
+        std::process::Command::new("stat")
+            .args(["-f", "-c", "%T", dir])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default()
+    };
+    if fs_type("/dev/shm") == "tmpfs" {
+        let shm = Path::new("/dev/shm").join(format!("sweep-test-{}", std::process::id()));
+        // Without --dry-run: the refusal comes before sbatch would be looked for or run.
+        let out = run(&shm, &[]);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(
+            err.contains(&format!("--artifacts {}", shm.display()))
+                && err.contains("tmpfs")
+                && err.contains("private to this node")
+                && err.contains("fix:")
+                && err.contains("--artifacts-local-ok"),
+            "{err}"
+        );
+        assert!(!shm.exists(), "nothing created on the refused file system");
+        assert!(!db.exists(), "nothing recorded in the ledger: {err}");
+        // A single-node cluster may say so; the dry run then writes its script there.
+        let out = run(&shm, &["--dry-run", "--artifacts-local-ok"]);
+        let ok = out.status.success();
+        let text = out_text(&out);
+        let _ = std::fs::remove_dir_all(&shm);
+        assert!(ok, "{text}");
+        assert!(!text.contains("warning: --artifacts"), "{text}");
+    } else {
+        eprintln!(
+            "SKIP the tmpfs refusal: /dev/shm is `{}` here, not tmpfs",
+            fs_type("/dev/shm")
+        );
+    }
+    // A local disk (ext4, xfs, ...) warns rather than refuses.
+    let local = p.path().join("shared");
+    let kind = fs_type(p.path().to_str().unwrap());
+    if ["ext2/ext3", "xfs", "btrfs"].contains(&kind.as_str()) {
+        let out = run(&local, &["--dry-run"]);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{err}");
+        assert!(
+            err.contains(&format!("warning: --artifacts {}", local.display()))
+                && err.contains("usually a disk of this node only"),
+            "{err}"
+        );
+        let out = run(&local, &["--dry-run", "--artifacts-local-ok"]);
+        assert!(out.status.success(), "{}", out_text(&out));
+        assert!(
+            !String::from_utf8_lossy(&out.stderr).contains("warning: --artifacts"),
+            "{}",
+            out_text(&out)
+        );
+    } else {
+        eprintln!("SKIP the local-disk warning: the temp dir is on `{kind}`");
+    }
+}
+
+/// The cross-host half of dead-worker detection: a trial `running` on another host is taken over
+/// once its heartbeat is older than the stale limit, and left alone while it is fresh.
+fn stale_heartbeat_of_another_host(db: &str) {
+    let p = Project::new();
+    let text = sweep_file("hb", 300, "seed = [1, 2]")
+        .replace("eval_tokens = 2000", "eval_tokens = 2000\neval_every = 50");
+    let file = p.write("exp/hb.toml", &text);
+    record(&p, &file, db);
+    let s: Arc<dyn Store> = Arc::from(store::open(db).unwrap());
+    let trials = trials_of(&*s, "hb");
+    let (a, b) = (trials[0].id, trials[1].id);
+    // Trial a trains part-way (a checkpoint on disk), then its process dies ...
+    let mut runner = p
+        .std_cmd()
+        .args(["trial", "run", &a.to_string(), "--db", db])
+        .args(["--checkpoint-minutes", "0.01"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let ckpt = p
+        .path()
+        .join("results/trials")
+        .join(trials[0].short_hash())
+        .join("checkpoint/state.json");
+    wait_for(
+        "trial a to train past step 60 with a checkpoint",
+        Duration::from_secs(600),
+        || {
+            s.last_metric(a, "train")
+                .unwrap()
+                .is_some_and(|m| m.step >= 60)
+                && ckpt.exists()
+        },
+        String::new,
+    );
+    runner.kill().unwrap();
+    runner.wait().unwrap();
+    // ... and the ledger says it ran on another host that went silent ten minutes ago.
+    exec_sql(
+        db,
+        &format!(
+            "UPDATE trials SET worker = 'node-far-away:4242', heartbeat_at = '{}' WHERE id = {a}",
+            ago(600)
+        ),
+    );
+    // Trial b runs on another host that is alive: its heartbeat stays fresh.
+    let remote = "node-far-away:4343";
+    assert!(s.claim_trial(b, remote, "cpu").unwrap().is_some());
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let beat = {
+        let (s, stop) = (s.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                assert!(s.heartbeat(b, remote).unwrap(), "b was taken from {remote}");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        })
+    };
+    let worker = p
+        .std_cmd()
+        .args([
+            "worker",
+            "--sweep",
+            "hb",
+            "--poll-seconds",
+            "0.5",
+            "--db",
+            db,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(
+        "the worker to take over and finish trial a",
+        Duration::from_secs(600),
+        || s.trial(a).unwrap().unwrap().state.is_done(),
+        String::new,
+    );
+    // Several more polls of the worker while b's remote runner is alive.
+    std::thread::sleep(Duration::from_secs(3));
+    let tb = s.trial(b).unwrap().unwrap();
+    // SAFETY: kill(2) on the worker we spawned; SIGTERM stops it (exit 130).
+    unsafe { libc::kill(worker.id() as i32, libc::SIGTERM) };
+    let out = worker.wait_with_output().unwrap();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    beat.join().unwrap();
+    assert_eq!(tb.state, TrialState::Running, "{tb:?}");
+    assert_eq!(tb.worker.as_deref(), Some(remote), "b not taken: {tb:?}");
+    assert_eq!(tb.attempts, 1, "{tb:?}");
+    assert_eq!(out.status.code(), Some(130), "{}", out_text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("worker: 1 trial(s) of dead workers marked interrupted"),
+        "{err}"
+    );
+    let ta = s.trial(a).unwrap().unwrap();
+    assert_eq!(ta.state, TrialState::Completed, "{ta:?}");
+    assert_eq!(ta.attempts, 2, "{ta:?}");
+    assert_ne!(ta.worker.as_deref(), Some("node-far-away:4242"));
+    assert!(
+        ta.env
+            .as_ref()
+            .and_then(|e| e["resumed_from_step"].as_u64())
+            .unwrap_or(0)
+            >= 50,
+        "resumed from its checkpoint: {:?}",
+        ta.env
+    );
+}
+
+#[test]
+fn a_stale_heartbeat_from_another_host_is_taken_over_and_a_fresh_one_is_not_on_sqlite() {
+    let tmp = tempfile::tempdir().unwrap();
+    stale_heartbeat_of_another_host(tmp.path().join("hb.db").to_str().unwrap());
+}
+
+#[test]
+fn a_stale_heartbeat_from_another_host_is_taken_over_and_a_fresh_one_is_not_on_postgres() {
+    let Some(pg) = pg_scratch("sweep_cluster_stale_heartbeat") else {
+        return;
+    };
+    stale_heartbeat_of_another_host(&pg);
+}
+
+#[test]
+fn an_array_task_whose_trial_is_done_or_taken_exits_0_with_skip_if_taken() {
+    let p = Project::new();
+    let file = p.write("exp/tk.toml", &sweep_file("tk", 4, "seed = [1, 2]"));
+    let db = p.path().join("results/sweep.db");
+    let dbs = db.to_str().unwrap().to_string();
+    record(&p, &file, &dbs);
+    let s = store::open(&dbs).unwrap();
+    let trials = trials_of(&*s, "tk");
+    let (x, y) = (trials[0].id.to_string(), trials[1].id.to_string());
+    let task = |id: &str, skip: bool| {
+        let mut c = p.cmd();
+        c.args(["trial", "run", id, "--db", &dbs]);
+        if skip {
+            c.arg("--skip-if-taken");
+        }
+        c.output().unwrap()
+    };
+    let first = task(&x, true);
+    assert!(first.status.success(), "{}", out_text(&first));
+    // Completed: 75 for the local executor and workers, 0 with a clear line for array tasks.
+    let plain = task(&x, false);
+    assert_eq!(plain.status.code(), Some(75), "{}", out_text(&plain));
+    let skipped = task(&x, true);
+    assert_eq!(skipped.status.code(), Some(0), "{}", out_text(&skipped));
+    assert!(
+        String::from_utf8_lossy(&skipped.stderr).contains(&format!(
+            "sweep: trial {x} is already completed; nothing to do for this task (exit 0)"
+        )),
+        "{}",
+        out_text(&skipped)
+    );
+    assert_eq!(s.trial(trials[0].id).unwrap().unwrap().attempts, 1);
+    // Running on a live worker elsewhere: nothing to do, and the trial is left alone.
+    let remote = "node-far-away:77";
+    assert!(s
+        .claim_trial(trials[1].id, remote, "cpu")
+        .unwrap()
+        .is_some());
+    let skipped = task(&y, true);
+    assert_eq!(skipped.status.code(), Some(0), "{}", out_text(&skipped));
+    assert!(
+        String::from_utf8_lossy(&skipped.stderr).contains(&format!(
+            "sweep: trial {y} is being run by worker {remote}; nothing to do for this task"
+        )),
+        "{}",
+        out_text(&skipped)
+    );
+    let ty = s.trial(trials[1].id).unwrap().unwrap();
+    assert_eq!(
+        (ty.state, ty.worker.as_deref(), ty.attempts),
+        (TrialState::Running, Some(remote), 1)
+    );
+    // That worker falls silent: the next task for the trial takes it over (a requeued task
+    // after a node failure), instead of reporting "nothing to do" for a trial nobody runs.
+    exec_sql(
+        &dbs,
+        &format!(
+            "UPDATE trials SET heartbeat_at = '{}' WHERE id = {y}",
+            ago(600)
+        ),
+    );
+    let took = task(&y, true);
+    assert!(took.status.success(), "{}", out_text(&took));
+    assert!(
+        String::from_utf8_lossy(&took.stderr).contains(&format!(
+            "trial {y}: its worker {remote} is gone; resuming it here"
+        )),
+        "{}",
+        out_text(&took)
+    );
+    let ty = s.trial(trials[1].id).unwrap().unwrap();
+    assert_eq!(
+        (ty.state, ty.attempts),
+        (TrialState::Completed, 2),
+        "{ty:?}"
+    );
+}
+
+#[test]
+fn a_baseline_shared_by_two_job_arrays_trains_once_and_no_task_fails() {
+    if !slurm_up() {
+        return;
+    }
+    let Some(pg) = pg_scratch("sweep_cluster_shared_baseline") else {
+        return;
+    };
+    let p = Project::new();
+    // seed 1 is the same trial (same identity hash) in both sweeps.
+    let fa = p.write("exp/sa.toml", &sweep_file("sa", 12, "seed = [1, 2]"));
+    let fb = p.write("exp/sb.toml", &sweep_file("sb", 12, "seed = [1, 3]"));
+    let shared = p.path().join("shared");
+    // Held at submission so that both arrays include the still-pending shared trial.
+    let submit = |file: &Path| {
+        let out = p
+            .cmd()
+            .arg("run")
+            .arg(file)
+            .args(["--executor", "slurm", "--artifacts-local-ok"])
+            .arg("--sbatch-arg=--hold")
+            .arg("--artifacts")
+            .arg(&shared)
+            .args(["--db", &pg])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "submit: {}", out_text(&out));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let (ja, jb) = (submit(&fa), submit(&fb));
+    let out = std::process::Command::new("scontrol")
+        .args(["release", &ja, &jb])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", out_text(&out));
+    let remote: Arc<dyn Store> = Arc::from(store::open(&pg).unwrap());
+    let all_done = || {
+        ["sa", "sb"]
+            .iter()
+            .all(|n| trials_of(&*remote, n).iter().all(|t| t.state.is_done()))
+    };
+    wait_for(
+        "both arrays to finish",
+        Duration::from_secs(900),
+        all_done,
+        || logs_under(&shared),
+    );
+    let base = trials_of(&*remote, "sa").remove(0);
+    assert_eq!(
+        base.hash,
+        trials_of(&*remote, "sb")[0].hash,
+        "one shared trial"
+    );
+    for n in ["sa", "sb"] {
+        for t in trials_of(&*remote, n) {
+            assert_eq!(t.state, TrialState::Completed, "{t:?}");
+            assert_eq!(t.attempts, 1, "trained once: {t:?}");
+        }
+    }
+    // The losing task said why it did nothing, and Slurm lists every task as COMPLETED.
+    let logs = logs_under(&shared);
+    assert!(
+        logs.contains(&format!("sweep: trial {} is ", base.id))
+            && logs.contains("nothing to do for this task (exit 0)"),
+        "{logs}"
+    );
+    let states = |job: &str| {
+        // Tasks leave squeue a moment after the ledger says done.
+        let mut text = String::new();
+        for _ in 0..60 {
+            let o = std::process::Command::new("squeue")
+                .args(["-h", "-r", "--states=all", "-j", job, "-o", "%i|%T"])
+                .output()
+                .unwrap();
+            text = String::from_utf8_lossy(&o.stdout).into_owned();
+            if text.lines().count() == 2
+                && text
+                    .lines()
+                    .all(|l| !l.ends_with("|RUNNING") && !l.ends_with("|COMPLETING"))
+            {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        text
+    };
+    for job in [&ja, &jb] {
+        let text = states(job);
+        assert_eq!(text.lines().count(), 2, "two tasks: {text}");
+        assert!(
+            text.lines().all(|l| l.ends_with("|COMPLETED")),
+            "no FAILED task: {text}\n{logs}"
+        );
+    }
+}
+
+#[test]
+fn query_on_postgres_reads_and_refuses_every_write() {
+    let Some(pg) = pg_scratch("sweep_cluster_query_ro") else {
+        return;
+    };
+    let p = Project::new();
+    let file = p.write("exp/q.toml", &sweep_file("q", 4, "seed = [1, 2]"));
+    record(&p, &file, &pg);
+    let query = |sql: &str| {
+        p.cmd()
+            .args(["query", sql, "--format", "json", "--db", &pg])
+            .output()
+            .unwrap()
+    };
+    let snapshot = || {
+        let o = query("SELECT t.id, t.state, t.attempts, s.name FROM trials t JOIN sweep_trials st ON st.trial_id = t.id JOIN sweeps s ON s.id = st.sweep_id ORDER BY t.id");
+        assert!(o.status.success(), "{}", out_text(&o));
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()
+    };
+    let before = snapshot();
+    let rows = before.as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{before}");
+    assert!(
+        rows.iter()
+            .all(|r| r["name"] == "q" && r["state"] == "pending"),
+        "{before}"
+    );
+    for sql in [
+        "INSERT INTO sweeps (name, kind, spec_json, created_at, updated_at) VALUES ('x', 'grid', '{}', 'now', 'now')",
+        "UPDATE trials SET state = 'failed'",
+        "DELETE FROM sweep_trials",
+        "DROP TABLE metrics",
+        "CREATE TABLE scratch (x INT)",
+        "WITH d AS (DELETE FROM trials RETURNING id) SELECT * FROM d",
+        "DO $$ BEGIN SET LOCAL transaction_read_only = off; DELETE FROM sweep_trials; END $$",
+        "SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE; DELETE FROM sweep_trials",
+        "COPY (SELECT 1) TO '/tmp/sweep-query-copy.txt'",
+    ] {
+        let o = query(sql);
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert_eq!(o.status.code(), Some(2), "{sql}: {}", out_text(&o));
+        let clear = if sql.starts_with("SET SESSION") {
+            err.contains("`sweep query` runs one statement per call") && err.contains("fix:")
+        } else {
+            err.contains("`sweep query` is read-only") && err.contains("Use SELECT")
+        };
+        assert!(clear, "{sql}: {err}");
+        assert!(o.stdout.is_empty(), "{sql}: no rows printed");
+    }
+    assert_eq!(snapshot(), before, "nothing changed");
+    let tables = query("SELECT count(*) AS n FROM information_schema.tables WHERE table_name IN ('metrics', 'sweeps', 'trials', 'sweep_trials', 'samples') AND table_schema = 'public'");
+    assert!(tables.status.success(), "{}", out_text(&tables));
+    let v: serde_json::Value = serde_json::from_slice(&tables.stdout).unwrap();
+    assert_eq!(v[0]["n"], 5, "{v}");
 }

@@ -303,6 +303,9 @@ pub struct GenerateArgs {
     /// Ledger URL (default results/sweep.db).
     #[arg(long, env = "SWEEP_DB")]
     pub db: Option<String>,
+    /// With --trial: the artifacts root its recorded directory is relative to (default `results`).
+    #[command(flatten)]
+    pub artifacts: crate::artifacts::ArtifactsArgs,
     /// `cpu` or `cuda:N`.
     #[arg(long, env = "SWEEP_DEVICE", default_value = "cpu")]
     pub device: String,
@@ -391,24 +394,28 @@ fn resolve_source(args: &GenerateArgs) -> Result<Source> {
                 "no trial {id} in the ledger {url}; `sweep status` lists the trials"
             ))
         })?;
-        let model_dir = trial
-            .artifact_dir
-            .as_ref()
-            .map(|d| Path::new(d).join("model"));
-        let model_dir = match model_dir {
-            Some(d) if d.join("config.json").is_file() => d,
-            other => {
-                return Err(UsageError(format!(
-                    "trial {id} ({}) has no exported model{}: only completed trials have one; \
-                     run it with `sweep trial run {id}` (or `sweep run`), or pass --model DIR",
-                    trial.state,
-                    other
-                        .map(|d| format!(" (looked in {})", d.display()))
-                        .unwrap_or_default()
-                ))
-                .into())
-            }
-        };
+        let root = args.artifacts.root();
+        let (model_dir, found) =
+            crate::artifacts::model_dir(&root, trial.artifact_dir.as_deref(), &trial.hash);
+        if trial.artifact_dir.is_none() {
+            return Err(UsageError(format!(
+                "trial {id} ({}) has no exported model: only completed trials have one; run it \
+                 with `sweep trial run {id}` (or `sweep run`), or pass --model DIR",
+                trial.state
+            ))
+            .into());
+        }
+        if !found {
+            return Err(UsageError(format!(
+                "trial {id} ({}): no exported model at {}; fix: pass --artifacts DIR (or \
+                 SWEEP_ARTIFACTS) naming the artifacts root that holds trials/ now (it is {} \
+                 here), or --model DIR",
+                trial.state,
+                model_dir.display(),
+                root.display()
+            ))
+            .into());
+        }
         if args.from_split.is_some() {
             let cfg: crate::trial::TrialConfig = serde_json::from_value(trial.config.clone())
                 .with_context(|| format!("trial {id}: its config_json is not a trial config"))?;

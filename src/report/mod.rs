@@ -29,6 +29,8 @@ pub struct ReportArgs {
     /// Ledger database URL or SQLite path.
     #[arg(long, env = "SWEEP_DB", default_value = load::DEFAULT_DB_URL)]
     pub db: String,
+    #[command(flatten)]
+    pub artifacts: crate::artifacts::ArtifactsArgs,
 }
 
 /// A sweep name made safe as a file name (`block/size` -> `block_size`).
@@ -97,21 +99,49 @@ pub fn write_atomic(out: &Path, contents: &[u8]) -> Result<()> {
 
 /// Renders the report of `sweep` from the ledger at `db_url` to `out` (atomically). The
 /// scheduler calls this when a run ends or is interrupted.
-pub async fn write_sweep_report(db_url: &str, sweep: &str, out: &Path) -> Result<()> {
+/// Recorded artifact directories are relative to `artifacts` (the artifacts root, see
+/// [`crate::artifacts`]); the report shows where they resolve.
+pub async fn write_sweep_report(
+    db_url: &str,
+    sweep: &str,
+    out: &Path,
+    artifacts: &Path,
+) -> Result<()> {
     let pool = load::connect_read_only(db_url).await?;
     let records = load::load_sweep(&pool, sweep).await;
     pool.close().await;
-    let html = html::render_report(&records?, &now_rfc3339());
+    let mut records = records?;
+    resolve_artifacts(&mut records, artifacts);
+    let html = html::render_report(&records, &now_rfc3339());
     write_atomic(out, html.as_bytes())
 }
 
+/// Replace each trial's recorded artifact directory by the path it resolves to under `root`.
+fn resolve_artifacts(records: &mut load::SweepRecords, root: &Path) {
+    for t in &mut records.trials {
+        if let Some(d) = &t.artifact_dir {
+            let abs = std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf());
+            t.artifact_dir = Some(
+                crate::artifacts::resolve(&abs, d, &t.hash)
+                    .display()
+                    .to_string(),
+            );
+        }
+    }
+}
+
 /// Blocking wrapper of [`write_sweep_report`] for callers outside an async runtime.
-pub fn write_sweep_report_blocking(db_url: &str, sweep: &str, out: &Path) -> Result<()> {
-    runtime()?.block_on(write_sweep_report(db_url, sweep, out))
+pub fn write_sweep_report_blocking(
+    db_url: &str,
+    sweep: &str,
+    out: &Path,
+    artifacts: &Path,
+) -> Result<()> {
+    runtime()?.block_on(write_sweep_report(db_url, sweep, out, artifacts))
 }
 
 /// Reports every sweep into `dir` (`<sweep>.html`) plus `dir/index.html`; returns the paths.
-pub async fn write_all_reports(db_url: &str, dir: &Path) -> Result<Vec<PathBuf>> {
+pub async fn write_all_reports(db_url: &str, dir: &Path, artifacts: &Path) -> Result<Vec<PathBuf>> {
     let pool = load::connect_read_only(db_url).await?;
     let names = load::sweep_names(&pool).await?;
     let mut entries = Vec::new();
@@ -119,7 +149,8 @@ pub async fn write_all_reports(db_url: &str, dir: &Path) -> Result<Vec<PathBuf>>
     for name in &names {
         let file = format!("{}.html", file_stem(name));
         let path = dir.join(&file);
-        let records = load::load_sweep(&pool, name).await?;
+        let mut records = load::load_sweep(&pool, name).await?;
+        resolve_artifacts(&mut records, artifacts);
         let html = html::render_report(&records, &now_rfc3339());
         write_atomic(&path, html.as_bytes())?;
         let tot = data::totals(&records);
@@ -162,7 +193,7 @@ pub fn run(args: ReportArgs) -> Result<ExitCode> {
     let rt = runtime()?;
     if args.all {
         let dir = args.out.unwrap_or_else(|| PathBuf::from("reports"));
-        let written = rt.block_on(write_all_reports(&args.db, &dir))?;
+        let written = rt.block_on(write_all_reports(&args.db, &dir, &args.artifacts.root()))?;
         for p in &written {
             println!("wrote {}", p.display());
         }
@@ -173,7 +204,12 @@ pub fn run(args: ReportArgs) -> Result<ExitCode> {
         let out = args.out.unwrap_or_else(|| {
             PathBuf::from("reports").join(format!("{}.html", file_stem(&sweep)))
         });
-        rt.block_on(write_sweep_report(&args.db, &sweep, &out))?;
+        rt.block_on(write_sweep_report(
+            &args.db,
+            &sweep,
+            &out,
+            &args.artifacts.root(),
+        ))?;
         println!("wrote {}", out.display());
     }
     Ok(ExitCode::SUCCESS)
@@ -233,7 +269,12 @@ pub fn run_bench(args: BenchReportArgs) -> Result<ExitCode> {
     let mut times = Vec::new();
     for _ in 0..3 {
         let t = Instant::now();
-        rt.block_on(write_sweep_report(&url, "bench", &out))?;
+        rt.block_on(write_sweep_report(
+            &url,
+            "bench",
+            &out,
+            Path::new("results"),
+        ))?;
         times.push(t.elapsed().as_secs_f64());
     }
     let size = std::fs::metadata(&out)?.len();
@@ -306,7 +347,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = fixture_ledger(dir.path(), HOSTILE);
         let out = dir.path().join("r.html");
-        write_sweep_report_blocking(&db, "block_size", &out).unwrap();
+        write_sweep_report_blocking(&db, "block_size", &out, Path::new("results")).unwrap();
         let html = std::fs::read_to_string(&out).unwrap();
         assert!(!html.contains("<script"), "raw <script> in the report");
         assert!(!html.contains("<img"), "raw <img> in the report");
@@ -328,7 +369,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = fixture_ledger(dir.path(), "");
         let out = dir.path().join("sub/dir/r.html");
-        write_sweep_report_blocking(&db, "block_size", &out).unwrap();
+        write_sweep_report_blocking(&db, "block_size", &out, Path::new("results")).unwrap();
         let html = std::fs::read_to_string(&out).unwrap();
         assert!(html.starts_with("<!DOCTYPE html>"));
         // Self-contained: no scripts, no external resources (the SVG namespace URI is not a fetch).
@@ -365,7 +406,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = fixture_ledger(dir.path(), "");
         let out = dir.path().join("e.html");
-        write_sweep_report_blocking(&db, "empty", &out).unwrap();
+        write_sweep_report_blocking(&db, "empty", &out, Path::new("results")).unwrap();
         let html = std::fs::read_to_string(&out).unwrap();
         assert!(html.contains("This sweep has no trials yet"));
         assert!(!html.contains("<svg"));
@@ -375,7 +416,13 @@ mod tests {
     fn unknown_sweep_lists_known_ones() {
         let dir = tempfile::tempdir().unwrap();
         let db = fixture_ledger(dir.path(), "");
-        let err = write_sweep_report_blocking(&db, "nope", &dir.path().join("x.html")).unwrap_err();
+        let err = write_sweep_report_blocking(
+            &db,
+            "nope",
+            &dir.path().join("x.html"),
+            Path::new("results"),
+        )
+        .unwrap_err();
         assert!(err.downcast_ref::<UsageError>().is_some());
         let msg = format!("{err:#}");
         assert!(
@@ -389,9 +436,13 @@ mod tests {
     fn missing_ledger_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("none.db");
-        let err =
-            write_sweep_report_blocking(db.to_str().unwrap(), "x", &dir.path().join("x.html"))
-                .unwrap_err();
+        let err = write_sweep_report_blocking(
+            db.to_str().unwrap(),
+            "x",
+            &dir.path().join("x.html"),
+            Path::new("results"),
+        )
+        .unwrap_err();
         assert!(
             format!("{err:#}").contains("no ledger database at"),
             "{err:#}"
@@ -406,20 +457,26 @@ mod tests {
         // A path below a regular file cannot be created.
         let blocker = dir.path().join("file");
         std::fs::write(&blocker, "x").unwrap();
-        let err =
-            write_sweep_report_blocking(&db, "block_size", &blocker.join("r.html")).unwrap_err();
+        let err = write_sweep_report_blocking(
+            &db,
+            "block_size",
+            &blocker.join("r.html"),
+            Path::new("results"),
+        )
+        .unwrap_err();
         let msg = format!("{err:#}");
         assert!(
             msg.contains("cannot write the report to") && msg.contains("--out"),
             "{msg}"
         );
         // A directory as the output path.
-        let err = write_sweep_report_blocking(&db, "block_size", dir.path()).unwrap_err();
+        let err = write_sweep_report_blocking(&db, "block_size", dir.path(), Path::new("results"))
+            .unwrap_err();
         assert!(format!("{err:#}").contains("is a directory"));
         // Atomic replace: an existing report is only ever replaced whole.
         let out = dir.path().join("r.html");
         std::fs::write(&out, "old").unwrap();
-        write_sweep_report_blocking(&db, "block_size", &out).unwrap();
+        write_sweep_report_blocking(&db, "block_size", &out, Path::new("results")).unwrap();
         assert!(std::fs::read_to_string(&out)
             .unwrap()
             .ends_with("</html>\n"));
@@ -432,7 +489,7 @@ mod tests {
         let out = dir.path().join("reports");
         let written = runtime()
             .unwrap()
-            .block_on(write_all_reports(&db, &out))
+            .block_on(write_all_reports(&db, &out, Path::new("results")))
             .unwrap();
         assert_eq!(written.len(), 3);
         let index = std::fs::read_to_string(out.join("index.html")).unwrap();

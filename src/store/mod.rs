@@ -166,6 +166,8 @@ pub struct TrialRecord {
     pub finished_at: Option<String>,
     pub heartbeat_at: Option<String>,
     pub results: TrialResults,
+    /// The trial's directory relative to the artifacts root (`trials/<hash12>`, see
+    /// [`crate::artifacts`]); absolute in ledgers written before that rule.
     pub artifact_dir: Option<String>,
     /// Environment manifest: backend, device name, crate version, git commit + dirty flag, seed,
     /// data manifest hash, tokenizer id.

@@ -184,6 +184,9 @@ pub struct EvalArgs {
     /// Ledger URL for --trial (default results/sweep.db).
     #[arg(long, env = "SWEEP_DB")]
     pub db: Option<String>,
+    /// With --trial: the artifacts root its recorded directory is relative to (default `results`).
+    #[command(flatten)]
+    pub artifacts: crate::artifacts::ArtifactsArgs,
     /// Evaluate this split of prepared data (needs --data, or --trial).
     #[arg(long, conflicts_with = "file")]
     pub split: Option<Split>,
@@ -239,17 +242,25 @@ fn resolve_trial_for_eval(id: i64, args: &mut EvalArgs) -> Result<()> {
             "--trial {id}: no such trial in {url}; see `sweep status`"
         ))
     })?;
-    let model_dir = trial
-        .artifact_dir
-        .as_ref()
-        .map(|d| PathBuf::from(d).join("model"))
-        .filter(|d| d.join("config.json").is_file())
-        .ok_or_else(|| {
-            UsageError(format!(
-                "--trial {id} is {} and has no exported model yet; run its sweep to completion first",
-                trial.state
-            ))
-        })?;
+    let root = args.artifacts.root();
+    let (model_dir, found) =
+        crate::artifacts::model_dir(&root, trial.artifact_dir.as_deref(), &trial.hash);
+    if trial.artifact_dir.is_none() {
+        return Err(UsageError(format!(
+            "--trial {id} is {} and has no exported model yet; run its sweep to completion first",
+            trial.state
+        ))
+        .into());
+    }
+    if !found {
+        return Err(UsageError(format!(
+            "--trial {id}: no exported model at {}; fix: pass --artifacts DIR (or SWEEP_ARTIFACTS) \
+             naming the artifacts root that holds trials/ now (it is {} here)",
+            model_dir.display(),
+            root.display()
+        ))
+        .into());
+    }
     let cfg: TrialConfig = serde_json::from_value(trial.config.clone())
         .with_context(|| format!("trial {id}: its stored configuration does not parse"))?;
     args.model = Some(model_dir.display().to_string());

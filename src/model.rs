@@ -467,7 +467,30 @@ impl<B: Backend> Gpt<B> {
         ids: Tensor<B, 2, Int>,
         cache: &mut KvCache<B>,
     ) -> Result<Tensor<B, 3>> {
-        let t = ids.dims()[1];
+        let start = self.check_room(ids.dims()[1], cache)?;
+        Ok(self.head(self.hidden(ids, start, Some(cache))))
+    }
+
+    /// Logits [B, V] of the last position only, which is all sampling needs: the LM head (V x C
+    /// per position) is most of a small model's cost. With `cache`, the tokens follow those
+    /// already in it, and it grows by T; fails when it would pass the model's context.
+    pub fn forward_last(
+        &self,
+        ids: Tensor<B, 2, Int>,
+        cache: Option<&mut KvCache<B>>,
+    ) -> Result<Tensor<B, 2>> {
+        let [b, t] = ids.dims();
+        let start = match &cache {
+            Some(c) => self.check_room(t, c)?,
+            None => 0,
+        };
+        let x = self.hidden(ids, start, cache).narrow(1, t - 1, 1); // [B, 1, C]
+        let v = self.vocab_size();
+        Ok(self.head(x).reshape([b, v])) // [B, V]
+    }
+
+    /// Where the next `t` tokens start in `cache`, if they fit the context.
+    fn check_room(&self, t: usize, cache: &KvCache<B>) -> Result<usize> {
         if cache.len + t > self.n_positions {
             bail!(
                 "KV cache holds {} positions; {} more exceed the model's context of {}",
@@ -476,8 +499,7 @@ impl<B: Backend> Gpt<B> {
                 self.n_positions
             );
         }
-        let start = cache.len;
-        Ok(self.head(self.hidden(ids, start, Some(cache))))
+        Ok(cache.len)
     }
 
     /// Mean next-token cross-entropy over a batch of blocks [B, T] (HF `labels = input_ids`:
@@ -681,6 +703,36 @@ mod tests {
 
         let too_long = ids(1, 30, cfg.vocab_size);
         assert!(model.forward_cached(too_long, &mut cache).is_err());
+    }
+
+    #[test]
+    fn forward_last_is_the_last_row_of_forward_with_and_without_cache() {
+        let cfg = tiny();
+        let model = cfg.init::<B>(&Default::default(), 3);
+        let x = ids(2, 12, cfg.vocab_size);
+        let v = cfg.vocab_size;
+        let full = model.forward(x.clone()).narrow(1, 11, 1).reshape([2, v]); // [2, V]
+        let last = model.forward_last(x.clone(), None).unwrap();
+        let diff = (last - full.clone()).abs().max().into_scalar();
+        assert!(diff < 1e-5, "uncached last row differs by {diff}");
+        let mut cache = KvCache::new();
+        model
+            .forward_last(x.clone().narrow(1, 0, 8), Some(&mut cache))
+            .unwrap();
+        let mut out = None;
+        for i in 8..12 {
+            out = Some(
+                model
+                    .forward_last(x.clone().narrow(1, i, 1), Some(&mut cache))
+                    .unwrap(),
+            );
+        }
+        let diff = (out.unwrap() - full).abs().max().into_scalar();
+        println!("forward_last cached vs full: max abs diff {diff:e}");
+        assert!(diff < 1e-4, "cached last row differs by {diff}");
+        assert_eq!(cache.len(), 12);
+        let too_long = ids(2, cfg.n_positions, cfg.vocab_size);
+        assert!(model.forward_last(too_long, Some(&mut cache)).is_err());
     }
 
     #[test]

@@ -4,7 +4,6 @@
 use std::path::{Path, PathBuf};
 
 use burn::backend::{Autodiff, Flex};
-use burn::tensor::{Int, Tensor, TensorData};
 use serde_json::Value;
 use sweep::checkpoint::{self, NamedTensor};
 use sweep::model::Precision;

@@ -91,20 +91,13 @@ impl<'a, B: Backend> Decoder<'a, B> {
         for (s, n) in self.seqs.iter_mut().zip(new) {
             s.extend_from_slice(n);
         }
-        let logits = match self.cache.as_mut() {
-            Some(_) => {
-                let rows: Vec<&[u32]> = new.iter().map(Vec::as_slice).collect();
-                let ids = self.ids_tensor(&rows);
-                let cache = self.cache.as_mut().expect("checked above");
-                self.model.forward_cached(ids, cache)? // [n, t, V]
-            }
-            None => {
-                let rows: Vec<&[u32]> = self.seqs.iter().map(Vec::as_slice).collect();
-                self.model.forward(self.ids_tensor(&rows)) // [n, T, V]
-            }
+        let rows: Vec<&[u32]> = match self.cache {
+            Some(_) => new.iter().map(Vec::as_slice).collect(),
+            None => self.seqs.iter().map(Vec::as_slice).collect(),
         };
-        let [n, t_out, v] = logits.dims();
-        let last = logits.narrow(1, t_out - 1, 1).reshape([n, v]); // [n, V]
+        let ids = self.ids_tensor(&rows);
+        let last = self.model.forward_last(ids, self.cache.as_mut())?; // [n, V]
+        let v = last.dims()[1];
         let flat = last
             .into_data()
             .convert::<f32>()

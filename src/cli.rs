@@ -69,6 +69,7 @@ enum Command {
 pub struct UsageError(pub String);
 
 pub fn main() -> ExitCode {
+    crate::backend::keep_freed_memory();
     let cli = Cli::parse();
     let result: anyhow::Result<ExitCode> = match cli.command {
         Command::Data(args) => crate::data::run(args),

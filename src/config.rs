@@ -384,6 +384,22 @@ fn check_value(
             }
             return Ok(out);
         }
+        // A checkpoint directory given as `model` resolves like data paths: against the project
+        // root, so a sweep runs the same from any working directory.
+        KeyKind::Str if key == "model" => match value.as_str() {
+            Some(s) if !s.trim().is_empty() => {
+                let p = Path::new(s);
+                let full = base.dir.join(p);
+                if !GptConfig::is_preset(s) && !p.is_absolute() && full.is_dir() {
+                    let full = std::path::absolute(&full).unwrap_or(full);
+                    Json::String(full.display().to_string())
+                } else {
+                    Json::String(s.to_string())
+                }
+            }
+            Some(_) => return Err(bad("must not be empty")),
+            None => return Err(wrong("a string")),
+        },
         KeyKind::Str => match value.as_str() {
             Some(s) if !s.trim().is_empty() => Json::String(s.to_string()),
             Some(_) => return Err(bad("must not be empty")),
@@ -718,9 +734,19 @@ fn model_context(
         return Ok(Some(cfg.n_positions));
     }
     let Ok(cfg) = std::fs::read_to_string(Path::new(model).join("config.json")) else {
+        if model.contains('/') {
+            return Err(usage(format!(
+                "{at}: model: no HF checkpoint (config.json) at `{model}` (relative paths are \
+                 relative to the project root); fix: make that checkpoint first (a profile that \
+                 fine-tunes one says how in its comments, e.g. `sweep train --config ... --out \
+                 DIR`) or use a preset ({}, {})",
+                PRETRAINED_PRESETS.join(", "),
+                SCRATCH_PRESETS.join(", ")
+            )));
+        }
         return Err(usage(format!(
             "{at}: model: unknown model `{model}`; fix: use a preset ({}, {}) or a directory \
-             holding an HF config.json",
+             holding an HF config.json (relative to the project root)",
             PRETRAINED_PRESETS.join(", "),
             SCRATCH_PRESETS.join(", ")
         )));

@@ -1,9 +1,12 @@
 //! Turn a validated sweep into identified trials (content hashes) and show the plan; writes nothing.
 //!
-//! A trial's identity is `sha256(canonical JSON of {config, data_manifest, tokenizer})`, where
+//! A trial's identity is `sha256(canonical JSON of {config, data_manifest, tokenizer,
+//! model_weights})`, where
 //! `config` is the resolved `TrialConfig` *without* `data.sources` (the data manifest hash already
 //! covers the sources' content, so moving the data or the project does not change identities),
-//! `data_manifest` is the prepared data's manifest hash and `tokenizer` the tokenizer's id.
+//! `data_manifest` is the prepared data's manifest hash, `tokenizer` the tokenizer's id and
+//! `model_weights` the sha256 of `model.safetensors` when `model` is a checkpoint directory (whose
+//! path then leaves the hash, like `data.sources`).
 //! Canonical JSON sorts keys and drops nulls, so adding an optional field with a `None` default
 //! to `TrialConfig` keeps existing identities.
 
@@ -47,12 +50,29 @@ fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 /// The identity hash of a config given its data manifest hash and tokenizer id.
-pub fn trial_hash(cfg: &TrialConfig, data_hash: &str, tokenizer_id: &str) -> Result<String> {
+/// `weights`: the content hash of the starting checkpoint when `model` is a directory (a local
+/// checkpoint can be rewritten in place; hub presets are immutable and identified by name).
+pub fn trial_hash(
+    cfg: &TrialConfig,
+    data_hash: &str,
+    tokenizer_id: &str,
+    weights: Option<&str>,
+) -> Result<String> {
     let mut config = serde_json::to_value(cfg)?;
     if let Some(data) = config.get_mut("data").and_then(Json::as_object_mut) {
         data.remove("sources");
     }
-    let doc = json!({ "config": config, "data_manifest": data_hash, "tokenizer": tokenizer_id });
+    if weights.is_some() {
+        // The weights identify a checkpoint directory; its (absolute) path must not, or moving
+        // the project would retrain everything.
+        if let Some(obj) = config.as_object_mut() {
+            obj.remove("model");
+        }
+    }
+    let doc = json!({
+        "config": config, "data_manifest": data_hash, "tokenizer": tokenizer_id,
+        "model_weights": weights,
+    });
     Ok(sha256_hex(canonical_json(&doc).as_bytes()))
 }
 
@@ -61,6 +81,20 @@ pub struct Identifier<'a> {
     cache_root: &'a Path,
     data: HashMap<String, Result<String, String>>,
     tokenizers: HashMap<(String, String), Result<String, String>>,
+    weights: HashMap<String, Option<String>>,
+}
+
+/// sha256 of a checkpoint directory's `model.safetensors`; `None` when `model` is not a directory
+/// or the file cannot be read (the trial then fails on its own with the loader's error).
+fn weights_hash(model: &str) -> Option<String> {
+    let dir = Path::new(model);
+    if !dir.is_dir() {
+        return None;
+    }
+    let mut file = std::fs::File::open(dir.join("model.safetensors")).ok()?;
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut file, &mut hasher).ok()?;
+    Some(hex::encode(hasher.finalize()))
 }
 
 impl<'a> Identifier<'a> {
@@ -69,6 +103,7 @@ impl<'a> Identifier<'a> {
             cache_root,
             data: HashMap::new(),
             tokenizers: HashMap::new(),
+            weights: HashMap::new(),
         }
     }
 
@@ -123,8 +158,13 @@ impl<'a> Identifier<'a> {
                 )
             }
         };
+        let weights = self
+            .weights
+            .entry(cfg.model.clone())
+            .or_insert_with(|| weights_hash(&cfg.model))
+            .clone();
         Ok(Identity {
-            hash: trial_hash(cfg, &data_hash, &tokenizer_id)?,
+            hash: trial_hash(cfg, &data_hash, &tokenizer_id, weights.as_deref())?,
             data_hash,
             tokenizer_id,
             data_error,
@@ -220,21 +260,30 @@ mod tests {
         let a = cfg();
         let mut moved = cfg();
         moved.data.sources = vec!["/elsewhere/x.tsv".into()];
-        let h = trial_hash(&a, "d1", "t1").unwrap();
+        let h = trial_hash(&a, "d1", "t1", None).unwrap();
         assert_eq!(h.len(), 64);
-        assert_eq!(h, trial_hash(&moved, "d1", "t1").unwrap());
+        assert_eq!(h, trial_hash(&moved, "d1", "t1", None).unwrap());
         assert_ne!(
             h,
-            trial_hash(&a, "d2", "t1").unwrap(),
+            trial_hash(&a, "d2", "t1", None).unwrap(),
             "data content matters"
         );
-        assert_ne!(h, trial_hash(&a, "d1", "t2").unwrap(), "tokenizer matters");
+        assert_ne!(
+            h,
+            trial_hash(&a, "d1", "t2", None).unwrap(),
+            "tokenizer matters"
+        );
+        assert_ne!(
+            h,
+            trial_hash(&a, "d1", "t1", Some("abc")).unwrap(),
+            "a checkpoint directory's weights matter"
+        );
         let mut lr = cfg();
         lr.learning_rate = 2e-3;
-        assert_ne!(h, trial_hash(&lr, "d1", "t1").unwrap());
+        assert_ne!(h, trial_hash(&lr, "d1", "t1", None).unwrap());
         let mut cats = cfg();
         cats.data.categories = vec!["cs.AI".into()];
-        assert_ne!(h, trial_hash(&cats, "d1", "t1").unwrap());
+        assert_ne!(h, trial_hash(&cats, "d1", "t1", None).unwrap());
     }
 
     #[test]

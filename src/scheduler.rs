@@ -962,6 +962,15 @@ enum Display {
     },
 }
 
+/// The last line of a trial's log, cut to fit a progress line.
+fn last_log_line(path: &Path) -> String {
+    let line = tail_of(path, 1);
+    match line.char_indices().nth(100) {
+        Some((i, _)) => format!("{}...", &line[..i]),
+        None => line,
+    }
+}
+
 fn tail_of(path: &Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let v: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
@@ -1337,6 +1346,10 @@ pub fn run_cmd(args: RunArgs) -> Result<ExitCode> {
                     r.bar.set_position(m.step as u64);
                     r.bar
                         .set_message(format!("loss {:.3}  {:.0} tok/s", m.loss, m.tokens_per_s));
+                } else if matches!(display, Display::Bars { .. }) {
+                    // Before its first step (data preparation, a one-time local pretraining) a
+                    // trial's log says what it is doing.
+                    r.bar.set_message(last_log_line(&r.log));
                 }
             }
             match &mut display {
@@ -1364,7 +1377,12 @@ pub fn run_cmd(args: RunArgs) -> Result<ExitCode> {
                                         m.loss,
                                         m.tokens_per_s
                                     ),
-                                    None => format!("trial {} starting", r.trial.id),
+                                    None => match last_log_line(&r.log) {
+                                        l if l.is_empty() => {
+                                            format!("trial {} starting", r.trial.id)
+                                        }
+                                        l => format!("trial {} starting: {l}", r.trial.id),
+                                    },
                                 }
                             })
                             .collect();

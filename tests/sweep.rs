@@ -1,6 +1,6 @@
 //! Sweeps end to end: the `sweep` binary on a tiny generated corpus, with the real trainer.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -582,4 +582,46 @@ fn ctrl_c_interrupts_and_the_next_run_finishes() {
             .unwrap_or(0)
             > 0
     );
+}
+
+/// Every shipped sweep file validates under every one of its profiles (with the real data in
+/// data/arxiv), so a key renamed in the code cannot silently break `experiments/` or `sweeps/`.
+/// A profile that starts from a checkpoint the user makes first must say which one is missing.
+#[test]
+fn every_shipped_sweep_file_and_profile_validates() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    if !root.join("data/arxiv/cs.CL.tsv.xz").is_file() {
+        println!("SKIP: data/arxiv/cs.CL.tsv.xz is absent (.ci/run links it to ../shared)");
+        return;
+    }
+    let mut checked = 0;
+    for dir in ["experiments", "sweeps"] {
+        for entry in std::fs::read_dir(root.join(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "toml") {
+                continue;
+            }
+            let doc: toml::Table =
+                toml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            let mut profiles = vec![None];
+            if let Some(p) = doc.get("profile").and_then(|p| p.as_table()) {
+                profiles.extend(p.keys().cloned().map(Some));
+            }
+            for profile in profiles {
+                let what = format!("{} --profile {profile:?}", path.display());
+                match sweep::config::load(&path, profile.as_deref(), &[]) {
+                    Ok(s) => assert!(!s.trials.is_empty(), "{what}: no trials"),
+                    // Only a profile fine-tuning the user's own pretrained checkpoint may fail, and
+                    // only by naming it.
+                    Err(e) => {
+                        let e = format!("{e:#}");
+                        assert!(e.contains("results/pretrained/"), "{what}: {e}");
+                    }
+                }
+                checked += 1;
+            }
+        }
+    }
+    println!("{checked} sweep file/profile combinations validated");
+    assert!(checked >= 15, "only {checked} combinations found");
 }

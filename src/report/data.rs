@@ -630,15 +630,23 @@ const PAPER_PRESETS: [&str; 4] = ["distilgpt2", "gpt2", "gpt2-medium", "gpt2-lar
 /// capped training). Empty for a paper-scale run.
 pub fn scale_notes(records: &SweepRecords) -> Vec<String> {
     let mut notes = Vec::new();
-    let mut scratch: Vec<String> = Vec::new();
+    // Small models as the trials start them: from scratch, or from sweep's local pretraining.
+    let mut small: Vec<String> = Vec::new();
     let mut capped = false;
     for t in &records.trials {
         let model = trial_model(t);
         let init = t.config.get("init").and_then(Value::as_str);
         let preset = PAPER_PRESETS.contains(&model.as_str());
         let is_scratch = init == Some("scratch") || (init.is_none() && !preset);
-        if (is_scratch || !preset) && !scratch.contains(&model) {
-            scratch.push(model);
+        let what = if is_scratch {
+            format!("`{model}` from scratch")
+        } else if !preset {
+            format!("`{model}` pretrained by sweep on the training split")
+        } else {
+            String::new()
+        };
+        if !what.is_empty() && !small.contains(&what) {
+            small.push(what);
         }
         for k in ["max_train_tokens", "max_steps", "eval_tokens"] {
             if t.config.get(k).is_some_and(|v| !v.is_null()) {
@@ -647,15 +655,11 @@ pub fn scale_notes(records: &SweepRecords) -> Vec<String> {
         }
     }
     let profile = records.sweep.profile.as_deref().unwrap_or("?");
-    if !scratch.is_empty() {
+    if !small.is_empty() {
         notes.push(format!(
             "Profile `{profile}` is not paper scale: trials use {} (not the paper's pretrained \
              GPT-2 checkpoints), so compare trends across rows, not absolute values.",
-            scratch
-                .iter()
-                .map(|m| format!("`{m}` from scratch"))
-                .collect::<Vec<_>>()
-                .join(", ")
+            small.join(", ")
         ));
     }
     if capped {

@@ -5,6 +5,7 @@ pub mod cli;
 pub mod eval;
 pub mod golden;
 pub mod optim;
+pub mod pretrain;
 pub mod sinks;
 
 use std::io::IsTerminal;
@@ -178,9 +179,10 @@ fn model_plan(cfg: &TrialConfig, vocab_size: usize) -> Result<ModelPlan> {
         Some("scratch") => true,
         Some("pretrained") if !pretrained_source => {
             return Err(UsageError(format!(
-                "`{name}` has no pretrained weights (it is a from-scratch preset); use init = \
-                 \"scratch\" or a pretrained model ({})",
-                crate::model::PRETRAINED_PRESETS.join(", ")
+                "`{name}` has no pretrained weights; use init = \"scratch\", a pretrained model \
+                 ({}), or a small preset ({}), which is pretrained locally",
+                crate::model::PRETRAINED_PRESETS.join(", "),
+                crate::model::SCRATCH_PRESETS.join(", ")
             ))
             .into())
         }
@@ -396,7 +398,21 @@ fn run_on<AB: AutodiffBackend>(
     validate(cfg)?;
     let prepared = data::prepare_cached(&cfg.data, &ctx.cache_root)?;
     let tok = Tokenizer::for_spec(&cfg.tokenizer, &prepared, &ctx.cache_root)?;
-    let plan = model_plan(cfg, tok.vocab_size())?;
+    let plan = if pretrain::wants_local_pretraining(cfg) {
+        // Fine-tune the cached local pretraining of the small preset, as if it were an HF dir.
+        let dir = pretrain::ensure_pretrained(cfg, ctx, &prepared.hash, tok.id())?;
+        let local = TrialConfig {
+            model: dir.display().to_string(),
+            init: None,
+            n_layer: None,
+            n_embd: None,
+            n_head: None,
+            ..cfg.clone()
+        };
+        model_plan(&local, tok.vocab_size())?
+    } else {
+        model_plan(cfg, tok.vocab_size())?
+    };
     let gcfg = plan.cfg.clone();
     let blocks = |split, size| data::token_blocks(&prepared, split, &tok, size, &ctx.cache_root);
     let train = blocks(Split::Train, cfg.block_size)?;
@@ -482,7 +498,8 @@ fn run_on<AB: AutodiffBackend>(
             }
             let t0 = Instant::now();
             // Dropout draws from the backend RNG: reseeding per step makes a resumed run draw
-            // exactly what an uninterrupted one would.
+            // exactly what an uninterrupted one would. The RNG is process-global, which is one
+            // reason each trial runs in a process of its own.
             AB::seed(
                 &device,
                 cfg.seed ^ st.step.wrapping_mul(0x9E37_79B9_7F4A_7C15),

@@ -167,7 +167,13 @@ struct SquaredNorm<'a, B: Backend> {
 impl<AB: AutodiffBackend> ModuleVisitor<AB> for SquaredNorm<'_, AB::InnerBackend> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<AB, D>>) {
         if let Some(g) = self.grads.get::<AB::InnerBackend, D>(param.id) {
-            let s = g.powi_scalar(2).sum();
+            // Row sums first: a multithreaded CPU backend may split one big flat sum (Flex does
+            // from 4M elements, e.g. the 50k x 128 embedding) differently run to run, and the
+            // clip coefficient would then differ in the last bit; per-row sums are each done by
+            // one thread, and the sum of rows is short enough to stay sequential.
+            let n = g.shape().num_elements();
+            let cols = g.dims().last().copied().unwrap_or(1).max(1);
+            let s = g.reshape([n / cols, cols]).powi_scalar(2).sum_dim(1).sum();
             self.total = Some(match self.total.take() {
                 Some(t) => t + s,
                 None => s,

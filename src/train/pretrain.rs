@@ -1,0 +1,123 @@
+//! Local pretraining for the small from-scratch presets (`init = "pretrained"` on `gpt2-tiny` or
+//! `gpt2-mini`): the quick scale's stand-in for GPT-2's pretraining, trained once per preset,
+//! tokenizer and data, and cached beside the token blocks.
+//!
+//! The paper fine-tunes models that already use long context; a from-scratch quick trial does not,
+//! which reverses Table 4 (bench/RESULTS.md). Fine-tuning a checkpoint pretrained at the preset's
+//! full context restores the paper's direction. It is pretrained on the same training split it is
+//! then fine-tuned on, not on a separate corpus as GPT-2 was, so only directions compare.
+
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+
+use super::{run_trial, MetricRow, MetricSink, RunContext, TrialEnd};
+use crate::model::GptConfig;
+use crate::trial::TrialConfig;
+
+/// Tokens of the pretraining run (one pass over a prefix of the training split).
+const PRETRAIN_TOKENS: u64 = 1_500_000;
+
+/// The pretraining run for a trial that fine-tunes a locally pretrained small preset: the preset
+/// (with the trial's shape overrides), tokenizer and data of the trial, at the preset's full
+/// context. Also run by hand with `sweep train --set init=scratch ...` and these values.
+pub fn pretrain_config(cfg: &TrialConfig) -> Result<TrialConfig> {
+    let shape =
+        GptConfig::preset(&cfg.model)?.with_overrides(cfg.n_layer, cfg.n_embd, cfg.n_head)?;
+    Ok(TrialConfig {
+        init: Some("scratch".into()),
+        block_size: shape.n_positions,
+        batch_size: 8,
+        grad_accum: 1,
+        learning_rate: 1e-3,
+        weight_decay: 0.0,
+        epochs: 1,
+        warmup_steps: 50,
+        seed: 42,
+        dropout: 0.1,
+        max_train_tokens: Some(PRETRAIN_TOKENS),
+        max_steps: None,
+        eval_every: Some(200),
+        eval_tokens: Some(20_000),
+        eval_block_size: None,
+        ..cfg.clone()
+    })
+}
+
+/// Whether `cfg` asks for a locally pretrained small preset.
+pub fn wants_local_pretraining(cfg: &TrialConfig) -> bool {
+    cfg.init.as_deref() == Some("pretrained")
+        && crate::model::SCRATCH_PRESETS.contains(&cfg.model.as_str())
+}
+
+/// Prints pretraining progress as plain lines: it runs inside a trial, whose log keeps them and
+/// whose progress line in `sweep run` shows the last one.
+struct LogSink;
+
+impl MetricSink for LogSink {
+    fn record(&mut self, row: &MetricRow) -> Result<()> {
+        eprintln!(
+            "pretraining: step {} {} loss {:.4} ({:.0} tok/s)",
+            row.step, row.split, row.loss, row.tokens_per_s
+        );
+        Ok(())
+    }
+}
+
+/// The directory of the pretrained HF checkpoint for `cfg`, training it first if the cache does
+/// not hold it yet. Concurrent trials wait on a file lock, so it is trained once; an interrupted
+/// pretraining resumes from its checkpoint next time.
+pub fn ensure_pretrained(
+    cfg: &TrialConfig,
+    ctx: &RunContext,
+    data_hash: &str,
+    tokenizer_id: &str,
+) -> Result<PathBuf> {
+    let pre = pretrain_config(cfg)?;
+    let hash = crate::plan::trial_hash(&pre, data_hash, tokenizer_id, None)?;
+    let root = ctx.cache_root.join("pretrained");
+    let dir = root.join(&hash[..16]);
+    let model = dir.join("model");
+    if model.join("config.json").is_file() {
+        return Ok(model);
+    }
+    std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
+    let lock_path = root.join(format!("{}.lock", &hash[..16]));
+    let lock =
+        File::create(&lock_path).with_context(|| format!("creating {}", lock_path.display()))?;
+    // SAFETY: flock on a file descriptor we own; released when `lock` is dropped.
+    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        bail!("locking {}", lock_path.display());
+    }
+    if model.join("config.json").is_file() {
+        return Ok(model);
+    }
+    eprintln!(
+        "pretraining {} on up to {} tokens of the training split at block {} (once; cached in {})",
+        cfg.model,
+        PRETRAIN_TOKENS,
+        pre.block_size,
+        dir.display()
+    );
+    let pre_ctx = RunContext {
+        work_dir: dir.clone(),
+        progress: false,
+        ..ctx.clone()
+    };
+    match run_trial(&pre, &pre_ctx, &mut LogSink)? {
+        TrialEnd::Completed(m) => {
+            let mut note = File::create(dir.join("pretraining.json"))?;
+            writeln!(
+                note,
+                "{}",
+                serde_json::json!({ "config": pre, "valid_loss": m.valid_loss })
+            )?;
+            Ok(model)
+        }
+        TrialEnd::Diverged { step } => bail!("pretraining {} diverged at step {step}", cfg.model),
+        TrialEnd::Interrupted => bail!("pretraining {} was interrupted", cfg.model),
+    }
+}

@@ -69,6 +69,27 @@ fn sweep_trial_ids(s: &dyn Store, only: Option<&str>) -> Result<Vec<i64>> {
     Ok(ids)
 }
 
+/// Workers on several machines share one ledger, so they must share the artifacts root too: a
+/// trial resumed elsewhere needs its checkpoint, `eval`/`generate --trial` need its model. Only a
+/// warning, since workers on one machine (or a re-exported disk) are fine.
+fn warn_if_node_local(root: &std::path::Path) {
+    use crate::artifacts::{classify, fs_magic, FsKind};
+    let Ok((magic, _)) = fs_magic(root) else {
+        return;
+    };
+    let kind = match classify(magic) {
+        FsKind::Network(_) => return,
+        FsKind::NodeLocalMemory(k) | FsKind::LocalDisk(k) => k.to_string(),
+        FsKind::Unknown(k) => k,
+    };
+    eprintln!(
+        "warning: artifacts root {} is on {kind}, which is probably local to this machine: \
+         workers on other machines will not see the checkpoints and models written here; if \
+         they run elsewhere, pass --artifacts on a shared file system (NFS, Lustre, ...)",
+        root.display()
+    );
+}
+
 pub fn run(args: WorkerArgs) -> Result<ExitCode> {
     let (url, s) = scheduler::open_store(&args.ledger)?;
     let ids = sweep_trial_ids(&*s, args.sweep.as_deref())?;
@@ -83,6 +104,9 @@ pub fn run(args: WorkerArgs) -> Result<ExitCode> {
     }
     let exe = std::env::current_exe().context("locating the sweep executable")?;
     let artifacts = args.artifacts.root();
+    if url.starts_with("postgres") {
+        warn_if_node_local(&artifacts);
+    }
     eprintln!(
         "worker pid {}: {} trial(s) to drain{}, ledger {url}, artifacts {}",
         std::process::id(),

@@ -455,6 +455,21 @@ fn two_workers_drain_one_sweep_and_run_each_trial_once() {
     };
     assert!(ran(&a) + ran(&b) >= 5, "{}\n{}", out_text(&a), out_text(&b));
     assert_eq!(workers.len(), 5, "each trial has its own runner process");
+    // The project's results/ is on a local disk or tmpfs here, never a network file system:
+    // workers on a shared ledger say that other machines would not see its artifacts.
+    let fs = std::process::Command::new("stat")
+        .args(["-f", "-c", "%T"])
+        .arg(p.path())
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    if !["nfs", "lustre", "gpfs", "cifs", "smb2", "ceph", "9p"].contains(&fs.as_str()) {
+        assert!(
+            String::from_utf8_lossy(&a.stderr).contains("probably local to this machine"),
+            "no shared-artifacts warning on {fs}: {}",
+            out_text(&a)
+        );
+    }
 }
 
 #[test]

@@ -318,6 +318,22 @@ pub fn plan_cmd(args: PlanArgs) -> Result<ExitCode> {
             outln!(out, "     data problem (the trial will fail when run): {e}");
         }
     }
+    if let Some(p) = planned.iter().find(|p| {
+        train::pretrain::needs_pretraining(
+            p.config(),
+            &cache_root(),
+            &p.identity.data_hash,
+            &p.identity.tokenizer_id,
+        )
+    }) {
+        outln!(
+            out,
+            "note: the first trial pretrains {} locally once ({} tokens of the training split; \
+             ~4 minutes for gpt2-tiny on 2 CPU cores), not counted in the estimates",
+            p.config().model,
+            train::pretrain::PRETRAIN_TOKENS
+        );
+    }
     if total_est > 0.0 {
         outln!(
             out,

@@ -170,6 +170,22 @@ fn plan_shows_trials_and_writes_nothing_then_run_marks_them_done() {
     let out = p.cmd().args(["status", "pl"]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_eq!(text.matches("completed").count(), 3, "{text}");
+    // Fine-tuning the small preset's local pretraining, which is not cached yet: the plan says
+    // the first trial pretrains it once.
+    let out = p
+        .cmd()
+        .arg("plan")
+        .arg(&file)
+        .args(["--set", "init=\"pretrained\""])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(text.contains("pretrains gpt2-tiny locally once"), "{text}");
+    assert!(
+        !text.contains(" done "),
+        "a pretrained start is a new trial: {text}"
+    );
 }
 
 #[test]

@@ -10,7 +10,7 @@
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::AsRawFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
@@ -19,7 +19,7 @@ use crate::model::GptConfig;
 use crate::trial::TrialConfig;
 
 /// Tokens of the pretraining run (one pass over a prefix of the training split).
-const PRETRAIN_TOKENS: u64 = 1_500_000;
+pub const PRETRAIN_TOKENS: u64 = 1_500_000;
 
 /// The pretraining run for a trial that fine-tunes a locally pretrained small preset: the preset
 /// (with the trial's shape overrides), tokenizer and data of the trial, at the preset's full
@@ -53,6 +53,30 @@ pub fn wants_local_pretraining(cfg: &TrialConfig) -> bool {
         && crate::model::SCRATCH_PRESETS.contains(&cfg.model.as_str())
 }
 
+/// Where the local pretraining for `cfg` is (or will be) cached.
+pub fn cached_dir(
+    cfg: &TrialConfig,
+    cache_root: &Path,
+    data_hash: &str,
+    tokenizer_id: &str,
+) -> Result<PathBuf> {
+    let hash = crate::plan::trial_hash(&pretrain_config(cfg)?, data_hash, tokenizer_id, None)?;
+    Ok(cache_root.join("pretrained").join(&hash[..16]))
+}
+
+/// Whether `cfg` will first have to pretrain (its local pretraining is not cached yet).
+pub fn needs_pretraining(
+    cfg: &TrialConfig,
+    cache_root: &Path,
+    data_hash: &str,
+    tokenizer_id: &str,
+) -> bool {
+    wants_local_pretraining(cfg)
+        && cached_dir(cfg, cache_root, data_hash, tokenizer_id)
+            .map(|d| !d.join("model/config.json").is_file())
+            .unwrap_or(false)
+}
+
 /// Prints pretraining progress as plain lines: it runs inside a trial, whose log keeps them and
 /// whose progress line in `sweep run` shows the last one.
 struct LogSink;
@@ -77,15 +101,18 @@ pub fn ensure_pretrained(
     tokenizer_id: &str,
 ) -> Result<PathBuf> {
     let pre = pretrain_config(cfg)?;
-    let hash = crate::plan::trial_hash(&pre, data_hash, tokenizer_id, None)?;
+    let dir = cached_dir(cfg, &ctx.cache_root, data_hash, tokenizer_id)?;
     let root = ctx.cache_root.join("pretrained");
-    let dir = root.join(&hash[..16]);
+    let hash = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let model = dir.join("model");
     if model.join("config.json").is_file() {
         return Ok(model);
     }
     std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
-    let lock_path = root.join(format!("{}.lock", &hash[..16]));
+    let lock_path = root.join(format!("{hash}.lock"));
     let lock =
         File::create(&lock_path).with_context(|| format!("creating {}", lock_path.display()))?;
     // SAFETY: flock on a file descriptor we own; released when `lock` is dropped.

@@ -154,15 +154,19 @@ fn plan_shows_trials_and_writes_nothing_then_run_marks_them_done() {
     let out = p.cmd().arg("plan").arg(&file).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_eq!(text.matches(" done ").count(), 3, "{text}");
+    let plan_with = |set: &str| {
+        let out = p
+            .cmd()
+            .arg("plan")
+            .arg(&file)
+            .args(["--set", set])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr_of(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
     // Throughput is now known, so the plan estimates time.
-    let out = p
-        .cmd()
-        .arg("plan")
-        .arg(&file)
-        .args(["--set", "seed=7"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let text = plan_with("seed=7");
     assert!(
         text.contains("estimated time for unfinished trials"),
         "{text}"
@@ -172,15 +176,7 @@ fn plan_shows_trials_and_writes_nothing_then_run_marks_them_done() {
     assert_eq!(text.matches("completed").count(), 3, "{text}");
     // Fine-tuning the small preset's local pretraining, which is not cached yet: the plan says
     // the first trial pretrains it once.
-    let out = p
-        .cmd()
-        .arg("plan")
-        .arg(&file)
-        .args(["--set", "init=\"pretrained\""])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "{}", stderr_of(&out));
+    let text = plan_with("init=\"pretrained\"");
     assert!(text.contains("pretrains gpt2-tiny locally once"), "{text}");
     assert!(
         !text.contains(" done "),

@@ -313,6 +313,16 @@ fn a_small_preset_with_init_pretrained_fine_tunes_one_cached_local_pretraining()
         init: Some("pretrained".into()),
         ..tiny_trial(&source)
     };
+    // Cancelled before its first step, the pretraining ends the trial as interrupted (not
+    // failed), so that the next run picks it up again.
+    let stopped = RunContext {
+        cancel: Arc::new(AtomicBool::new(true)),
+        ..ctx("stopped")
+    };
+    assert!(matches!(
+        run_trial(&pre, &stopped, &mut VecSink::default()).unwrap(),
+        TrialEnd::Interrupted
+    ));
     let a = run(&pre, "a");
     let cached: Vec<PathBuf> = std::fs::read_dir(tmp.path().join("cache/pretrained"))
         .unwrap()

@@ -400,7 +400,9 @@ fn run_on<AB: AutodiffBackend>(
     let tok = Tokenizer::for_spec(&cfg.tokenizer, &prepared, &ctx.cache_root)?;
     let plan = if pretrain::wants_local_pretraining(cfg) {
         // Fine-tune the cached local pretraining of the small preset, as if it were an HF dir.
-        let dir = pretrain::ensure_pretrained(cfg, ctx, &prepared.hash, tok.id())?;
+        let Some(dir) = pretrain::ensure_pretrained(cfg, ctx, &prepared.hash, tok.id())? else {
+            return Ok(TrialEnd::Interrupted);
+        };
         let local = TrialConfig {
             model: dir.display().to_string(),
             init: None,
@@ -492,7 +494,11 @@ fn run_on<AB: AutodiffBackend>(
                 break 'epochs;
             }
             if ctx.cancel.load(Ordering::SeqCst) {
-                save(&ckpt_dir, &model, &gcfg, &opt, &st)?;
+                // Before the first optimizer step there is nothing to keep (and no optimizer
+                // state to write): a rerun starts over exactly as this run did.
+                if st.step > 0 {
+                    save(&ckpt_dir, &model, &gcfg, &opt, &st)?;
+                }
                 bar.finish_and_clear();
                 return Ok(TrialEnd::Interrupted);
             }

@@ -92,14 +92,15 @@ impl MetricSink for LogSink {
 }
 
 /// The directory of the pretrained HF checkpoint for `cfg`, training it first if the cache does
-/// not hold it yet. Concurrent trials wait on a file lock, so it is trained once; an interrupted
-/// pretraining resumes from its checkpoint next time.
+/// not hold it yet; `None` when that training was interrupted (Ctrl-C, preemption), which the
+/// trial reports as its own interruption: the next run resumes the pretraining from its
+/// checkpoint. Concurrent trials wait on a file lock, so it is trained once.
 pub fn ensure_pretrained(
     cfg: &TrialConfig,
     ctx: &RunContext,
     data_hash: &str,
     tokenizer_id: &str,
-) -> Result<PathBuf> {
+) -> Result<Option<PathBuf>> {
     let pre = pretrain_config(cfg)?;
     let dir = cached_dir(cfg, &ctx.cache_root, data_hash, tokenizer_id)?;
     let root = ctx.cache_root.join("pretrained");
@@ -109,7 +110,7 @@ pub fn ensure_pretrained(
         .unwrap_or_default();
     let model = dir.join("model");
     if model.join("config.json").is_file() {
-        return Ok(model);
+        return Ok(Some(model));
     }
     std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
     let lock_path = root.join(format!("{hash}.lock"));
@@ -120,7 +121,7 @@ pub fn ensure_pretrained(
         bail!("locking {}", lock_path.display());
     }
     if model.join("config.json").is_file() {
-        return Ok(model);
+        return Ok(Some(model));
     }
     eprintln!(
         "pretraining {} on up to {} tokens of the training split at block {} (once; cached in {})",
@@ -142,9 +143,9 @@ pub fn ensure_pretrained(
                 "{}",
                 serde_json::json!({ "config": pre, "valid_loss": m.valid_loss })
             )?;
-            Ok(model)
+            Ok(Some(model))
         }
         TrialEnd::Diverged { step } => bail!("pretraining {} diverged at step {step}", cfg.model),
-        TrialEnd::Interrupted => bail!("pretraining {} was interrupted", cfg.model),
+        TrialEnd::Interrupted => Ok(None),
     }
 }

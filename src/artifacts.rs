@@ -82,6 +82,33 @@ pub fn resolve(root: &Path, recorded: &str, hash: &str) -> PathBuf {
     root.join(p)
 }
 
+/// The exported model of a ledger trial (`eval --trial`, `generate --trial`); a usage error that
+/// names the fix when the trial has none yet or it is not under `root`.
+pub fn trial_model(root: &Path, trial: &crate::store::TrialRecord) -> Result<PathBuf> {
+    let id = trial.id;
+    if trial.artifact_dir.is_none() {
+        return Err(UsageError(format!(
+            "trial {id} ({}) has no exported model: only completed trials have one; run it with \
+             `sweep trial run {id}` (or `sweep run`), or pass --model DIR",
+            trial.state
+        ))
+        .into());
+    }
+    let (dir, found) = model_dir(root, trial.artifact_dir.as_deref(), &trial.hash);
+    if !found {
+        return Err(UsageError(format!(
+            "trial {id} ({}): no exported model at {}; fix: pass --artifacts DIR (or \
+             SWEEP_ARTIFACTS) naming the artifacts root that holds trials/ now (it is {} \
+             here), or --model DIR",
+            trial.state,
+            dir.display(),
+            root.display()
+        ))
+        .into());
+    }
+    Ok(dir)
+}
+
 /// The exported model directory of a trial, if its `config.json` is there.
 pub fn model_dir(root: &Path, recorded: Option<&str>, hash: &str) -> (PathBuf, bool) {
     let dir = match recorded {

@@ -170,6 +170,19 @@ fn cache_root() -> PathBuf {
     crate::data::default_cache_root()
 }
 
+/// The ledger row of a sweep file (`spec`: its spec JSON, which executors may annotate).
+pub(crate) fn new_sweep(sweep: &config::Sweep, spec: Json) -> NewSweep {
+    NewSweep {
+        name: ledger_name(sweep),
+        title: sweep.title.clone(),
+        description: sweep.description.clone(),
+        file: Some(sweep.file.display().to_string()),
+        profile: sweep.profile.clone(),
+        kind: sweep.kind.as_str().to_string(),
+        spec,
+    }
+}
+
 pub(crate) fn load_and_identify(
     args: &SweepFileArgs,
 ) -> Result<(config::Sweep, Vec<PlannedTrial>)> {
@@ -1044,18 +1057,7 @@ pub fn run_cmd(args: RunArgs) -> Result<ExitCode> {
     let (url, s) = open_store(&args.ledger)?;
     let name = ledger_name(&sweep);
     let new_trials = ledger_trials(&planned)?;
-    let recorded = s.record_sweep(
-        &NewSweep {
-            name: name.clone(),
-            title: sweep.title.clone(),
-            description: sweep.description.clone(),
-            file: Some(sweep.file.display().to_string()),
-            profile: sweep.profile.clone(),
-            kind: sweep.kind.as_str().to_string(),
-            spec: sweep.spec_json(),
-        },
-        &new_trials,
-    )?;
+    let recorded = s.record_sweep(&new_sweep(&sweep, sweep.spec_json()), &new_trials)?;
     let ids = recorded.trial_ids.clone();
     let recovered = recover_dead(&*s, &ids)?;
     // Children get the root explicitly: the ledger records their artifacts relative to it.

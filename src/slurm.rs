@@ -13,7 +13,7 @@
 
 use crate::cli::UsageError;
 use crate::scheduler::{self, LedgerArgs, RunArgs};
-use crate::store::{self, NewSweep, TrialState};
+use crate::store::{self, TrialState};
 use anyhow::{Context, Result};
 use clap::Args;
 use serde_json::{json, Value as Json};
@@ -369,15 +369,7 @@ pub fn submit(args: RunArgs) -> Result<ExitCode> {
         .sweep_by_name(&name)?
         .map(|sw| slurm_jobs(&sw.spec))
         .unwrap_or_default();
-    let mut new_sweep = NewSweep {
-        name: name.clone(),
-        title: sweep.title.clone(),
-        description: sweep.description.clone(),
-        file: Some(sweep.file.display().to_string()),
-        profile: sweep.profile.clone(),
-        kind: sweep.kind.as_str().to_string(),
-        spec: with_jobs(sweep.spec_json(), &jobs),
-    };
+    let mut new_sweep = scheduler::new_sweep(&sweep, with_jobs(sweep.spec_json(), &jobs));
     let recorded = s.record_sweep(&new_sweep, &new_trials)?;
     let recovered = scheduler::recover_dead(&*s, &recorded.trial_ids)?;
     let mut todo = Vec::new();

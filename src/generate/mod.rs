@@ -387,28 +387,7 @@ fn resolve_source(args: &GenerateArgs) -> Result<Source> {
                 "no trial {id} in the ledger {url}; `sweep status` lists the trials"
             ))
         })?;
-        let root = args.artifacts.root();
-        let (model_dir, found) =
-            crate::artifacts::model_dir(&root, trial.artifact_dir.as_deref(), &trial.hash);
-        if trial.artifact_dir.is_none() {
-            return Err(UsageError(format!(
-                "trial {id} ({}) has no exported model: only completed trials have one; run it \
-                 with `sweep trial run {id}` (or `sweep run`), or pass --model DIR",
-                trial.state
-            ))
-            .into());
-        }
-        if !found {
-            return Err(UsageError(format!(
-                "trial {id} ({}): no exported model at {}; fix: pass --artifacts DIR (or \
-                 SWEEP_ARTIFACTS) naming the artifacts root that holds trials/ now (it is {} \
-                 here), or --model DIR",
-                trial.state,
-                model_dir.display(),
-                root.display()
-            ))
-            .into());
-        }
+        let model_dir = crate::artifacts::trial_model(&args.artifacts.root(), &trial)?;
         if args.from_split.is_some() {
             let cfg: crate::trial::TrialConfig = serde_json::from_value(trial.config.clone())
                 .with_context(|| format!("trial {id}: its config_json is not a trial config"))?;

@@ -242,25 +242,7 @@ fn resolve_trial_for_eval(id: i64, args: &mut EvalArgs) -> Result<()> {
             "--trial {id}: no such trial in {url}; see `sweep status`"
         ))
     })?;
-    let root = args.artifacts.root();
-    let (model_dir, found) =
-        crate::artifacts::model_dir(&root, trial.artifact_dir.as_deref(), &trial.hash);
-    if trial.artifact_dir.is_none() {
-        return Err(UsageError(format!(
-            "--trial {id} is {} and has no exported model yet; run its sweep to completion first",
-            trial.state
-        ))
-        .into());
-    }
-    if !found {
-        return Err(UsageError(format!(
-            "--trial {id}: no exported model at {}; fix: pass --artifacts DIR (or SWEEP_ARTIFACTS) \
-             naming the artifacts root that holds trials/ now (it is {} here)",
-            model_dir.display(),
-            root.display()
-        ))
-        .into());
-    }
+    let model_dir = crate::artifacts::trial_model(&args.artifacts.root(), &trial)?;
     let cfg: TrialConfig = serde_json::from_value(trial.config.clone())
         .with_context(|| format!("trial {id}: its stored configuration does not parse"))?;
     args.model = Some(model_dir.display().to_string());

@@ -37,6 +37,10 @@ def hf_child(preset, block, batch, warmup, steps, precision):
     cfg = GPT2Config(vocab_size=VOCAB, n_positions=1024, n_embd=n_embd, n_layer=n_layer, n_head=n_head)
     model = GPT2LMHeadModel(cfg).cuda().train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, eps=1e-8, weight_decay=0.01)
+    # Burn's CUDA matmuls take f32 inputs through TF32 tensor cores (CubeCL's cmma); "tf32" is
+    # the like-for-like PyTorch setting (HF Trainer's `--tf32`), "f32" PyTorch's strict default.
+    torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
+    torch.backends.cudnn.allow_tf32 = precision == "tf32"
     dtype = {"bf16": torch.bfloat16, "f16": torch.float16}.get(precision)
     scaler = torch.amp.GradScaler(enabled=precision == "f16")
     times = []
@@ -105,6 +109,8 @@ def main():
         for impl in a.impls.split(","):
             t0 = time.time()
             if impl == "burn":
+                if prec == "tf32":  # Burn's f32 is TF32 on CUDA already: its f32 row stands for both
+                    continue
                 r = run([a.sweep, "bench-train", "--device", "cuda:0", "--preset", a.preset,
                          "--block-size", str(a.block), "--batch-size", str(a.batch),
                          "--warmup", str(a.warmup), "--steps", str(a.steps), "--precision", prec])
@@ -119,9 +125,12 @@ def main():
             print(json.dumps(r), flush=True)
     print(f"\n{gpu}: {a.preset}, batch {a.batch} x {a.block} tokens, {fpt / 1e9:.3f} GFLOP/token, "
           f"peak {peak / 1e12:.1f} TFLOP/s bf16")
-    print(f"{'impl':<8}{'precision':<10}{'tokens/s':>12}{'MFU':>8}{'vs HF':>8}")
+    print(f"{'impl':<8}{'precision':<10}{'tokens/s':>12}{'MFU':>8}{'vs HF':>8}  (Burn f32 vs HF tf32 where run)")
     for r in rows:
-        hf = next((x for x in rows if x["impl_name"] == "hf" and x["precision"] == r["precision"]), {})
+        like = {"f32": ("tf32", "f32")}.get(r["precision"], (r["precision"],)) if r["impl_name"] == "burn" \
+            else (r["precision"],)
+        hf = next((x for p in like for x in rows if x["impl_name"] == "hf" and x["precision"] == p
+                   and "tokens_per_s" in x), {})
         if "tokens_per_s" not in r:
             print(f"{r['impl_name']:<8}{r['precision']:<10}  {r.get('error')}")
             continue

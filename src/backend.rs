@@ -64,6 +64,23 @@ impl DeviceSpec {
         Ok(spec)
     }
 
+    /// Fails with a usage error when this device cannot run here (no driver, no such GPU, no
+    /// NVRTC), before any work is started on it.
+    /// `flag` names where the device came from, for the message (e.g. `--devices cuda:0,cuda:1`).
+    pub fn check(&self, flag: &str) -> Result<()> {
+        match self {
+            DeviceSpec::Cpu => Ok(()),
+            #[cfg(feature = "cuda")]
+            DeviceSpec::Cuda(n) => cuda_preflight(*n, flag),
+            // Without `cuda`, parse() already refused every GPU device.
+            #[cfg(not(feature = "cuda"))]
+            DeviceSpec::Cuda(_) => {
+                let _ = flag;
+                Ok(())
+            }
+        }
+    }
+
     /// `backend/device`, e.g. `flex/cpu` or `cuda/cuda:0`.
     pub fn describe(&self) -> String {
         match self {
@@ -98,14 +115,115 @@ pub fn keep_freed_memory() {
     }
 }
 
+/// The CUDA device `cuda:index`, after checking what CubeCL needs and would otherwise panic
+/// without, on its own thread, far from the flag: the driver library, the device itself, and
+/// NVRTC (kernels are compiled at run time).
 #[cfg(feature = "cuda")]
-pub fn cuda_device(index: usize) -> burn::backend::cuda::CudaDevice {
-    burn::backend::cuda::CudaDevice::new(index)
+pub fn cuda_device(index: usize) -> anyhow::Result<burn::backend::cuda::CudaDevice> {
+    cuda_preflight(index, &format!("--device cuda:{index}"))?;
+    Ok(burn::backend::cuda::CudaDevice::new(index))
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_preflight(index: usize, device: &str) -> anyhow::Result<()> {
+    use std::ffi::{c_int, c_void, CString};
+    let open = |names: &[&str]| -> Option<*mut c_void> {
+        names.iter().find_map(|n| {
+            let c = CString::new(*n).ok()?;
+            // SAFETY: dlopen with a valid C string; the handle is never closed, as CubeCL keeps
+            // the same libraries loaded for the life of the process anyway.
+            let h = unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };
+            (!h.is_null()).then_some(h)
+        })
+    };
+    let Some(cuda) = open(&["libcuda.so.1", "libcuda.so"]) else {
+        return Err(UsageError(format!(
+            "{device}: no NVIDIA driver on this machine (libcuda.so.1 not found); fix: install \
+             the NVIDIA driver, or use --device cpu"
+        ))
+        .into());
+    };
+    let sym = |name: &str| {
+        let c = CString::new(name).expect("static symbol name");
+        // SAFETY: dlsym on a live handle with a valid C string.
+        unsafe { libc::dlsym(cuda, c.as_ptr()) }
+    };
+    let (init, count) = (sym("cuInit"), sym("cuDeviceGetCount"));
+    if !init.is_null() && !count.is_null() {
+        // SAFETY: the driver API's documented signatures: CUresult cuInit(unsigned int) and
+        // CUresult cuDeviceGetCount(int*); CUresult is a C enum (int), 0 on success.
+        let (rc, n) = unsafe {
+            let init: extern "C" fn(u32) -> c_int = std::mem::transmute(init);
+            let count: extern "C" fn(*mut c_int) -> c_int = std::mem::transmute(count);
+            let mut n: c_int = 0;
+            match init(0) {
+                0 => (count(&mut n), n),
+                rc => (rc, 0),
+            }
+        };
+        if rc != 0 {
+            return Err(UsageError(format!(
+                "{device}: the NVIDIA driver found no usable GPU (CUDA error {rc}); fix: check \
+                 `nvidia-smi`, or use --device cpu"
+            ))
+            .into());
+        }
+        if index >= n as usize {
+            return Err(UsageError(format!(
+                "{device}: cuda:{index}: this machine has {n} CUDA device(s); fix: use \
+                 cuda:0..cuda:{}",
+                (n as usize).saturating_sub(1)
+            ))
+            .into());
+        }
+    }
+    if open(&["libnvrtc.so.13", "libnvrtc.so.12", "libnvrtc.so"]).is_none() {
+        let dirs = [
+            "/usr/local/cuda/lib64",
+            "/usr/local/cuda/targets/x86_64-linux/lib",
+            "/usr/local/cuda-13.0/targets/x86_64-linux/lib",
+            "/usr/local/cuda-12/targets/x86_64-linux/lib",
+        ];
+        let found = dirs.iter().find(|d| {
+            ["libnvrtc.so.13", "libnvrtc.so.12", "libnvrtc.so"]
+                .iter()
+                .any(|n| std::path::Path::new(d).join(n).exists())
+        });
+        let hint = match found {
+            Some(d) => format!("export LD_LIBRARY_PATH={d}:$LD_LIBRARY_PATH"),
+            None => "install the CUDA toolkit's NVRTC (or pip's nvidia-cuda-nvrtc) and add its \
+                     lib directory to LD_LIBRARY_PATH"
+                .to_string(),
+        };
+        return Err(UsageError(format!(
+            "{device}: NVRTC (libnvrtc.so), which compiles Burn's GPU kernels at run time, is \
+             not on the library path; fix: {hint}"
+        ))
+        .into());
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Runs in `--features cuda` builds: without a driver the error names libcuda; with one, a
+    /// device index past the last GPU is refused before CubeCL would panic on it.
+    #[cfg(feature = "cuda")]
+    #[test]
+    fn cuda_preflight_refuses_what_cannot_run() {
+        let e = format!(
+            "{:#}",
+            DeviceSpec::Cuda(99).check("--devices cuda:99").unwrap_err()
+        );
+        assert!(e.starts_with("--devices cuda:99: "), "{e}");
+        assert!(
+            e.contains("libcuda.so.1 not found") || e.contains("CUDA device(s)"),
+            "{e}"
+        );
+        assert!(DeviceSpec::Cpu.check("--device cpu").is_ok());
+    }
 
     #[test]
     fn parses_devices() {

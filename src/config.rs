@@ -334,6 +334,9 @@ fn entries<'t, 'i>(
 /// Context-resolution for relative data paths.
 struct PathBase<'a> {
     dir: &'a Path,
+    /// Path keys that a `--set` replaces: the file's value is never read, so a missing file
+    /// there is no error (e.g. `--set data.sources=[...]` on a machine without the default data).
+    replaced: &'a [String],
 }
 
 /// Check one value of a known key and convert it to JSON. A `data` table expands into several
@@ -484,7 +487,7 @@ fn check_value(
                     } else {
                         base.dir.join(p)
                     };
-                    if !full.is_file() {
+                    if !full.is_file() && !base.replaced.iter().any(|k| k == key) {
                         return Err(src.err(
                             &item.span(),
                             key,
@@ -860,9 +863,19 @@ pub fn parse(
         .and_then(Path::parent)
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."));
-    let file_base = PathBase { dir: &root };
+    let replaced: Vec<String> = sets
+        .iter()
+        .filter_map(|f| parse_set(f).ok().map(|(k, _)| k))
+        .collect();
+    let file_base = PathBase {
+        dir: &root,
+        replaced: &replaced,
+    };
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
-    let flag_base = PathBase { dir: &cwd };
+    let flag_base = PathBase {
+        dir: &cwd,
+        replaced: &[],
+    };
 
     for (k, _) in entries(doc) {
         if !["sweep", "base", "grid", "profile", "reference"].contains(&k.get_ref().as_ref()) {
@@ -1395,6 +1408,19 @@ epochs = 5
         assert!(e.contains("--set nope=1: nope: unknown key"), "{e}");
         let e = err(&BASE.replace("data/x.tsv", "data/missing.tsv"), &[]);
         assert!(e.contains(":6:21: data.sources: no such file"), "{e}");
+        // A --set that replaces the missing path makes it irrelevant; a missing --set path is not.
+        let (d, p) = setup(&BASE.replace("data/x.tsv", "data/missing.tsv"));
+        let x = d.path().join("data/x.tsv").display().to_string();
+        let sweep = load(&p, None, &[format!("data.sources=[{x:?}]")]).unwrap();
+        assert_eq!(sweep.trials[0].config.data.sources, vec![x]);
+        let e = err(
+            &BASE.replace("data/x.tsv", "data/missing.tsv"),
+            &["data.sources=[\"/nope.tsv\"]"],
+        );
+        assert!(
+            e.contains("--set data.sources=[\"/nope.tsv\"]: data.sources: no such file: /nope.tsv"),
+            "{e}"
+        );
         let e = err(&BASE.replace("epochs = 5\n", ""), &[]);
         assert!(
             e.contains("epochs: missing required key; fix: add `epochs = 5` to [base]"),

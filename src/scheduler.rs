@@ -1020,18 +1020,12 @@ pub fn run_cmd(args: RunArgs) -> Result<ExitCode> {
         .filter(|d| !d.is_empty())
         .collect();
     for d in &devices {
-        if d != "cpu"
-            && !d
-                .strip_prefix("cuda:")
-                .map(|n| n.parse::<usize>().is_ok())
-                .unwrap_or(false)
-        {
-            return Err(UsageError(format!(
-                "--devices {}: unknown device `{d}`; fix: use cpu or cuda:N",
-                args.devices
-            ))
-            .into());
-        }
+        // Every device is checked before the ledger is touched: a sweep on a missing GPU fails
+        // once, here, rather than failing each of its trials.
+        let flag = format!("--devices {}", args.devices);
+        crate::backend::DeviceSpec::parse(d)
+            .map_err(|e| UsageError(format!("{flag}: {e}")))?
+            .check(&flag)?;
     }
     if devices.is_empty() {
         return Err(UsageError("--devices: empty; fix: use cpu or cuda:0,cuda:1".into()).into());

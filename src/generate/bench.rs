@@ -44,7 +44,7 @@ pub fn run(args: BenchGenerateArgs) -> Result<ExitCode> {
         DeviceSpec::Cpu => bench_on::<crate::backend::Cpu>(&args, Default::default()),
         #[cfg(feature = "cuda")]
         DeviceSpec::Cuda(n) => {
-            bench_on::<crate::backend::Cuda>(&args, crate::backend::cuda_device(n))
+            bench_on::<crate::backend::Cuda>(&args, crate::backend::cuda_device(n)?)
         }
         #[allow(unreachable_patterns)]
         other => Err(UsageError(format!("device {other:?} is not compiled in")).into()),

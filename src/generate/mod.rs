@@ -353,7 +353,7 @@ pub fn run(args: GenerateArgs) -> Result<ExitCode> {
             &args,
             params,
             source,
-            crate::backend::cuda_device(n),
+            crate::backend::cuda_device(n)?,
         ),
         #[allow(unreachable_patterns)]
         other => Err(UsageError(format!("device {other:?} is not compiled in")).into()),

@@ -226,7 +226,7 @@ pub fn run_eval(mut args: EvalArgs) -> Result<ExitCode> {
         DeviceSpec::Cpu => eval_on::<crate::backend::Cpu>(&args, Default::default()),
         #[cfg(feature = "cuda")]
         DeviceSpec::Cuda(n) => {
-            eval_on::<crate::backend::Cuda>(&args, crate::backend::cuda_device(n))
+            eval_on::<crate::backend::Cuda>(&args, crate::backend::cuda_device(n)?)
         }
         #[allow(unreachable_patterns)]
         other => Err(UsageError(format!("device {other:?} is not compiled in")).into()),
@@ -394,7 +394,7 @@ pub fn run_bench(args: BenchArgs) -> Result<ExitCode> {
         DeviceSpec::Cpu => bench_on::<crate::backend::CpuTrain>(&args, Default::default()),
         #[cfg(feature = "cuda")]
         DeviceSpec::Cuda(n) => {
-            bench_on::<crate::backend::CudaTrain>(&args, crate::backend::cuda_device(n))
+            bench_on::<crate::backend::CudaTrain>(&args, crate::backend::cuda_device(n)?)
         }
         #[allow(unreachable_patterns)]
         other => Err(UsageError(format!("device {other:?} is not compiled in")).into()),

@@ -336,7 +336,7 @@ pub fn run_trial(
         DeviceSpec::Cpu => run_on::<crate::backend::CpuTrain>(cfg, ctx, sink, Default::default()),
         #[cfg(feature = "cuda")]
         DeviceSpec::Cuda(n) => {
-            run_on::<crate::backend::CudaTrain>(cfg, ctx, sink, crate::backend::cuda_device(n))
+            run_on::<crate::backend::CudaTrain>(cfg, ctx, sink, crate::backend::cuda_device(n)?)
         }
         #[allow(unreachable_patterns)]
         other => Err(UsageError(format!("device {other:?} is not compiled in")).into()),

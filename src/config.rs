@@ -413,9 +413,12 @@ fn check_value(
             Some(s) => return Err(bad(&format!("unknown init `{s}`"))),
             None => return Err(wrong("a string")),
         },
+        // The same names as `--precision`, stored canonically so `fp16` and `f16` are one trial.
         KeyKind::Precision => match value.as_str() {
-            Some(s @ ("f32" | "bf16" | "f16")) => Json::String(s.to_string()),
-            Some(s) => return Err(bad(&format!("unknown precision `{s}`"))),
+            Some(s) => match crate::model::Precision::parse(s) {
+                Ok(p) => Json::String(p.as_str().to_string()),
+                Err(_) => return Err(bad(&format!("unknown precision `{s}`"))),
+            },
             None => return Err(wrong("a string")),
         },
         KeyKind::Tokenizer => match value.as_str() {
@@ -1408,6 +1411,19 @@ epochs = 5
         assert!(e.contains("--set nope=1: nope: unknown key"), "{e}");
         let e = err(&BASE.replace("data/x.tsv", "data/missing.tsv"), &[]);
         assert!(e.contains(":6:21: data.sources: no such file"), "{e}");
+        let e = err(BASE, &["precision=fp8"]);
+        assert!(
+            e.contains("--set precision=fp8: precision: unknown precision `fp8`"),
+            "{e}"
+        );
+        let (_d, p) = setup(BASE);
+        let alias = load(&p, None, &["precision=fp16".to_string()]).unwrap();
+        let canonical = load(&p, None, &["precision=f16".to_string()]).unwrap();
+        assert_eq!(
+            alias.trials[0].config.precision,
+            Some(crate::model::Precision::F16)
+        );
+        assert_eq!(alias.trials[0].config, canonical.trials[0].config);
         // A --set that replaces the missing path makes it irrelevant; a missing --set path is not.
         let (d, p) = setup(&BASE.replace("data/x.tsv", "data/missing.tsv"));
         let x = d.path().join("data/x.tsv").display().to_string();

@@ -4,7 +4,7 @@
 use anyhow::{bail, Result};
 use burn::module::{Module, ModuleMapper, Param};
 use burn::nn::{
-    Dropout, DropoutConfig, Embedding, EmbeddingConfig, Gelu, LayerNorm, LayerNormConfig, Linear,
+    Dropout, DropoutConfig, Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear,
     LinearConfig,
 };
 use burn::tensor::activation::softmax;
@@ -15,6 +15,7 @@ use burn::tensor::{Bool, FloatDType, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::cli::UsageError;
+use crate::fused::FusedOps;
 
 /// GPT-2's 50,257 BPE tokens plus the two special tokens the paper adds (`<|startoftext|>`, `<|sep|>`).
 pub const GPT2_VOCAB: usize = 50_259;
@@ -231,7 +232,6 @@ impl GptConfig {
                 mlp: Mlp {
                     c_fc: LinearConfig::new(c, 4 * c).init(device),
                     c_proj: LinearConfig::new(4 * c, c).init(device),
-                    act: Gelu::new_approximate(),
                     dropout: drop(),
                 },
             })
@@ -258,7 +258,7 @@ pub struct Attention<B: Backend> {
     n_head: usize,
 }
 
-impl<B: Backend> Attention<B> {
+impl<B: FusedOps> Attention<B> {
     /// `x`: [B, T, C]; `past`: cached keys/values [B, H, T_past, D] of earlier positions.
     /// Returns the output [B, T, C] and the keys/values including this call's positions.
     fn forward(
@@ -290,7 +290,11 @@ impl<B: Backend> Attention<B> {
                     .reshape([1, 1, t, t_all])
                     .expand([b, h, t, t_all]);
             let probs = softmax(scores.mask_fill(mask, f32::NEG_INFINITY), 3);
-            mm(self.attn_dropout.forward(probs), v.clone(), p) // [B, H, T, D]
+            mm(
+                crate::fused::dropout(probs, self.attn_dropout.prob),
+                v.clone(),
+                p,
+            ) // [B, H, T, D]
         } else {
             // The causal mask is aligned bottom-right, so it is right for cached keys too.
             let options = AttentionModuleOptions {
@@ -301,7 +305,7 @@ impl<B: Backend> Attention<B> {
             attention(q, k.clone(), v.clone(), None, None, options) // [B, H, T, D]
         };
         let y = y.swap_dims(1, 2).reshape([b, t, c]); // [B, T, C]
-        let y = self.resid_dropout.forward(linear(&self.c_proj, y, p));
+        let y = crate::fused::dropout(linear(&self.c_proj, y, p), self.resid_dropout.prob);
         (y, (k, v))
     }
 }
@@ -311,14 +315,13 @@ impl<B: Backend> Attention<B> {
 pub struct Mlp<B: Backend> {
     pub c_fc: Linear<B>,
     pub c_proj: Linear<B>,
-    act: Gelu,
     dropout: Dropout,
 }
 
-impl<B: Backend> Mlp<B> {
+impl<B: FusedOps> Mlp<B> {
     fn forward(&self, x: Tensor<B, 3>, p: Precision) -> Tensor<B, 3> {
-        let x = self.act.forward(linear(&self.c_fc, x, p)); // [B, T, 4C]
-        self.dropout.forward(linear(&self.c_proj, x, p)) // [B, T, C]
+        let x = crate::fused::gelu_tanh(linear(&self.c_fc, x, p)); // [B, T, 4C]
+        crate::fused::dropout(linear(&self.c_proj, x, p), self.dropout.prob) // [B, T, C]
     }
 }
 
@@ -331,7 +334,7 @@ pub struct Block<B: Backend> {
     pub mlp: Mlp<B>,
 }
 
-impl<B: Backend> Block<B> {
+impl<B: FusedOps> Block<B> {
     fn forward(
         &self,
         x: Tensor<B, 3>,
@@ -387,7 +390,7 @@ impl<B: Backend> Default for KvCache<B> {
     }
 }
 
-impl<B: Backend> Gpt<B> {
+impl<B: FusedOps> Gpt<B> {
     pub fn vocab_size(&self) -> usize {
         self.wte.weight.dims()[0]
     }
@@ -427,9 +430,10 @@ impl<B: Backend> Gpt<B> {
         let pos = Tensor::<B, 1, Int>::arange(start as i64..(start + t) as i64, &device)
             .reshape([1, t])
             .expand([b, t]); // [B, T]
-        let mut x = self
-            .drop
-            .forward(self.wte.forward(ids) + self.wpe.forward(pos)); // [B, T, C]
+        let mut x = crate::fused::dropout(
+            self.wte.forward(ids) + self.wpe.forward(pos),
+            self.drop.prob,
+        ); // [B, T, C]
         if let Some(cache) = past.as_deref_mut() {
             cache.layers.resize(self.h.len(), None);
         }
@@ -511,12 +515,7 @@ impl<B: Backend> Gpt<B> {
         let logits = self.head(x); // [B, T-1, V]
         let v = logits.dims()[2];
         let targets = ids.narrow(1, 1, t - 1).reshape([b * (t - 1), 1]); // [N, 1]
-                                                                         // loss = logsumexp(logits) - logit[target], shifted by the detached row max for
-                                                                         // stability: one full-size pass fewer, forward and backward, than log_softmax + gather.
-        let logits = logits.reshape([b * (t - 1), v]); // [N, V]
-        let max = logits.clone().detach().max_dim(1); // [N, 1]
-        let lse = (logits.clone() - max.clone()).exp().sum_dim(1).log() + max; // [N, 1]
-        (lse - logits.gather(1, targets)).mean()
+        crate::fused::lm_loss(logits.reshape([b * (t - 1), v]), targets)
     }
 }
 

@@ -4,7 +4,6 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::Result;
-use burn::tensor::backend::Backend;
 use clap::Args;
 use serde_json::json;
 
@@ -51,7 +50,10 @@ pub fn run(args: BenchGenerateArgs) -> Result<ExitCode> {
     }
 }
 
-fn bench_on<B: Backend>(args: &BenchGenerateArgs, device: B::Device) -> Result<ExitCode> {
+fn bench_on<B: crate::fused::FusedOps>(
+    args: &BenchGenerateArgs,
+    device: B::Device,
+) -> Result<ExitCode> {
     let modes: Vec<bool> = match args.mode.as_str() {
         "both" => vec![true, false],
         "cached" => vec![true],

@@ -15,7 +15,6 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{anyhow, Context, Result};
-use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use clap::{ArgGroup, Args, ValueEnum};
 use rand::rngs::StdRng;
@@ -26,6 +25,7 @@ use crate::backend::DeviceSpec;
 use crate::checkpoint;
 use crate::cli::UsageError;
 use crate::data::{self, Split};
+use crate::fused::FusedOps;
 use crate::model::{Gpt, GptConfig, KvCache, GPT2_HF_VOCAB};
 use crate::store::{self, NewSample, Store};
 use crate::tokenizer::{Tokenizer, SEP, SOT};
@@ -58,7 +58,7 @@ impl Stop {
 
 /// The last-position logits of a batch of sequences, with or without a KV cache. Both see the
 /// same token stream; `feed` appends `new` (equally many tokens per row) and returns [n][V].
-pub struct Decoder<'a, B: Backend> {
+pub struct Decoder<'a, B: FusedOps> {
     model: &'a Gpt<B>,
     device: B::Device,
     cache: Option<KvCache<B>>,
@@ -66,7 +66,7 @@ pub struct Decoder<'a, B: Backend> {
     seqs: Vec<Vec<u32>>,
 }
 
-impl<'a, B: Backend> Decoder<'a, B> {
+impl<'a, B: FusedOps> Decoder<'a, B> {
     pub fn new(model: &'a Gpt<B>, device: &B::Device, rows: usize, use_cache: bool) -> Self {
         Self {
             model,
@@ -126,7 +126,7 @@ pub struct DecodeOptions {
 
 /// Generates one sample per seed from `prompt`, all rows in one batch. `on_token(row, ids)` is
 /// called after each new token of a row with all its generated ids so far.
-pub fn generate<B: Backend>(
+pub fn generate<B: FusedOps>(
     model: &Gpt<B>,
     device: &B::Device,
     prompt: &[u32],
@@ -531,7 +531,7 @@ fn load_tokenizer(dir: &Path, model_name: Option<&str>) -> Result<(Tokenizer, Op
     Ok((tok, None))
 }
 
-fn generate_on<B: Backend>(
+fn generate_on<B: FusedOps>(
     args: &GenerateArgs,
     params: SamplingParams,
     source: Source,

@@ -1,6 +1,7 @@
 //! `sweep train` (one trial without a sweep), `sweep eval` (loss/perplexity of any model on
 //! prepared data or a text file) and the hidden `sweep bench-train` (training throughput).
 
+use crate::fused::FusedOps;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -253,7 +254,7 @@ fn resolve_trial_for_eval(id: i64, args: &mut EvalArgs) -> Result<()> {
     Ok(())
 }
 
-fn eval_on<B: Backend>(args: &EvalArgs, device: B::Device) -> Result<ExitCode> {
+fn eval_on<B: Backend + FusedOps>(args: &EvalArgs, device: B::Device) -> Result<ExitCode> {
     if args.batch_size == 0 {
         return Err(UsageError("--batch-size must be at least 1".into()).into());
     }
@@ -401,7 +402,10 @@ pub fn run_bench(args: BenchArgs) -> Result<ExitCode> {
     }
 }
 
-fn bench_on<AB: AutodiffBackend>(args: &BenchArgs, device: AB::Device) -> Result<ExitCode> {
+fn bench_on<AB: AutodiffBackend + FusedOps>(
+    args: &BenchArgs,
+    device: AB::Device,
+) -> Result<ExitCode> {
     let mut cfg = GptConfig::preset(&args.preset)?;
     cfg.vocab_size = args.vocab;
     if args.block_size > cfg.n_positions {

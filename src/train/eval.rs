@@ -1,5 +1,6 @@
 //! Evaluation: mean next-token cross-entropy and perplexity of a model over blocks of token ids.
 
+use crate::fused::FusedOps;
 use anyhow::{bail, Result};
 use burn::tensor::backend::Backend;
 use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
@@ -83,7 +84,7 @@ pub fn capped_blocks(available: usize, block_size: usize, max_tokens: Option<u64
 
 /// Mean loss over the first `n` blocks, `batch` blocks at a time, in eval mode (no dropout:
 /// call with a model on a non-autodiff backend).
-pub fn evaluate<B: Backend>(
+pub fn evaluate<B: Backend + FusedOps>(
     model: &Gpt<B>,
     blocks: &dyn Blocks,
     n: usize,

@@ -2,6 +2,7 @@
 //! one AdamW step), on any backend and precision — the tests run it on the CPU, `sweep selftest`
 //! on whatever device a user has.
 
+use crate::fused::FusedOps;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -151,7 +152,7 @@ fn num(v: &Value, key: &str) -> Result<f64> {
 }
 
 /// Runs the fixture in `dir` (`model/` + `expected.json`) on `device` at `precision`.
-pub fn check<AB: AutodiffBackend>(
+pub fn check<AB: AutodiffBackend + FusedOps>(
     dir: &Path,
     precision: Precision,
     device: &AB::Device,

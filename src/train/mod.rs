@@ -8,6 +8,7 @@ pub mod optim;
 pub mod pretrain;
 pub mod sinks;
 
+use crate::fused::FusedOps;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -388,12 +389,15 @@ struct Evals<'a> {
     valid_fixed: Option<&'a TokenBlocks>,
 }
 
-fn run_on<AB: AutodiffBackend>(
+fn run_on<AB: AutodiffBackend + FusedOps>(
     cfg: &TrialConfig,
     ctx: &RunContext,
     sink: &mut dyn MetricSink,
     device: AB::Device,
-) -> Result<TrialEnd> {
+) -> Result<TrialEnd>
+where
+    AB::InnerBackend: FusedOps,
+{
     let wall = Instant::now();
     validate(cfg)?;
     let prepared = data::prepare_cached(&cfg.data, &ctx.cache_root)?;
@@ -667,12 +671,15 @@ fn row(st: &TrainState, epoch: f64, split: &str, loss: f64, lr: f64, tps: f64) -
 }
 
 /// Eval-mode loss on a split's leading blocks, within the trial's `eval_tokens` cap.
-fn eval_split<AB: AutodiffBackend>(
+fn eval_split<AB: AutodiffBackend + FusedOps>(
     model: &Gpt<AB>,
     blocks: &dyn Blocks,
     cfg: &TrialConfig,
     device: &AB::Device,
-) -> Result<eval::EvalResult> {
+) -> Result<eval::EvalResult>
+where
+    AB::InnerBackend: FusedOps,
+{
     let n = capped_blocks(blocks.len(), blocks.block_size(), cfg.eval_tokens);
     evaluate(&model.valid(), blocks, n, cfg.batch_size, device)
 }

@@ -1,0 +1,581 @@
+//! The model's fused Burn ops: the LM loss, GPT-2's tanh GELU and dropout, each one op with its
+//! own backward instead of a chain of tensor ops for autodiff to differentiate.
+//!
+//! Why: built from Burn's tensor ops, the loss leaves autodiff ~14 full-size passes over the
+//! `[N, V]` logits (shift, exp, sum, gather and their backwards, exp computed twice), GELU ~20
+//! over the `[B, T, 4C]` activations, and each dropout draws its mask from one serial RNG and
+//! multiplies twice. With a 50,259-word vocabulary the logits are the largest tensors of a step
+//! (200 MB at 1,024 tokens). On the CPU (Flex) these chains cost as much as all other non-matmul
+//! work (bench/RESULTS.md, Trainer). Here the loss keeps its softmax for a one-pass backward
+//! `(softmax - onehot) / N`, GELU is one pass each way, and a mask is one parallel pass.
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::Autodiff;
+use burn::prelude::*;
+use burn::tensor::ops::{FloatTensor, IntTensor};
+use burn::tensor::{Distribution, FloatDType, TensorMetadata, TensorPrimitive};
+
+/// Backends that run the model's fused ops (every backend sweep builds with). The defaults
+/// ([`generic`]) are built from Burn's primitive ops and work on any backend; Flex overrides them
+/// with one-pass row-parallel kernels, and `Autodiff` gives each its backward.
+pub trait FusedOps: Backend {
+    /// `(mean loss [1], softmax [N, V])` of logits `[N, V]` and targets `[N, 1]`.
+    fn lm_loss_and_probs(
+        logits: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        generic::lm_loss_and_probs::<Self>(logits, targets)
+    }
+
+    /// Mean over rows of `logsumexp(logits[i]) - logits[i, targets[i]]`: logits `[N, V]`,
+    /// targets `[N, 1]`, result `[1]`.
+    fn lm_loss(logits: FloatTensor<Self>, targets: IntTensor<Self>) -> FloatTensor<Self> {
+        Self::lm_loss_and_probs(logits, targets).0
+    }
+
+    /// GPT-2's `gelu_new`: `0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))`.
+    fn gelu_tanh(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        generic::gelu_tanh::<Self>(x)
+    }
+
+    /// The gradient of [`FusedOps::gelu_tanh`] at `x`, times `grad`.
+    fn gelu_tanh_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        generic::gelu_tanh_backward::<Self>(x, grad)
+    }
+
+    /// A dropout mask of `shape`: each element `1 / keep` with probability `keep`, else 0, drawn
+    /// from the backend's RNG (which the trainer reseeds every step, so a resumed run draws the
+    /// same masks).
+    fn dropout_mask(shape: Shape, keep: f64, device: &Self::Device) -> FloatTensor<Self> {
+        let mask = Self::float_random(
+            shape,
+            Distribution::Bernoulli(keep),
+            device,
+            FloatDType::F32,
+        );
+        Self::float_mul_scalar(mask, (1.0 / keep).into())
+    }
+}
+
+const GELU_K0: f32 = 0.797_884_6; // sqrt(2 / pi)
+const GELU_K1: f32 = 0.044_715;
+
+/// The loss of `logits` `[N, V]` against `targets` `[N, 1]`, through the backend's op.
+pub fn lm_loss<B: FusedOps>(logits: Tensor<B, 2>, targets: Tensor<B, 2, Int>) -> Tensor<B, 1> {
+    let loss = B::lm_loss(logits.into_primitive().tensor(), targets.into_primitive());
+    Tensor::from_primitive(TensorPrimitive::Float(loss))
+}
+
+/// GPT-2's tanh GELU through the backend's op.
+pub fn gelu_tanh<B: FusedOps, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    Tensor::from_primitive(TensorPrimitive::Float(B::gelu_tanh(
+        x.into_primitive().tensor(),
+    )))
+}
+
+/// Dropout with probability `prob` while training (autodiff on), the identity otherwise. The
+/// mask is a constant of the graph, so the backward is one multiply.
+pub fn dropout<B: FusedOps, const D: usize>(x: Tensor<B, D>, prob: f64) -> Tensor<B, D> {
+    if prob == 0.0 || !B::ad_enabled(&x.device()) {
+        return x;
+    }
+    let mask = B::dropout_mask(x.shape(), 1.0 - prob, &x.device());
+    x * Tensor::from_primitive(TensorPrimitive::Float(mask))
+}
+
+/// The ops from Burn's primitive ops: the trait's defaults, and the fallback of overrides.
+pub mod generic {
+    use super::*;
+
+    /// Exact for any logits: `lse = max + ln(sum(exp(x - max)))`.
+    pub fn lm_loss_and_probs<B: Backend>(
+        logits: FloatTensor<B>,
+        targets: IntTensor<B>,
+    ) -> (FloatTensor<B>, FloatTensor<B>) {
+        let picked = B::float_gather(1, logits.clone(), targets); // [N, 1]
+        let max = B::float_max_dim(logits.clone(), 1); // [N, 1]
+        let exp = B::float_exp(B::float_sub(logits, max.clone())); // [N, V]
+        let sum = B::float_sum_dim(exp.clone(), 1); // [N, 1]
+        let lse = B::float_add(B::float_log(sum.clone()), max);
+        let loss = B::float_mean(B::float_sub(lse, picked));
+        (loss, B::float_div(exp, sum))
+    }
+
+    /// `f` over `x` seen as one flat tensor, shape restored.
+    fn flat<B: Backend>(
+        x: FloatTensor<B>,
+        f: impl FnOnce(Tensor<B, 1>, &dyn Fn(FloatTensor<B>) -> Tensor<B, 1>) -> Tensor<B, 1>,
+    ) -> FloatTensor<B> {
+        let shape = x.shape();
+        let n = shape.num_elements();
+        let view = move |t: FloatTensor<B>| {
+            Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(B::float_reshape(t, [n].into())))
+        };
+        let y = f(view(x), &view);
+        B::float_reshape(y.into_primitive().tensor(), shape)
+    }
+
+    pub fn gelu_tanh<B: Backend>(x: FloatTensor<B>) -> FloatTensor<B> {
+        flat::<B>(x, |x, _| {
+            let x3 = x.clone() * x.clone() * x.clone();
+            let t = ((x3 * GELU_K1 + x.clone()) * GELU_K0).tanh();
+            x * (t + 1.0) * 0.5
+        })
+    }
+
+    pub fn gelu_tanh_backward<B: Backend>(
+        x: FloatTensor<B>,
+        grad: FloatTensor<B>,
+    ) -> FloatTensor<B> {
+        flat::<B>(x, |x, view| {
+            let x2 = x.clone() * x.clone();
+            let t = ((x2.clone() * GELU_K1 + 1.0) * x.clone() * GELU_K0).tanh(); // tanh(u)
+            let du = (x2 * (3.0 * GELU_K1) + 1.0) * GELU_K0; // du/dx
+            let d = (t.clone() + 1.0) * 0.5 + x * (-(t.clone() * t) + 1.0) * du * 0.5;
+            d * view(grad)
+        })
+    }
+}
+
+/// Flex has a fused, row-parallel SIMD softmax: one sweep over the logits instead of four. The
+/// loss then comes from the softmax without cancelling: the softmax of a row's largest logit is
+/// `1 / sum(exp(x - max))`, so `lse - x_t = max - x_t - ln(max softmax)`, and the largest
+/// probability is never below `1/V`. GELU and the dropout masks are one rayon pass each.
+#[cfg(feature = "flex")]
+impl FusedOps for burn::backend::Flex {
+    fn lm_loss_and_probs(
+        logits: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        use burn::tensor::ops::{ActivationOps, FloatTensorOps};
+        let picked = Self::float_gather(1, logits.clone(), targets); // [N, 1]
+        let max = Self::float_max_dim(logits.clone(), 1); // [N, 1]
+        let probs = Self::softmax(logits, 1); // [N, V]
+        let top = Self::float_max_dim(probs.clone(), 1); // [N, 1], in [1/V, 1]
+        let rows = Self::float_sub(Self::float_sub(max, picked), Self::float_log(top));
+        (Self::float_mean(rows), probs)
+    }
+
+    fn gelu_tanh(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        flex::map(&x, None, |x, _| {
+            let t = ((GELU_K1 * x * x + 1.0) * x * GELU_K0).tanh();
+            0.5 * x * (1.0 + t)
+        })
+        .unwrap_or_else(|| generic::gelu_tanh::<Self>(x))
+    }
+
+    fn gelu_tanh_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        flex::map(&x, Some(&grad), |x, g| {
+            let x2 = x * x;
+            let t = ((GELU_K1 * x2 + 1.0) * x * GELU_K0).tanh();
+            let du = (3.0 * GELU_K1 * x2 + 1.0) * GELU_K0;
+            g * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du)
+        })
+        .unwrap_or_else(|| generic::gelu_tanh_backward::<Self>(x, grad))
+    }
+
+    fn dropout_mask(shape: Shape, keep: f64, device: &Self::Device) -> FloatTensor<Self> {
+        use burn::tensor::ops::FloatTensorOps;
+        // One seed per mask from the backend RNG keeps the trainer's per-step reseeding
+        // deterministic; the elements come from a counter-based hash, so any thread split of
+        // them gives the same mask.
+        let draw = Self::float_random(
+            [3].into(),
+            Distribution::Uniform(0.0, 1.0),
+            device,
+            FloatDType::F32,
+        );
+        let seed = draw
+            .to_contiguous()
+            .storage::<f32>()
+            .iter()
+            .fold(0u64, |acc, u| {
+                (acc << 21) ^ (u * (1u32 << 21) as f32) as u64
+            });
+        flex::dropout_mask(shape, keep as f32, seed)
+    }
+}
+
+/// Row-parallel f32 kernels over Flex's storage.
+#[cfg(feature = "flex")]
+mod flex {
+    use burn::tensor::{Bytes, DType, Shape};
+    use burn_flex::{FlexTensor, Layout};
+    use rayon::prelude::*;
+
+    /// Elements per rayon task: large enough to amortise the task, small for the cache.
+    const CHUNK: usize = 1 << 14;
+
+    fn f32_tensor(values: Vec<f32>, shape: Shape) -> FlexTensor {
+        FlexTensor::new(
+            Bytes::from_elems(values),
+            Layout::contiguous(shape),
+            DType::F32,
+        )
+    }
+
+    /// `f(x, y)` elementwise over `x` and an optional same-shape `y` (0 when absent). `None`
+    /// for dtypes other than f32 or shapes that differ: the caller takes the generic path.
+    pub fn map(
+        x: &FlexTensor,
+        y: Option<&FlexTensor>,
+        f: impl Fn(f32, f32) -> f32 + Sync,
+    ) -> Option<FlexTensor> {
+        if x.dtype() != DType::F32 || y.is_some_and(|y| y.dtype() != DType::F32) {
+            return None;
+        }
+        let shape = x.layout().shape().clone();
+        if y.is_some_and(|y| *y.layout().shape() != shape) {
+            return None;
+        }
+        let x = x.to_contiguous();
+        let xs = x.storage::<f32>();
+        let mut out = vec![0.0f32; xs.len()];
+        match y {
+            Some(y) => {
+                let y = y.to_contiguous();
+                let ys = y.storage::<f32>();
+                out.par_chunks_mut(CHUNK)
+                    .zip(xs.par_chunks(CHUNK).zip(ys.par_chunks(CHUNK)))
+                    .for_each(|(o, (xs, ys))| {
+                        for ((o, x), y) in o.iter_mut().zip(xs).zip(ys) {
+                            *o = f(*x, *y);
+                        }
+                    });
+            }
+            None => out
+                .par_chunks_mut(CHUNK)
+                .zip(xs.par_chunks(CHUNK))
+                .for_each(|(o, xs)| {
+                    for (o, x) in o.iter_mut().zip(xs) {
+                        *o = f(*x, 0.0);
+                    }
+                }),
+        }
+        Some(f32_tensor(out, shape))
+    }
+
+    /// Element `i` keeps when the top 24 bits of `splitmix64(seed + i)` fall below `keep`.
+    pub fn dropout_mask(shape: Shape, keep: f32, seed: u64) -> FlexTensor {
+        let n = shape.num_elements();
+        let threshold = (keep as f64 * (1u64 << 24) as f64) as u64;
+        let scale = 1.0 / keep;
+        let mut out = vec![0.0f32; n];
+        out.par_chunks_mut(CHUNK).enumerate().for_each(|(c, o)| {
+            let base = seed.wrapping_add((c * CHUNK) as u64);
+            for (i, o) in o.iter_mut().enumerate() {
+                let mut z = base
+                    .wrapping_add(i as u64)
+                    .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+                z ^= z >> 31;
+                if (z >> 40) < threshold {
+                    *o = scale;
+                }
+            }
+        });
+        f32_tensor(out, shape)
+    }
+}
+
+#[cfg(feature = "ndarray")]
+impl FusedOps for burn::backend::NdArray {}
+
+#[cfg(feature = "cuda")]
+impl FusedOps for crate::backend::Cuda {}
+
+/// Training: each op runs the inner backend's forward and registers its own backward.
+impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
+    /// The backward turns the kept softmax into the logits' gradient in place: `softmax * g /
+    /// N`, then `- g / N` at each target.
+    fn lm_loss(logits: FloatTensor<Self>, targets: IntTensor<Self>) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct LmLossBackward;
+
+        impl<B: Backend> Backward<B, 1> for LmLossBackward {
+            type State = (FloatTensor<B>, IntTensor<B>);
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 1>,
+                grads: &mut Gradients,
+                _checkpointer: &mut Checkpointer,
+            ) {
+                let (probs, targets) = ops.state;
+                let grad = grads.consume::<B>(&ops.node); // [1]
+                let [Some(parent)] = ops.parents else {
+                    return;
+                };
+                let [n, _] = probs.shape().dims();
+                let scale =
+                    B::float_reshape(B::float_div_scalar(grad, (n as f64).into()), [1, 1].into()); // [1, 1]
+                let d = B::float_mul(probs, scale.clone()); // [N, V]
+                let hit = B::float_expand(B::float_neg(scale), [n, 1].into()); // [N, 1]
+                grads.register::<B>(parent.id, B::float_scatter_add(1, d, targets, hit));
+            }
+        }
+
+        match LmLossBackward
+            .prepare::<C>([logits.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let (loss, probs) = B::lm_loss_and_probs(logits.primitive, targets.clone());
+                prep.finish((probs, targets), loss)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::lm_loss(logits.primitive, targets)),
+        }
+    }
+
+    fn gelu_tanh(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct GeluBackward;
+
+        impl<B: FusedOps> Backward<B, 1> for GeluBackward {
+            type State = FloatTensor<B>;
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 1>,
+                grads: &mut Gradients,
+                _checkpointer: &mut Checkpointer,
+            ) {
+                let grad = grads.consume::<B>(&ops.node);
+                if let [Some(parent)] = ops.parents {
+                    grads.register::<B>(parent.id, B::gelu_tanh_backward(ops.state, grad));
+                }
+            }
+        }
+
+        match GeluBackward
+            .prepare::<C>([x.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let y = B::gelu_tanh(x.primitive.clone());
+                prep.finish(x.primitive, y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::gelu_tanh(x.primitive)),
+        }
+    }
+
+    fn dropout_mask(shape: Shape, keep: f64, device: &Self::Device) -> FloatTensor<Self> {
+        <Self as burn::tensor::backend::AutodiffBackend>::from_inner(B::dropout_mask(
+            shape, keep, device,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::{Cpu, CpuTrain};
+
+    /// The reference: the loss from Burn's tensor ops, differentiated by autodiff.
+    fn reference(
+        logits: Tensor<CpuTrain, 2>,
+        targets: Tensor<CpuTrain, 2, Int>,
+    ) -> Tensor<CpuTrain, 1> {
+        let max = logits.clone().detach().max_dim(1);
+        let lse = (logits.clone() - max.clone()).exp().sum_dim(1).log() + max;
+        (lse - logits.gather(1, targets)).mean()
+    }
+
+    fn case(n: usize, v: usize, spread: f32) -> (Vec<f32>, Vec<i32>) {
+        let mut rng = crate::model::SplitMix::new(7);
+        let logits = (0..n * v)
+            .map(|_| ((rng.next_u64() % 20_001) as f32 / 10_000.0 - 1.0) * spread)
+            .collect();
+        let targets = (0..n).map(|_| (rng.next_u64() % v as u64) as i32).collect();
+        (logits, targets)
+    }
+
+    #[test]
+    fn loss_and_gradient_match_autodiff_of_the_tensor_ops() {
+        let device = Default::default();
+        // spread 60: logit gaps up to 120, where a target's softmax (e^-120) is below what f32
+        // can hold at all; the loss must still be exact.
+        for (n, v, spread) in [(6, 11, 1.0), (9, 1000, 5.0), (4, 300, 60.0)] {
+            let (x, t) = case(n, v, spread);
+            let run = |fused: bool| {
+                let logits =
+                    Tensor::<CpuTrain, 2>::from_data(TensorData::new(x.clone(), [n, v]), &device)
+                        .require_grad();
+                let targets = Tensor::<CpuTrain, 2, Int>::from_data(
+                    TensorData::new(t.clone(), [n, 1]),
+                    &device,
+                );
+                let loss = if fused {
+                    lm_loss(logits.clone(), targets)
+                } else {
+                    reference(logits.clone(), targets)
+                };
+                // Scale the output so the backward's incoming gradient is not 1.
+                let grads = (loss.clone() * 3.0).backward();
+                let g = logits
+                    .grad(&grads)
+                    .expect("logits grad")
+                    .into_data()
+                    .to_vec::<f32>()
+                    .unwrap();
+                (loss.into_scalar(), g)
+            };
+            let ((l1, g1), (l2, g2)) = (run(true), run(false));
+            let gmax = g1
+                .iter()
+                .zip(&g2)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f32::max);
+            println!("n {n} v {v} spread {spread}: loss {l1} vs {l2}, grad max diff {gmax:e}");
+            assert!(
+                (l1 - l2).abs() <= 2e-6 * l2.abs().max(1.0),
+                "loss {l1} vs {l2}"
+            );
+            assert!(gmax < 1e-6, "grad max diff {gmax}");
+        }
+    }
+
+    #[test]
+    fn gelu_and_its_gradient_match_autodiff_of_burns_gelu_approximate() {
+        let device = Default::default();
+        let (x, _) = case(37, 101, 6.0); // 3,737 values in [-6, 6], across several rayon chunks
+        let run = |fused: bool| {
+            let x =
+                Tensor::<CpuTrain, 2>::from_data(TensorData::new(x.clone(), [37, 101]), &device)
+                    .require_grad();
+            let y = if fused {
+                gelu_tanh(x.clone())
+            } else {
+                burn::tensor::activation::gelu_approximate(x.clone())
+            };
+            // A non-uniform incoming gradient: sum(y * w).
+            let w = Tensor::<CpuTrain, 2>::from_data(
+                TensorData::new(
+                    (0..37 * 101).map(|i| (i % 7) as f32 - 3.0).collect(),
+                    [37, 101],
+                ),
+                &device,
+            );
+            let grads = (y.clone() * w).sum().backward();
+            let g = x
+                .grad(&grads)
+                .expect("grad")
+                .into_data()
+                .to_vec::<f32>()
+                .unwrap();
+            (y.into_data().to_vec::<f32>().unwrap(), g)
+        };
+        let ((y1, g1), (y2, g2)) = (run(true), run(false));
+        let max = |a: &[f32], b: &[f32]| {
+            a.iter()
+                .zip(b)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f32::max)
+        };
+        println!(
+            "gelu max diff {:e}, grad max diff {:e}",
+            max(&y1, &y2),
+            max(&g1, &g2)
+        );
+        assert!(max(&y1, &y2) < 2e-6 && max(&g1, &g2) < 2e-5);
+        // The generic path (used by CUDA and ndarray) against the same reference.
+        let generic =
+            Tensor::<Cpu, 2>::from_primitive(TensorPrimitive::Float(generic::gelu_tanh::<Cpu>(
+                Tensor::<Cpu, 2>::from_data(TensorData::new(x.clone(), [37, 101]), &device)
+                    .into_primitive()
+                    .tensor(),
+            )));
+        assert!(max(&generic.into_data().to_vec::<f32>().unwrap(), &y2) < 2e-6);
+        let ones = Tensor::<Cpu, 2>::ones([37, 101], &device);
+        let xs = Tensor::<Cpu, 2>::from_data(TensorData::new(x, [37, 101]), &device);
+        let gg = generic::gelu_tanh_backward::<Cpu>(
+            xs.clone().into_primitive().tensor(),
+            ones.clone().into_primitive().tensor(),
+        );
+        let gf = <Cpu as FusedOps>::gelu_tanh_backward(
+            xs.into_primitive().tensor(),
+            ones.into_primitive().tensor(),
+        );
+        let (gg, gf) = (
+            Tensor::<Cpu, 2>::from_primitive(TensorPrimitive::Float(gg))
+                .into_data()
+                .to_vec::<f32>()
+                .unwrap(),
+            Tensor::<Cpu, 2>::from_primitive(TensorPrimitive::Float(gf))
+                .into_data()
+                .to_vec::<f32>()
+                .unwrap(),
+        );
+        assert!(
+            max(&gg, &gf) < 2e-6,
+            "generic vs fused backward {}",
+            max(&gg, &gf)
+        );
+    }
+
+    #[test]
+    fn dropout_masks_keep_the_right_share_reproducibly_and_scale_by_one_over_keep() {
+        let device = Default::default();
+        let mask = |seed: u64| {
+            <Cpu as Backend>::seed(&device, seed);
+            let m = <Cpu as FusedOps>::dropout_mask([300, 1000].into(), 0.9, &device);
+            Tensor::<Cpu, 2>::from_primitive(TensorPrimitive::Float(m))
+                .into_data()
+                .to_vec::<f32>()
+                .unwrap()
+        };
+        let (a, b, c) = (mask(5), mask(5), mask(6));
+        assert_eq!(a, b, "same backend seed, same mask");
+        assert_ne!(a, c, "another seed, another mask");
+        let scale = 1.0f32 / 0.9;
+        assert!(a.iter().all(|&v| v == 0.0 || v == scale));
+        // 300,000 Bernoulli(0.9) draws: the kept share is within 5 standard errors (0.00274).
+        let kept = a.iter().filter(|&&v| v != 0.0).count() as f64 / a.len() as f64;
+        println!("kept {kept}");
+        assert!(
+            (kept - 0.9).abs() < 5.0 * (0.9f64 * 0.1 / 3e5).sqrt(),
+            "kept {kept}"
+        );
+        // Two masks drawn in a row (two dropout sites) differ.
+        <Cpu as Backend>::seed(&device, 5);
+        let m1 = <Cpu as FusedOps>::dropout_mask([1000].into(), 0.5, &device);
+        let m2 = <Cpu as FusedOps>::dropout_mask([1000].into(), 0.5, &device);
+        let (m1, m2) = (
+            Tensor::<Cpu, 1>::from_primitive(TensorPrimitive::Float(m1))
+                .into_data()
+                .to_vec::<f32>()
+                .unwrap(),
+            Tensor::<Cpu, 1>::from_primitive(TensorPrimitive::Float(m2))
+                .into_data()
+                .to_vec::<f32>()
+                .unwrap(),
+        );
+        assert_ne!(m1, m2);
+        // Dropout is the identity without autodiff (eval) and at probability 0.
+        let x = Tensor::<Cpu, 1>::ones([10], &device);
+        assert_eq!(dropout(x.clone(), 0.5).into_data(), x.into_data());
+    }
+
+    #[test]
+    fn inner_backend_loss_equals_the_autodiff_forward() {
+        let (x, t) = case(5, 50, 3.0);
+        let device = Default::default();
+        let plain = lm_loss(
+            Tensor::<Cpu, 2>::from_data(TensorData::new(x.clone(), [5, 50]), &device),
+            Tensor::<Cpu, 2, Int>::from_data(TensorData::new(t.clone(), [5, 1]), &device),
+        )
+        .into_scalar();
+        let tracked = lm_loss(
+            Tensor::<CpuTrain, 2>::from_data(TensorData::new(x, [5, 50]), &device).require_grad(),
+            Tensor::<CpuTrain, 2, Int>::from_data(TensorData::new(t, [5, 1]), &device),
+        )
+        .into_scalar();
+        assert_eq!(plain, tracked);
+    }
+}

@@ -198,7 +198,10 @@ pub fn write_safetensors(
         })
         .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()
         .map_err(|e| anyhow!("building safetensors views: {e}"))?;
-    safetensors::serialize_to_file(views, Some(metadata), path)
+    // safetensors 0.7 writes an unreadable header for no tensors and an empty metadata map (a
+    // checkpoint before the first optimizer step has no moments); without the map it is fine.
+    let metadata = (!metadata.is_empty()).then_some(metadata);
+    safetensors::serialize_to_file(views, metadata, path)
         .map_err(|e| anyhow!("writing {}: {e}", path.display()))
 }
 
@@ -662,6 +665,32 @@ mod tests {
         assert_eq!(hf_to_burn("h.0.attn.bias"), None);
         assert_eq!(hf_to_burn("h.0.attn.masked_bias"), None);
         assert_eq!(hf_to_burn("lm_head.weight"), None);
+    }
+
+    #[test]
+    fn safetensors_round_trip_including_an_empty_tensor_list() {
+        let tmp = tempfile::tempdir().unwrap();
+        let one = || NamedTensor {
+            name: "a".into(),
+            shape: vec![2],
+            data: vec![1.5, -2.0],
+        };
+        let step = HashMap::from([("step".to_string(), "0".to_string())]);
+        for (i, (tensors, meta)) in [
+            (vec![], step.clone()),
+            (vec![], HashMap::new()),
+            (vec![one()], step.clone()),
+            (vec![one()], HashMap::new()),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let path = tmp.path().join(format!("t{i}.safetensors"));
+            write_safetensors(&path, &tensors, meta.clone()).unwrap();
+            let (back, m) = read_safetensors(&path).unwrap();
+            assert_eq!(back.len(), tensors.len());
+            assert_eq!(m, meta);
+        }
     }
 
     #[test]

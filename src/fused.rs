@@ -1,5 +1,5 @@
-//! The model's fused Burn ops: the LM loss, GPT-2's tanh GELU and dropout, each one op with its
-//! own backward instead of a chain of tensor ops for autodiff to differentiate.
+//! The model's fused Burn ops: the LM loss, GPT-2's tanh GELU, causal attention softmax and
+//! dropout, each one op with its own backward instead of a chain of tensor ops for autodiff to differentiate.
 //!
 //! Why: built from Burn's tensor ops, the loss leaves autodiff ~14 full-size passes over the
 //! `[N, V]` logits (shift, exp, sum, gather and their backwards, exp computed twice), GELU ~20
@@ -46,6 +46,24 @@ pub trait FusedOps: Backend {
         generic::gelu_tanh_backward::<Self>(x, grad)
     }
 
+    /// Causal attention probabilities: `softmax(scale * scores)` over each row of `scores`
+    /// `[B, H, T, Tk]`, with query `i` seeing keys `j <= i + Tk - T` (the rest 0).
+    fn causal_softmax(scores: FloatTensor<Self>, scale: f64) -> FloatTensor<Self> {
+        generic::causal_softmax::<Self>(scores, scale)
+    }
+
+    /// The gradient of [`FusedOps::causal_softmax`] from its output `probs` and the output's
+    /// gradient: `scale * probs * (grad - rowsum(grad * probs))` (0 where masked, as probs are).
+    fn causal_softmax_backward(
+        probs: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        scale: f64,
+    ) -> FloatTensor<Self> {
+        let dot = Self::float_sum_dim(Self::float_mul(grad.clone(), probs.clone()), 3);
+        let d = Self::float_mul(probs, Self::float_sub(grad, dot));
+        Self::float_mul_scalar(d, scale.into())
+    }
+
     /// A dropout mask of `shape`: each element `1 / keep` with probability `keep`, else 0, drawn
     /// from the backend's RNG (which the trainer reseeds every step, so a resumed run draws the
     /// same masks).
@@ -76,6 +94,15 @@ pub fn gelu_tanh<B: FusedOps, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     )))
 }
 
+/// Causal attention probabilities of `scores` `[B, H, T, Tk]` scaled by `scale`, through the
+/// backend's op.
+pub fn causal_softmax<B: FusedOps>(scores: Tensor<B, 4>, scale: f64) -> Tensor<B, 4> {
+    Tensor::from_primitive(TensorPrimitive::Float(B::causal_softmax(
+        scores.into_primitive().tensor(),
+        scale,
+    )))
+}
+
 /// Dropout with probability `prob` while training (autodiff on), the identity otherwise. The
 /// mask is a constant of the graph, so the backward is one multiply.
 pub fn dropout<B: FusedOps, const D: usize>(x: Tensor<B, D>, prob: f64) -> Tensor<B, D> {
@@ -102,6 +129,17 @@ pub mod generic {
         let lse = B::float_add(B::float_log(sum.clone()), max);
         let loss = B::float_mean(B::float_sub(lse, picked));
         (loss, B::float_div(exp, sum))
+    }
+
+    pub fn causal_softmax<B: Backend>(scores: FloatTensor<B>, scale: f64) -> FloatTensor<B> {
+        let [b, h, t, tk] = scores.shape().dims();
+        let scores = Tensor::<B, 4>::from_primitive(TensorPrimitive::Float(scores)) * scale;
+        // `tril_mask` is true (masked) where key j > query i + offset: the future.
+        let mask = Tensor::<B, 2, Bool>::tril_mask([t, tk], (tk - t) as i64, &scores.device())
+            .reshape([1, 1, t, tk])
+            .expand([b, h, t, tk]);
+        let probs = burn::tensor::activation::softmax(scores.mask_fill(mask, f32::NEG_INFINITY), 3);
+        probs.into_primitive().tensor()
     }
 
     /// `f` over `x` seen as one flat tensor, shape restored.
@@ -175,6 +213,24 @@ impl FusedOps for burn::backend::Flex {
             g * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du)
         })
         .unwrap_or_else(|| generic::gelu_tanh_backward::<Self>(x, grad))
+    }
+
+    fn causal_softmax(scores: FloatTensor<Self>, scale: f64) -> FloatTensor<Self> {
+        flex::causal_softmax(&scores, scale as f32)
+            .unwrap_or_else(|| generic::causal_softmax::<Self>(scores, scale))
+    }
+
+    fn causal_softmax_backward(
+        probs: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        scale: f64,
+    ) -> FloatTensor<Self> {
+        flex::causal_softmax_backward(&probs, &grad, scale as f32).unwrap_or_else(|| {
+            use burn::tensor::ops::FloatTensorOps;
+            let dot = Self::float_sum_dim(Self::float_mul(grad.clone(), probs.clone()), 3);
+            let d = Self::float_mul(probs, Self::float_sub(grad, dot));
+            Self::float_mul_scalar(d, scale.into())
+        })
     }
 
     fn dropout_mask(shape: Shape, keep: f64, device: &Self::Device) -> FloatTensor<Self> {
@@ -256,6 +312,68 @@ mod flex {
                 }),
         }
         Some(f32_tensor(out, shape))
+    }
+
+    /// Rows of a `[B, H, T, Tk]` f32 tensor with the number of keys each query row sees.
+    fn attention_rows(x: &FlexTensor) -> Option<(FlexTensor, usize, usize)> {
+        if x.dtype() != DType::F32 || x.layout().shape().num_dims() != 4 {
+            return None;
+        }
+        let dims = x.layout().shape().dims::<4>();
+        let (t, tk) = (dims[2], dims[3]);
+        (tk >= t && tk > 0).then(|| (x.to_contiguous(), t, tk))
+    }
+
+    /// Query row `r` (of `B * H * T`) sees keys `0..=r % T + Tk - T`.
+    pub fn causal_softmax(scores: &FlexTensor, scale: f32) -> Option<FlexTensor> {
+        let (x, t, tk) = attention_rows(scores)?;
+        let xs = x.storage::<f32>();
+        let mut out = vec![0.0f32; xs.len()];
+        let rows_per_task = (CHUNK / tk).max(1);
+        out.par_chunks_mut(rows_per_task * tk)
+            .zip(xs.par_chunks(rows_per_task * tk))
+            .enumerate()
+            .for_each(|(c, (o, xs))| {
+                for (k, (o, x)) in o.chunks_mut(tk).zip(xs.chunks(tk)).enumerate() {
+                    let seen = (c * rows_per_task + k) % t + tk - t + 1;
+                    let (o, x) = (&mut o[..seen], &x[..seen]);
+                    let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) * scale;
+                    let mut sum = 0.0f32;
+                    for (o, &x) in o.iter_mut().zip(x) {
+                        *o = (x * scale - max).exp();
+                        sum += *o;
+                    }
+                    let inv = 1.0 / sum;
+                    o.iter_mut().for_each(|o| *o *= inv);
+                }
+            });
+        Some(f32_tensor(out, x.layout().shape().clone()))
+    }
+
+    pub fn causal_softmax_backward(
+        probs: &FlexTensor,
+        grad: &FlexTensor,
+        scale: f32,
+    ) -> Option<FlexTensor> {
+        let (y, _, tk) = attention_rows(probs)?;
+        if grad.dtype() != DType::F32 || grad.layout().shape() != y.layout().shape() {
+            return None;
+        }
+        let g = grad.to_contiguous();
+        let (ys, gs) = (y.storage::<f32>(), g.storage::<f32>());
+        let mut out = vec![0.0f32; ys.len()];
+        let task = (CHUNK / tk).max(1) * tk;
+        out.par_chunks_mut(task)
+            .zip(ys.par_chunks(task).zip(gs.par_chunks(task)))
+            .for_each(|(o, (ys, gs))| {
+                for ((o, y), g) in o.chunks_mut(tk).zip(ys.chunks(tk)).zip(gs.chunks(tk)) {
+                    let dot: f32 = y.iter().zip(g).map(|(y, g)| y * g).sum();
+                    for ((o, &y), &g) in o.iter_mut().zip(y).zip(g) {
+                        *o = scale * y * (g - dot);
+                    }
+                }
+            });
+        Some(f32_tensor(out, y.layout().shape().clone()))
     }
 
     /// Element `i` keeps when the top 24 bits of `splitmix64(seed + i)` fall below `keep`.
@@ -362,6 +480,41 @@ impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
                 prep.finish(x.primitive, y)
             }
             OpsKind::UnTracked(prep) => prep.finish(B::gelu_tanh(x.primitive)),
+        }
+    }
+
+    fn causal_softmax(scores: FloatTensor<Self>, scale: f64) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct CausalSoftmaxBackward;
+
+        impl<B: FusedOps> Backward<B, 1> for CausalSoftmaxBackward {
+            type State = (FloatTensor<B>, f64);
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 1>,
+                grads: &mut Gradients,
+                _checkpointer: &mut Checkpointer,
+            ) {
+                let grad = grads.consume::<B>(&ops.node);
+                let (probs, scale) = ops.state;
+                if let [Some(parent)] = ops.parents {
+                    let d = B::causal_softmax_backward(probs, grad, scale);
+                    grads.register::<B>(parent.id, d);
+                }
+            }
+        }
+
+        match CausalSoftmaxBackward
+            .prepare::<C>([scores.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let probs = B::causal_softmax(scores.primitive, scale);
+                prep.finish((probs.clone(), scale), probs)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::causal_softmax(scores.primitive, scale)),
         }
     }
 
@@ -517,6 +670,65 @@ mod tests {
             "generic vs fused backward {}",
             max(&gg, &gf)
         );
+    }
+
+    #[test]
+    fn causal_softmax_and_its_gradient_match_autodiff_of_mask_and_softmax() {
+        let device = Default::default();
+        // [2, 3, 5, 7]: five queries over seven keys (two cached), and the usual square case.
+        for (t, tk) in [(5, 7), (6, 6)] {
+            let n = 2 * 3 * t * tk;
+            let (x, _) = case(n, 1, 4.0);
+            let run = |fused: bool| {
+                let s = Tensor::<CpuTrain, 4>::from_data(
+                    TensorData::new(x.clone(), [2, 3, t, tk]),
+                    &device,
+                )
+                .require_grad();
+                let p = if fused {
+                    causal_softmax(s.clone(), 0.125)
+                } else {
+                    Tensor::from_primitive(TensorPrimitive::Float(generic::causal_softmax::<
+                        CpuTrain,
+                    >(
+                        s.clone().into_primitive().tensor(),
+                        0.125,
+                    )))
+                };
+                let w = Tensor::<CpuTrain, 4>::from_data(
+                    TensorData::new(
+                        (0..n).map(|i| (i % 5) as f32 - 2.0).collect(),
+                        [2, 3, t, tk],
+                    ),
+                    &device,
+                );
+                let grads = (p.clone() * w).sum().backward();
+                let g = s
+                    .grad(&grads)
+                    .expect("grad")
+                    .into_data()
+                    .to_vec::<f32>()
+                    .unwrap();
+                (p.into_data().to_vec::<f32>().unwrap(), g)
+            };
+            let ((p1, g1), (p2, g2)) = (run(true), run(false));
+            let max = |a: &[f32], b: &[f32]| {
+                a.iter()
+                    .zip(b)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0, f32::max)
+            };
+            println!(
+                "t {t} tk {tk}: probs max diff {:e}, grad max diff {:e}",
+                max(&p1, &p2),
+                max(&g1, &g2)
+            );
+            assert!(max(&p1, &p2) < 1e-6 && max(&g1, &g2) < 1e-6);
+            // The future is masked: query i of the last block sees keys 0..=i + tk - t only.
+            let row = &p1[(t - 1 - 1) * tk..(t - 1) * tk]; // the first head's second-to-last query
+            assert_eq!(row[tk - 1], 0.0);
+            assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        }
     }
 
     #[test]

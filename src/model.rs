@@ -7,11 +7,10 @@ use burn::nn::{
     Dropout, DropoutConfig, Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear,
     LinearConfig,
 };
-use burn::tensor::activation::softmax;
 use burn::tensor::backend::Backend;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{Bool, FloatDType, Int, Tensor, TensorData};
+use burn::tensor::{FloatDType, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::cli::UsageError;
@@ -280,16 +279,10 @@ impl<B: FusedOps> Attention<B> {
             None => (k, v),
         };
         let y = if B::ad_enabled(&q.device()) && self.attn_dropout.prob > 0.0 {
-            // Training: GPT-2 drops attention probabilities, which the fused kernel cannot do.
-            // (Under autodiff Burn's fused attention decomposes into these same ops anyway.)
-            let t_all = k.dims()[2];
-            let scores = mm(q, k.clone().swap_dims(2, 3), p) * (1.0 / (d as f64).sqrt()); // [B, H, T, T_all]
-                                                                                          // `tril_mask` is true (masked) where key j > query i + offset: the future.
-            let mask =
-                Tensor::<B, 2, Bool>::tril_mask([t, t_all], (t_all - t) as i64, &scores.device())
-                    .reshape([1, 1, t, t_all])
-                    .expand([b, h, t, t_all]);
-            let probs = softmax(scores.mask_fill(mask, f32::NEG_INFINITY), 3);
+            // Training: GPT-2 drops attention probabilities, which Burn's fused attention cannot
+            // do (and under autodiff it decomposes into separate ops anyway).
+            let scores = mm(q, k.clone().swap_dims(2, 3), p); // [B, H, T, T_all]
+            let probs = crate::fused::causal_softmax(scores, 1.0 / (d as f64).sqrt());
             mm(
                 crate::fused::dropout(probs, self.attn_dropout.prob),
                 v.clone(),

@@ -1247,9 +1247,23 @@ pub fn run_cmd(args: RunArgs) -> Result<ExitCode> {
             if t.state == TrialState::Running && t.worker.as_deref() == Some(worker.as_str()) {
                 // The child died without recording an end: crash, OOM kill, abort, or our kill.
                 use std::os::unix::process::ExitStatusExt;
-                let outcome = if stopping {
+                let outcome = if killed {
                     Outcome::Interrupted {
                         error: Some("killed by a second Ctrl-C".into()),
+                    }
+                } else if stopping {
+                    // Asked to stop (one Ctrl-C, SIGTERM or SIGUSR1) and gone before recording
+                    // an end: say what ended it rather than blaming a second Ctrl-C.
+                    let how = match (code, status.signal()) {
+                        (_, Some(sig)) => format!("by signal {sig}"),
+                        (Some(c), _) => format!("with status {c}"),
+                        _ => "unrecorded".into(),
+                    };
+                    Outcome::Interrupted {
+                        error: Some(format!(
+                            "the trial process ended {how} while the sweep was stopping, before \
+                             recording its end; it resumes from its last checkpoint"
+                        )),
                     }
                 } else {
                     let how = match (code, status.signal()) {

@@ -37,6 +37,14 @@ eval_tokens = 2000
     )
 }
 
+/// A sweep whose trials train for ~1,900 steps (10 epochs), evaluating every 50: long enough
+/// that a test's signal or kill lands while a trial is still training, however fast steps get.
+fn long_sweep_file(name: &str, grid: &str) -> String {
+    sweep_file(name, 2000, grid)
+        .replace("epochs = 1", "epochs = 10")
+        .replace("eval_tokens = 2000", "eval_tokens = 2000\neval_every = 50")
+}
+
 fn pg_scratch(name: &str) -> Option<String> {
     let Ok(url) = std::env::var("SWEEP_TEST_PG_URL") else {
         eprintln!(
@@ -304,8 +312,7 @@ fn scancel_of_one_task_then_requeue_resumes_from_its_checkpoint() {
         return;
     };
     let p = Project::new();
-    let text = sweep_file("rq", 300, "seed = [1]")
-        .replace("eval_tokens = 2000", "eval_tokens = 2000\neval_every = 50");
+    let text = long_sweep_file("rq", "seed = [1]");
     let file = p.write("exp/rq.toml", &text);
     let shared = p.path().join("shared");
     let submit = |extra: &[&str]| {
@@ -361,7 +368,7 @@ fn scancel_of_one_task_then_requeue_resumes_from_its_checkpoint() {
         .unwrap()
         .unwrap()
         .step;
-    assert!(cut < 300, "cancelled mid-trial (at step {cut})");
+    assert!(cut < 1_800, "cancelled mid-trial (at step {cut})");
     // Without --requeue an interrupted trial is not resubmitted.
     let out = p
         .cmd()
@@ -481,8 +488,7 @@ fn sweep_cancel_and_slurm_warning_signal_interrupt_then_requeue_finishes() {
         return;
     };
     let p = Project::new();
-    let text = sweep_file("cx", 300, "seed = [1, 2]")
-        .replace("eval_tokens = 2000", "eval_tokens = 2000\neval_every = 50");
+    let text = long_sweep_file("cx", "seed = [1, 2]");
     let file = p.write("exp/cx.toml", &text);
     let shared = p.path().join("shared");
     let submit = |extra: &[&str]| {
@@ -508,6 +514,13 @@ fn sweep_cancel_and_slurm_warning_signal_interrupt_then_requeue_finishes() {
             .unwrap()
             .is_some_and(|m| m.step >= step)
     };
+    let diag = || {
+        let states: Vec<_> = trials_of(&*remote, "cx")
+            .iter()
+            .map(|t| (t.id, t.state, t.error.clone()))
+            .collect();
+        format!("trials: {states:?}\n{}", logs_under(&shared))
+    };
     // 1. Slurm's time-limit warning (`--signal=B:USR1@120` in the script) on the first task.
     let job = submit(&[]);
     wait_for(
@@ -517,7 +530,7 @@ fn sweep_cancel_and_slurm_warning_signal_interrupt_then_requeue_finishes() {
             let t = trials_of(&*remote, "cx").remove(0);
             t.state == TrialState::Running && training_past(t.id, 30)
         },
-        || logs_under(&shared),
+        diag,
     );
     let out = std::process::Command::new("scancel")
         .args(["--batch", "--signal=USR1", &format!("{job}_0")])
@@ -528,7 +541,7 @@ fn sweep_cancel_and_slurm_warning_signal_interrupt_then_requeue_finishes() {
         "SIGUSR1 to interrupt trial 1",
         Duration::from_secs(120),
         || trials_of(&*remote, "cx")[0].state == TrialState::Interrupted,
-        || logs_under(&shared),
+        diag,
     );
     // 2. `sweep cancel` while trial 2 trains: it is interrupted too, and nothing else runs.
     wait_for(
@@ -538,7 +551,7 @@ fn sweep_cancel_and_slurm_warning_signal_interrupt_then_requeue_finishes() {
             let t = trials_of(&*remote, "cx").remove(1);
             t.state == TrialState::Running && training_past(t.id, 30)
         },
-        || logs_under(&shared),
+        diag,
     );
     let status = p
         .cmd()
@@ -560,7 +573,7 @@ fn sweep_cancel_and_slurm_warning_signal_interrupt_then_requeue_finishes() {
         "sweep cancel to interrupt trial 2",
         Duration::from_secs(120),
         || trials_of(&*remote, "cx")[1].state == TrialState::Interrupted,
-        || logs_under(&shared),
+        diag,
     );
     // 3. --requeue resubmits both; they resume from their checkpoints and finish.
     submit(&["--requeue"]);
@@ -568,7 +581,7 @@ fn sweep_cancel_and_slurm_warning_signal_interrupt_then_requeue_finishes() {
         "the requeued trials to complete",
         Duration::from_secs(900),
         || trials_of(&*remote, "cx").iter().all(|t| t.state.is_done()),
-        || logs_under(&shared),
+        diag,
     );
     for t in trials_of(&*remote, "cx") {
         assert_eq!(t.state, TrialState::Completed, "{t:?}");
@@ -641,8 +654,7 @@ fn a_killed_worker_is_detected_and_another_worker_resumes_its_trial() {
         return;
     };
     let p = Project::new();
-    let text = sweep_file("dw", 300, "seed = [1]")
-        .replace("eval_tokens = 2000", "eval_tokens = 2000\neval_every = 50");
+    let text = long_sweep_file("dw", "seed = [1]");
     let file = p.write("exp/dw.toml", &text);
     let out = p
         .cmd()
@@ -979,8 +991,7 @@ fn artifacts_on_tmpfs_are_refused_before_anything_is_submitted_or_recorded() {
 /// once its heartbeat is older than the stale limit, and left alone while it is fresh.
 fn stale_heartbeat_of_another_host(db: &str) {
     let p = Project::new();
-    let text = sweep_file("hb", 300, "seed = [1, 2]")
-        .replace("eval_tokens = 2000", "eval_tokens = 2000\neval_every = 50");
+    let text = long_sweep_file("hb", "seed = [1, 2]");
     let file = p.write("exp/hb.toml", &text);
     record(&p, &file, db);
     let s: Arc<dyn Store> = Arc::from(store::open(db).unwrap());

@@ -406,116 +406,104 @@ impl FusedOps for burn::backend::NdArray {}
 #[cfg(feature = "cuda")]
 impl FusedOps for crate::backend::Cuda {}
 
+/// The backward of a one-input op: the input's gradient is `f(state, output gradient)`.
+struct UnaryBackward<B: Backend, S> {
+    f: fn(S, FloatTensor<B>) -> FloatTensor<B>,
+}
+
+impl<B: Backend, S> std::fmt::Debug for UnaryBackward<B, S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("UnaryBackward")
+    }
+}
+
+impl<B: Backend, S: Clone + Send + std::fmt::Debug + 'static> Backward<B, 1>
+    for UnaryBackward<B, S>
+{
+    type State = S;
+
+    fn backward(self, ops: Ops<S, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let grad = grads.consume::<B>(&ops.node);
+        if let [Some(parent)] = ops.parents {
+            grads.register::<B>(parent.id, (self.f)(ops.state, grad));
+        }
+    }
+}
+
+/// Runs a one-input op under autodiff: `tracked` (the forward, keeping the backward's state)
+/// when the input needs a gradient, `untracked` otherwise.
+fn unary<B: Backend, C: CheckpointStrategy, S: Clone + Send + std::fmt::Debug + 'static>(
+    x: FloatTensor<Autodiff<B, C>>,
+    backward: fn(S, FloatTensor<B>) -> FloatTensor<B>,
+    tracked: impl FnOnce(FloatTensor<B>) -> (S, FloatTensor<B>),
+    untracked: impl FnOnce(FloatTensor<B>) -> FloatTensor<B>,
+) -> FloatTensor<Autodiff<B, C>> {
+    match (UnaryBackward { f: backward })
+        .prepare::<C>([x.node.clone()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => {
+            let (state, y) = tracked(x.primitive);
+            prep.finish(state, y)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(untracked(x.primitive)),
+    }
+}
+
 /// Training: each op runs the inner backend's forward and registers its own backward.
 impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
     /// The backward turns the kept softmax into the logits' gradient in place: `softmax * g /
     /// N`, then `- g / N` at each target.
     fn lm_loss(logits: FloatTensor<Self>, targets: IntTensor<Self>) -> FloatTensor<Self> {
-        #[derive(Debug)]
-        struct LmLossBackward;
-
-        impl<B: Backend> Backward<B, 1> for LmLossBackward {
-            type State = (FloatTensor<B>, IntTensor<B>);
-
-            fn backward(
-                self,
-                ops: Ops<Self::State, 1>,
-                grads: &mut Gradients,
-                _checkpointer: &mut Checkpointer,
-            ) {
-                let (probs, targets) = ops.state;
-                let grad = grads.consume::<B>(&ops.node); // [1]
-                let [Some(parent)] = ops.parents else {
-                    return;
-                };
-                let [n, _] = probs.shape().dims();
-                let scale =
-                    B::float_reshape(B::float_div_scalar(grad, (n as f64).into()), [1, 1].into()); // [1, 1]
-                let d = B::float_mul(probs, scale.clone()); // [N, V]
-                let hit = B::float_expand(B::float_neg(scale), [n, 1].into()); // [N, 1]
-                grads.register::<B>(parent.id, B::float_scatter_add(1, d, targets, hit));
-            }
+        fn backward<B: Backend>(
+            (probs, targets): (FloatTensor<B>, IntTensor<B>),
+            grad: FloatTensor<B>, // [1]
+        ) -> FloatTensor<B> {
+            let [n, _] = probs.shape().dims();
+            let scale =
+                B::float_reshape(B::float_div_scalar(grad, (n as f64).into()), [1, 1].into()); // [1, 1]
+            let d = B::float_mul(probs, scale.clone()); // [N, V]
+            let hit = B::float_expand(B::float_neg(scale), [n, 1].into()); // [N, 1]
+            B::float_scatter_add(1, d, targets, hit)
         }
-
-        match LmLossBackward
-            .prepare::<C>([logits.node.clone()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
-                let (loss, probs) = B::lm_loss_and_probs(logits.primitive, targets.clone());
-                prep.finish((probs, targets), loss)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(B::lm_loss(logits.primitive, targets)),
-        }
+        let t = targets.clone();
+        unary::<B, C, _>(
+            logits,
+            backward::<B>,
+            |x| {
+                let (loss, probs) = B::lm_loss_and_probs(x, t.clone());
+                ((probs, t), loss)
+            },
+            |x| B::lm_loss(x, targets),
+        )
     }
 
     fn gelu_tanh(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        #[derive(Debug)]
-        struct GeluBackward;
-
-        impl<B: FusedOps> Backward<B, 1> for GeluBackward {
-            type State = FloatTensor<B>;
-
-            fn backward(
-                self,
-                ops: Ops<Self::State, 1>,
-                grads: &mut Gradients,
-                _checkpointer: &mut Checkpointer,
-            ) {
-                let grad = grads.consume::<B>(&ops.node);
-                if let [Some(parent)] = ops.parents {
-                    grads.register::<B>(parent.id, B::gelu_tanh_backward(ops.state, grad));
-                }
-            }
-        }
-
-        match GeluBackward
-            .prepare::<C>([x.node.clone()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
-                let y = B::gelu_tanh(x.primitive.clone());
-                prep.finish(x.primitive, y)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(B::gelu_tanh(x.primitive)),
-        }
+        unary::<B, C, _>(
+            x,
+            B::gelu_tanh_backward,
+            |x| (x.clone(), B::gelu_tanh(x)),
+            B::gelu_tanh,
+        )
     }
 
     fn causal_softmax(scores: FloatTensor<Self>, scale: f64) -> FloatTensor<Self> {
-        #[derive(Debug)]
-        struct CausalSoftmaxBackward;
-
-        impl<B: FusedOps> Backward<B, 1> for CausalSoftmaxBackward {
-            type State = (FloatTensor<B>, f64);
-
-            fn backward(
-                self,
-                ops: Ops<Self::State, 1>,
-                grads: &mut Gradients,
-                _checkpointer: &mut Checkpointer,
-            ) {
-                let grad = grads.consume::<B>(&ops.node);
-                let (probs, scale) = ops.state;
-                if let [Some(parent)] = ops.parents {
-                    let d = B::causal_softmax_backward(probs, grad, scale);
-                    grads.register::<B>(parent.id, d);
-                }
-            }
+        fn backward<B: FusedOps>(
+            (probs, scale): (FloatTensor<B>, f64),
+            grad: FloatTensor<B>,
+        ) -> FloatTensor<B> {
+            B::causal_softmax_backward(probs, grad, scale)
         }
-
-        match CausalSoftmaxBackward
-            .prepare::<C>([scores.node.clone()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
-                let probs = B::causal_softmax(scores.primitive, scale);
-                prep.finish((probs.clone(), scale), probs)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(B::causal_softmax(scores.primitive, scale)),
-        }
+        unary::<B, C, _>(
+            scores,
+            backward::<B>,
+            |x| {
+                let probs = B::causal_softmax(x, scale);
+                ((probs.clone(), scale), probs)
+            },
+            |x| B::causal_softmax(x, scale),
+        )
     }
 
     fn dropout_mask(shape: Shape, keep: f64, device: &Self::Device) -> FloatTensor<Self> {
@@ -547,6 +535,35 @@ mod tests {
             .collect();
         let targets = (0..n).map(|_| (rng.next_u64() % v as u64) as i32).collect();
         (logits, targets)
+    }
+
+    fn values<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+        t.into_data().to_vec::<f32>().expect("f32 tensor")
+    }
+
+    fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+        a.iter()
+            .zip(b)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max)
+    }
+
+    /// `f(x)` and the gradient at `x` of `sum(f(x) * w)`, for a fixed non-uniform `w`.
+    fn value_and_grad<const D: usize>(
+        x: &[f32],
+        dims: [usize; D],
+        f: impl Fn(Tensor<CpuTrain, D>) -> Tensor<CpuTrain, D>,
+    ) -> (Vec<f32>, Vec<f32>) {
+        let device = Default::default();
+        let x = Tensor::<CpuTrain, D>::from_data(TensorData::new(x.to_vec(), dims), &device)
+            .require_grad();
+        let w = (0..x.shape().num_elements())
+            .map(|i| (i % 7) as f32 - 3.0)
+            .collect();
+        let w = Tensor::<CpuTrain, D>::from_data(TensorData::new(w, dims), &device);
+        let y = f(x.clone());
+        let grads = (y.clone() * w).sum().backward();
+        (values(y), values(x.grad(&grads).expect("grad")))
     }
 
     #[test]
@@ -596,136 +613,45 @@ mod tests {
 
     #[test]
     fn gelu_and_its_gradient_match_autodiff_of_burns_gelu_approximate() {
-        let device = Default::default();
         let (x, _) = case(37, 101, 6.0); // 3,737 values in [-6, 6], across several rayon chunks
-        let run = |fused: bool| {
-            let x =
-                Tensor::<CpuTrain, 2>::from_data(TensorData::new(x.clone(), [37, 101]), &device)
-                    .require_grad();
-            let y = if fused {
-                gelu_tanh(x.clone())
-            } else {
-                burn::tensor::activation::gelu_approximate(x.clone())
-            };
-            // A non-uniform incoming gradient: sum(y * w).
-            let w = Tensor::<CpuTrain, 2>::from_data(
-                TensorData::new(
-                    (0..37 * 101).map(|i| (i % 7) as f32 - 3.0).collect(),
-                    [37, 101],
-                ),
-                &device,
-            );
-            let grads = (y.clone() * w).sum().backward();
-            let g = x
-                .grad(&grads)
-                .expect("grad")
-                .into_data()
-                .to_vec::<f32>()
-                .unwrap();
-            (y.into_data().to_vec::<f32>().unwrap(), g)
+        let (y1, g1) = value_and_grad(&x, [37, 101], gelu_tanh);
+        let (y2, g2) = value_and_grad(&x, [37, 101], burn::tensor::activation::gelu_approximate);
+        let (dy, dg) = (max_diff(&y1, &y2), max_diff(&g1, &g2));
+        println!("gelu max diff {dy:e}, grad max diff {dg:e}");
+        assert!(dy < 2e-6 && dg < 2e-5);
+        // The generic path (used by CUDA and ndarray) against the same reference and Flex's.
+        let device = Default::default();
+        let prim = |v: Vec<f32>| {
+            Tensor::<Cpu, 2>::from_data(TensorData::new(v, [37, 101]), &device)
+                .into_primitive()
+                .tensor()
         };
-        let ((y1, g1), (y2, g2)) = (run(true), run(false));
-        let max = |a: &[f32], b: &[f32]| {
-            a.iter()
-                .zip(b)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0, f32::max)
-        };
-        println!(
-            "gelu max diff {:e}, grad max diff {:e}",
-            max(&y1, &y2),
-            max(&g1, &g2)
-        );
-        assert!(max(&y1, &y2) < 2e-6 && max(&g1, &g2) < 2e-5);
-        // The generic path (used by CUDA and ndarray) against the same reference.
-        let generic =
-            Tensor::<Cpu, 2>::from_primitive(TensorPrimitive::Float(generic::gelu_tanh::<Cpu>(
-                Tensor::<Cpu, 2>::from_data(TensorData::new(x.clone(), [37, 101]), &device)
-                    .into_primitive()
-                    .tensor(),
-            )));
-        assert!(max(&generic.into_data().to_vec::<f32>().unwrap(), &y2) < 2e-6);
-        let ones = Tensor::<Cpu, 2>::ones([37, 101], &device);
-        let xs = Tensor::<Cpu, 2>::from_data(TensorData::new(x, [37, 101]), &device);
-        let gg = generic::gelu_tanh_backward::<Cpu>(
-            xs.clone().into_primitive().tensor(),
-            ones.clone().into_primitive().tensor(),
-        );
-        let gf = <Cpu as FusedOps>::gelu_tanh_backward(
-            xs.into_primitive().tensor(),
-            ones.into_primitive().tensor(),
-        );
-        let (gg, gf) = (
-            Tensor::<Cpu, 2>::from_primitive(TensorPrimitive::Float(gg))
-                .into_data()
-                .to_vec::<f32>()
-                .unwrap(),
-            Tensor::<Cpu, 2>::from_primitive(TensorPrimitive::Float(gf))
-                .into_data()
-                .to_vec::<f32>()
-                .unwrap(),
-        );
-        assert!(
-            max(&gg, &gf) < 2e-6,
-            "generic vs fused backward {}",
-            max(&gg, &gf)
-        );
+        let tensor = |p| values(Tensor::<Cpu, 2>::from_primitive(TensorPrimitive::Float(p)));
+        assert!(max_diff(&tensor(generic::gelu_tanh::<Cpu>(prim(x.clone()))), &y2) < 2e-6);
+        let ones = vec![1.0; x.len()];
+        let gg = tensor(generic::gelu_tanh_backward::<Cpu>(
+            prim(x.clone()),
+            prim(ones.clone()),
+        ));
+        let gf = tensor(<Cpu as FusedOps>::gelu_tanh_backward(prim(x), prim(ones)));
+        assert!(max_diff(&gg, &gf) < 2e-6, "generic vs Flex backward");
     }
 
     #[test]
     fn causal_softmax_and_its_gradient_match_autodiff_of_mask_and_softmax() {
-        let device = Default::default();
         // [2, 3, 5, 7]: five queries over seven keys (two cached), and the usual square case.
         for (t, tk) in [(5, 7), (6, 6)] {
-            let n = 2 * 3 * t * tk;
-            let (x, _) = case(n, 1, 4.0);
-            let run = |fused: bool| {
-                let s = Tensor::<CpuTrain, 4>::from_data(
-                    TensorData::new(x.clone(), [2, 3, t, tk]),
-                    &device,
-                )
-                .require_grad();
-                let p = if fused {
-                    causal_softmax(s.clone(), 0.125)
-                } else {
-                    Tensor::from_primitive(TensorPrimitive::Float(generic::causal_softmax::<
-                        CpuTrain,
-                    >(
-                        s.clone().into_primitive().tensor(),
-                        0.125,
-                    )))
-                };
-                let w = Tensor::<CpuTrain, 4>::from_data(
-                    TensorData::new(
-                        (0..n).map(|i| (i % 5) as f32 - 2.0).collect(),
-                        [2, 3, t, tk],
-                    ),
-                    &device,
-                );
-                let grads = (p.clone() * w).sum().backward();
-                let g = s
-                    .grad(&grads)
-                    .expect("grad")
-                    .into_data()
-                    .to_vec::<f32>()
-                    .unwrap();
-                (p.into_data().to_vec::<f32>().unwrap(), g)
-            };
-            let ((p1, g1), (p2, g2)) = (run(true), run(false));
-            let max = |a: &[f32], b: &[f32]| {
-                a.iter()
-                    .zip(b)
-                    .map(|(a, b)| (a - b).abs())
-                    .fold(0.0, f32::max)
-            };
-            println!(
-                "t {t} tk {tk}: probs max diff {:e}, grad max diff {:e}",
-                max(&p1, &p2),
-                max(&g1, &g2)
-            );
-            assert!(max(&p1, &p2) < 1e-6 && max(&g1, &g2) < 1e-6);
+            let (x, _) = case(2 * 3 * t * tk, 1, 4.0);
+            let (p1, g1) = value_and_grad(&x, [2, 3, t, tk], |s| causal_softmax(s, 0.125));
+            let (p2, g2) = value_and_grad(&x, [2, 3, t, tk], |s| {
+                let p = generic::causal_softmax::<CpuTrain>(s.into_primitive().tensor(), 0.125);
+                Tensor::from_primitive(TensorPrimitive::Float(p))
+            });
+            let (dp, dg) = (max_diff(&p1, &p2), max_diff(&g1, &g2));
+            println!("t {t} tk {tk}: probs max diff {dp:e}, grad max diff {dg:e}");
+            assert!(dp < 1e-6 && dg < 1e-6);
             // The future is masked: query i of the last block sees keys 0..=i + tk - t only.
-            let row = &p1[(t - 1 - 1) * tk..(t - 1) * tk]; // the first head's second-to-last query
+            let row = &p1[(t - 2) * tk..(t - 1) * tk]; // the first head's second-to-last query
             assert_eq!(row[tk - 1], 0.0);
             assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-6);
         }

@@ -337,7 +337,10 @@ fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
 #[test]
 fn sigkill_mid_trial_then_rerun_resumes_without_losing_or_duplicating_rows() {
     let p = Project::new();
-    let text = base("k", "grid", 300)
+    // ~1,900 steps (10 epochs): trial 2 is still training when the test kills it, however fast
+    // steps get.
+    let text = base("k", "grid", 2000)
+        .replace("epochs = 1", "epochs = 10")
         .replace("eval_tokens = 2000", "eval_tokens = 2000\neval_every = 50")
         + "[grid]\nseed = [1, 2]\n";
     let file = p.write("exp/k.toml", &text);

@@ -59,9 +59,7 @@ pub trait FusedOps: Backend {
         grad: FloatTensor<Self>,
         scale: f64,
     ) -> FloatTensor<Self> {
-        let dot = Self::float_sum_dim(Self::float_mul(grad.clone(), probs.clone()), 3);
-        let d = Self::float_mul(probs, Self::float_sub(grad, dot));
-        Self::float_mul_scalar(d, scale.into())
+        generic::causal_softmax_backward::<Self>(probs, grad, scale)
     }
 
     /// A dropout mask of `shape`: each element `1 / keep` with probability `keep`, else 0, drawn
@@ -140,6 +138,16 @@ pub mod generic {
             .expand([b, h, t, tk]);
         let probs = burn::tensor::activation::softmax(scores.mask_fill(mask, f32::NEG_INFINITY), 3);
         probs.into_primitive().tensor()
+    }
+
+    pub fn causal_softmax_backward<B: Backend>(
+        probs: FloatTensor<B>,
+        grad: FloatTensor<B>,
+        scale: f64,
+    ) -> FloatTensor<B> {
+        let dot = B::float_sum_dim(B::float_mul(grad.clone(), probs.clone()), 3);
+        let d = B::float_mul(probs, B::float_sub(grad, dot));
+        B::float_mul_scalar(d, scale.into())
     }
 
     /// `f` over `x` seen as one flat tensor, shape restored.
@@ -225,12 +233,8 @@ impl FusedOps for burn::backend::Flex {
         grad: FloatTensor<Self>,
         scale: f64,
     ) -> FloatTensor<Self> {
-        flex::causal_softmax_backward(&probs, &grad, scale as f32).unwrap_or_else(|| {
-            use burn::tensor::ops::FloatTensorOps;
-            let dot = Self::float_sum_dim(Self::float_mul(grad.clone(), probs.clone()), 3);
-            let d = Self::float_mul(probs, Self::float_sub(grad, dot));
-            Self::float_mul_scalar(d, scale.into())
-        })
+        flex::causal_softmax_backward(&probs, &grad, scale as f32)
+            .unwrap_or_else(|| generic::causal_softmax_backward::<Self>(probs, grad, scale))
     }
 
     fn dropout_mask(shape: Shape, keep: f64, device: &Self::Device) -> FloatTensor<Self> {
@@ -261,6 +265,8 @@ mod flex {
     use burn::tensor::{Bytes, DType, Shape};
     use burn_flex::{FlexTensor, Layout};
     use rayon::prelude::*;
+
+    use crate::model::GOLDEN;
 
     /// Elements per rayon task: large enough to amortise the task, small for the cache.
     const CHUNK: usize = 1 << 14;
@@ -376,7 +382,8 @@ mod flex {
         Some(f32_tensor(out, y.layout().shape().clone()))
     }
 
-    /// Element `i` keeps when the top 24 bits of `splitmix64(seed + i)` fall below `keep`.
+    /// Element `i` keeps when the top 24 bits of `mix64((seed + i) * GOLDEN)` (SplitMix64's
+    /// output function) fall below `keep`.
     pub fn dropout_mask(shape: Shape, keep: f32, seed: u64) -> FlexTensor {
         let n = shape.num_elements();
         let threshold = (keep as f64 * (1u64 << 24) as f64) as u64;
@@ -385,12 +392,7 @@ mod flex {
         out.par_chunks_mut(CHUNK).enumerate().for_each(|(c, o)| {
             let base = seed.wrapping_add((c * CHUNK) as u64);
             for (i, o) in o.iter_mut().enumerate() {
-                let mut z = base
-                    .wrapping_add(i as u64)
-                    .wrapping_mul(0x9E37_79B9_7F4A_7C15);
-                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-                z ^= z >> 31;
+                let z = crate::model::mix64(base.wrapping_add(i as u64).wrapping_mul(GOLDEN));
                 if (z >> 40) < threshold {
                     *o = scale;
                 }
@@ -588,20 +590,11 @@ mod tests {
                 };
                 // Scale the output so the backward's incoming gradient is not 1.
                 let grads = (loss.clone() * 3.0).backward();
-                let g = logits
-                    .grad(&grads)
-                    .expect("logits grad")
-                    .into_data()
-                    .to_vec::<f32>()
-                    .unwrap();
+                let g = values(logits.grad(&grads).expect("logits grad"));
                 (loss.into_scalar(), g)
             };
             let ((l1, g1), (l2, g2)) = (run(true), run(false));
-            let gmax = g1
-                .iter()
-                .zip(&g2)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0, f32::max);
+            let gmax = max_diff(&g1, &g2);
             println!("n {n} v {v} spread {spread}: loss {l1} vs {l2}, grad max diff {gmax:e}");
             assert!(
                 (l1 - l2).abs() <= 2e-6 * l2.abs().max(1.0),
@@ -660,13 +653,13 @@ mod tests {
     #[test]
     fn dropout_masks_keep_the_right_share_reproducibly_and_scale_by_one_over_keep() {
         let device = Default::default();
+        let draw = |shape: [usize; 2], keep| {
+            let m = <Cpu as FusedOps>::dropout_mask(shape.into(), keep, &device);
+            values(Tensor::<Cpu, 2>::from_primitive(TensorPrimitive::Float(m)))
+        };
         let mask = |seed: u64| {
             <Cpu as Backend>::seed(&device, seed);
-            let m = <Cpu as FusedOps>::dropout_mask([300, 1000].into(), 0.9, &device);
-            Tensor::<Cpu, 2>::from_primitive(TensorPrimitive::Float(m))
-                .into_data()
-                .to_vec::<f32>()
-                .unwrap()
+            draw([300, 1000], 0.9)
         };
         let (a, b, c) = (mask(5), mask(5), mask(6));
         assert_eq!(a, b, "same backend seed, same mask");
@@ -682,18 +675,7 @@ mod tests {
         );
         // Two masks drawn in a row (two dropout sites) differ.
         <Cpu as Backend>::seed(&device, 5);
-        let m1 = <Cpu as FusedOps>::dropout_mask([1000].into(), 0.5, &device);
-        let m2 = <Cpu as FusedOps>::dropout_mask([1000].into(), 0.5, &device);
-        let (m1, m2) = (
-            Tensor::<Cpu, 1>::from_primitive(TensorPrimitive::Float(m1))
-                .into_data()
-                .to_vec::<f32>()
-                .unwrap(),
-            Tensor::<Cpu, 1>::from_primitive(TensorPrimitive::Float(m2))
-                .into_data()
-                .to_vec::<f32>()
-                .unwrap(),
-        );
+        let (m1, m2) = (draw([1, 1000], 0.5), draw([1, 1000], 0.5));
         assert_ne!(m1, m2);
         // Dropout is the identity without autodiff (eval) and at probability 0.
         let x = Tensor::<Cpu, 1>::ones([10], &device);

@@ -512,6 +512,17 @@ impl<B: FusedOps> Gpt<B> {
     }
 }
 
+/// SplitMix64's increment: 2^64 / the golden ratio.
+pub(crate) const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// SplitMix64's output function: a bijective mix of all 64 bits (also the counter-based hash of
+/// the CPU dropout masks, `fused.rs`).
+pub(crate) fn mix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
 /// SplitMix64: a tiny, well-mixed seeded generator for reproducible host-side initialisation.
 pub(crate) struct SplitMix(u64);
 
@@ -520,11 +531,8 @@ impl SplitMix {
         Self(seed ^ 0x5DEE_CE66_D1CE_4E5B)
     }
     pub(crate) fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0 = self.0.wrapping_add(GOLDEN);
+        mix64(self.0)
     }
     /// Uniform in (0, 1].
     fn next_f64(&mut self) -> f64 {

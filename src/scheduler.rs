@@ -1247,6 +1247,11 @@ pub fn run_cmd(args: RunArgs) -> Result<ExitCode> {
             if t.state == TrialState::Running && t.worker.as_deref() == Some(worker.as_str()) {
                 // The child died without recording an end: crash, OOM kill, abort, or our kill.
                 use std::os::unix::process::ExitStatusExt;
+                let how = match (code, status.signal()) {
+                    (_, Some(sig)) => format!("the trial process was killed by signal {sig}"),
+                    (Some(c), _) => format!("the trial process exited with status {c}"),
+                    _ => "the trial process ended".into(),
+                };
                 let outcome = if killed {
                     Outcome::Interrupted {
                         error: Some("killed by a second Ctrl-C".into()),
@@ -1254,23 +1259,13 @@ pub fn run_cmd(args: RunArgs) -> Result<ExitCode> {
                 } else if stopping {
                     // Asked to stop (one Ctrl-C, SIGTERM or SIGUSR1) and gone before recording
                     // an end: say what ended it rather than blaming a second Ctrl-C.
-                    let how = match (code, status.signal()) {
-                        (_, Some(sig)) => format!("by signal {sig}"),
-                        (Some(c), _) => format!("with status {c}"),
-                        _ => "unrecorded".into(),
-                    };
                     Outcome::Interrupted {
                         error: Some(format!(
-                            "the trial process ended {how} while the sweep was stopping, before \
-                             recording its end; it resumes from its last checkpoint"
+                            "{how} while the sweep was stopping, before recording its end; it \
+                             resumes from its last checkpoint"
                         )),
                     }
                 } else {
-                    let how = match (code, status.signal()) {
-                        (_, Some(sig)) => format!("the trial process was killed by signal {sig}"),
-                        (Some(c), _) => format!("the trial process exited with status {c}"),
-                        _ => "the trial process ended".into(),
-                    };
                     let tail = tail_of(&r.log, 5);
                     Outcome::Failed {
                         error: if tail.is_empty() {

@@ -1,7 +1,6 @@
 //! `sweep train` (one trial without a sweep), `sweep eval` (loss/perplexity of any model on
 //! prepared data or a text file) and the hidden `sweep bench-train` (training throughput).
 
-use crate::fused::FusedOps;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use burn::module::AutodiffModule;
 use burn::optim::GradientsParams;
-use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
 use clap::{Args, ValueEnum};
 
@@ -23,6 +22,7 @@ use crate::backend::DeviceSpec;
 use crate::checkpoint;
 use crate::cli::UsageError;
 use crate::data::{self, Split};
+use crate::fused::FusedOps;
 use crate::model::{GptConfig, Precision, GPT2_HF_VOCAB};
 use crate::tokenizer::Tokenizer;
 use crate::trial::TrialConfig;
@@ -254,7 +254,7 @@ fn resolve_trial_for_eval(id: i64, args: &mut EvalArgs) -> Result<()> {
     Ok(())
 }
 
-fn eval_on<B: Backend + FusedOps>(args: &EvalArgs, device: B::Device) -> Result<ExitCode> {
+fn eval_on<B: FusedOps>(args: &EvalArgs, device: B::Device) -> Result<ExitCode> {
     if args.batch_size == 0 {
         return Err(UsageError("--batch-size must be at least 1".into()).into());
     }

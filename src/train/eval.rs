@@ -1,11 +1,11 @@
 //! Evaluation: mean next-token cross-entropy and perplexity of a model over blocks of token ids.
 
-use crate::fused::FusedOps;
 use anyhow::{bail, Result};
 use burn::tensor::backend::Backend;
 use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
 
 use crate::data::TokenBlocks;
+use crate::fused::FusedOps;
 use crate::model::Gpt;
 
 /// Fixed-length blocks of token ids, from the data stage's token file or from memory.
@@ -84,7 +84,7 @@ pub fn capped_blocks(available: usize, block_size: usize, max_tokens: Option<u64
 
 /// Mean loss over the first `n` blocks, `batch` blocks at a time, in eval mode (no dropout:
 /// call with a model on a non-autodiff backend).
-pub fn evaluate<B: Backend + FusedOps>(
+pub fn evaluate<B: FusedOps>(
     model: &Gpt<B>,
     blocks: &dyn Blocks,
     n: usize,

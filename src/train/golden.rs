@@ -2,7 +2,6 @@
 //! one AdamW step), on any backend and precision — the tests run it on the CPU, `sweep selftest`
 //! on whatever device a user has.
 
-use crate::fused::FusedOps;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -17,6 +16,7 @@ use serde_json::Value;
 use crate::backend::DeviceSpec;
 use crate::checkpoint;
 use crate::cli::UsageError;
+use crate::fused::FusedOps;
 use crate::model::Precision;
 use crate::train::optim::{AdamW, AdamWConfig};
 

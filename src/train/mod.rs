@@ -8,7 +8,6 @@ pub mod optim;
 pub mod pretrain;
 pub mod sinks;
 
-use crate::fused::FusedOps;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,6 +26,7 @@ use crate::backend::DeviceSpec;
 use crate::checkpoint;
 use crate::cli::UsageError;
 use crate::data::{self, Split, TokenBlocks};
+use crate::fused::FusedOps;
 use crate::model::{Gpt, GptConfig, Precision, SplitMix};
 use crate::tokenizer::Tokenizer;
 use crate::trial::TrialConfig;
@@ -512,7 +512,7 @@ where
             // reason each trial runs in a process of its own.
             AB::seed(
                 &device,
-                cfg.seed ^ st.step.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+                cfg.seed ^ st.step.wrapping_mul(crate::model::GOLDEN),
             );
             let lr = linear_lr(cfg.learning_rate, st.step, cfg.warmup_steps, total_steps);
             let mut acc = GradientsAccumulator::<Gpt<AB>>::new();

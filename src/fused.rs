@@ -1,5 +1,6 @@
-//! The model's fused Burn ops: the LM loss, GPT-2's tanh GELU, causal attention softmax and
-//! dropout, each one op with its own backward instead of a chain of tensor ops for autodiff to differentiate.
+//! The trainer's fused Burn ops: the LM loss, GPT-2's tanh GELU, causal attention softmax,
+//! dropout and the tied LM head's matmul, each one op with its own backward instead of a chain
+//! of tensor ops for autodiff to differentiate; and the AdamW update as one pass.
 //!
 //! Why: built from Burn's tensor ops, the loss leaves autodiff ~14 full-size passes over the
 //! `[N, V]` logits (shift, exp, sum, gather and their backwards, exp computed twice), GELU ~20
@@ -15,6 +16,7 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::Autodiff;
 use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::ops::{FloatTensor, IntTensor};
 use burn::tensor::{Distribution, FloatDType, TensorMetadata, TensorPrimitive};
 
@@ -62,6 +64,26 @@ pub trait FusedOps: Backend {
         generic::causal_softmax_backward::<Self>(probs, grad, scale)
     }
 
+    /// `a @ b^T` for `a` `[N, K]` and `b` `[M, K]`: the tied LM head (`b` the token embedding).
+    /// Under autodiff both gradients come out contiguous (`g @ b`, `g^T @ a`); through Burn's
+    /// `matmul(a, b.transpose())` the embedding's gradient is a transposed view, which made
+    /// adding it to the lookup's gradient a strided pass over `[V, C]` every step.
+    fn matmul_nt(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::float_matmul(a, Self::float_transpose(b))
+    }
+
+    /// One AdamW update of a flat parameter `[N]` with its gradient and moments (all `[N]`):
+    /// returns the new `(param, exp_avg, exp_avg_sq)`. See [`AdamWStep`] for the formula.
+    fn adamw_step(
+        param: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        exp_avg: FloatTensor<Self>,
+        exp_avg_sq: FloatTensor<Self>,
+        s: AdamWStep,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        generic::adamw_step::<Self>(param, grad, exp_avg, exp_avg_sq, s)
+    }
+
     /// A dropout mask of `shape`: each element `1 / keep` with probability `keep`, else 0, drawn
     /// from the backend's RNG (which the trainer reseeds every step, so a resumed run draws the
     /// same masks).
@@ -76,6 +98,29 @@ pub trait FusedOps: Backend {
     }
 }
 
+/// The scalars of one AdamW update, as torch.optim.AdamW (non-fused) applies them:
+/// `g = grad_scale * grad` (the clipping coefficient), `m = beta1 m + (1 - beta1) g`,
+/// `v = beta2 v + (1 - beta2) g^2`, `p = decay * p` (`1 - lr * weight_decay`, or 1),
+/// `p = p - step_size * m / (sqrt(v) / bc2_sqrt + eps)` with `step_size = lr / bc1`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamWStep {
+    pub grad_scale: f32,
+    pub beta1: f32,
+    /// `1 - beta1`, computed in f64 as PyTorch's Python scalars are.
+    pub one_minus_beta1: f32,
+    pub beta2: f32,
+    pub one_minus_beta2: f32,
+    pub eps: f32,
+    pub decay: f32,
+    pub step_size: f32,
+    pub bc2_sqrt: f32,
+}
+
+/// A training backend: autodiff over a backend with the fused ops (the optimizer runs there),
+/// and the fused ops with their backwards.
+pub trait FusedAutodiff: AutodiffBackend<InnerBackend: FusedOps> + FusedOps {}
+impl<B: AutodiffBackend<InnerBackend: FusedOps> + FusedOps> FusedAutodiff for B {}
+
 const GELU_K0: f32 = 0.797_884_6; // sqrt(2 / pi)
 const GELU_K1: f32 = 0.044_715;
 
@@ -83,6 +128,14 @@ const GELU_K1: f32 = 0.044_715;
 pub fn lm_loss<B: FusedOps>(logits: Tensor<B, 2>, targets: Tensor<B, 2, Int>) -> Tensor<B, 1> {
     let loss = B::lm_loss(logits.into_primitive().tensor(), targets.into_primitive());
     Tensor::from_primitive(TensorPrimitive::Float(loss))
+}
+
+/// `a @ b^T` through the backend's op ([`FusedOps::matmul_nt`]).
+pub fn matmul_nt<B: FusedOps>(a: Tensor<B, 2>, b: Tensor<B, 2>) -> Tensor<B, 2> {
+    Tensor::from_primitive(TensorPrimitive::Float(B::matmul_nt(
+        a.into_primitive().tensor(),
+        b.into_primitive().tensor(),
+    )))
 }
 
 /// GPT-2's tanh GELU through the backend's op.
@@ -127,6 +180,27 @@ pub mod generic {
         let lse = B::float_add(B::float_log(sum.clone()), max);
         let loss = B::float_mean(B::float_sub(lse, picked));
         (loss, B::float_div(exp, sum))
+    }
+
+    pub fn adamw_step<B: Backend>(
+        param: FloatTensor<B>,
+        grad: FloatTensor<B>,
+        exp_avg: FloatTensor<B>,
+        exp_avg_sq: FloatTensor<B>,
+        s: AdamWStep,
+    ) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
+        let t = |x| Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(x));
+        let g = t(grad) * s.grad_scale;
+        let m = t(exp_avg) * s.beta1 + g.clone() * s.one_minus_beta1;
+        let v = t(exp_avg_sq) * s.beta2 + g.clone() * g * s.one_minus_beta2;
+        let p = match s.decay {
+            1.0 => t(param),
+            d => t(param) * d,
+        };
+        let denom = v.clone().sqrt() / s.bc2_sqrt + s.eps;
+        let p = p - m.clone() / denom * s.step_size;
+        let prim = |x: Tensor<B, 1>| x.into_primitive().tensor();
+        (prim(p), prim(m), prim(v))
     }
 
     pub fn causal_softmax<B: Backend>(scores: FloatTensor<B>, scale: f64) -> FloatTensor<B> {
@@ -207,7 +281,7 @@ impl FusedOps for burn::backend::Flex {
 
     fn gelu_tanh(x: FloatTensor<Self>) -> FloatTensor<Self> {
         flex::map(&x, None, |x, _| {
-            let t = ((GELU_K1 * x * x + 1.0) * x * GELU_K0).tanh();
+            let (t, _) = flex::tanh_and_derivative((GELU_K1 * x * x + 1.0) * x * GELU_K0);
             0.5 * x * (1.0 + t)
         })
         .unwrap_or_else(|| generic::gelu_tanh::<Self>(x))
@@ -216,9 +290,9 @@ impl FusedOps for burn::backend::Flex {
     fn gelu_tanh_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
         flex::map(&x, Some(&grad), |x, g| {
             let x2 = x * x;
-            let t = ((GELU_K1 * x2 + 1.0) * x * GELU_K0).tanh();
+            let (t, dt) = flex::tanh_and_derivative((GELU_K1 * x2 + 1.0) * x * GELU_K0);
             let du = (3.0 * GELU_K1 * x2 + 1.0) * GELU_K0;
-            g * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du)
+            g * (0.5 * (1.0 + t) + 0.5 * x * dt * du)
         })
         .unwrap_or_else(|| generic::gelu_tanh_backward::<Self>(x, grad))
     }
@@ -235,6 +309,20 @@ impl FusedOps for burn::backend::Flex {
     ) -> FloatTensor<Self> {
         flex::causal_softmax_backward(&probs, &grad, scale as f32)
             .unwrap_or_else(|| generic::causal_softmax_backward::<Self>(probs, grad, scale))
+    }
+
+    fn adamw_step(
+        param: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        exp_avg: FloatTensor<Self>,
+        exp_avg_sq: FloatTensor<Self>,
+        s: AdamWStep,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        if flex::same_f32_shape(&[&param, &grad, &exp_avg, &exp_avg_sq]) {
+            flex::adamw_step(param, &grad, exp_avg, exp_avg_sq, s)
+        } else {
+            generic::adamw_step::<Self>(param, grad, exp_avg, exp_avg_sq, s)
+        }
     }
 
     fn dropout_mask(shape: Shape, keep: f64, device: &Self::Device) -> FloatTensor<Self> {
@@ -279,6 +367,43 @@ mod flex {
         )
     }
 
+    /// `e^x` in a form LLVM vectorises (libm's `expf` is one call per element, and those calls
+    /// were a tenth of a distilgpt2 training step): Cephes' `expf`, i.e. `x = n ln2 + r` with
+    /// `|r| <= ln2 / 2`, a degree-6 polynomial for `e^r`, and `2^n` built in the exponent bits.
+    /// Relative error ~1e-7; NaN stays NaN; below -87.3 (where f32 goes subnormal) it returns
+    /// ~1e-38 instead of 0, and above 88 `e^88` (~1.7e38) instead of up to infinity.
+    #[inline(always)]
+    pub fn exp(x: f32) -> f32 {
+        const LOG2E: f32 = std::f32::consts::LOG2_E;
+        const LN2_HI: f32 = 0.693_359_4;
+        const LN2_LO: f32 = -2.121_944_4e-4;
+        // Adding and subtracting 1.5 * 2^23 rounds to the nearest integer without `round`,
+        // which baseline x86-64 has no vector instruction for.
+        const ROUND: f32 = 12_582_912.0;
+        let x = x.clamp(-87.3, 88.0);
+        let n = (x * LOG2E + ROUND) - ROUND;
+        let r = x - n * LN2_HI - n * LN2_LO;
+        let p = 1.987_569_1e-4_f32;
+        let p = p * r + 1.398_199_9e-3;
+        let p = p * r + 8.333_452e-3;
+        let p = p * r + 4.166_579_6e-2;
+        let p = p * r + 1.666_666_5e-1;
+        let p = p * r + 5e-1;
+        let e = p * r * r + r + 1.0;
+        e * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    }
+
+    /// `tanh(x)` and its derivative `1 - tanh(x)^2`, from `e = e^{-2|x|} <= 1`:
+    /// `tanh|x| = (1 - e) / (1 + e)`, `1 - tanh^2 = 4e / (1 + e)^2`, so the derivative keeps its
+    /// relative precision where `tanh` saturates (no `1 - t*t` cancellation) and nothing
+    /// overflows. Absolute error ~2e-7.
+    #[inline(always)]
+    pub fn tanh_and_derivative(x: f32) -> (f32, f32) {
+        let e = exp(-2.0 * x.abs());
+        let inv = 1.0 / (1.0 + e);
+        (((1.0 - e) * inv).copysign(x), 4.0 * e * inv * inv)
+    }
+
     /// `f(x, y)` elementwise over `x` and an optional same-shape `y` (0 when absent). `None`
     /// for dtypes other than f32 or shapes that differ: the caller takes the generic path.
     pub fn map(
@@ -320,6 +445,52 @@ mod flex {
         Some(f32_tensor(out, shape))
     }
 
+    pub fn same_f32_shape(ts: &[&FlexTensor]) -> bool {
+        ts.iter()
+            .all(|t| t.dtype() == DType::F32 && t.layout().shape() == ts[0].layout().shape())
+    }
+
+    /// `t` contiguous and, unless its buffer is shared, owning it, so it can be written in place.
+    fn owned(t: FlexTensor) -> FlexTensor {
+        let c = t.to_contiguous();
+        drop(t);
+        c
+    }
+
+    /// [`super::AdamWStep`] in one pass, in place where the buffers are not shared. The same
+    /// f32 operations in the same order as [`super::generic::adamw_step`], so the results are
+    /// identical.
+    pub fn adamw_step(
+        param: FlexTensor,
+        grad: &FlexTensor,
+        exp_avg: FlexTensor,
+        exp_avg_sq: FlexTensor,
+        s: super::AdamWStep,
+    ) -> (FlexTensor, FlexTensor, FlexTensor) {
+        let (mut p, mut m, mut v) = (owned(param), owned(exp_avg), owned(exp_avg_sq));
+        let g = grad.to_contiguous();
+        let gs = g.storage::<f32>();
+        let (ps, ms, vs) = (
+            p.storage_mut::<f32>(),
+            m.storage_mut::<f32>(),
+            v.storage_mut::<f32>(),
+        );
+        ps.par_chunks_mut(CHUNK)
+            .zip(ms.par_chunks_mut(CHUNK))
+            .zip(vs.par_chunks_mut(CHUNK))
+            .zip(gs.par_chunks(CHUNK))
+            .for_each(|(((ps, ms), vs), gs)| {
+                for (((p, m), v), &g) in ps.iter_mut().zip(ms).zip(vs).zip(gs) {
+                    let g = g * s.grad_scale;
+                    *m = *m * s.beta1 + g * s.one_minus_beta1;
+                    *v = *v * s.beta2 + g * g * s.one_minus_beta2;
+                    let denom = v.sqrt() / s.bc2_sqrt + s.eps;
+                    *p = *p * s.decay - *m / denom * s.step_size;
+                }
+            });
+        (p, m, v)
+    }
+
     /// Rows of a `[B, H, T, Tk]` f32 tensor with the number of keys each query row sees.
     fn attention_rows(x: &FlexTensor) -> Option<(FlexTensor, usize, usize)> {
         if x.dtype() != DType::F32 || x.layout().shape().num_dims() != 4 {
@@ -346,7 +517,7 @@ mod flex {
                     let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) * scale;
                     let mut sum = 0.0f32;
                     for (o, &x) in o.iter_mut().zip(x) {
-                        *o = (x * scale - max).exp();
+                        *o = exp(x * scale - max);
                         sum += *o;
                     }
                     let inv = 1.0 / sum;
@@ -432,6 +603,28 @@ impl<B: Backend, S: Clone + Send + std::fmt::Debug + 'static> Backward<B, 1>
     }
 }
 
+/// The backward of `a @ b^T`: `grad_a = g @ b`, `grad_b = g^T @ a`. The state holds `b` when `a`
+/// needs a gradient and `a` when `b` does.
+#[derive(Debug)]
+struct MatmulNtBackward;
+
+impl<B: Backend> Backward<B, 2> for MatmulNtBackward {
+    type State = (Option<FloatTensor<B>>, Option<FloatTensor<B>>);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let grad = grads.consume::<B>(&ops.node); // [N, M]
+        let (a, b) = ops.state;
+        let [a_parent, b_parent] = ops.parents;
+        if let (Some(parent), Some(a)) = (b_parent, a) {
+            let g_t = B::float_transpose(grad.clone()); // [M, N], a view
+            grads.register::<B>(parent.id, B::float_matmul(g_t, a)); // [M, K]
+        }
+        if let (Some(parent), Some(b)) = (a_parent, b) {
+            grads.register::<B>(parent.id, B::float_matmul(grad, b)); // [N, K]
+        }
+    }
+}
+
 /// Runs a one-input op under autodiff: `tracked` (the forward, keeping the backward's state)
 /// when the input needs a gradient, `untracked` otherwise.
 fn unary<B: Backend, C: CheckpointStrategy, S: Clone + Send + std::fmt::Debug + 'static>(
@@ -479,6 +672,24 @@ impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
             },
             |x| B::lm_loss(x, targets),
         )
+    }
+
+    fn matmul_nt(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
+        let (a_tracked, b_tracked) = (a.is_tracked(), b.is_tracked());
+        match MatmulNtBackward
+            .prepare::<C>([a.node.clone(), b.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let state = (
+                    b_tracked.then(|| a.primitive.clone()),
+                    a_tracked.then(|| b.primitive.clone()),
+                );
+                prep.finish(state, B::matmul_nt(a.primitive, b.primitive))
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::matmul_nt(a.primitive, b.primitive)),
+        }
     }
 
     fn gelu_tanh(x: FloatTensor<Self>) -> FloatTensor<Self> {
@@ -568,6 +779,33 @@ mod tests {
         (values(y), values(x.grad(&grads).expect("grad")))
     }
 
+    #[cfg(feature = "flex")]
+    #[test]
+    fn vectorised_exp_and_tanh_match_libm() {
+        let (mut exp_rel, mut tanh_abs, mut dtanh_rel) = (0.0f64, 0.0f64, 0.0f64);
+        for i in -100_000..=100_000 {
+            let x = i as f32 * 8.7e-4; // [-87, 87]
+            let want = (x as f64).exp();
+            exp_rel = exp_rel.max(((flex::exp(x) as f64 - want) / want).abs());
+            let u = i as f32 * 1e-4; // [-10, 10]
+            let (t, dt) = flex::tanh_and_derivative(u);
+            let want = (u as f64).tanh();
+            tanh_abs = tanh_abs.max((t as f64 - want).abs());
+            let want = 1.0 - want * want;
+            dtanh_rel = dtanh_rel.max(((dt as f64 - want) / want).abs());
+        }
+        println!(
+            "exp: max relative error {exp_rel:e}; tanh: max absolute error {tanh_abs:e}; \
+             1 - tanh^2: max relative error {dtanh_rel:e}"
+        );
+        assert!(exp_rel < 3e-7 && tanh_abs < 3e-7 && dtanh_rel < 1e-6);
+        assert_eq!(flex::tanh_and_derivative(50.0).0, 1.0);
+        assert_eq!(flex::tanh_and_derivative(-50.0).0, -1.0);
+        assert!(flex::exp(-1e4) < 2e-38 && flex::exp(1e4).is_finite());
+        assert!(flex::exp(f32::NAN).is_nan() && flex::tanh_and_derivative(f32::NAN).0.is_nan());
+        assert_eq!(flex::exp(f32::NEG_INFINITY), flex::exp(-87.3));
+    }
+
     #[test]
     fn loss_and_gradient_match_autodiff_of_the_tensor_ops() {
         let device = Default::default();
@@ -648,6 +886,114 @@ mod tests {
             assert_eq!(row[tk - 1], 0.0);
             assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-6);
         }
+    }
+
+    #[test]
+    fn matmul_nt_and_its_gradients_match_autodiff_of_matmul_with_a_transpose() {
+        let device = Default::default();
+        let (a, _) = case(5, 7, 1.0); // [5, 7]
+        let (b, _) = case(3, 7, 2.0); // [3, 7]
+        let w: Vec<f32> = (0..15).map(|i| (i % 4) as f32 - 1.5).collect();
+        let run = |fused: bool, track: [bool; 2]| {
+            let leaf = |v: &Vec<f32>, dims: [usize; 2], t: bool| {
+                let x = Tensor::<CpuTrain, 2>::from_data(TensorData::new(v.clone(), dims), &device);
+                if t {
+                    x.require_grad()
+                } else {
+                    x
+                }
+            };
+            let (ta, tb) = (leaf(&a, [5, 7], track[0]), leaf(&b, [3, 7], track[1]));
+            let y = if fused {
+                matmul_nt(ta.clone(), tb.clone())
+            } else {
+                ta.clone().matmul(tb.clone().transpose())
+            };
+            let w = Tensor::<CpuTrain, 2>::from_data(TensorData::new(w.clone(), [5, 3]), &device);
+            let grads = (y.clone() * w).sum().backward();
+            let grad = |t: &Tensor<CpuTrain, 2>| t.grad(&grads).map(values);
+            (values(y), grad(&ta), grad(&tb))
+        };
+        for track in [[true, true], [true, false], [false, true]] {
+            let (y1, ga1, gb1) = run(true, track);
+            let (y2, ga2, gb2) = run(false, track);
+            assert!(max_diff(&y1, &y2) < 1e-6, "values");
+            assert_eq!((ga1.is_some(), gb1.is_some()), (track[0], track[1]));
+            for (g1, g2) in [(ga1, ga2), (gb1, gb2)] {
+                if let (Some(g1), Some(g2)) = (g1, g2) {
+                    println!("{track:?}: grad max diff {:e}", max_diff(&g1, &g2));
+                    assert!(max_diff(&g1, &g2) < 1e-6);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn adamw_step_of_the_backend_equals_the_generic_one_and_leaves_shared_buffers_alone() {
+        let device = Default::default();
+        let n = 40_000; // several rayon chunks
+        let (x, _) = case(4, n / 4, 1.0);
+        let vec = |k: usize| x[k..].iter().chain(&x[..k]).copied().collect::<Vec<f32>>();
+        let prim = |v: Vec<f32>| {
+            Tensor::<Cpu, 1>::from_data(TensorData::new(v, [n]), &device)
+                .into_primitive()
+                .tensor()
+        };
+        let tensor = |p| values(Tensor::<Cpu, 1>::from_primitive(TensorPrimitive::Float(p)));
+        let v_sq: Vec<f32> = vec(3).iter().map(|v| v * v).collect();
+        let s = AdamWStep {
+            grad_scale: 0.5,
+            beta1: 0.9,
+            one_minus_beta1: 0.1,
+            beta2: 0.999,
+            one_minus_beta2: 0.001,
+            eps: 1e-8,
+            decay: 0.999,
+            step_size: 1e-3,
+            bc2_sqrt: 0.05,
+        };
+        let (p, g, m) = (prim(vec(0)), prim(vec(1)), prim(vec(2)));
+        let kept = p.clone(); // shares p's buffer: the update must not write through it
+        let ours = <Cpu as FusedOps>::adamw_step(p, g.clone(), m.clone(), prim(v_sq.clone()), s);
+        let reference = generic::adamw_step::<Cpu>(kept.clone(), g, m, prim(v_sq), s);
+        assert_eq!(
+            tensor(kept),
+            vec(0),
+            "a shared parameter buffer was written in place"
+        );
+        for (name, a, b) in [
+            ("param", ours.0, reference.0),
+            ("exp_avg", ours.1, reference.1),
+            ("exp_avg_sq", ours.2, reference.2),
+        ] {
+            let (a, b) = (tensor(a), tensor(b));
+            println!("{name}: max diff {:e}", max_diff(&a, &b));
+            assert_eq!(a, b, "{name}");
+        }
+        // One element by hand, in f64, against the f32 result.
+        let (p0, g0, m0, v0) = (
+            vec(0)[7] as f64,
+            vec(1)[7] as f64 * 0.5,
+            vec(2)[7] as f64,
+            vec(3)[7] as f64,
+        );
+        let m1 = 0.9 * m0 + 0.1 * g0;
+        let v1 = 0.999 * v0 * v0 + 0.001 * g0 * g0;
+        let p1 = 0.999 * p0 - 1e-3 * m1 / (v1.sqrt() / 0.05 + 1e-8);
+        let ours = tensor(
+            <Cpu as FusedOps>::adamw_step(
+                prim(vec(0)),
+                prim(vec(1)),
+                prim(vec(2)),
+                prim(vec(3).iter().map(|v| v * v).collect()),
+                s,
+            )
+            .0,
+        )[7] as f64;
+        assert!(
+            (ours - p1).abs() < 1e-6 * p1.abs().max(1e-3),
+            "{ours} vs {p1}"
+        );
     }
 
     #[test]

@@ -71,10 +71,10 @@ fn mm<B: Backend, const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>, p: Precision
 }
 
 /// A linear layer (HF Conv1D layout: weight [in, out]) with its matmul in the autocast dtype.
+/// A 2-D matmul rather than Burn's `Linear::forward`: the latter's backward copies the
+/// transposed weight into a new tensor for every input gradient, while a 2-D matmul reads it
+/// in place through strides.
 fn linear<B: Backend>(layer: &Linear<B>, x: Tensor<B, 3>, p: Precision) -> Tensor<B, 3> {
-    if p == Precision::F32 {
-        return layer.forward(x);
-    }
     let [b, t, c] = x.dims();
     let w = layer.weight.val(); // [C, O]
     let o = w.dims()[1];
@@ -449,7 +449,12 @@ impl<B: FusedOps> Gpt<B> {
         let [b, t, c] = x.dims();
         let w = self.wte.weight.val(); // [V, C]
         let v = w.dims()[0];
-        mm(x.reshape([b * t, c]), w.transpose(), self.precision).reshape([b, t, v])
+        let x = x.reshape([b * t, c]); // [B*T, C]
+        match self.precision.low() {
+            None => crate::fused::matmul_nt(x, w),
+            Some(_) => mm(x, w.transpose(), self.precision),
+        }
+        .reshape([b, t, v])
     }
 
     /// Logits [B, T, V] for token ids [B, T].

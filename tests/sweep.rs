@@ -562,7 +562,9 @@ fn parallel_jobs_and_concurrent_sweeps_share_one_sqlite_file() {
 #[test]
 fn ctrl_c_interrupts_and_the_next_run_finishes() {
     let p = Project::new();
-    let text = base("c", "grid", 400) + "[grid]\nseed = [1]\n";
+    // ~1,900 steps (10 epochs), so the trial is still training when the test interrupts it.
+    let text =
+        base("c", "grid", 2000).replace("epochs = 1", "epochs = 10") + "[grid]\nseed = [1]\n";
     let file = p.write("exp/c.toml", &text);
     let child = p
         .std_cmd()

@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use burn::module::AutodiffModule;
 use burn::optim::GradientsParams;
-use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
 use clap::{Args, ValueEnum};
 
@@ -22,7 +21,7 @@ use crate::backend::DeviceSpec;
 use crate::checkpoint;
 use crate::cli::UsageError;
 use crate::data::{self, Split};
-use crate::fused::FusedOps;
+use crate::fused::{FusedAutodiff, FusedOps};
 use crate::model::{GptConfig, Precision, GPT2_HF_VOCAB};
 use crate::tokenizer::Tokenizer;
 use crate::trial::TrialConfig;
@@ -402,10 +401,7 @@ pub fn run_bench(args: BenchArgs) -> Result<ExitCode> {
     }
 }
 
-fn bench_on<AB: AutodiffBackend + FusedOps>(
-    args: &BenchArgs,
-    device: AB::Device,
-) -> Result<ExitCode> {
+fn bench_on<AB: FusedAutodiff>(args: &BenchArgs, device: AB::Device) -> Result<ExitCode> {
     let mut cfg = GptConfig::preset(&args.preset)?;
     cfg.vocab_size = args.vocab;
     if args.block_size > cfg.n_positions {
@@ -421,6 +417,7 @@ fn bench_on<AB: AutodiffBackend + FusedOps>(
     let (b, t) = (args.batch_size, args.block_size);
     let mut rng = crate::model::SplitMix::new(1);
     let mut times = Vec::new();
+    let mut phases = Vec::new(); // [forward, backward, optimizer] per timed step
     for i in 0..args.warmup + args.steps {
         let ids: Vec<i32> = (0..b * t)
             .map(|_| (rng.next_u64() % args.vocab as u64) as i32)
@@ -429,17 +426,30 @@ fn bench_on<AB: AutodiffBackend + FusedOps>(
         let t0 = Instant::now();
         let loss = model.loss(ids);
         let value = loss.clone().into_scalar().elem::<f64>();
+        let t1 = Instant::now();
         let grads = GradientsParams::from_grads(loss.backward(), &model);
+        AB::sync(&device).ok();
+        let t2 = Instant::now();
         model = opt.step(model, grads, 1e-4).0;
         AB::sync(&device).ok();
-        let dt = t0.elapsed().as_secs_f64();
+        let t3 = Instant::now();
+        let dt = (t3 - t0).as_secs_f64();
+        let phase = [t1 - t0, t2 - t1, t3 - t2].map(|d| d.as_secs_f64());
         if i >= args.warmup {
             times.push(dt);
+            phases.push(phase);
         }
-        eprintln!("step {i}: loss {value:.4}  {:.3}s", dt);
+        eprintln!(
+            "step {i}: loss {value:.4}  {dt:.3}s (forward {:.3}s, backward {:.3}s, optimizer {:.3}s)",
+            phase[0], phase[1], phase[2]
+        );
     }
-    times.sort_by(f64::total_cmp);
-    let median = times[times.len() / 2];
+    let median_of = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let median = median_of(times);
+    let phase_median = |k: usize| median_of(phases.iter().map(|p| p[k]).collect());
     let _ = model.valid();
     println!(
         "{}",
@@ -452,6 +462,8 @@ fn bench_on<AB: AutodiffBackend + FusedOps>(
             "train_flops_per_token": 6 * (cfg.num_params() - cfg.n_positions * cfg.n_embd)
                 + 12 * cfg.n_layer * cfg.n_embd * t,
             "median_step_s": median, "tokens_per_s": (b * t) as f64 / median,
+            "median_forward_s": phase_median(0), "median_backward_s": phase_median(1),
+            "median_optimizer_s": phase_median(2),
             "peak_rss_bytes": peak_rss_bytes(),
         })
     );

@@ -16,7 +16,7 @@ use serde_json::Value;
 use crate::backend::DeviceSpec;
 use crate::checkpoint;
 use crate::cli::UsageError;
-use crate::fused::FusedOps;
+use crate::fused::FusedAutodiff;
 use crate::model::Precision;
 use crate::train::optim::{AdamW, AdamWConfig};
 
@@ -152,7 +152,7 @@ fn num(v: &Value, key: &str) -> Result<f64> {
 }
 
 /// Runs the fixture in `dir` (`model/` + `expected.json`) on `device` at `precision`.
-pub fn check<AB: AutodiffBackend + FusedOps>(
+pub fn check<AB: FusedAutodiff>(
     dir: &Path,
     precision: Precision,
     device: &AB::Device,

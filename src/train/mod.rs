@@ -26,7 +26,7 @@ use crate::backend::DeviceSpec;
 use crate::checkpoint;
 use crate::cli::UsageError;
 use crate::data::{self, Split, TokenBlocks};
-use crate::fused::FusedOps;
+use crate::fused::FusedAutodiff;
 use crate::model::{Gpt, GptConfig, Precision, SplitMix};
 use crate::tokenizer::Tokenizer;
 use crate::trial::TrialConfig;
@@ -389,15 +389,12 @@ struct Evals<'a> {
     valid_fixed: Option<&'a TokenBlocks>,
 }
 
-fn run_on<AB: AutodiffBackend + FusedOps>(
+fn run_on<AB: FusedAutodiff>(
     cfg: &TrialConfig,
     ctx: &RunContext,
     sink: &mut dyn MetricSink,
     device: AB::Device,
-) -> Result<TrialEnd>
-where
-    AB::InnerBackend: FusedOps,
-{
+) -> Result<TrialEnd> {
     let wall = Instant::now();
     validate(cfg)?;
     let prepared = data::prepare_cached(&cfg.data, &ctx.cache_root)?;
@@ -671,15 +668,12 @@ fn row(st: &TrainState, epoch: f64, split: &str, loss: f64, lr: f64, tps: f64) -
 }
 
 /// Eval-mode loss on a split's leading blocks, within the trial's `eval_tokens` cap.
-fn eval_split<AB: AutodiffBackend + FusedOps>(
+fn eval_split<AB: FusedAutodiff>(
     model: &Gpt<AB>,
     blocks: &dyn Blocks,
     cfg: &TrialConfig,
     device: &AB::Device,
-) -> Result<eval::EvalResult>
-where
-    AB::InnerBackend: FusedOps,
-{
+) -> Result<eval::EvalResult> {
     let n = capped_blocks(blocks.len(), blocks.block_size(), cfg.eval_tokens);
     evaluate(&model.valid(), blocks, n, cfg.batch_size, device)
 }

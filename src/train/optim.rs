@@ -7,7 +7,9 @@ use anyhow::{bail, Result};
 use burn::module::{AutodiffModule, ModuleMapper, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{ElementConversion, Tensor, TensorData};
+use burn::tensor::{ElementConversion, Tensor, TensorData, TensorPrimitive};
+
+use crate::fused::{AdamWStep, FusedOps};
 
 use crate::checkpoint::NamedTensor;
 
@@ -67,6 +69,7 @@ impl<B: Backend> AdamW<B> {
     /// One update of `model` with `grads` (already averaged over micro-batches) at rate `lr`.
     pub fn step<AB, M>(&mut self, model: M, mut grads: GradientsParams, lr: f64) -> (M, StepInfo)
     where
+        B: FusedOps,
         AB: AutodiffBackend<InnerBackend = B>,
         M: AutodiffModule<AB>,
     {
@@ -192,7 +195,9 @@ struct Update<'a, B: Backend> {
     bc2: f64,
 }
 
-impl<AB: AutodiffBackend> ModuleMapper<AB> for Update<'_, AB::InnerBackend> {
+impl<AB: AutodiffBackend<InnerBackend: FusedOps>> ModuleMapper<AB>
+    for Update<'_, AB::InnerBackend>
+{
     fn enter_module(&mut self, name: &str, _container_type: &str) {
         self.path.push(name.to_string());
     }
@@ -209,23 +214,38 @@ impl<AB: AutodiffBackend> ModuleMapper<AB> for Update<'_, AB::InnerBackend> {
         let dims = tensor.dims();
         let n: usize = dims.iter().product();
         let require_grad = tensor.is_require_grad();
-        let p = tensor.inner().reshape([n]); // [N]
-        let g = grad.reshape([n]) * self.coef;
+        let device = tensor.device();
+        let prim = |t: Tensor<AB::InnerBackend, 1>| t.into_primitive().tensor();
+        let p = prim(tensor.inner().reshape([n])); // [N]
+        let g = prim(grad.reshape([n]));
         let (m, v) = match self.opt.moments.remove(&name) {
-            Some(mv) => mv,
-            None => (g.zeros_like(), g.zeros_like()),
+            Some((m, v)) => (prim(m), prim(v)),
+            None => {
+                let zeros = || prim(Tensor::zeros([n], &device));
+                (zeros(), zeros())
+            }
         };
-        let m = m * c.beta1 + g.clone() * (1.0 - c.beta1);
-        let v = v * c.beta2 + g.powi_scalar(2) * (1.0 - c.beta2);
-        let p = if c.weight_decay != 0.0 && decays(&name) {
-            p * (1.0 - self.lr * c.weight_decay)
+        let decay = if c.weight_decay != 0.0 && decays(&name) {
+            1.0 - self.lr * c.weight_decay
         } else {
-            p
+            1.0
         };
-        // torch.optim.AdamW (non-fused): denom = sqrt(v) / sqrt(bc2) + eps; p -= lr / bc1 * m / denom.
-        let denom = v.clone().sqrt() / self.bc2.sqrt() + c.eps;
-        let p = p - m.clone() / denom * (self.lr / self.bc1);
-        self.opt.moments.insert(name, (m, v));
+        // The scalars in f64, as PyTorch's are, then one f32 rounding each.
+        let step = AdamWStep {
+            grad_scale: self.coef as f32,
+            beta1: c.beta1 as f32,
+            one_minus_beta1: (1.0 - c.beta1) as f32,
+            beta2: c.beta2 as f32,
+            one_minus_beta2: (1.0 - c.beta2) as f32,
+            eps: c.eps as f32,
+            decay: decay as f32,
+            step_size: (self.lr / self.bc1) as f32,
+            bc2_sqrt: self.bc2.sqrt() as f32,
+        };
+        let (p, m, v) = AB::InnerBackend::adamw_step(p, g, m, v, step);
+        let t = |x| Tensor::<AB::InnerBackend, 1>::from_primitive(TensorPrimitive::Float(x));
+        let p = t(p);
+        self.opt.moments.insert(name, (t(m), t(v)));
         let mut t = Tensor::<AB, D>::from_inner(p.reshape(dims));
         if require_grad {
             t = t.require_grad();

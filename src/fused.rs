@@ -260,41 +260,28 @@ pub mod generic {
     }
 }
 
-/// Flex has a fused, row-parallel SIMD softmax: one sweep over the logits instead of four. The
-/// loss then comes from the softmax without cancelling: the softmax of a row's largest logit is
-/// `1 / sum(exp(x - max))`, so `lse - x_t = max - x_t - ln(max softmax)`, and the largest
-/// probability is never below `1/V`. GELU and the dropout masks are one rayon pass each.
+/// Flex: each op is one row-parallel rayon pass over f32 storage (the [`flex`] kernels), with
+/// the generic ops as the fallback for other dtypes. The loss row is `ln(sum) + max - x_t` from
+/// the same sweep that writes the softmax, so it stays exact where the target's probability
+/// underflows f32.
 #[cfg(feature = "flex")]
 impl FusedOps for burn::backend::Flex {
     fn lm_loss_and_probs(
         logits: FloatTensor<Self>,
         targets: IntTensor<Self>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        use burn::tensor::ops::{ActivationOps, FloatTensorOps};
-        let picked = Self::float_gather(1, logits.clone(), targets); // [N, 1]
-        let max = Self::float_max_dim(logits.clone(), 1); // [N, 1]
-        let probs = Self::softmax(logits, 1); // [N, V]
-        let top = Self::float_max_dim(probs.clone(), 1); // [N, 1], in [1/V, 1]
-        let rows = Self::float_sub(Self::float_sub(max, picked), Self::float_log(top));
-        (Self::float_mean(rows), probs)
+        flex::lm_loss_and_probs(&logits, &targets)
+            .unwrap_or_else(|| generic::lm_loss_and_probs::<Self>(logits, targets))
     }
 
     fn gelu_tanh(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        flex::map(&x, None, |x, _| {
-            let (t, _) = flex::tanh_and_derivative((GELU_K1 * x * x + 1.0) * x * GELU_K0);
-            0.5 * x * (1.0 + t)
-        })
-        .unwrap_or_else(|| generic::gelu_tanh::<Self>(x))
+        flex::map(&x, None, |x, _, out| flex::gelu(x, out))
+            .unwrap_or_else(|| generic::gelu_tanh::<Self>(x))
     }
 
     fn gelu_tanh_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
-        flex::map(&x, Some(&grad), |x, g| {
-            let x2 = x * x;
-            let (t, dt) = flex::tanh_and_derivative((GELU_K1 * x2 + 1.0) * x * GELU_K0);
-            let du = (3.0 * GELU_K1 * x2 + 1.0) * GELU_K0;
-            g * (0.5 * (1.0 + t) + 0.5 * x * dt * du)
-        })
-        .unwrap_or_else(|| generic::gelu_tanh_backward::<Self>(x, grad))
+        flex::map(&x, Some(&grad), flex::gelu_backward)
+            .unwrap_or_else(|| generic::gelu_tanh_backward::<Self>(x, grad))
     }
 
     fn causal_softmax(scores: FloatTensor<Self>, scale: f64) -> FloatTensor<Self> {
@@ -354,6 +341,7 @@ mod flex {
     use burn_flex::{FlexTensor, Layout};
     use rayon::prelude::*;
 
+    use super::{GELU_K0, GELU_K1};
     use crate::model::GOLDEN;
 
     /// Elements per rayon task: large enough to amortise the task, small for the cache.
@@ -390,7 +378,9 @@ mod flex {
         let p = p * r + 1.666_666_5e-1;
         let p = p * r + 5e-1;
         let e = p * r * r + r + 1.0;
-        e * f32::from_bits(((n as i32 + 127) as u32) << 23)
+        // `wrapping_add`: an overflow check here would keep LLVM from vectorising (`n` is in
+        // [-126, 127], so it never wraps).
+        e * f32::from_bits(((n as i32).wrapping_add(127) as u32) << 23)
     }
 
     /// `tanh(x)` and its derivative `1 - tanh(x)^2`, from `e = e^{-2|x|} <= 1`:
@@ -404,12 +394,155 @@ mod flex {
         (((1.0 - e) * inv).copysign(x), 4.0 * e * inv * inv)
     }
 
-    /// `f(x, y)` elementwise over `x` and an optional same-shape `y` (0 when absent). `None`
-    /// for dtypes other than f32 or shapes that differ: the caller takes the generic path.
+    /// `pub fn $name`, with `$body` compiled twice: for baseline x86-64, which is what the
+    /// binary targets, and for AVX-512, taken when the CPU has it (four times the vector width
+    /// for these libm-free loops). Both do the same f32 operations (Rust never contracts to FMA,
+    /// and the reductions fix their own association), so results do not depend on the CPU.
+    macro_rules! wide_kernel {
+        ($(#[$m:meta])* fn $name:ident / $baseline:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)?
+            $body:block) => {
+            /// The baseline x86-64 build of the kernel of the same name, for any CPU.
+            #[inline(always)]
+            pub fn $baseline($($arg: $ty),*) $(-> $ret)? $body
+
+            $(#[$m])*
+            pub fn $name($($arg: $ty),*) $(-> $ret)? {
+                #[cfg(target_arch = "x86_64")]
+                {
+                    #[target_feature(enable = "avx512f")]
+                    unsafe fn wide($($arg: $ty),*) $(-> $ret)? {
+                        $baseline($($arg),*)
+                    }
+                    if std::arch::is_x86_feature_detected!("avx512f") {
+                        // SAFETY: the CPU has AVX-512F, checked just above.
+                        return unsafe { wide($($arg),*) };
+                    }
+                }
+                $baseline($($arg),*)
+            }
+        };
+    }
+
+    /// Lanes of the reductions below: independent accumulators let LLVM vectorise a float
+    /// reduction, which it may not reorder itself.
+    const LANES: usize = 16;
+
+    wide_kernel! {
+        /// The largest element (NaNs ignored, as `f32::max` does; `-inf` for an empty row).
+        fn row_max / row_max_baseline(x: &[f32]) -> f32 {
+            let mut acc = [f32::NEG_INFINITY; LANES];
+            let chunks = x.chunks_exact(LANES);
+            let tail = chunks.remainder();
+            for c in chunks {
+                for (a, &v) in acc.iter_mut().zip(c) {
+                    *a = a.max(v);
+                }
+            }
+            acc.into_iter().chain(tail.iter().copied()).fold(f32::NEG_INFINITY, f32::max)
+        }
+    }
+
+    wide_kernel! {
+        /// `out = exp(scale * x - shift)`, returning the sum of `out`.
+        fn exp_sum / exp_sum_baseline(x: &[f32], scale: f32, shift: f32, out: &mut [f32]) -> f32 {
+            let mut acc = [0.0f32; LANES];
+            for (o, x) in out.chunks_exact_mut(LANES).zip(x.chunks_exact(LANES)) {
+                for ((o, &x), a) in o.iter_mut().zip(x).zip(acc.iter_mut()) {
+                    *o = exp(x * scale - shift);
+                    *a += *o;
+                }
+            }
+            let done = x.len() / LANES * LANES;
+            let mut sum: f32 = acc.iter().sum();
+            for (o, &x) in out[done..].iter_mut().zip(&x[done..]) {
+                *o = exp(x * scale - shift);
+                sum += *o;
+            }
+            sum
+        }
+    }
+
+    wide_kernel! {
+        /// GPT-2's tanh GELU of `x` into `out`.
+        fn gelu / gelu_baseline(x: &[f32], out: &mut [f32]) {
+            for (o, &x) in out.iter_mut().zip(x) {
+                let (t, _) = tanh_and_derivative((GELU_K1 * x * x + 1.0) * x * GELU_K0);
+                *o = 0.5 * x * (1.0 + t);
+            }
+        }
+    }
+
+    wide_kernel! {
+        /// The GELU's gradient at `x` times `grad`, into `out`.
+        fn gelu_backward / gelu_backward_baseline(x: &[f32], grad: &[f32], out: &mut [f32]) {
+            for ((o, &x), &g) in out.iter_mut().zip(x).zip(grad) {
+                let x2 = x * x;
+                let (t, dt) = tanh_and_derivative((GELU_K1 * x2 + 1.0) * x * GELU_K0);
+                let du = (3.0 * GELU_K1 * x2 + 1.0) * GELU_K0;
+                *o = g * (0.5 * (1.0 + t) + 0.5 * x * dt * du);
+            }
+        }
+    }
+
+    /// [`super::FusedOps::lm_loss_and_probs`] in one row-parallel sweep: per row the max, the
+    /// exponentials and their sum, the normalisation, and the row's loss
+    /// `ln(sum) + max - x_t`. `None` for other dtypes or out-of-range targets (the generic path
+    /// then reports them).
+    pub fn lm_loss_and_probs(
+        logits: &FlexTensor,
+        targets: &FlexTensor,
+    ) -> Option<(FlexTensor, FlexTensor)> {
+        let shape = logits.layout().shape();
+        if logits.dtype() != DType::F32 || shape.num_dims() != 2 {
+            return None;
+        }
+        let [n, v] = shape.dims::<2>();
+        let t = targets.to_contiguous();
+        if v == 0 || t.layout().shape().num_elements() != n {
+            return None;
+        }
+        let targets: Vec<usize> = match t.dtype() {
+            DType::I32 => t.storage::<i32>().iter().map(|&i| i as usize).collect(),
+            DType::I64 => t.storage::<i64>().iter().map(|&i| i as usize).collect(),
+            _ => return None,
+        };
+        if targets.iter().any(|&i| i >= v) {
+            return None;
+        }
+        let x = logits.to_contiguous();
+        let xs = x.storage::<f32>();
+        let mut probs = vec![0.0f32; xs.len()];
+        let mut rows = vec![0.0f32; n];
+        let rows_per_task = (CHUNK / v).max(1);
+        probs
+            .par_chunks_mut(rows_per_task * v)
+            .zip(xs.par_chunks(rows_per_task * v))
+            .zip(rows.par_chunks_mut(rows_per_task))
+            .enumerate()
+            .for_each(|(c, ((o, x), r))| {
+                for (k, ((o, x), r)) in o.chunks_mut(v).zip(x.chunks(v)).zip(r).enumerate() {
+                    let max = row_max(x);
+                    let sum = exp_sum(x, 1.0, max, o);
+                    let inv = 1.0 / sum;
+                    o.iter_mut().for_each(|p| *p *= inv);
+                    *r = sum.ln() + max - x[targets[c * rows_per_task + k]];
+                }
+            });
+        // Sequential, so the mean does not depend on how rayon split the rows.
+        let loss = rows.iter().map(|&r| r as f64).sum::<f64>() / n as f64;
+        Some((
+            f32_tensor(vec![loss as f32], Shape::new([1])),
+            f32_tensor(probs, Shape::new([n, v])),
+        ))
+    }
+
+    /// `f(x chunk, y chunk, out chunk)` over `x` and an optional same-shape `y` (empty chunks
+    /// when absent), in parallel. `None` for dtypes other than f32 or shapes that differ: the
+    /// caller takes the generic path.
     pub fn map(
         x: &FlexTensor,
         y: Option<&FlexTensor>,
-        f: impl Fn(f32, f32) -> f32 + Sync,
+        f: impl Fn(&[f32], &[f32], &mut [f32]) + Sync,
     ) -> Option<FlexTensor> {
         if x.dtype() != DType::F32 || y.is_some_and(|y| y.dtype() != DType::F32) {
             return None;
@@ -427,20 +560,12 @@ mod flex {
                 let ys = y.storage::<f32>();
                 out.par_chunks_mut(CHUNK)
                     .zip(xs.par_chunks(CHUNK).zip(ys.par_chunks(CHUNK)))
-                    .for_each(|(o, (xs, ys))| {
-                        for ((o, x), y) in o.iter_mut().zip(xs).zip(ys) {
-                            *o = f(*x, *y);
-                        }
-                    });
+                    .for_each(|(o, (xs, ys))| f(xs, ys, o));
             }
             None => out
                 .par_chunks_mut(CHUNK)
                 .zip(xs.par_chunks(CHUNK))
-                .for_each(|(o, xs)| {
-                    for (o, x) in o.iter_mut().zip(xs) {
-                        *o = f(*x, 0.0);
-                    }
-                }),
+                .for_each(|(o, xs)| f(xs, &[], o)),
         }
         Some(f32_tensor(out, shape))
     }
@@ -514,12 +639,7 @@ mod flex {
                 for (k, (o, x)) in o.chunks_mut(tk).zip(xs.chunks(tk)).enumerate() {
                     let seen = (c * rows_per_task + k) % t + tk - t + 1;
                     let (o, x) = (&mut o[..seen], &x[..seen]);
-                    let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) * scale;
-                    let mut sum = 0.0f32;
-                    for (o, &x) in o.iter_mut().zip(x) {
-                        *o = exp(x * scale - max);
-                        sum += *o;
-                    }
+                    let sum = exp_sum(x, scale, row_max(x) * scale, o);
                     let inv = 1.0 / sum;
                     o.iter_mut().for_each(|o| *o *= inv);
                 }
@@ -804,6 +924,35 @@ mod tests {
         assert!(flex::exp(-1e4) < 2e-38 && flex::exp(1e4).is_finite());
         assert!(flex::exp(f32::NAN).is_nan() && flex::tanh_and_derivative(f32::NAN).0.is_nan());
         assert_eq!(flex::exp(f32::NEG_INFINITY), flex::exp(-87.3));
+    }
+
+    /// The AVX-512 builds (taken on this CPU when it has AVX-512) against the baseline ones:
+    /// bit for bit, so a result does not depend on the machine.
+    #[cfg(feature = "flex")]
+    #[test]
+    fn wide_kernels_equal_their_baseline_builds() {
+        let (x, _) = case(1, 1003, 12.0); // not a multiple of the lanes
+        let (g, _) = case(1, 1003, 2.0);
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        let mut a = vec![0.0; x.len()];
+        let mut b = vec![0.0; x.len()];
+        assert_eq!(flex::row_max(&x), flex::row_max_baseline(&x));
+        let sums = (
+            flex::exp_sum(&x, 0.3, 2.0, &mut a),
+            flex::exp_sum_baseline(&x, 0.3, 2.0, &mut b),
+        );
+        assert_eq!((sums.0.to_bits(), bits(&a)), (sums.1.to_bits(), bits(&b)));
+        flex::gelu(&x, &mut a);
+        flex::gelu_baseline(&x, &mut b);
+        assert_eq!(bits(&a), bits(&b));
+        flex::gelu_backward(&x, &g, &mut a);
+        flex::gelu_backward_baseline(&x, &g, &mut b);
+        assert_eq!(bits(&a), bits(&b));
+        #[cfg(target_arch = "x86_64")]
+        println!(
+            "AVX-512 path taken: {}",
+            std::arch::is_x86_feature_detected!("avx512f")
+        );
     }
 
     #[test]

@@ -643,10 +643,18 @@ fn send_signal(pid: u32, sig: libc::c_int) {
 // ---------------------------------------------------------------------------------------------
 // sweep trial run: the child
 
+/// What the trainer sends the metric writer.
+enum ToWriter {
+    Row(NewMetric),
+    /// Write everything buffered now, then reply (no reply if writing failed for good).
+    Flush(mpsc::Sender<()>),
+    Stop,
+}
+
 /// A [`MetricSink`] that hands rows to a background writer, so training never waits for the
 /// database. The writer also sends heartbeats and raises `cancel` if the trial was taken away.
 pub struct StoreSink {
-    tx: Option<mpsc::Sender<Option<NewMetric>>>,
+    tx: Option<mpsc::Sender<ToWriter>>,
     handle: Option<std::thread::JoinHandle<Result<u64>>>,
     failed: Arc<Mutex<Option<String>>>,
 }
@@ -658,7 +666,7 @@ impl StoreSink {
         worker: String,
         cancel: Arc<AtomicBool>,
     ) -> Self {
-        let (tx, rx) = mpsc::channel::<Option<NewMetric>>();
+        let (tx, rx) = mpsc::channel::<ToWriter>();
         let failed = Arc::new(Mutex::new(None));
         let failed2 = failed.clone();
         let handle = std::thread::Builder::new()
@@ -670,15 +678,20 @@ impl StoreSink {
                 let mut last_beat = Instant::now();
                 let mut failures = 0;
                 let mut done = false;
+                let mut acks: Vec<mpsc::Sender<()>> = Vec::new();
                 while !done {
                     let wait = Duration::from_secs_f64(FLUSH_SECS.min(HEARTBEAT_SECS) / 4.0);
                     match rx.recv_timeout(wait) {
-                        Ok(Some(row)) => buf.push(row),
-                        Ok(None) | Err(mpsc::RecvTimeoutError::Disconnected) => done = true,
+                        Ok(ToWriter::Row(row)) => buf.push(row),
+                        Ok(ToWriter::Flush(ack)) => acks.push(ack),
+                        Ok(ToWriter::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => {
+                            done = true
+                        }
                         Err(mpsc::RecvTimeoutError::Timeout) => {}
                     }
                     let due = buf.len() >= FLUSH_ROWS
                         || last_flush.elapsed().as_secs_f64() >= FLUSH_SECS
+                        || !acks.is_empty()
                         || done;
                     if due && !buf.is_empty() {
                         match store.insert_metrics(trial_id, &buf) {
@@ -699,6 +712,11 @@ impl StoreSink {
                             }
                         }
                         last_flush = Instant::now();
+                    }
+                    if buf.is_empty() {
+                        for ack in acks.drain(..) {
+                            let _ = ack.send(());
+                        }
                     }
                     if last_beat.elapsed().as_secs_f64() >= HEARTBEAT_SECS && !done {
                         last_beat = Instant::now();
@@ -723,7 +741,7 @@ impl StoreSink {
     /// Flush everything and stop the writer; returns the number of new rows written.
     pub fn finish(mut self) -> Result<u64> {
         if let Some(tx) = self.tx.take() {
-            let _ = tx.send(None);
+            let _ = tx.send(ToWriter::Stop);
         }
         match self.handle.take() {
             Some(h) => h
@@ -755,10 +773,27 @@ impl MetricSink for StoreSink {
             tokens_per_s: row.tokens_per_s,
         };
         if let Some(tx) = &self.tx {
-            tx.send(Some(row))
+            tx.send(ToWriter::Row(row))
                 .map_err(|_| anyhow::anyhow!("the metric writer stopped"))?;
         }
         Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        let Some(tx) = &self.tx else {
+            return Ok(());
+        };
+        let (ack, written) = mpsc::channel();
+        let sent = tx.send(ToWriter::Flush(ack)).is_ok();
+        if sent && written.recv().is_ok() {
+            return Ok(());
+        }
+        let failed = self
+            .failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        anyhow::bail!(failed.unwrap_or_else(|| "the metric writer stopped".into()))
     }
 }
 
@@ -1458,5 +1493,56 @@ fn regenerate_report(url: &str, name: &str, artifacts: &Path) {
             out.display()
         ),
         Err(_) => eprintln!("warning: the report writer panicked; run `sweep report {name}`"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{NewSweep, NewTrial};
+
+    #[test]
+    fn store_sink_flush_writes_every_recorded_row_before_it_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("sweep.db");
+        let store: Arc<dyn Store> = Arc::from(crate::store::open(db.to_str().unwrap()).unwrap());
+        let sweep = NewSweep {
+            name: "s".into(),
+            title: None,
+            description: None,
+            file: None,
+            profile: None,
+            kind: "grid".into(),
+            spec: json!({}),
+        };
+        let trial = NewTrial {
+            hash: "h".into(),
+            config: json!({}),
+            label: json!({}),
+            is_baseline: false,
+        };
+        let id = store.record_sweep(&sweep, &[trial]).unwrap().trial_ids[0];
+        let cancel = Arc::new(AtomicBool::new(false));
+        let mut sink = StoreSink::spawn(store.clone(), id, "w".into(), cancel);
+        let row = |step, split: &str| MetricRow {
+            step,
+            epoch: 0.0,
+            split: split.into(),
+            loss: 1.0,
+            ppl: 1.0f64.exp(),
+            tokens_seen: step * 10,
+            lr: 0.0,
+            tokens_per_s: 0.0,
+        };
+        let t0 = Instant::now();
+        sink.record(&row(1, "train")).unwrap();
+        sink.record(&row(1, "valid")).unwrap();
+        sink.flush().unwrap();
+        // Well within FLUSH_SECS: the rows are there because of the flush, not the timer.
+        assert!(t0.elapsed().as_secs_f64() < FLUSH_SECS);
+        assert_eq!(store.metrics(id).unwrap().len(), 2);
+        sink.record(&row(2, "train")).unwrap();
+        assert_eq!(sink.finish().unwrap(), 3, "rows written in all");
+        assert_eq!(store.metrics(id).unwrap().len(), 3);
     }
 }

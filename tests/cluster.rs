@@ -1250,13 +1250,6 @@ fn a_baseline_shared_by_two_job_arrays_trains_once_and_no_task_fails() {
             assert_eq!(t.attempts, 1, "trained once: {t:?}");
         }
     }
-    // The losing task said why it did nothing, and Slurm lists every task as COMPLETED.
-    let logs = logs_under(&shared);
-    assert!(
-        logs.contains(&format!("sweep: trial {} is ", base.id))
-            && logs.contains("nothing to do for this task (exit 0)"),
-        "{logs}"
-    );
     let states = |job: &str| {
         // Tasks leave squeue a moment after the ledger says done.
         let mut text = String::new();
@@ -1267,9 +1260,11 @@ fn a_baseline_shared_by_two_job_arrays_trains_once_and_no_task_fails() {
                 .unwrap();
             text = String::from_utf8_lossy(&o.stdout).into_owned();
             if text.lines().count() == 2
-                && text
-                    .lines()
-                    .all(|l| !l.ends_with("|RUNNING") && !l.ends_with("|COMPLETING"))
+                && text.lines().all(|l| {
+                    ["|PENDING", "|RUNNING", "|COMPLETING"]
+                        .iter()
+                        .all(|s| !l.ends_with(s))
+                })
             {
                 break;
             }
@@ -1277,8 +1272,18 @@ fn a_baseline_shared_by_two_job_arrays_trains_once_and_no_task_fails() {
         }
         text
     };
-    for job in [&ja, &jb] {
-        let text = states(job);
+    // Wait for every task to end first: the losing task may start only after the winner has
+    // already finished the shared trial, so the ledger can be done while it is still pending.
+    let texts = [states(&ja), states(&jb)];
+    // The losing task said why it did nothing (the trial was being run or already completed),
+    // and Slurm lists every task as COMPLETED.
+    let logs = logs_under(&shared);
+    assert!(
+        logs.contains(&format!("sweep: trial {} is ", base.id))
+            && logs.contains("nothing to do for this task (exit 0)"),
+        "{logs}"
+    );
+    for text in texts {
         assert_eq!(text.lines().count(), 2, "two tasks: {text}");
         assert!(
             text.lines().all(|l| l.ends_with("|COMPLETED")),

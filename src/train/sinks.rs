@@ -70,6 +70,12 @@ impl MetricSink for Tee<'_> {
         }
         Ok(())
     }
+    fn flush(&mut self) -> Result<()> {
+        for s in self.0.iter_mut() {
+            s.flush()?;
+        }
+        Ok(())
+    }
 }
 
 /// Keeps rows in memory (tests, and callers that want the curve back).

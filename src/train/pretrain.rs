@@ -13,6 +13,7 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use sha2::{Digest, Sha256};
 
 use super::{run_trial, MetricRow, MetricSink, RunContext, TrialEnd};
 use crate::model::GptConfig;
@@ -60,7 +61,12 @@ pub fn cached_dir(
     data_hash: &str,
     tokenizer_id: &str,
 ) -> Result<PathBuf> {
-    let hash = crate::plan::trial_hash(&pretrain_config(cfg)?, data_hash, tokenizer_id, None)?;
+    let config = crate::plan::trial_hash(&pretrain_config(cfg)?, data_hash, tokenizer_id, None)?;
+    // Code that trains differently must not reuse the weights older code cached.
+    let hash = hex::encode(Sha256::digest(format!(
+        "{config} trainer numerics {}",
+        super::NUMERICS
+    )));
     Ok(cache_root.join("pretrained").join(&hash[..16]))
 }
 

@@ -9,9 +9,8 @@ use burn::optim::GradientsParams;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Tensor, TensorData, TensorPrimitive};
 
-use crate::fused::{AdamWStep, FusedOps};
-
 use crate::checkpoint::NamedTensor;
+use crate::fused::{AdamWStep, FusedOps};
 
 /// AdamW hyperparameters (PyTorch's defaults set explicitly, not Burn's).
 #[derive(Debug, Clone, Copy, PartialEq)]

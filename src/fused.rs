@@ -484,6 +484,16 @@ mod flex {
         }
     }
 
+    /// `out = softmax(scale * x)`; returns `(scale * max(x), sum of exp(scale * x - that))`,
+    /// from which a row's log-sum-exp follows.
+    fn softmax_row(x: &[f32], scale: f32, out: &mut [f32]) -> (f32, f32) {
+        let shift = row_max(x) * scale;
+        let sum = exp_sum(x, scale, shift, out);
+        let inv = 1.0 / sum;
+        out.iter_mut().for_each(|p| *p *= inv);
+        (shift, sum)
+    }
+
     /// [`super::FusedOps::lm_loss_and_probs`] in one row-parallel sweep: per row the max, the
     /// exponentials and their sum, the normalisation, and the row's loss
     /// `ln(sum) + max - x_t`. `None` for other dtypes or out-of-range targets (the generic path
@@ -521,10 +531,7 @@ mod flex {
             .enumerate()
             .for_each(|(c, ((o, x), r))| {
                 for (k, ((o, x), r)) in o.chunks_mut(v).zip(x.chunks(v)).zip(r).enumerate() {
-                    let max = row_max(x);
-                    let sum = exp_sum(x, 1.0, max, o);
-                    let inv = 1.0 / sum;
-                    o.iter_mut().for_each(|p| *p *= inv);
+                    let (max, sum) = softmax_row(x, 1.0, o);
                     *r = sum.ln() + max - x[targets[c * rows_per_task + k]];
                 }
             });
@@ -639,9 +646,7 @@ mod flex {
                 for (k, (o, x)) in o.chunks_mut(tk).zip(xs.chunks(tk)).enumerate() {
                     let seen = (c * rows_per_task + k) % t + tk - t + 1;
                     let (o, x) = (&mut o[..seen], &x[..seen]);
-                    let sum = exp_sum(x, scale, row_max(x) * scale, o);
-                    let inv = 1.0 / sum;
-                    o.iter_mut().for_each(|o| *o *= inv);
+                    softmax_row(x, scale, o);
                 }
             });
         Some(f32_tensor(out, x.layout().shape().clone()))

@@ -714,13 +714,14 @@ fn progress_bar(enabled: bool, total: u64, pos: u64) -> ProgressBar {
     bar
 }
 
-/// Facts about where a trial ran: backend, device, crate version, git commit and dirtiness.
 /// The trainer's numerics version. Bump it whenever a change makes the same config and seed
 /// train to different weights: a kernel that rounds differently, a new dropout hash. It is part
 /// of the cache key of local pretrainings, so a start cached by older code is not reused, and is
 /// recorded with every trial. 2: the vectorised `exp`, fused AdamW and LM loss of 2026-11-26.
 pub const NUMERICS: u32 = 2;
 
+/// Facts about where a trial ran: backend, device, crate version, trainer numerics, git commit
+/// and dirtiness.
 pub fn environment(ctx: &RunContext) -> serde_json::Value {
     let git = |args: &[&str]| {
         std::process::Command::new("git")

@@ -13,7 +13,6 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use sha2::{Digest, Sha256};
 
 use super::{run_trial, MetricRow, MetricSink, RunContext, TrialEnd};
 use crate::model::GptConfig;
@@ -63,10 +62,9 @@ pub fn cached_dir(
 ) -> Result<PathBuf> {
     let config = crate::plan::trial_hash(&pretrain_config(cfg)?, data_hash, tokenizer_id, None)?;
     // Code that trains differently must not reuse the weights older code cached.
-    let hash = hex::encode(Sha256::digest(format!(
-        "{config} trainer numerics {}",
-        super::NUMERICS
-    )));
+    let hash = crate::plan::sha256_hex(
+        format!("{config} trainer numerics {}", super::NUMERICS).as_bytes(),
+    );
     Ok(cache_root.join("pretrained").join(&hash[..16]))
 }
 

@@ -769,4 +769,21 @@ mod tests {
         assert_ne!(a, epoch_order(100, 42, 1));
         assert_ne!(a, epoch_order(100, 43, 0));
     }
+
+    /// A resumed run continues from the running sums in `state.json`; a float that comes back
+    /// one ulp off makes its next logged train loss differ from the uninterrupted run's (seen in
+    /// tests/cluster.rs). serde_json parses exactly only with `float_roundtrip`.
+    #[test]
+    fn checkpoint_state_floats_round_trip_exactly_through_json() {
+        let mut rng = SplitMix::new(3);
+        let mut off = 0;
+        for _ in 0..100_000 {
+            // Sums of losses and seconds: magnitudes 1e-3..1e6 with full 53-bit mantissas.
+            let x = f64::from_bits(rng.next_u64() >> 12 | 0x3ff0_0000_0000_0000) - 1.0;
+            let x = x * 10f64.powi((rng.next_u64() % 10) as i32 - 3);
+            let back: f64 = serde_json::from_str(&serde_json::to_string(&x).unwrap()).unwrap();
+            off += (back.to_bits() != x.to_bits()) as usize;
+        }
+        assert_eq!(off, 0, "{off} of 100000 f64s changed through JSON");
+    }
 }

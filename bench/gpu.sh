@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The GPU checks of the trainer issue in one go, on a machine with an NVIDIA GPU and a
 # `--features cuda` build: the golden check at f32 (`sweep selftest`), training throughput and
-# MFU against HF transformers (bench/gpu_bench.py), the golden check at bf16/f16, the precision
-# sweep end to end through the ledger, and, when a `--features cuda-autotune` build is given, its
-# throughput too. The steps run in that order of importance under one time budget, so a short
-# lease still returns the first ones. Results go to $OUT (default bench/out).
+# MFU against HF transformers (bench/gpu_bench.py), the same with a `--features cuda-autotune`
+# build when one is given, the golden check at bf16, the precision sweep end to end through the
+# ledger, the golden check at f16 and a per-kernel profile. The steps run in that order of
+# importance under one time budget, so a short lease still returns the first ones. Results go
+# to $OUT (default bench/out).
 #   cargo build --features cuda && bench/gpu.sh [path/to/cs.CL.tsv.xz]
 # Environment: SWEEP_BIN (default target/debug/sweep), SWEEP_BIN_AUTOTUNE (optional),
 # SWEEP_GPU_BUDGET_S (default 540), SWEEP_GPU_STEPS (optimizer steps per precision-sweep trial).
@@ -37,24 +38,23 @@ bench() { # $1 binary, $2 label, $3 precisions, $4 impls
         --precisions "$3" --impls "$4" 2>"$OUT/gpu_bench_$2.log" | tee "$OUT/gpu_bench_$2.txt"
 }
 selftest f32 "$S"
-bench "$S" fusion bf16,f32,tf32 burn,hf
-timeout "$(left 60)" bash bench/gpu_profile.sh bf16 2>&1 | tee "$OUT/profile.txt"
+bench "$S" fusion bf16,f32,tf32 hf,burn
+# With autotune (when given): the first process tunes each matmul shape (minutes on a bare
+# machine, RESULTS); a carried cache (target/autotune) skips what it already holds.
+[ -n "$SA" ] && [ "$(left 60)" -ge 60 ] && timeout "$(left 240)" python3 bench/gpu_bench.py \
+    --sweep "$SA" --warmup 3 --steps 8 --precisions bf16,f32 --impls burn \
+    2>"$OUT/gpu_bench_autotune.log" | tee "$OUT/gpu_bench_autotune.txt"
 selftest bf16 "$S"
-selftest f16 "$S"
 export SWEEP_DB="sqlite:///tmp/gpu-sweep.db"
-timeout "$(left 240)" "$S" run sweeps/gpu_precision.toml --devices cuda:0 \
+timeout "$(left 180)" "$S" run sweeps/gpu_precision.toml --devices cuda:0 \
     --set "data.sources=[\"$DATA\"]" --set "max_steps=$STEPS" >/tmp/gpu-sweep.log 2>&1
 tail -30 /tmp/gpu-sweep.log | tee -a "$OUT/results.txt"
 "$S" results gpu_precision 2>&1 | tee -a "$OUT/results.txt"
 "$S" query "SELECT t.id, json_extract(t.config_json, '$.precision') AS precision, m.step, m.split, \
     round(m.loss, 4) AS loss, round(m.tokens_per_s) AS tok_s FROM metrics m JOIN trials t \
     ON t.id = m.trial_id WHERE m.split != 'train' ORDER BY t.id, m.step" 2>&1 | tee -a "$OUT/results.txt"
-# Autotune's first process tunes for minutes (RESULTS); bench-train's per-step lines show it.
-for p in bf16 f32; do
-    [ -n "$SA" ] && [ "$(left 60)" -ge 60 ] && timeout "$(left 600)" "$SA" bench-train --device \
-        cuda:0 --preset gpt2 --block-size 1024 --batch-size 8 --warmup 3 --steps 8 --precision $p \
-        2>&1 | tail -4 | tee -a "$OUT/autotune.txt"
-done
+selftest f16 "$S"
+[ "$(left 60)" -ge 60 ] && timeout "$(left 60)" bash bench/gpu_profile.sh bf16 2>&1 | tee "$OUT/profile.txt"
 # The compiled kernels (CubeCL's disk cache under target/), so a later lease can start warm.
 find target -newer "$START" -type f 2>/dev/null | grep -v "^target/debug/sweep" \
     | tar czf "$OUT/cubecl-cache.tgz" -T - 2>/dev/null

@@ -125,7 +125,8 @@ def main():
             print(json.dumps(r), flush=True)
     print(f"\n{gpu}: {a.preset}, batch {a.batch} x {a.block} tokens, {fpt / 1e9:.3f} GFLOP/token, "
           f"peak {peak / 1e12:.1f} TFLOP/s bf16")
-    print(f"{'impl':<8}{'precision':<10}{'tokens/s':>12}{'MFU':>8}{'vs HF':>8}  (Burn f32 vs HF tf32 where run)")
+    print(f"{'impl':<8}{'precision':<10}{'tokens/s':>12}{'MFU':>8}{'vs HF':>8}{'queued':>8}  (Burn f32 vs HF tf32 "
+          "where run; queued: the host's time to issue a step, as a share of the step)")
     for r in rows:
         like = {"f32": ("tf32", "f32")}.get(r["precision"], (r["precision"],)) if r["impl_name"] == "burn" \
             else (r["precision"],)
@@ -135,8 +136,9 @@ def main():
             print(f"{r['impl_name']:<8}{r['precision']:<10}  {r.get('error')}")
             continue
         ratio = r["tokens_per_s"] / hf["tokens_per_s"] if "tokens_per_s" in hf else float("nan")
+        queued = f"{100 * r['median_queued_s'] / r['median_step_s']:>7.0f}%" if "median_queued_s" in r else ""
         print(f"{r['impl_name']:<8}{r['precision']:<10}{r['tokens_per_s']:>12,.0f}"
-              f"{100 * r['mfu_vs_bf16_peak']:>7.1f}%{ratio:>7.2f}x")
+              f"{100 * r['mfu_vs_bf16_peak']:>7.1f}%{ratio:>7.2f}x{queued}")
 
 
 if __name__ == "__main__":

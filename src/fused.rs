@@ -24,6 +24,12 @@ use burn::tensor::{Distribution, FloatDType, TensorMetadata, TensorPrimitive};
 /// ([`generic`]) are built from Burn's primitive ops and work on any backend; Flex overrides them
 /// with one-pass row-parallel kernels, and `Autodiff` gives each its backward.
 pub trait FusedOps: Backend {
+    /// Whether reading a scalar back to the host stalls a queue of asynchronous work (GPUs). The
+    /// optimizer then keeps the clipping coefficient on the device instead of reading the grad
+    /// norm mid-step; on the CPU backends every op has already run, so reading is free and the
+    /// coefficient is computed in f64 as PyTorch's is.
+    const ASYNC: bool = false;
+
     /// `(mean loss [1], softmax [N, V])` of logits `[N, V]` and targets `[N, 1]`.
     fn lm_loss_and_probs(
         logits: FloatTensor<Self>,
@@ -702,7 +708,9 @@ mod flex {
 impl FusedOps for burn::backend::NdArray {}
 
 #[cfg(feature = "cuda")]
-impl FusedOps for crate::backend::Cuda {}
+impl FusedOps for crate::backend::Cuda {
+    const ASYNC: bool = true;
+}
 
 /// The backward of a one-input op: the input's gradient is `f(state, output gradient)`.
 struct UnaryBackward<B: Backend, S> {

@@ -219,7 +219,7 @@ pub fn check<AB: FusedAutodiff>(
         logits_max_diff,
         loss,
         ref_loss: num(&exp, "loss")?,
-        grad_norm: info.grad_norm,
+        grad_norm: info.grad_norm(),
         ref_grad_norm: num(adam, "grad_norm_before_clip")?,
         loss_after_step,
         ref_loss_after_step: num(adam, "loss_after_step")?,

@@ -31,7 +31,7 @@ use crate::model::{Gpt, GptConfig, Precision, SplitMix};
 use crate::tokenizer::Tokenizer;
 use crate::trial::TrialConfig;
 use eval::{capped_blocks, evaluate, Blocks};
-use optim::{linear_lr, AdamW, AdamWConfig};
+use optim::{linear_lr, AdamW, AdamWConfig, LossScaler};
 
 /// One logged number: running train loss, or an evaluation on a split.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -328,6 +328,14 @@ struct TrainState {
     window_loss: f64,
     window_batches: u64,
     last_valid_step: Option<u64>,
+    /// f16 autocast's loss scale (None at f32 and bf16); older checkpoints lack it.
+    #[serde(default)]
+    loss_scaler: Option<LossScaler>,
+    /// Steps skipped because their f16 gradients overflowed: they count as steps (of the data
+    /// and the step budget) but not as updates, so the learning-rate schedule and AdamW's bias
+    /// correction do not advance (HF Trainer with a GradScaler).
+    #[serde(default)]
+    skipped_steps: u64,
 }
 
 /// Runs (or resumes) one trial on the device named in `ctx`.
@@ -445,8 +453,12 @@ fn run_on<AB: FusedAutodiff>(
                     ))
                     .into());
                 }
-                opt.load_named(ck.optimizer, ck.state.step, &device)
-                    .with_context(|| format!("restoring optimizer from {}", ckpt_dir.display()))?;
+                opt.load_named(
+                    ck.optimizer,
+                    ck.state.step - ck.state.skipped_steps,
+                    &device,
+                )
+                .with_context(|| format!("restoring optimizer from {}", ckpt_dir.display()))?;
                 (model, ck.state)
             }
             None => {
@@ -473,6 +485,8 @@ fn run_on<AB: FusedAutodiff>(
                     window_loss: 0.0,
                     window_batches: 0,
                     last_valid_step: None,
+                    loss_scaler: (cfg.precision == Some(Precision::F16)).then(LossScaler::new),
+                    skipped_steps: 0,
                 };
                 (model, st)
             }
@@ -517,28 +531,48 @@ fn run_on<AB: FusedAutodiff>(
                 &device,
                 cfg.seed ^ st.step.wrapping_mul(crate::model::GOLDEN),
             );
-            let lr = linear_lr(cfg.learning_rate, st.step, cfg.warmup_steps, total_steps);
+            let updates = st.step - st.skipped_steps;
+            let lr = linear_lr(cfg.learning_rate, updates, cfg.warmup_steps, total_steps);
+            let loss_scale = st.loss_scaler.map(|s| s.scale);
             let mut acc = GradientsAccumulator::<Gpt<AB>>::new();
             let base = st.step_in_epoch as usize * cfg.batch_size * cfg.grad_accum;
-            let mut step_loss = 0.0;
+            let mut losses = Vec::with_capacity(cfg.grad_accum);
             for a in 0..cfg.grad_accum {
                 let start = base + a * cfg.batch_size;
                 let idx = &order[start..start + cfg.batch_size];
                 let ids = eval::batch_tensor::<AB>(&train, idx, &device);
                 let loss = model.loss(ids);
-                let value = loss.clone().into_scalar().elem::<f64>();
+                losses.push(loss.clone().inner());
+                // Averaging over micro-batches: each contributes loss / grad_accum.
+                let loss = match loss_scale {
+                    Some(scale) => loss * (scale / cfg.grad_accum as f64),
+                    None => loss / cfg.grad_accum as f64,
+                };
+                let grads = loss.backward();
+                acc.accumulate(&model, GradientsParams::from_grads(grads, &model));
+            }
+            model = match (loss_scale, st.loss_scaler.as_mut()) {
+                (Some(scale), Some(scaler)) => {
+                    let (m, _, applied) = opt.step_scaled(model, acc.grads(), lr, scale);
+                    scaler.update(applied);
+                    st.skipped_steps += u64::from(!applied);
+                    m
+                }
+                _ => opt.step(model, acc.grads(), lr).0,
+            };
+            // The losses are read only now, once the whole step is queued: on a GPU a read
+            // mid-step would stall the queue. A diverged step's update is thrown away with the
+            // trial, so checking after it changes nothing but the wait.
+            let mut step_loss = 0.0;
+            for loss in losses {
+                let value = loss.into_scalar().elem::<f64>();
                 if !value.is_finite() {
                     bar.finish_and_clear();
                     let _ = std::fs::remove_dir_all(&ckpt_dir);
                     return Ok(TrialEnd::Diverged { step: st.step + 1 });
                 }
                 step_loss += value / cfg.grad_accum as f64;
-                // Averaging over micro-batches: each contributes loss / grad_accum.
-                let grads = (loss / cfg.grad_accum as f64).backward();
-                acc.accumulate(&model, GradientsParams::from_grads(grads, &model));
             }
-            let (m, _) = opt.step(model, acc.grads(), lr);
-            model = m;
             AB::sync(&device).ok();
             st.train_seconds += t0.elapsed().as_secs_f64();
             st.step += 1;
@@ -718,7 +752,9 @@ fn progress_bar(enabled: bool, total: u64, pos: u64) -> ProgressBar {
 /// train to different weights: a kernel that rounds differently, a new dropout hash. It is part
 /// of the cache key of local pretrainings, so a start cached by older code is not reused, and is
 /// recorded with every trial. 2: the vectorised `exp`, fused AdamW and LM loss of 2026-11-26.
-pub const NUMERICS: u32 = 2;
+/// 3: f16 autocast with dynamic loss scaling, and the clipping coefficient computed in f32 on
+/// GPUs (CPU results are unchanged from 2).
+pub const NUMERICS: u32 = 3;
 
 /// Facts about where a trial ran: backend, device, crate version, trainer numerics, git commit
 /// and dirtiness.

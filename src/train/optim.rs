@@ -8,6 +8,7 @@ use burn::module::{AutodiffModule, ModuleMapper, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Tensor, TensorData, TensorPrimitive};
+use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::NamedTensor;
 use crate::fused::{AdamWStep, FusedOps};
@@ -50,10 +51,66 @@ pub struct AdamW<B: Backend> {
 }
 
 /// What one step did.
-#[derive(Debug, Clone, Copy)]
-pub struct StepInfo {
-    /// Global gradient norm before clipping.
-    pub grad_norm: f64,
+#[derive(Debug, Clone)]
+pub struct StepInfo<B: Backend> {
+    /// Sum of squares of every gradient before clipping, still on the device: reading it waits
+    /// for the step.
+    pub squared_norm: Option<Tensor<B, 1>>,
+}
+
+impl<B: Backend> StepInfo<B> {
+    /// The global gradient norm before clipping (a read from the device).
+    pub fn grad_norm(&self) -> f64 {
+        self.squared_norm
+            .clone()
+            .map(|t| t.into_scalar().elem::<f64>().sqrt())
+            .unwrap_or(0.0)
+    }
+}
+
+/// Dynamic loss scaling for f16 autocast, with `torch.amp.GradScaler`'s defaults (what HF
+/// Trainer's `--fp16` uses). f16 gradients below ~6e-8 flush to zero, and a language model's
+/// are that small (the loss is a mean over thousands of tokens), so the loss is multiplied by a
+/// large scale before the backward pass and the gradients divided by it before the update. The
+/// scale halves after a step whose gradients overflowed (that step is skipped) and doubles after
+/// `GROWTH_INTERVAL` steps in a row that did not.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LossScaler {
+    pub scale: f64,
+    /// Applied steps since the scale last changed.
+    pub good_steps: u64,
+}
+
+impl LossScaler {
+    pub const INIT: f64 = 65_536.0;
+    pub const GROWTH_INTERVAL: u64 = 2000;
+
+    pub fn new() -> Self {
+        Self {
+            scale: Self::INIT,
+            good_steps: 0,
+        }
+    }
+
+    /// After a step: `applied` false means its gradients overflowed.
+    pub fn update(&mut self, applied: bool) {
+        if !applied {
+            self.scale *= 0.5;
+            self.good_steps = 0;
+        } else {
+            self.good_steps += 1;
+            if self.good_steps == Self::GROWTH_INTERVAL {
+                self.scale *= 2.0;
+                self.good_steps = 0;
+            }
+        }
+    }
+}
+
+impl Default for LossScaler {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl<B: Backend> AdamW<B> {
@@ -66,7 +123,47 @@ impl<B: Backend> AdamW<B> {
     }
 
     /// One update of `model` with `grads` (already averaged over micro-batches) at rate `lr`.
-    pub fn step<AB, M>(&mut self, model: M, mut grads: GradientsParams, lr: f64) -> (M, StepInfo)
+    /// Nothing is read back from the device on a GPU backend ([`FusedOps::ASYNC`]), so the step
+    /// queues behind the backward pass without a stall, as `clip_grad_norm_` does in PyTorch.
+    pub fn step<AB, M>(&mut self, model: M, grads: GradientsParams, lr: f64) -> (M, StepInfo<B>)
+    where
+        B: FusedOps,
+        AB: AutodiffBackend<InnerBackend = B>,
+        M: AutodiffModule<AB>,
+    {
+        let (model, info, _) = self.step_clipping(model, grads, lr, None, B::ASYNC);
+        (model, info)
+    }
+
+    /// [`AdamW::step`] for gradients of a loss multiplied by `loss_scale` (f16 autocast, see
+    /// [`LossScaler`]): they are unscaled before clipping, and a step whose gradients overflowed
+    /// is skipped, as `torch.amp.GradScaler.step` does. Returns whether the step was applied.
+    /// Deciding that reads the norm back, one wait per step, as PyTorch's scaler does too.
+    pub fn step_scaled<AB, M>(
+        &mut self,
+        model: M,
+        grads: GradientsParams,
+        lr: f64,
+        loss_scale: f64,
+    ) -> (M, StepInfo<B>, bool)
+    where
+        B: FusedOps,
+        AB: AutodiffBackend<InnerBackend = B>,
+        M: AutodiffModule<AB>,
+    {
+        self.step_clipping(model, grads, lr, Some(loss_scale), false)
+    }
+
+    /// The step, with the clipping coefficient computed on the device (`on_device`) or on the
+    /// host; both are tested on the CPU.
+    fn step_clipping<AB, M>(
+        &mut self,
+        model: M,
+        mut grads: GradientsParams,
+        lr: f64,
+        loss_scale: Option<f64>,
+        on_device: bool,
+    ) -> (M, StepInfo<B>, bool)
     where
         B: FusedOps,
         AB: AutodiffBackend<InnerBackend = B>,
@@ -77,14 +174,25 @@ impl<B: Backend> AdamW<B> {
             total: None,
         };
         model.visit(&mut norm);
-        let grad_norm = norm
-            .total
-            .map(|t| t.into_scalar().elem::<f64>().sqrt())
-            .unwrap_or(0.0);
-        let coef = match self.config.max_grad_norm {
-            // torch.nn.utils.clip_grad_norm_: scale by max / (norm + 1e-6), never above 1.
-            Some(max) => (max / (grad_norm + 1e-6)).min(1.0),
-            None => 1.0,
+        let mut squared_norm = norm.total;
+        if let Some(s) = loss_scale {
+            squared_norm = squared_norm.map(|n| n / (s * s));
+        }
+        // torch.nn.utils.clip_grad_norm_: scale by max / (norm + 1e-6), never above 1.
+        let coef = match (self.config.max_grad_norm, &squared_norm) {
+            (Some(max), Some(s)) if on_device => {
+                Scale::Device((s.clone().sqrt().add_scalar(1e-6).recip() * max).clamp_max(1.0))
+            }
+            (max, Some(s)) if max.is_some() || loss_scale.is_some() => {
+                let n = s.clone().into_scalar().elem::<f64>().sqrt();
+                if !n.is_finite() {
+                    // Overflowed (or NaN) gradients: no update, no moment change, no step count.
+                    return (model, StepInfo { squared_norm }, false);
+                }
+                let clip = max.map_or(1.0, |max| (max / (n + 1e-6)).min(1.0));
+                Scale::Host(clip / loss_scale.unwrap_or(1.0))
+            }
+            _ => Scale::Host(1.0 / loss_scale.unwrap_or(1.0)),
         };
         self.steps += 1;
         let t = self.steps as i32;
@@ -100,7 +208,7 @@ impl<B: Backend> AdamW<B> {
             bc2,
         };
         let model = model.map(&mut update);
-        (model, StepInfo { grad_norm })
+        (model, StepInfo { squared_norm }, true)
     }
 
     /// The moments as named tensors (`exp_avg.<path>`, `exp_avg_sq.<path>`), for checkpoints.
@@ -166,9 +274,21 @@ struct SquaredNorm<'a, B: Backend> {
     total: Option<Tensor<B, 1>>,
 }
 
-impl<AB: AutodiffBackend> ModuleVisitor<AB> for SquaredNorm<'_, AB::InnerBackend> {
+impl<AB: AutodiffBackend<InnerBackend: FusedOps>> ModuleVisitor<AB>
+    for SquaredNorm<'_, AB::InnerBackend>
+{
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<AB, D>>) {
         if let Some(g) = self.grads.get::<AB::InnerBackend, D>(param.id) {
+            if AB::InnerBackend::ASYNC {
+                // One reduction kernel per parameter on a GPU, where each launch costs host time
+                // (bench/RESULTS.md, GPU); its summation order is fixed by the kernel.
+                let s = g.powi_scalar(2).sum();
+                self.total = Some(match self.total.take() {
+                    Some(t) => t + s,
+                    None => s,
+                });
+                return;
+            }
             // Row sums first: a multithreaded CPU backend may split one big flat sum (Flex does
             // from 4M elements, e.g. the 50k x 128 embedding) differently run to run, and the
             // clip coefficient would then differ in the last bit; per-row sums are each done by
@@ -184,12 +304,19 @@ impl<AB: AutodiffBackend> ModuleVisitor<AB> for SquaredNorm<'_, AB::InnerBackend
     }
 }
 
+/// The clipping coefficient: a host scalar where reading the norm was free, else a `[1]` tensor
+/// that scales each gradient on the device.
+enum Scale<B: Backend> {
+    Host(f64),
+    Device(Tensor<B, 1>),
+}
+
 struct Update<'a, B: Backend> {
     opt: &'a mut AdamW<B>,
     grads: &'a mut GradientsParams,
     path: Vec<String>,
     lr: f64,
-    coef: f64,
+    coef: Scale<B>,
     bc1: f64,
     bc2: f64,
 }
@@ -216,7 +343,11 @@ impl<AB: AutodiffBackend<InnerBackend: FusedOps>> ModuleMapper<AB>
         let device = tensor.device();
         let prim = |t: Tensor<AB::InnerBackend, 1>| t.into_primitive().tensor();
         let p = prim(tensor.inner().reshape([n])); // [N]
-        let g = prim(grad.reshape([n]));
+        let (g, grad_scale) = match &self.coef {
+            Scale::Host(c) => (grad.reshape([n]), *c as f32),
+            Scale::Device(c) => (grad.reshape([n]) * c.clone(), 1.0),
+        };
+        let g = prim(g);
         let (m, v) = match self.opt.moments.remove(&name) {
             Some((m, v)) => (prim(m), prim(v)),
             None => {
@@ -231,7 +362,7 @@ impl<AB: AutodiffBackend<InnerBackend: FusedOps>> ModuleMapper<AB>
         };
         // The scalars in f64, as PyTorch's are, then one f32 rounding each.
         let step = AdamWStep {
-            grad_scale: self.coef as f32,
+            grad_scale,
             beta1: c.beta1 as f32,
             one_minus_beta1: (1.0 - c.beta1) as f32,
             beta2: c.beta2 as f32,
@@ -278,6 +409,187 @@ mod tests {
             assert!((g - w).abs() < 1e-12, "{got:?}");
         }
         assert_eq!(linear_lr(1e-3, 0, 0, 4), 1e-3);
+    }
+
+    #[test]
+    fn clipping_on_the_device_matches_clipping_on_the_host() {
+        let cfg = small();
+        let device = Default::default();
+        let ids = token_ids(2, 12, cfg.vocab_size);
+        let params = |on_device: bool, max: f64| {
+            let model = cfg.init::<TB>(&device, 3);
+            let mut opt = AdamW::new(AdamWConfig {
+                max_grad_norm: Some(max),
+                ..AdamWConfig::new(0.01)
+            });
+            let mut norms = Vec::new();
+            let mut model = model;
+            for _ in 0..2 {
+                let grads = GradientsParams::from_grads(model.loss(ids.clone()).backward(), &model);
+                let (m, info, _) = opt.step_clipping(model, grads, 1e-2, None, on_device);
+                norms.push(info.grad_norm());
+                model = m;
+            }
+            (flat_params(&model), norms)
+        };
+        assert_ne!(
+            params(false, 0.05).0,
+            params(false, 1e-12).0,
+            "the clipping coefficient changes the result, so comparing them means something"
+        );
+        // 0.05 clips every step here (norms ~2-4); 1e9 never does.
+        for max in [0.05, 1e9] {
+            let ((host, hn), (dev, dn)) = (params(false, max), params(true, max));
+            assert!(hn[0] > 0.1 && hn[0] < 1e3, "{hn:?}");
+            assert_eq!(hn[0], dn[0], "same first gradients, same norm");
+            let diff = host
+                .iter()
+                .zip(&dev)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            eprintln!("max {max}: largest parameter difference {diff:e}");
+            // The coefficient is rounded once from f64 on the host and computed in f32 on the
+            // device: a few ulps apart, never a different update.
+            assert!(diff < 1e-6, "max {max}: {diff}");
+        }
+    }
+
+    #[test]
+    fn loss_scaler_follows_grad_scaler() {
+        let mut s = LossScaler::new();
+        assert_eq!(s.scale, 65_536.0);
+        s.update(false);
+        assert_eq!((s.scale, s.good_steps), (32_768.0, 0));
+        for _ in 0..LossScaler::GROWTH_INTERVAL - 1 {
+            s.update(true);
+        }
+        assert_eq!((s.scale, s.good_steps), (32_768.0, 1999));
+        s.update(true);
+        assert_eq!((s.scale, s.good_steps), (65_536.0, 0));
+        s.update(true);
+        s.update(false);
+        assert_eq!((s.scale, s.good_steps), (32_768.0, 0));
+    }
+
+    type TB = crate::backend::CpuTrain;
+
+    fn small() -> crate::model::GptConfig {
+        crate::model::GptConfig {
+            vocab_size: 61,
+            n_positions: 32,
+            n_embd: 16,
+            n_layer: 2,
+            n_head: 4,
+            dropout: 0.0,
+            layer_norm_epsilon: 1e-5,
+        }
+    }
+
+    fn token_ids(b: usize, t: usize, vocab: usize) -> Tensor<TB, 2, burn::tensor::Int> {
+        let data: Vec<i32> = (0..b * t).map(|i| ((i * 7 + 3) % vocab) as i32).collect();
+        Tensor::from_data(TensorData::new(data, [b, t]), &Default::default())
+    }
+
+    fn flat_params(model: &crate::model::Gpt<TB>) -> Vec<f32> {
+        crate::checkpoint::hf_tensors(model)
+            .into_iter()
+            .flat_map(|t| t.data)
+            .collect()
+    }
+
+    #[test]
+    fn a_scaled_step_equals_the_plain_one_and_an_overflowed_one_is_skipped() {
+        let cfg = small();
+        let ids = token_ids(2, 12, cfg.vocab_size);
+        let run = |scale: Option<f64>| {
+            let model = cfg.init::<TB>(&Default::default(), 3);
+            let mut opt = AdamW::new(AdamWConfig::new(0.01));
+            let loss = model.loss(ids.clone());
+            let loss = match scale {
+                Some(s) => loss * s,
+                None => loss,
+            };
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            let (model, info, applied) = match scale {
+                Some(s) => opt.step_scaled(model, grads, 1e-2, s),
+                None => {
+                    let (m, i) = opt.step(model, grads, 1e-2);
+                    (m, i, true)
+                }
+            };
+            (flat_params(&model), info.grad_norm(), applied, opt.steps)
+        };
+        let (plain, norm, _, _) = run(None);
+        let (scaled, scaled_norm, applied, steps) = run(Some(65_536.0));
+        assert!(applied && steps == 1);
+        assert!(
+            (norm - scaled_norm).abs() < 1e-5 * norm,
+            "{norm} vs {scaled_norm}"
+        );
+        let diff = plain
+            .iter()
+            .zip(&scaled)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(diff < 1e-6, "scaled step differs by {diff}");
+        // 1e38 overflows f32 gradients: the step is skipped, nothing moves.
+        let (skipped, norm, applied, steps) = run(Some(1e38));
+        let init = flat_params(&cfg.init::<TB>(&Default::default(), 3));
+        assert!(!applied && steps == 0 && !norm.is_finite(), "{norm}");
+        assert_eq!(skipped, init);
+    }
+
+    /// The reason for the scaler: under f16 autocast a language model's small gradients lose
+    /// their bits in f16 (flushed to zero or left subnormal); scaled, they keep f16's precision.
+    /// gpt2 at 8 x 1024 tokens averages its loss over 8,192 positions and 50,259 logits each;
+    /// this model is small, so its loss is weighted by 1/4096 to give gradients of that size.
+    #[test]
+    fn loss_scaling_keeps_f16_gradients_close_to_f32() {
+        use crate::model::Precision;
+        use burn::module::Module;
+        let mut cfg = small();
+        cfg.vocab_size = 3000;
+        let ids = token_ids(4, 32, cfg.vocab_size);
+        let weight = 1.0 / 4096.0;
+        let grads_of = |precision: Precision, scale: f64| -> Vec<f64> {
+            let model = cfg
+                .init::<TB>(&Default::default(), 5)
+                .with_precision(precision);
+            let grads = (model.loss(ids.clone()) * (weight * scale)).backward();
+            let mut out = Vec::new();
+            let mut visit = GradsFlat {
+                grads: &grads,
+                out: &mut out,
+            };
+            model.visit(&mut visit);
+            out.iter().map(|g| *g as f64 / (weight * scale)).collect()
+        };
+        let reference = grads_of(Precision::F32, 1.0);
+        let rel_err = |g: Vec<f64>| {
+            let num: f64 = g.iter().zip(&reference).map(|(a, b)| (a - b).powi(2)).sum();
+            let den: f64 = reference.iter().map(|b| b * b).sum();
+            (num / den).sqrt()
+        };
+        let unscaled = rel_err(grads_of(Precision::F16, 1.0));
+        let scaled = rel_err(grads_of(Precision::F16, LossScaler::INIT));
+        eprintln!(
+            "f16 gradients vs f32: relative error {unscaled:.2e} unscaled, {scaled:.2e} scaled"
+        );
+        assert!(scaled < 5e-3, "{scaled}");
+        assert!(unscaled > 4.0 * scaled, "{unscaled} vs {scaled}");
+    }
+
+    struct GradsFlat<'a> {
+        grads: &'a <TB as AutodiffBackend>::Gradients,
+        out: &'a mut Vec<f32>,
+    }
+
+    impl ModuleVisitor<TB> for GradsFlat<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<TB, D>>) {
+            if let Some(g) = param.val().grad(self.grads) {
+                self.out.extend(g.into_data().to_vec::<f32>().unwrap());
+            }
+        }
     }
 
     #[test]

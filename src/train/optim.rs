@@ -185,8 +185,10 @@ impl<B: Backend> AdamW<B> {
             }
             (max, Some(s)) if max.is_some() || loss_scale.is_some() => {
                 let n = s.clone().into_scalar().elem::<f64>().sqrt();
-                if !n.is_finite() {
-                    // Overflowed (or NaN) gradients: no update, no moment change, no step count.
+                if loss_scale.is_some() && !n.is_finite() {
+                    // Overflowed (or NaN) scaled gradients: no update, no moment change, no step
+                    // count. Unscaled ones are applied, and the trainer's loss check stops the
+                    // trial as diverged.
                     return (model, StepInfo { squared_norm }, false);
                 }
                 let clip = max.map_or(1.0, |max| (max / (n + 1e-6)).min(1.0));
@@ -279,23 +281,19 @@ impl<AB: AutodiffBackend<InnerBackend: FusedOps>> ModuleVisitor<AB>
 {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<AB, D>>) {
         if let Some(g) = self.grads.get::<AB::InnerBackend, D>(param.id) {
-            if AB::InnerBackend::ASYNC {
+            let s = if AB::InnerBackend::ASYNC {
                 // One reduction kernel per parameter on a GPU, where each launch costs host time
                 // (bench/RESULTS.md, GPU); its summation order is fixed by the kernel.
-                let s = g.powi_scalar(2).sum();
-                self.total = Some(match self.total.take() {
-                    Some(t) => t + s,
-                    None => s,
-                });
-                return;
-            }
-            // Row sums first: a multithreaded CPU backend may split one big flat sum (Flex does
-            // from 4M elements, e.g. the 50k x 128 embedding) differently run to run, and the
-            // clip coefficient would then differ in the last bit; per-row sums are each done by
-            // one thread, and the sum of rows is short enough to stay sequential.
-            let n = g.shape().num_elements();
-            let cols = g.dims().last().copied().unwrap_or(1).max(1);
-            let s = g.reshape([n / cols, cols]).powi_scalar(2).sum_dim(1).sum();
+                g.powi_scalar(2).sum()
+            } else {
+                // Row sums first: a multithreaded CPU backend may split one big flat sum (Flex
+                // does from 4M elements, e.g. the 50k x 128 embedding) differently run to run,
+                // and the clip coefficient would then differ in the last bit; per-row sums are
+                // each done by one thread, and the sum of rows is short enough to stay sequential.
+                let n = g.shape().num_elements();
+                let cols = g.dims().last().copied().unwrap_or(1).max(1);
+                g.reshape([n / cols, cols]).powi_scalar(2).sum_dim(1).sum()
+            };
             self.total = Some(match self.total.take() {
                 Some(t) => t + s,
                 None => s,
@@ -537,6 +535,15 @@ mod tests {
         let init = flat_params(&cfg.init::<TB>(&Default::default(), 3));
         assert!(!applied && steps == 0 && !norm.is_finite(), "{norm}");
         assert_eq!(skipped, init);
+        // Without a loss scale the same overflow is applied, not skipped in silence: the
+        // trainer's loss check then stops the trial as diverged.
+        let model = cfg.init::<TB>(&Default::default(), 3);
+        let mut opt = AdamW::new(AdamWConfig::new(0.01));
+        let grads =
+            GradientsParams::from_grads((model.loss(ids.clone()) * 1e38).backward(), &model);
+        let (model, _) = opt.step(model, grads, 1e-2);
+        assert_eq!(opt.steps, 1);
+        assert_ne!(flat_params(&model), init);
     }
 
     /// The reason for the scaler: under f16 autocast a language model's small gradients lose

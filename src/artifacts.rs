@@ -10,7 +10,7 @@
 //!
 //! Also here: the check that an artifacts directory is plausibly shared between cluster nodes.
 
-use crate::cli::UsageError;
+use crate::error::UsageError;
 use anyhow::Result;
 use clap::Args;
 use std::path::{Path, PathBuf};

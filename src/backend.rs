@@ -3,7 +3,7 @@
 
 use anyhow::Result;
 
-use crate::cli::UsageError;
+use crate::error::UsageError;
 
 /// The CPU backend compiled in: Flex when the `flex` feature is on (it trains fastest here, see
 /// bench/RESULTS.md), otherwise ndarray.

@@ -12,7 +12,7 @@ use burn::tensor::{bf16, f16, Tensor, TensorData};
 use safetensors::tensor::{Dtype, TensorView};
 use serde::{Deserialize, Serialize};
 
-use crate::cli::UsageError;
+use crate::error::UsageError;
 use crate::model::{Gpt, GptConfig};
 
 /// One float tensor by name, on the host.

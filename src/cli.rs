@@ -3,6 +3,8 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+use crate::error::UsageError;
+
 #[derive(Parser)]
 #[command(
     name = "sweep",
@@ -62,11 +64,6 @@ enum Command {
     #[command(hide = true, name = "bench-generate")]
     BenchGenerate(crate::generate::bench::BenchGenerateArgs),
 }
-
-/// Errors that the user can fix get exit code 2 (bad input); everything else 1.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct UsageError(pub String);
 
 pub fn main() -> ExitCode {
     crate::backend::keep_freed_memory();

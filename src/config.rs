@@ -28,7 +28,7 @@
 //! them, so `data/arxiv/cs.CL.tsv.xz` works from both); relative paths given with `--set` are
 //! resolved against the current directory. Resolved configs carry absolute paths.
 
-use crate::cli::UsageError;
+use crate::error::UsageError;
 use crate::model::{GptConfig, PRETRAINED_PRESETS, SCRATCH_PRESETS};
 use crate::trial::TrialConfig;
 use serde_json::{Map, Value as Json};

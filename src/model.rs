@@ -13,7 +13,7 @@ use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{FloatDType, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use crate::cli::UsageError;
+use crate::error::UsageError;
 use crate::fused::FusedOps;
 
 /// GPT-2's 50,257 BPE tokens plus the two special tokens the paper adds (`<|startoftext|>`, `<|sep|>`).

@@ -8,7 +8,7 @@ use sqlx::{Column, Row};
 use std::io::Write;
 use std::process::ExitCode;
 
-use crate::cli::UsageError;
+use crate::error::UsageError;
 use crate::report::data::{self, PaperTable, Stat};
 use crate::report::load::{self, DEFAULT_DB_URL};
 

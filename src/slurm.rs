@@ -11,7 +11,7 @@
 //! `--artifacts` must be shared by the nodes: a node-local file system is refused before anything
 //! is recorded (see [`crate::artifacts::check_shared`]).
 
-use crate::cli::UsageError;
+use crate::error::UsageError;
 use crate::scheduler::{self, LedgerArgs, RunArgs};
 use crate::store::{self, TrialState};
 use anyhow::{Context, Result};

@@ -140,7 +140,7 @@ impl Tokenizer {
         } else {
             let (v, m) = (dir.join("vocab.json"), dir.join("merges.txt"));
             if !v.is_file() || !m.is_file() {
-                return Err(crate::cli::UsageError(format!(
+                return Err(crate::error::UsageError(format!(
                     "{}: no tokenizer found (expected tokenizer.json, or vocab.json + merges.txt)",
                     dir.display()
                 ))
@@ -183,12 +183,12 @@ impl Tokenizer {
             .strip_prefix("bpe-")
             .and_then(|n| n.parse().ok())
             .ok_or_else(|| {
-                crate::cli::UsageError(format!(
+                crate::error::UsageError(format!(
                     "unknown tokenizer {spec:?}: expected \"gpt2\" or \"bpe-N\" (e.g. bpe-4096)"
                 ))
             })?;
         if !(260..=1 << 20).contains(&n) {
-            return Err(crate::cli::UsageError(format!(
+            return Err(crate::error::UsageError(format!(
                 "tokenizer {spec}: N must be between 260 and 1048576 (256 bytes + 3 special tokens + merges)"
             ))
             .into());

@@ -7,7 +7,7 @@
 //! `interrupted` and resumed from their checkpoint. A worker exits when nothing is claimable and
 //! nothing is running; SIGINT/SIGTERM stop it after asking its current trial to checkpoint.
 
-use crate::cli::UsageError;
+use crate::error::UsageError;
 use crate::scheduler::{self, LedgerArgs};
 use crate::store::{Store, TrialState};
 use anyhow::{Context, Result};

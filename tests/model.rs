@@ -177,7 +177,7 @@ fn bad_checkpoints_name_tensors_and_shapes() {
     println!("{msg}");
     assert!(msg.contains("h.0.attn.c_attn.weight: file has [96, 32], model expects [32, 96]"));
     assert!(msg.contains("missing tensor: h.1.mlp.c_fc.bias"));
-    assert!(err.downcast_ref::<sweep::cli::UsageError>().is_some());
+    assert!(err.downcast_ref::<sweep::error::UsageError>().is_some());
 
     std::fs::remove_file(dir.join("model.safetensors")).unwrap();
     let err = checkpoint::import_hf::<B>(&dir, None, None, &Default::default())
@@ -546,7 +546,7 @@ fn bad_trial_configs_are_usage_errors() {
         let err = run_trial(&cfg, &ctx, &mut VecSink::default()).unwrap_err();
         assert!(err.to_string().contains(want), "{want:?} not in {err:#}");
         assert!(
-            err.downcast_ref::<sweep::cli::UsageError>().is_some(),
+            err.downcast_ref::<sweep::error::UsageError>().is_some(),
             "{err:#}"
         );
     }

@@ -1,7 +1,7 @@
 //! Token cache (one checksummed binary file per split text and tokenizer) and fixed-size training blocks.
 
 use super::{Prepared, Split};
-use crate::cli::UsageError;
+use crate::error::UsageError;
 use crate::tokenizer::Tokenizer;
 use anyhow::{bail, Context, Result};
 use memmap2::Mmap;

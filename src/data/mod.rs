@@ -6,7 +6,7 @@ pub mod readers;
 
 pub use blocks::{split_token_count, token_blocks, TokenBlocks};
 
-use crate::cli::UsageError;
+use crate::error::UsageError;
 use crate::tokenizer::{Tokenizer, EOT, SEP, SOT};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};

@@ -2,7 +2,7 @@
 
 use super::readers::{self, Malformed, Record};
 use super::{blocks, Counts, Manifest, SourceInfo, SplitInfo, SPLITS};
-use crate::cli::UsageError;
+use crate::error::UsageError;
 use crate::tokenizer::{Tokenizer, EOT, SEP, SOT};
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};

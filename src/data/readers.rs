@@ -1,6 +1,6 @@
 //! Readers for arXiv metadata dumps: arXiv Archive TSV (plain, .xz, .zip) and Kaggle JSON lines.
 
-use crate::cli::UsageError;
+use crate::error::UsageError;
 use anyhow::{Context, Result};
 use serde::Deserialize;
 use std::collections::HashSet;

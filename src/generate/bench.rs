@@ -10,7 +10,7 @@ use serde_json::json;
 use super::sampling::SamplingParams;
 use super::{generate, DecodeOptions};
 use crate::backend::DeviceSpec;
-use crate::cli::UsageError;
+use crate::error::UsageError;
 use crate::model::GptConfig;
 
 #[derive(Args, Debug)]

@@ -23,7 +23,7 @@ use serde_json::json;
 
 use crate::backend::DeviceSpec;
 use crate::checkpoint;
-use crate::cli::UsageError;
+use crate::error::UsageError;
 use crate::data::{self, Split};
 use crate::fused::FusedOps;
 use crate::model::{Gpt, GptConfig, KvCache, GPT2_HF_VOCAB};

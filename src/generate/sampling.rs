@@ -9,7 +9,7 @@ use anyhow::Result;
 use rand::Rng;
 use std::cmp::Ordering;
 
-use crate::cli::UsageError;
+use crate::error::UsageError;
 
 /// Relative slack for `cumulative >= p`: probabilities from a softmax are rounded, and a
 /// distribution whose first tokens sum to exactly `p` on paper must stop there.

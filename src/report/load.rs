@@ -6,7 +6,7 @@ use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, Row};
 use std::path::Path;
 
-use crate::cli::UsageError;
+use crate::error::UsageError;
 
 /// Default ledger location (overridden by `--db` or env `SWEEP_DB`).
 pub const DEFAULT_DB_URL: &str = "sqlite://results/sweep.db";

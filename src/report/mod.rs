@@ -13,7 +13,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use crate::cli::UsageError;
+use crate::error::UsageError;
 
 #[derive(Debug, Args)]
 pub struct ReportArgs {

@@ -47,7 +47,7 @@ pub fn with_database(url: &str, db: &str) -> Result<String> {
 }
 
 fn bad_connection(url: &str, e: impl std::fmt::Display) -> anyhow::Error {
-    crate::cli::UsageError(format!(
+    crate::error::UsageError(format!(
         "--db {}: cannot use the PostgreSQL ledger: {e}; fix: check that the server is running and \
          reachable from this node, and the user, password and database name in the URL \
          (postgres://USER:PASSWORD@HOST:PORT/DB)",

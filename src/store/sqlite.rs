@@ -30,7 +30,7 @@ impl SqlStore<Sqlite> {
         let rt = super::sql::runtime()?;
         let path = db_path(url);
         if path.is_empty() || path == ":memory:" {
-            return Err(crate::cli::UsageError(format!(
+            return Err(crate::error::UsageError(format!(
                 "--db {url}: the ledger needs a file; fix: pass a path such as results/sweep.db"
             ))
             .into());

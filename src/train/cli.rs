@@ -19,7 +19,7 @@ use super::sinks::{JsonLinesSink, StdoutSink, Tee};
 use super::{peak_rss_bytes, run_trial, RunContext, TrialEnd};
 use crate::backend::DeviceSpec;
 use crate::checkpoint;
-use crate::cli::UsageError;
+use crate::error::UsageError;
 use crate::data::{self, Split};
 use crate::fused::{FusedAutodiff, FusedOps};
 use crate::model::{GptConfig, Precision, GPT2_HF_VOCAB};

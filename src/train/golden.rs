@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use crate::backend::DeviceSpec;
 use crate::checkpoint;
-use crate::cli::UsageError;
+use crate::error::UsageError;
 use crate::fused::FusedAutodiff;
 use crate::model::Precision;
 use crate::train::optim::{AdamW, AdamWConfig};

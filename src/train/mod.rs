@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::backend::DeviceSpec;
 use crate::checkpoint;
-use crate::cli::UsageError;
+use crate::error::UsageError;
 use crate::data::{self, Split, TokenBlocks};
 use crate::fused::FusedAutodiff;
 use crate::model::{Gpt, GptConfig, Precision, SplitMix};

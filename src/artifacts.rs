@@ -1,8 +1,9 @@
 //! Where trial artifacts live: `ROOT/trials/<hash12>/` (checkpoints, exported model, log), and how
 //! the ledger records them — relative to ROOT, so a ledger outlives a moved or remounted root.
 //!
-//! ROOT is `--artifacts DIR` (env `SWEEP_ARTIFACTS`), default `results`: the same directory that
-//! `sweep run --executor slurm --artifacts DIR` fills with `trials/` and `slurm/`. Writers record
+//! ROOT is `--artifacts DIR` (env `SWEEP_ARTIFACTS`, default `results`; resolved in
+//! [`crate::locations`]): the same directory that `sweep run --executor slurm --artifacts DIR`
+//! fills with `trials/` and `slurm/`. Writers record
 //! `trials/<hash12>`; readers (`status`, `report`, `eval --trial`, `generate --trial`, resume)
 //! resolve a recorded path against the ROOT they are given. Ledgers written before this rule hold
 //! absolute paths: those are used as they are, and when they no longer exist (the root moved) the
@@ -12,43 +13,10 @@
 
 use crate::error::UsageError;
 use anyhow::Result;
-use clap::Args;
 use std::path::{Path, PathBuf};
 
-/// Default artifacts root, relative to the working directory.
-pub const DEFAULT_ROOT: &str = "results";
 /// Subdirectory of the root that holds one directory per trial.
 pub const TRIALS_SUBDIR: &str = "trials";
-
-/// `--artifacts DIR` for the commands that read or write trial artifacts.
-#[derive(Args, Debug, Clone, Default)]
-pub struct ArtifactsArgs {
-    /// Artifacts root: trial directories are DIR/trials/<hash> (default `results`); the ledger
-    /// records them relative to it, so pass the root where the artifacts are now.
-    #[arg(long, env = "SWEEP_ARTIFACTS", value_name = "DIR")]
-    pub artifacts: Option<PathBuf>,
-}
-
-impl ArtifactsArgs {
-    pub fn root(&self) -> PathBuf {
-        root(self.artifacts.as_deref())
-    }
-}
-
-/// The artifacts root: the flag (clap fills `SWEEP_ARTIFACTS` into it), else the environment
-/// (for callers without the flag), else [`DEFAULT_ROOT`]; absolute, so that child processes in
-/// another working directory and messages agree on it.
-pub fn root(flag: Option<&Path>) -> PathBuf {
-    let dir = flag
-        .map(Path::to_path_buf)
-        .or_else(|| {
-            std::env::var_os("SWEEP_ARTIFACTS")
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from)
-        })
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_ROOT));
-    std::path::absolute(&dir).unwrap_or(dir)
-}
 
 fn short(hash: &str) -> &str {
     &hash[..hash.len().min(12)]

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::UsageError;
 use crate::model::{Gpt, GptConfig};
+use crate::trial::Preset;
 
 /// One float tensor by name, on the host.
 #[derive(Debug, Clone, PartialEq)]
@@ -438,7 +439,7 @@ pub fn resolve_model_dir(name: &str) -> Result<PathBuf> {
             return Ok(d);
         }
     }
-    if GptConfig::is_pretrained_preset(name) {
+    if Preset::from_name(name).is_some_and(Preset::on_hub) {
         let example = cache.join(format!("models--{}", repos[0].replace('/', "--")));
         return Err(UsageError(format!(
             "pretrained weights for `{name}` are not available offline. Put `config.json` and \
@@ -455,7 +456,36 @@ pub fn resolve_model_dir(name: &str) -> Result<PathBuf> {
     }
     Err(UsageError(format!(
         "model `{name}` is neither a directory nor a pretrained preset ({})",
-        crate::model::PRETRAINED_PRESETS.join(", ")
+        Preset::names(true)
+    ))
+    .into())
+}
+
+/// The weights of a `--model` (eval, generate): a trained checkpoint directory, or a hub preset
+/// from the local HF cache. A small preset names a shape, not weights, and is refused.
+pub fn weights_dir(name: &str) -> Result<PathBuf> {
+    if Preset::from_name(name).is_some_and(|p| !p.on_hub()) && !Path::new(name).is_dir() {
+        return Err(UsageError(format!(
+            "`{name}` is a from-scratch preset without weights; pass a trained model directory"
+        ))
+        .into());
+    }
+    resolve_model_dir(name)
+}
+
+/// The tokenizer that belongs to a checkpoint directory: its own files, else GPT-2's for a hub
+/// preset (`name`), whose HF snapshots carry no tokenizer of ours.
+pub fn dir_tokenizer(dir: &Path, name: Option<&str>) -> Result<crate::tokenizer::Tokenizer> {
+    use crate::tokenizer::Tokenizer;
+    if dir.join("tokenizer.json").is_file() || dir.join("vocab.json").is_file() {
+        return Tokenizer::from_dir(dir);
+    }
+    if name.and_then(Preset::from_name).is_some_and(Preset::on_hub) {
+        return Tokenizer::gpt2();
+    }
+    Err(UsageError(format!(
+        "{} has no tokenizer files (tokenizer.json or vocab.json + merges.txt)",
+        dir.display()
     ))
     .into())
 }

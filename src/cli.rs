@@ -40,21 +40,21 @@ enum Command {
     /// Export every metric row of a sweep (csv or json) to stdout.
     Export(crate::query::ExportArgs),
     /// Show the expanded trials of a sweep file (hash, state, steps, estimated time); writes nothing.
-    Plan(crate::scheduler::PlanArgs),
+    Plan(crate::exec::cli::PlanArgs),
     /// Record a sweep in the ledger and run every trial not yet completed.
-    Run(crate::scheduler::RunArgs),
+    Run(crate::exec::cli::RunArgs),
     /// Sweeps and trials in the ledger: state, progress, best valid PPL, errors.
-    Status(crate::scheduler::StatusArgs),
+    Status(crate::exec::cli::StatusArgs),
     /// Drain recorded sweeps from a shared ledger, one trial at a time (several machines may run one each).
-    Worker(crate::worker::WorkerArgs),
+    Worker(crate::exec::cli::WorkerArgs),
     /// Cancel the Slurm job arrays of a sweep (`scancel`); running trials checkpoint first.
-    Cancel(crate::slurm::CancelArgs),
+    Cancel(crate::exec::cli::CancelArgs),
     /// Claim-and-record throughput of the PostgreSQL ledger with concurrent workers (issue 7).
     #[command(hide = true, name = "bench-ledger")]
-    BenchLedger(crate::worker::BenchLedgerArgs),
+    BenchLedger(crate::bench::ledger::BenchLedgerArgs),
     /// Per-trial commands (`sweep trial run ID`: what `sweep run` and cluster tasks execute).
     #[command(subcommand)]
-    Trial(crate::scheduler::TrialCommand),
+    Trial(crate::exec::cli::TrialCommand),
     /// Benchmark report rendering and ledger queries on synthetic data (issue 5).
     #[command(hide = true, name = "bench-report")]
     BenchReport(crate::report::BenchReportArgs),
@@ -78,13 +78,13 @@ pub fn main() -> ExitCode {
         Command::Results(args) => crate::query::run_results(args),
         Command::Query(args) => crate::query::run_query(args),
         Command::Export(args) => crate::query::run_export(args),
-        Command::Plan(args) => crate::scheduler::plan_cmd(args),
-        Command::Run(args) => crate::scheduler::run_cmd(args),
-        Command::Status(args) => crate::scheduler::status_cmd(args),
-        Command::Trial(cmd) => crate::scheduler::trial_cmd(cmd),
-        Command::Worker(args) => crate::worker::run(args),
-        Command::Cancel(args) => crate::slurm::cancel_cmd(args),
-        Command::BenchLedger(args) => crate::worker::bench_ledger(args),
+        Command::Plan(args) => crate::exec::cli::plan(args),
+        Command::Run(args) => crate::exec::cli::run(args),
+        Command::Status(args) => crate::exec::cli::status(args),
+        Command::Trial(cmd) => crate::exec::cli::trial(cmd),
+        Command::Worker(args) => crate::exec::cli::worker(args),
+        Command::Cancel(args) => crate::exec::cli::cancel(args),
+        Command::BenchLedger(args) => crate::bench::ledger::bench_ledger(args),
         Command::BenchReport(args) => crate::report::run_bench(args),
         Command::Generate(args) => crate::generate::run(args),
         Command::BenchGenerate(args) => crate::generate::bench::run(args),

@@ -29,8 +29,8 @@
 //! resolved against the current directory. Resolved configs carry absolute paths.
 
 use crate::error::UsageError;
-use crate::model::{GptConfig, PRETRAINED_PRESETS, SCRATCH_PRESETS};
-use crate::trial::TrialConfig;
+use crate::model::GptConfig;
+use crate::trial::{key_rule, keys, KeyKind, Preset, TrialConfig};
 use serde_json::{Map, Value as Json};
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -174,65 +174,6 @@ pub const REFERENCE_METRICS: &[&str] = &[
     "test_ppl",
 ];
 
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum KeyKind {
-    Str,
-    Init,
-    Tokenizer,
-    Precision,
-    PosInt,
-    NonNegInt,
-    PosFloat,
-    NonNegFloat,
-    Dropout,
-    Paths,
-    Strings,
-    Split,
-    /// `data = { ... }`: a table of `data.*` keys.
-    DataTable,
-}
-
-/// Every key a sweep may set, with its type. Keep in step with `TrialConfig`.
-const KEYS: &[(&str, KeyKind, &str)] = &[
-    ("model", KeyKind::Str, "\"distilgpt2\""),
-    ("init", KeyKind::Init, "\"pretrained\" or \"scratch\""),
-    ("n_layer", KeyKind::PosInt, "6"),
-    ("n_embd", KeyKind::PosInt, "768"),
-    ("n_head", KeyKind::PosInt, "12"),
-    ("tokenizer", KeyKind::Tokenizer, "\"gpt2\" or \"bpe-4096\""),
-    (
-        "precision",
-        KeyKind::Precision,
-        "\"f32\", \"bf16\" or \"f16\"",
-    ),
-    (
-        "data",
-        KeyKind::DataTable,
-        "{ sources = [\"data/arxiv/cs.CL.tsv.xz\"] }",
-    ),
-    (
-        "data.sources",
-        KeyKind::Paths,
-        "[\"data/arxiv/cs.CL.tsv.xz\"]",
-    ),
-    ("data.categories", KeyKind::Strings, "[\"cs.CL\"]"),
-    ("data.split", KeyKind::Split, "[9.0, 0.5, 0.5]"),
-    ("block_size", KeyKind::PosInt, "512"),
-    ("batch_size", KeyKind::PosInt, "8"),
-    ("grad_accum", KeyKind::PosInt, "1"),
-    ("learning_rate", KeyKind::PosFloat, "5e-5"),
-    ("weight_decay", KeyKind::NonNegFloat, "0.0"),
-    ("epochs", KeyKind::PosInt, "5"),
-    ("warmup_steps", KeyKind::NonNegInt, "0"),
-    ("seed", KeyKind::NonNegInt, "42"),
-    ("dropout", KeyKind::Dropout, "0.1"),
-    ("max_train_tokens", KeyKind::PosInt, "200000"),
-    ("max_steps", KeyKind::PosInt, "1000"),
-    ("eval_every", KeyKind::PosInt, "100"),
-    ("eval_tokens", KeyKind::PosInt, "50000"),
-    ("eval_block_size", KeyKind::PosInt, "512"),
-];
-
 const REQUIRED: &[&str] = &[
     "model",
     "data.sources",
@@ -245,17 +186,12 @@ const REQUIRED: &[&str] = &[
 ];
 
 fn key_kind(key: &str) -> Option<(KeyKind, &'static str)> {
-    KEYS.iter()
-        .find(|(k, _, _)| *k == key)
-        .map(|(_, kind, ex)| (*kind, *ex))
+    key_rule(key).map(|r| (r.kind, r.example))
 }
 
 fn key_list() -> String {
-    KEYS.iter()
-        .map(|(k, _, _)| *k)
-        .filter(|k| *k != "data")
-        .collect::<Vec<_>>()
-        .join(", ")
+    let keys: Vec<String> = keys().into_iter().filter(|k| k != "data").collect();
+    keys.join(", ")
 }
 
 fn usage(msg: String) -> anyhow::Error {
@@ -389,142 +325,70 @@ fn check_value(
         }
         // A checkpoint directory given as `model` resolves like data paths: against the project
         // root, so a sweep runs the same from any working directory.
-        KeyKind::Str if key == "model" => match value.as_str() {
-            Some(s) if !s.trim().is_empty() => {
-                let p = Path::new(s);
+        KeyKind::Model => match check_value_rule(key, value) {
+            Ok(Json::String(s)) => {
+                let p = Path::new(&s);
                 let full = base.dir.join(p);
-                if !GptConfig::is_preset(s) && !p.is_absolute() && full.is_dir() {
+                if Preset::from_name(&s).is_none() && !p.is_absolute() && full.is_dir() {
                     let full = std::path::absolute(&full).unwrap_or(full);
                     Json::String(full.display().to_string())
                 } else {
-                    Json::String(s.to_string())
+                    Json::String(s)
                 }
             }
-            Some(_) => return Err(bad("must not be empty")),
-            None => return Err(wrong("a string")),
+            Ok(other) => other,
+            Err(e) => return Err(bad(&e)),
         },
-        KeyKind::Str => match value.as_str() {
-            Some(s) if !s.trim().is_empty() => Json::String(s.to_string()),
-            Some(_) => return Err(bad("must not be empty")),
-            None => return Err(wrong("a string")),
-        },
-        KeyKind::Init => match value.as_str() {
-            Some(s @ ("pretrained" | "scratch")) => Json::String(s.to_string()),
-            Some(s) => return Err(bad(&format!("unknown init `{s}`"))),
-            None => return Err(wrong("a string")),
-        },
-        // The same names as `--precision`, stored canonically so `fp16` and `f16` are one trial.
-        KeyKind::Precision => match value.as_str() {
-            Some(s) => match crate::model::Precision::parse(s) {
-                Ok(p) => Json::String(p.as_str().to_string()),
-                Err(_) => return Err(bad(&format!("unknown precision `{s}`"))),
-            },
-            None => return Err(wrong("a string")),
-        },
-        KeyKind::Tokenizer => match value.as_str() {
-            Some("gpt2") => Json::String("gpt2".into()),
-            Some(s) => match s.strip_prefix("bpe-").map(str::parse::<usize>) {
-                Some(Ok(n)) if n >= 300 => Json::String(s.to_string()),
-                Some(Ok(_)) => return Err(bad("a BPE vocabulary needs at least 300 tokens")),
-                _ => return Err(bad(&format!("unknown tokenizer `{s}`"))),
-            },
-            None => return Err(wrong("a string")),
-        },
-        KeyKind::PosInt | KeyKind::NonNegInt => {
-            let Some(i) = as_i64(value) else {
-                return Err(wrong("an integer"));
-            };
-            if kind == KeyKind::PosInt && i <= 0 {
-                return Err(bad(&format!("must be positive, found {i}")));
-            }
-            if i < 0 {
-                return Err(bad(&format!("must not be negative, found {i}")));
-            }
-            Json::from(i)
-        }
-        KeyKind::PosFloat | KeyKind::NonNegFloat | KeyKind::Dropout => {
-            let Some(f) = as_f64(value) else {
-                return Err(wrong("a number"));
-            };
-            if !f.is_finite() {
-                return Err(bad("must be finite"));
-            }
+        KeyKind::Paths | KeyKind::Strings | KeyKind::Split => {
+            check_value_rule(key, value).map_err(|e| bad(&e))?;
             match kind {
-                KeyKind::PosFloat if f <= 0.0 => {
-                    return Err(bad(&format!("must be positive, found {f}")))
-                }
-                KeyKind::NonNegFloat if f < 0.0 => {
-                    return Err(bad(&format!("must not be negative, found {f}")))
-                }
-                KeyKind::Dropout if !(0.0..1.0).contains(&f) => {
-                    return Err(bad(&format!("must be in [0, 1), found {f}")))
-                }
-                _ => {}
-            }
-            Json::from(f)
-        }
-        KeyKind::Paths | KeyKind::Strings => {
-            let DeValue::Array(items) = value else {
-                return Err(wrong("an array of strings"));
-            };
-            if items.is_empty() {
-                return Err(bad("must not be empty"));
-            }
-            let mut out = Vec::new();
-            for item in items.iter() {
-                let Some(s) = item.get_ref().as_str().filter(|s| !s.trim().is_empty()) else {
-                    return Err(src.err(
-                        &item.span(),
-                        key,
-                        &format!(
-                            "expected a non-empty string, found {}",
-                            type_name(item.get_ref())
-                        ),
-                        &format!("write e.g. `{key} = {example}`"),
-                    ));
-                };
-                if kind == KeyKind::Paths {
-                    let p = Path::new(s);
-                    let full = if p.is_absolute() {
-                        p.to_path_buf()
-                    } else {
-                        base.dir.join(p)
-                    };
-                    if !full.is_file() && !base.replaced.iter().any(|k| k == key) {
-                        return Err(src.err(
-                            &item.span(),
-                            key,
-                            &format!("no such file: {}", full.display()),
-                            "fix the path (relative paths in a sweep file are relative to the \
-                             parent of its directory, i.e. the project root) or fetch the data \
-                             as the README says",
-                        ));
-                    }
-                    let full = std::path::absolute(&full).unwrap_or(full);
-                    out.push(Json::String(full.display().to_string()));
-                } else {
-                    out.push(Json::String(s.to_string()));
-                }
-            }
-            Json::Array(out)
-        }
-        KeyKind::Split => {
-            let DeValue::Array(items) = value else {
-                return Err(wrong("an array of three numbers"));
-            };
-            let nums: Option<Vec<f64>> = items.iter().map(|i| as_f64(i.get_ref())).collect();
-            match nums {
-                Some(n) if n.len() == 3 && n.iter().all(|x| *x >= 0.0 && x.is_finite()) => {
-                    if n[0] <= 0.0 || n[1] + n[2] <= 0.0 {
-                        return Err(bad("train and valid+test parts must be positive"));
-                    }
-                    Json::from(n)
-                }
-                _ => return Err(bad("expected three non-negative numbers")),
+                KeyKind::Paths => resolve_paths(src, base, key, v)?,
+                _ => de_to_json(value),
             }
         }
+        _ => check_value_rule(key, value).map_err(|e| bad(&e))?,
     };
     Ok(vec![(key.to_string(), Setting { value: json, at })])
+}
+
+/// The rule of `key` (trial/keys.rs) applied to a TOML value.
+fn check_value_rule(key: &str, value: &DeValue) -> Result<Json, String> {
+    crate::trial::check_value(key, &de_to_json(value))
+}
+
+/// `data.sources`: each file resolved against the sweep file's base and required to exist
+/// (unless a `--set` replaces the key), errors at the offending item.
+fn resolve_paths(
+    src: &Source,
+    base: &PathBase,
+    key: &str,
+    v: &Spanned<DeValue>,
+) -> anyhow::Result<Json> {
+    let DeValue::Array(items) = v.get_ref() else {
+        return Ok(de_to_json(v.get_ref()));
+    };
+    let mut out = Vec::new();
+    for item in items.iter() {
+        let s = item.get_ref().as_str().unwrap_or_default();
+        let p = Path::new(s);
+        let full = if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            base.dir.join(p)
+        };
+        if !full.is_file() && !base.replaced.iter().any(|k| k == key) {
+            return Err(src.err(
+                &item.span(),
+                key,
+                &format!("no such file: {}", full.display()),
+                "fix the path (relative paths in a sweep file are relative to the parent of its \
+                 directory, i.e. the project root) or fetch the data as the README says",
+            ));
+        }
+        let full = std::path::absolute(&full).unwrap_or(full);
+        out.push(Json::String(full.display().to_string()));
+    }
+    Ok(Json::Array(out))
 }
 
 /// The settings of a table of config keys (`[base]`, `[profile.P]`, a paired axis value).
@@ -550,38 +414,6 @@ fn check_table(
         out.extend(check_value(src, base, k.get_ref(), v)?);
     }
     Ok(out)
-}
-
-fn canonical(v: &Json) -> String {
-    // serde_json's map may keep insertion order; sort for a canonical form.
-    fn sort(v: &Json) -> Json {
-        match v {
-            Json::Object(m) => {
-                let sorted: BTreeMap<_, _> = m.iter().map(|(k, v)| (k.clone(), sort(v))).collect();
-                Json::Object(sorted.into_iter().collect())
-            }
-            Json::Array(a) => Json::Array(a.iter().map(sort).collect()),
-            other => other.clone(),
-        }
-    }
-    sort(v).to_string()
-}
-
-/// Canonical JSON text (keys sorted at every level, nulls dropped) used for identity hashing.
-pub fn canonical_json(v: &Json) -> String {
-    fn strip(v: &Json) -> Json {
-        match v {
-            Json::Object(m) => Json::Object(
-                m.iter()
-                    .filter(|(_, v)| !v.is_null())
-                    .map(|(k, v)| (k.clone(), strip(v)))
-                    .collect(),
-            ),
-            Json::Array(a) => Json::Array(a.iter().map(strip).collect()),
-            other => other.clone(),
-        }
-    }
-    canonical(&strip(v))
 }
 
 /// Label value for reports: ints stay ints, paths keep only their file name.
@@ -671,7 +503,7 @@ fn check_axis(
             check_table(src, base, t, &[])?
         };
         let label = label_of(&settings);
-        let canon = canonical(&Json::Object(
+        let canon = crate::util::sorted_json(&Json::Object(
             settings
                 .iter()
                 .map(|(k, s)| (k.clone(), s.value.clone()))
@@ -729,8 +561,8 @@ fn model_context(
             .and_then(|s| s.value.as_u64())
             .map(|v| v as usize)
     };
-    if GptConfig::is_preset(model) {
-        let cfg = GptConfig::preset(model)
+    if let Some(preset) = Preset::from_name(model) {
+        let cfg = Ok(GptConfig::of(preset))
             .and_then(|c| c.with_overrides(get("n_layer"), get("n_embd"), get("n_head")))
             .map_err(|e| {
                 usage(format!(
@@ -746,15 +578,15 @@ fn model_context(
                  relative to the project root); fix: make that checkpoint first (a profile that \
                  fine-tunes one says how in its comments, e.g. `sweep train --config ... --out \
                  DIR`) or use a preset ({}, {})",
-                PRETRAINED_PRESETS.join(", "),
-                SCRATCH_PRESETS.join(", ")
+                Preset::names(true),
+                Preset::names(false)
             )));
         }
         return Err(usage(format!(
             "{at}: model: unknown model `{model}`; fix: use a preset ({}, {}) or a directory \
              holding an HF config.json (relative to the project root)",
-            PRETRAINED_PRESETS.join(", "),
-            SCRATCH_PRESETS.join(", ")
+            Preset::names(true),
+            Preset::names(false)
         )));
     };
     let v: Json = serde_json::from_str(&cfg).map_err(|e| {
@@ -808,7 +640,7 @@ fn resolve(settings: &BTreeMap<String, Setting>, base_at: &str) -> anyhow::Resul
         ))
     })?;
     // The trainer's own checks, reported here so a bad trial never reaches the ledger.
-    crate::train::validate(&cfg).map_err(|e| {
+    cfg.validate().map_err(|e| {
         usage(format!(
             "{base_at}: {e:#}; fix: change the offending key in [base], the profile, the axes or --set"
         ))
@@ -1164,12 +996,12 @@ pub fn parse(
         resolve(&s, &base_at)
     };
     let baseline = resolve_with(&[])?;
-    let baseline_canon = canonical(&serde_json::to_value(&baseline)?);
+    let baseline_canon = crate::util::sorted_json(&serde_json::to_value(&baseline)?);
     let mut trials: Vec<ResolvedTrial> = Vec::new();
     let mut seen: Vec<String> = Vec::new();
     for combo in combos {
         let config = resolve_with(&combo)?;
-        let canon = canonical(&serde_json::to_value(&config)?);
+        let canon = crate::util::sorted_json(&serde_json::to_value(&config)?);
         if seen.contains(&canon) {
             continue;
         }
@@ -1346,7 +1178,7 @@ epochs = 5
         let (_d, p) = setup(&body);
         let s = load(&p, None, &[]).unwrap();
         assert_eq!(s.trials.len(), 4);
-        assert_eq!(s.trials[3].config.model, "gpt2-mini");
+        assert_eq!(s.trials[3].config.model.to_string(), "gpt2-mini");
         assert_eq!(s.trials[3].config.learning_rate, 5e-4);
         assert_eq!(s.trials[3].config.seed, 2);
         let q = load(
@@ -1360,7 +1192,7 @@ epochs = 5
             && t.config.epochs == 1
             && t.config.max_steps == Some(10)
             && t.config.batch_size == 2
-            && t.config.tokenizer == "bpe-512"));
+            && t.config.tokenizer.to_string() == "bpe-512"));
         let g = load(&p, None, &["grid.seed=[3,4,5]".into()]).unwrap();
         assert_eq!(g.trials.len(), 6);
         let e = format!("{:#}", load(&p, Some("full"), &[]).unwrap_err());
@@ -1421,7 +1253,7 @@ epochs = 5
         let canonical = load(&p, None, &["precision=f16".to_string()]).unwrap();
         assert_eq!(
             alias.trials[0].config.precision,
-            Some(crate::model::Precision::F16)
+            Some(crate::trial::Precision::F16)
         );
         assert_eq!(alias.trials[0].config, canonical.trials[0].config);
         // A --set that replaces the missing path makes it irrelevant; a missing --set path is not.

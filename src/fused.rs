@@ -348,7 +348,7 @@ mod flex {
     use rayon::prelude::*;
 
     use super::{GELU_K0, GELU_K1};
-    use crate::model::GOLDEN;
+    use crate::util::GOLDEN;
 
     /// Elements per rayon task: large enough to amortise the task, small for the cache.
     const CHUNK: usize = 1 << 14;
@@ -694,7 +694,7 @@ mod flex {
         out.par_chunks_mut(CHUNK).enumerate().for_each(|(c, o)| {
             let base = seed.wrapping_add((c * CHUNK) as u64);
             for (i, o) in o.iter_mut().enumerate() {
-                let z = crate::model::mix64(base.wrapping_add(i as u64).wrapping_mul(GOLDEN));
+                let z = crate::util::mix64(base.wrapping_add(i as u64).wrapping_mul(GOLDEN));
                 if (z >> 40) < threshold {
                     *o = scale;
                 }
@@ -875,7 +875,7 @@ mod tests {
     }
 
     fn case(n: usize, v: usize, spread: f32) -> (Vec<f32>, Vec<i32>) {
-        let mut rng = crate::model::SplitMix::new(7);
+        let mut rng = crate::util::SplitMix::new(7);
         let logits = (0..n * v)
             .map(|_| ((rng.next_u64() % 20_001) as f32 / 10_000.0 - 1.0) * spread)
             .collect();

@@ -15,56 +15,26 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::UsageError;
 use crate::fused::FusedOps;
+use crate::trial::{Precision, Preset};
+use crate::util::SplitMix;
 
 /// GPT-2's 50,257 BPE tokens plus the two special tokens the paper adds (`<|startoftext|>`, `<|sep|>`).
 pub const GPT2_VOCAB: usize = 50_259;
 /// The vocabulary size of the original HF checkpoints, before the two added tokens.
 pub const GPT2_HF_VOCAB: usize = 50_257;
 
-/// The dtype the matrix products run in. Like PyTorch's autocast, not a half-precision model:
-/// parameters, gradients, optimizer state, LayerNorm, softmax and the loss stay f32; only the two
-/// inputs of each matmul (linear layers, attention scores and values, the LM head) are cast down,
-/// and each product is cast back to f32. Used on GPUs, where bf16/f16 matmuls run on tensor cores.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Precision {
-    #[default]
-    F32,
-    Bf16,
-    F16,
-}
-
-impl Precision {
-    pub fn parse(s: &str) -> Result<Self> {
-        match s {
-            "f32" | "fp32" => Ok(Self::F32),
-            "bf16" => Ok(Self::Bf16),
-            "f16" | "fp16" => Ok(Self::F16),
-            other => Err(UsageError(format!(
-                "unknown precision `{other}`: use f32 (default), bf16 or f16"
-            ))
-            .into()),
-        }
-    }
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Self::F32 => "f32",
-            Self::Bf16 => "bf16",
-            Self::F16 => "f16",
-        }
-    }
-    fn low(&self) -> Option<FloatDType> {
-        match self {
-            Self::F32 => None,
-            Self::Bf16 => Some(FloatDType::BF16),
-            Self::F16 => Some(FloatDType::F16),
-        }
+/// The dtype of an autocast matmul's inputs (`None`: f32 throughout).
+fn low(p: Precision) -> Option<FloatDType> {
+    match p {
+        Precision::F32 => None,
+        Precision::Bf16 => Some(FloatDType::BF16),
+        Precision::F16 => Some(FloatDType::F16),
     }
 }
 
 /// `a @ b` in the autocast dtype, returned in f32.
 fn mm<B: Backend, const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>, p: Precision) -> Tensor<B, D> {
-    match p.low() {
+    match low(p) {
         None => a.matmul(b),
         Some(dt) => a.cast(dt).matmul(b.cast(dt)).cast(FloatDType::F32),
     }
@@ -85,12 +55,6 @@ fn linear<B: Backend>(layer: &Linear<B>, x: Tensor<B, 3>, p: Precision) -> Tenso
     }
 }
 
-/// The pretrained GPT-2 family (HF hub names); everything else is a from-scratch preset.
-pub const PRETRAINED_PRESETS: [&str; 5] =
-    ["distilgpt2", "gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl"];
-/// Small presets for CPU work, always trained from scratch.
-pub const SCRATCH_PRESETS: [&str; 2] = ["gpt2-tiny", "gpt2-mini"];
-
 /// The shape of a GPT-2 model. Serialises to the subset of HF's `config.json` fields it reads.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GptConfig {
@@ -105,27 +69,18 @@ pub struct GptConfig {
 }
 
 impl GptConfig {
-    /// A named preset; the vocabulary is GPT-2's plus the two special tokens.
-    pub fn preset(name: &str) -> Result<Self> {
-        let (n_layer, n_embd, n_head, n_positions) = match name {
-            "distilgpt2" => (6, 768, 12, 1024),
-            "gpt2" => (12, 768, 12, 1024),
-            "gpt2-medium" => (24, 1024, 16, 1024),
-            "gpt2-large" => (36, 1280, 20, 1024),
-            "gpt2-xl" => (48, 1600, 25, 1024),
-            "gpt2-tiny" => (2, 128, 4, 256),
-            "gpt2-mini" => (4, 256, 4, 512),
-            other => {
-                return Err(UsageError(format!(
-                    "unknown model preset `{other}`; known presets: {}, {} (or a path to an HF \
-                     checkpoint directory)",
-                    PRETRAINED_PRESETS.join(", "),
-                    SCRATCH_PRESETS.join(", ")
-                ))
-                .into())
-            }
+    /// A preset's shape; the vocabulary is GPT-2's plus the two special tokens.
+    pub fn of(preset: Preset) -> Self {
+        let (n_layer, n_embd, n_head, n_positions) = match preset {
+            Preset::Distilgpt2 => (6, 768, 12, 1024),
+            Preset::Gpt2 => (12, 768, 12, 1024),
+            Preset::Gpt2Medium => (24, 1024, 16, 1024),
+            Preset::Gpt2Large => (36, 1280, 20, 1024),
+            Preset::Gpt2Xl => (48, 1600, 25, 1024),
+            Preset::Gpt2Tiny => (2, 128, 4, 256),
+            Preset::Gpt2Mini => (4, 256, 4, 512),
         };
-        Ok(Self {
+        Self {
             vocab_size: GPT2_VOCAB,
             n_positions,
             n_embd,
@@ -133,15 +88,21 @@ impl GptConfig {
             n_head,
             dropout: 0.1,
             layer_norm_epsilon: 1e-5,
-        })
+        }
     }
 
-    pub fn is_preset(name: &str) -> bool {
-        PRETRAINED_PRESETS.contains(&name) || SCRATCH_PRESETS.contains(&name)
-    }
-
-    pub fn is_pretrained_preset(name: &str) -> bool {
-        PRETRAINED_PRESETS.contains(&name)
+    /// A preset by name (`--preset` flags).
+    pub fn preset(name: &str) -> Result<Self> {
+        match Preset::from_name(name) {
+            Some(p) => Ok(Self::of(p)),
+            None => Err(UsageError(format!(
+                "unknown model preset `{name}`; known presets: {}, {} (or a path to an HF \
+                 checkpoint directory)",
+                Preset::names(true),
+                Preset::names(false)
+            ))
+            .into()),
+        }
     }
 
     /// Field-by-field overrides from a trial (`n_layer`, `n_embd`, `n_head`), then validation.
@@ -188,6 +149,14 @@ impl GptConfig {
     }
 
     /// Parameter count (the tied LM head counted once, as HF does).
+    /// Training FLOPs per token at block size `t` (nanoGPT's estimate): 6 per parameter that is
+    /// not a position embedding (the tied LM head counted through wte) plus attention's
+    /// 12 x layers x width x block.
+    pub fn train_flops_per_token(&self, t: usize) -> usize {
+        6 * (self.num_params() - self.n_positions * self.n_embd)
+            + 12 * self.n_layer * self.n_embd * t
+    }
+
     pub fn num_params(&self) -> usize {
         let c = self.n_embd;
         let block =
@@ -450,7 +419,7 @@ impl<B: FusedOps> Gpt<B> {
         let w = self.wte.weight.val(); // [V, C]
         let v = w.dims()[0];
         let x = x.reshape([b * t, c]); // [B*T, C]
-        match self.precision.low() {
+        match low(self.precision) {
             None => crate::fused::matmul_nt(x, w),
             Some(_) => mm(x, w.transpose(), self.precision),
         }
@@ -514,39 +483,6 @@ impl<B: FusedOps> Gpt<B> {
         let v = logits.dims()[2];
         let targets = ids.narrow(1, 1, t - 1).reshape([b * (t - 1), 1]); // [N, 1]
         crate::fused::lm_loss(logits.reshape([b * (t - 1), v]), targets)
-    }
-}
-
-/// SplitMix64's increment: 2^64 / the golden ratio.
-pub(crate) const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
-
-/// SplitMix64's output function: a bijective mix of all 64 bits (also the counter-based hash of
-/// the CPU dropout masks, `fused.rs`).
-pub(crate) fn mix64(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-/// SplitMix64: a tiny, well-mixed seeded generator for reproducible host-side initialisation.
-pub(crate) struct SplitMix(u64);
-
-impl SplitMix {
-    pub(crate) fn new(seed: u64) -> Self {
-        Self(seed ^ 0x5DEE_CE66_D1CE_4E5B)
-    }
-    pub(crate) fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(GOLDEN);
-        mix64(self.0)
-    }
-    /// Uniform in (0, 1].
-    fn next_f64(&mut self) -> f64 {
-        ((self.next_u64() >> 11) as f64 + 1.0) / (1u64 << 53) as f64
-    }
-    /// Standard normal (Box-Muller).
-    fn normal(&mut self) -> f64 {
-        let (u1, u2) = (self.next_f64(), self.next_f64());
-        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
     }
 }
 

@@ -10,10 +10,11 @@
 //! Canonical JSON sorts keys and drops nulls, so adding an optional field with a `None` default
 //! to `TrialConfig` keeps existing identities.
 
-use crate::config::{canonical_json, ResolvedTrial, Sweep};
-use crate::trial::TrialConfig;
+use crate::config::{ResolvedTrial, Sweep};
+use crate::trial::{ModelSpec, TokenizerSpec, TrialConfig};
+use crate::util::canonical_json;
 use anyhow::Result;
-use serde_json::{json, Value as Json};
+use serde_json::Value as Json;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::path::Path;
@@ -45,49 +46,17 @@ impl PlannedTrial {
     }
 }
 
-pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
-
-/// The identity hash of a config given its data manifest hash and tokenizer id.
-/// `weights`: the content hash of the starting checkpoint when `model` is a directory (a local
-/// checkpoint can be rewritten in place; hub presets are immutable and identified by name).
-pub fn trial_hash(
-    cfg: &TrialConfig,
-    data_hash: &str,
-    tokenizer_id: &str,
-    weights: Option<&str>,
-) -> Result<String> {
-    let mut config = serde_json::to_value(cfg)?;
-    if let Some(data) = config.get_mut("data").and_then(Json::as_object_mut) {
-        data.remove("sources");
-    }
-    if weights.is_some() {
-        // The weights identify a checkpoint directory; its (absolute) path must not, or moving
-        // the project would retrain everything.
-        if let Some(obj) = config.as_object_mut() {
-            obj.remove("model");
-        }
-    }
-    let doc = json!({
-        "config": config, "data_manifest": data_hash, "tokenizer": tokenizer_id,
-        "model_weights": weights,
-    });
-    Ok(sha256_hex(canonical_json(&doc).as_bytes()))
-}
-
 /// Computes identities, preparing each distinct data spec and tokenizer once.
 pub struct Identifier<'a> {
     cache_root: &'a Path,
     data: HashMap<String, Result<String, String>>,
-    tokenizers: HashMap<(String, String), Result<String, String>>,
-    weights: HashMap<String, Option<String>>,
+    tokenizers: HashMap<(String, TokenizerSpec), Result<String, String>>,
+    weights: HashMap<ModelSpec, Option<String>>,
 }
 
 /// sha256 of a checkpoint directory's `model.safetensors`; `None` when `model` is not a directory
 /// or the file cannot be read (the trial then fails on its own with the loader's error).
-fn weights_hash(model: &str) -> Option<String> {
-    let dir = Path::new(model);
+fn weights_hash(dir: &Path) -> Option<String> {
     if !dir.is_dir() {
         return None;
     }
@@ -123,23 +92,17 @@ impl<'a> Identifier<'a> {
             Ok(h) => {
                 let tok = self
                     .tokenizers
-                    .entry((h.clone(), cfg.tokenizer.clone()))
+                    .entry((h.clone(), cfg.tokenizer))
                     .or_insert_with(|| {
                         crate::data::prepare_cached(&cfg.data, cache_root)
-                            .and_then(|p| {
-                                crate::tokenizer::Tokenizer::for_spec(
-                                    &cfg.tokenizer,
-                                    &p,
-                                    cache_root,
-                                )
-                            })
+                            .and_then(|p| p.tokenizer(cfg.tokenizer, cache_root))
                             .map(|t| t.id().to_string())
                             .map_err(|e| format!("{e:#}"))
                     })
                     .clone();
                 match tok {
                     Ok(t) => (h, t, None),
-                    Err(e) => (h, cfg.tokenizer.clone(), Some(e)),
+                    Err(e) => (h, cfg.tokenizer.to_string(), Some(e)),
                 }
             }
             Err(e) => {
@@ -153,7 +116,7 @@ impl<'a> Identifier<'a> {
                 }
                 (
                     format!("unprepared-{}", hex::encode(hasher.finalize())),
-                    cfg.tokenizer.clone(),
+                    cfg.tokenizer.to_string(),
                     Some(e),
                 )
             }
@@ -161,10 +124,13 @@ impl<'a> Identifier<'a> {
         let weights = self
             .weights
             .entry(cfg.model.clone())
-            .or_insert_with(|| weights_hash(&cfg.model))
+            .or_insert_with(|| match &cfg.model {
+                ModelSpec::Dir(dir) => weights_hash(dir),
+                ModelSpec::Preset(_) => None,
+            })
             .clone();
         Ok(Identity {
-            hash: trial_hash(cfg, &data_hash, &tokenizer_id, weights.as_deref())?,
+            hash: cfg.identity_hash(&data_hash, &tokenizer_id, weights.as_deref())?,
             data_hash,
             tokenizer_id,
             data_error,
@@ -226,12 +192,12 @@ mod tests {
 
     fn cfg() -> TrialConfig {
         TrialConfig {
-            model: "gpt2-tiny".into(),
+            model: ModelSpec::Preset(crate::trial::Preset::Gpt2Tiny),
             init: None,
             n_layer: None,
             n_embd: None,
             n_head: None,
-            tokenizer: "bpe-512".into(),
+            tokenizer: TokenizerSpec::Bpe(512),
             precision: None,
             data: DataSpec {
                 sources: vec!["/a/x.tsv".into()],
@@ -260,30 +226,30 @@ mod tests {
         let a = cfg();
         let mut moved = cfg();
         moved.data.sources = vec!["/elsewhere/x.tsv".into()];
-        let h = trial_hash(&a, "d1", "t1", None).unwrap();
+        let h = a.identity_hash("d1", "t1", None).unwrap();
         assert_eq!(h.len(), 64);
-        assert_eq!(h, trial_hash(&moved, "d1", "t1", None).unwrap());
+        assert_eq!(h, moved.identity_hash("d1", "t1", None).unwrap());
         assert_ne!(
             h,
-            trial_hash(&a, "d2", "t1", None).unwrap(),
+            a.identity_hash("d2", "t1", None).unwrap(),
             "data content matters"
         );
         assert_ne!(
             h,
-            trial_hash(&a, "d1", "t2", None).unwrap(),
+            a.identity_hash("d1", "t2", None).unwrap(),
             "tokenizer matters"
         );
         assert_ne!(
             h,
-            trial_hash(&a, "d1", "t1", Some("abc")).unwrap(),
+            a.identity_hash("d1", "t1", Some("abc")).unwrap(),
             "a checkpoint directory's weights matter"
         );
         let mut lr = cfg();
         lr.learning_rate = 2e-3;
-        assert_ne!(h, trial_hash(&lr, "d1", "t1", None).unwrap());
+        assert_ne!(h, lr.identity_hash("d1", "t1", None).unwrap());
         let mut cats = cfg();
         cats.data.categories = vec!["cs.AI".into()];
-        assert_ne!(h, trial_hash(&cats, "d1", "t1", None).unwrap());
+        assert_ne!(h, cats.identity_hash("d1", "t1", None).unwrap());
     }
 
     #[test]

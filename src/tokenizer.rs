@@ -1,5 +1,6 @@
 //! GPT-2 byte-level BPE (and small trained BPEs) on HuggingFace `tokenizers`, with the paper's special tokens.
 
+use crate::trial::TokenizerSpec;
 use anyhow::{anyhow, bail, Context, Result};
 use sha2::{Digest, Sha256};
 use std::collections::HashSet;
@@ -169,31 +170,20 @@ impl Tokenizer {
         Ok(tk)
     }
 
-    /// `gpt2`, or `bpe-N`: a byte-level BPE of N tokens trained on the prepared train split,
-    /// cached under `cache_root/tokenizers/`.
+    /// `gpt2`, or `bpe-N`: a byte-level BPE of N tokens trained on the prepared training text
+    /// `train_text` (whose data manifest hash is `data_hash`), cached under
+    /// `cache_root/tokenizers/`.
     pub fn for_spec(
-        spec: &str,
-        prepared: &crate::data::Prepared,
+        spec: TokenizerSpec,
+        train_text: &Path,
+        data_hash: &str,
         cache_root: &Path,
     ) -> Result<Self> {
-        if spec == "gpt2" {
-            return Self::gpt2();
-        }
-        let n: usize = spec
-            .strip_prefix("bpe-")
-            .and_then(|n| n.parse().ok())
-            .ok_or_else(|| {
-                crate::error::UsageError(format!(
-                    "unknown tokenizer {spec:?}: expected \"gpt2\" or \"bpe-N\" (e.g. bpe-4096)"
-                ))
-            })?;
-        if !(260..=1 << 20).contains(&n) {
-            return Err(crate::error::UsageError(format!(
-                "tokenizer {spec}: N must be between 260 and 1048576 (256 bytes + 3 special tokens + merges)"
-            ))
-            .into());
-        }
-        let id = format!("bpe-{n}-{}", &prepared.hash[..12.min(prepared.hash.len())]);
+        let n = match spec {
+            TokenizerSpec::Gpt2 => return Self::gpt2(),
+            TokenizerSpec::Bpe(n) => n,
+        };
+        let id = format!("bpe-{n}-{}", &data_hash[..12.min(data_hash.len())]);
         let dir = cache_root.join("tokenizers").join(&id);
         let file = dir.join("tokenizer.json");
         if let Ok(inner) = tokenizers::Tokenizer::from_file(&file) {
@@ -201,14 +191,13 @@ impl Tokenizer {
                 return Ok(tk);
             }
         }
-        let train = prepared.dir.join("train.txt");
-        let text = std::fs::read_to_string(&train)
-            .with_context(|| format!("reading {}", train.display()))?;
+        let text = std::fs::read_to_string(train_text)
+            .with_context(|| format!("reading {}", train_text.display()))?;
         let tk = Self::train_bpe(n, text.lines(), id)?;
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let tmp = tempfile::NamedTempFile::new_in(&dir)?;
         tk.inner.save(tmp.path(), false).map_err(tk_err)?;
-        crate::data::blocks::public(tmp.path())?;
+        crate::util::make_public(tmp.path())?;
         tmp.persist(&file)
             .with_context(|| format!("writing {}", file.display()))?;
         Ok(tk)

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use burn::backend::{Autodiff, Flex};
 use serde_json::Value;
 use sweep::checkpoint::{self, NamedTensor};
-use sweep::model::Precision;
 use sweep::train::golden::Tolerances;
+use sweep::trial::Precision;
 
 type B = Flex;
 type AB = Autodiff<Flex>;
@@ -253,12 +253,12 @@ fn write_corpus(dir: &Path) -> PathBuf {
 
 fn tiny_trial(source: &Path) -> TrialConfig {
     TrialConfig {
-        model: "gpt2-tiny".into(),
+        model: "gpt2-tiny".parse().unwrap(),
         init: None,
         n_layer: Some(1),
         n_embd: Some(32),
         n_head: Some(2),
-        tokenizer: "bpe-300".into(),
+        tokenizer: "bpe-300".parse().unwrap(),
         precision: None,
         data: DataSpec {
             sources: vec![source.display().to_string()],
@@ -310,7 +310,7 @@ fn a_small_preset_with_init_pretrained_fine_tunes_one_cached_local_pretraining()
             other => panic!("{name}: {other:?}"),
         };
     let pre = TrialConfig {
-        init: Some("pretrained".into()),
+        init: Some(sweep::trial::Init::Pretrained),
         ..tiny_trial(&source)
     };
     // Cancelled before its first step, the pretraining ends the trial as interrupted (not
@@ -464,7 +464,7 @@ fn training_learns_and_resume_reproduces_the_uninterrupted_run() {
 
     // Fine-tuning a local HF checkpoint directory (the golden model: vocabulary 300, like bpe-300).
     let ft = TrialConfig {
-        model: golden_dir().join("model").display().to_string(),
+        model: sweep::trial::ModelSpec::Dir(golden_dir().join("model")),
         n_layer: None,
         n_embd: None,
         n_head: None,
@@ -501,25 +501,25 @@ fn bad_trial_configs_are_usage_errors() {
                 batch_size: 0,
                 ..tiny_trial(&source)
             },
-            "batch_size must be at least 1",
+            "batch_size: must be positive",
         ),
         (
             TrialConfig {
                 grad_accum: 0,
                 ..tiny_trial(&source)
             },
-            "grad_accum must be at least 1",
+            "grad_accum: must be positive",
         ),
         (
             TrialConfig {
                 epochs: 0,
                 ..tiny_trial(&source)
             },
-            "epochs must be at least 1",
+            "epochs: must be positive",
         ),
         (
             TrialConfig {
-                model: "gpt5".into(),
+                model: "gpt5".parse().unwrap(),
                 ..tiny_trial(&source)
             },
             "unknown model preset",
@@ -533,7 +533,7 @@ fn bad_trial_configs_are_usage_errors() {
         ),
         (
             TrialConfig {
-                model: "distilgpt2".into(),
+                model: "distilgpt2".parse().unwrap(),
                 n_layer: None,
                 n_embd: None,
                 n_head: None,
@@ -606,7 +606,7 @@ fn cli_rejects_bad_train_and_eval_input() {
         .arg(tmp.path().join("cache"))
         .assert()
         .code(2)
-        .stderr(predicates::str::contains("batch_size must be at least 1"));
+        .stderr(predicates::str::contains("batch_size: must be positive"));
     sweep_cmd()
         .args(["train", "--config"])
         .arg(&toml)

@@ -102,20 +102,9 @@ fn write_token_file(path: &Path, ids: &[u32], vocab_size: usize) -> Result<()> {
     tmp.write_all(&header)?;
     tmp.write_all(&payload)?;
     tmp.as_file().sync_all()?;
-    public(tmp.path())?;
+    crate::util::make_public(tmp.path())?;
     tmp.persist(path)
         .with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
-}
-
-/// tempfile creates 0600 files; cache files are ordinary shared data.
-pub(crate) fn public(path: &Path) -> Result<()> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))
-            .with_context(|| format!("setting permissions of {}", path.display()))?;
-    }
     Ok(())
 }
 

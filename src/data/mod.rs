@@ -8,6 +8,7 @@ pub use blocks::{split_token_count, token_blocks, TokenBlocks};
 
 use crate::error::UsageError;
 use crate::tokenizer::{Tokenizer, EOT, SEP, SOT};
+use crate::trial::TokenizerSpec;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -115,14 +116,11 @@ impl Prepared {
     pub fn split_path(&self, split: Split) -> PathBuf {
         self.dir.join(format!("{split}.txt"))
     }
-}
 
-/// Cache root used by default everywhere: `$SWEEP_CACHE`, else `results/cache`.
-pub fn default_cache_root() -> PathBuf {
-    std::env::var_os("SWEEP_CACHE")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("results/cache"))
+    /// The tokenizer of a trial on this data (a `bpe-N` is trained on its training split).
+    pub fn tokenizer(&self, spec: TokenizerSpec, cache_root: &Path) -> Result<Tokenizer> {
+        Tokenizer::for_spec(spec, &self.split_path(Split::Train), &self.hash, cache_root)
+    }
 }
 
 pub fn load_prepared(dir: &Path) -> Result<Prepared> {
@@ -552,15 +550,15 @@ mod tests {
         };
         let cache = dir.path().join("cache");
         let p = prepare_cached(&spec, &cache).unwrap();
-        let t = Tokenizer::for_spec("bpe-300", &p, &cache).unwrap();
+        let t = p.tokenizer(TokenizerSpec::Bpe(300), &cache).unwrap();
         assert_eq!(t.vocab_size(), 300);
         assert!(t.id().starts_with("bpe-300-"));
-        let t2 = Tokenizer::for_spec("bpe-300", &p, &cache).unwrap();
+        let t2 = p.tokenizer(TokenizerSpec::Bpe(300), &cache).unwrap();
         assert_eq!(
             t2.encode("Title 3 line").unwrap(),
             t.encode("Title 3 line").unwrap()
         );
-        assert!(Tokenizer::for_spec("bpe-x", &p, &cache).is_err());
+        assert!("bpe-x".parse::<TokenizerSpec>().is_err());
         let n = split_token_count(&p, Split::Train, &t, &cache).unwrap();
         assert!(n > 0);
     }

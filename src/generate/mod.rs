@@ -23,10 +23,10 @@ use serde_json::json;
 
 use crate::backend::DeviceSpec;
 use crate::checkpoint;
-use crate::error::UsageError;
 use crate::data::{self, Split};
+use crate::error::UsageError;
 use crate::fused::FusedOps;
-use crate::model::{Gpt, GptConfig, KvCache, GPT2_HF_VOCAB};
+use crate::model::{Gpt, KvCache, GPT2_HF_VOCAB};
 use crate::store::{self, NewSample, Store};
 use crate::tokenizer::{Tokenizer, SEP, SOT};
 use keyterm::KeytermScore;
@@ -298,7 +298,7 @@ pub struct GenerateArgs {
     pub db: Option<String>,
     /// With --trial: the artifacts root its recorded directory is relative to (default `results`).
     #[command(flatten)]
-    pub artifacts: crate::artifacts::ArtifactsArgs,
+    pub artifacts: crate::locations::ArtifactsArgs,
     /// `cpu` or `cuda:N`.
     #[arg(long, env = "SWEEP_DEVICE", default_value = "cpu")]
     pub device: String,
@@ -410,15 +410,6 @@ fn resolve_source(args: &GenerateArgs) -> Result<Source> {
             )
             .into());
         }
-        if GptConfig::is_preset(name)
-            && !GptConfig::is_pretrained_preset(name)
-            && !Path::new(name).is_dir()
-        {
-            return Err(UsageError(format!(
-                "`{name}` is a from-scratch preset without weights; pass a trained model directory"
-            ))
-            .into());
-        }
         if args.from_split.is_some() {
             let d = args.data.as_ref().ok_or_else(|| {
                 UsageError(
@@ -427,7 +418,7 @@ fn resolve_source(args: &GenerateArgs) -> Result<Source> {
             })?;
             split_data = Some(data::load_prepared(d)?);
         }
-        (checkpoint::resolve_model_dir(name)?, None)
+        (checkpoint::weights_dir(name)?, None)
     };
 
     let mut prompts = Vec::new();
@@ -500,18 +491,7 @@ fn resolve_source(args: &GenerateArgs) -> Result<Source> {
 
 /// The tokenizer of a model directory and the vocabulary the embedding must have for it.
 fn load_tokenizer(dir: &Path, model_name: Option<&str>) -> Result<(Tokenizer, Option<usize>)> {
-    let has_tok = dir.join("tokenizer.json").is_file() || dir.join("vocab.json").is_file();
-    let tok = if has_tok {
-        Tokenizer::from_dir(dir)?
-    } else if model_name.is_some_and(GptConfig::is_pretrained_preset) {
-        Tokenizer::gpt2()?
-    } else {
-        return Err(UsageError(format!(
-            "{} has no tokenizer files (tokenizer.json or vocab.json + merges.txt)",
-            dir.display()
-        ))
-        .into());
-    };
+    let tok = checkpoint::dir_tokenizer(dir, model_name)?;
     let ck = checkpoint::read_hf_config(dir)?;
     // An original 50,257-row GPT-2 checkpoint takes the two added tokens as mean rows (as before
     // fine-tuning); any other difference means the files do not belong together.
@@ -689,6 +669,7 @@ fn generate_on<B: FusedOps>(
 mod tests {
     use super::*;
     use crate::backend::Cpu;
+    use crate::model::GptConfig;
 
     fn tiny() -> GptConfig {
         GptConfig {

@@ -624,7 +624,20 @@ pub fn comparison(table: &PaperTable, spec: &Value) -> Option<Comparison> {
     Some(Comparison { metrics, rows })
 }
 
-const PAPER_PRESETS: [&str; 4] = ["distilgpt2", "gpt2", "gpt2-medium", "gpt2-large"];
+/// Where a trial's weights started: what the trainer recorded (`env.start`), or for trials
+/// recorded before it did, the same decision made from the config ([`TrialConfig::start`]).
+pub fn trial_start(t: &TrialInfo) -> Option<String> {
+    if let Some(s) = t
+        .env
+        .as_ref()
+        .and_then(|e| e.get("start"))
+        .and_then(Value::as_str)
+    {
+        return Some(s.to_string());
+    }
+    let cfg: crate::trial::TrialConfig = serde_json::from_value(t.config.clone()).ok()?;
+    cfg.start().ok().map(|s| s.as_str().to_string())
+}
 
 /// Notes saying why numbers are not comparable to the paper's (from-scratch or non-paper models,
 /// capped training). Empty for a paper-scale run.
@@ -635,15 +648,12 @@ pub fn scale_notes(records: &SweepRecords) -> Vec<String> {
     let mut capped = false;
     for t in &records.trials {
         let model = trial_model(t);
-        let init = t.config.get("init").and_then(Value::as_str);
-        let preset = PAPER_PRESETS.contains(&model.as_str());
-        let is_scratch = init == Some("scratch") || (init.is_none() && !preset);
-        let what = if is_scratch {
-            format!("`{model}` from scratch")
-        } else if !preset {
-            format!("`{model}` pretrained by sweep on the training split")
-        } else {
-            String::new()
+        let what = match trial_start(t).as_deref() {
+            Some("scratch") => format!("`{model}` from scratch"),
+            Some("local-pretraining") => {
+                format!("`{model}` pretrained by sweep on the training split")
+            }
+            _ => String::new(),
         };
         if !what.is_empty() && !small.contains(&what) {
             small.push(what);
@@ -1246,7 +1256,21 @@ mod tests {
         let notes = scale_notes(&r);
         assert_eq!(notes.len(), 2, "{notes:?}");
         assert!(notes[0].contains("`gpt2-tiny` from scratch"));
-        let tot = totals(&r);
+        // Bug: gpt2-xl and checkpoint-directory starts were labelled "from scratch" because the
+        // report re-derived the init policy; it now reads the trainer's record (or its rule).
+        let mut r = fixture_records("");
+        for (t, model) in r.trials.iter_mut().zip(["gpt2-xl", "/ckpt/run1/model"]) {
+            t.config["model"] = serde_json::json!(model);
+            t.config["init"] = Value::Null;
+            t.config["tokenizer"] = serde_json::json!("gpt2");
+        }
+        r.trials.truncate(2);
+        let notes = scale_notes(&r).join(" ");
+        assert!(!notes.contains("from scratch"), "{notes}");
+        r.trials[0].env = Some(serde_json::json!({ "start": "local-pretraining" }));
+        let notes = scale_notes(&r).join(" ");
+        assert!(notes.contains("`gpt2-xl` pretrained by sweep"), "{notes}");
+        let tot = totals(&fixture_records(""));
         assert_eq!(tot.by_state["completed"], 5);
         assert_eq!(sweep_state(&tot.by_state), "completed with failures");
     }

@@ -30,7 +30,7 @@ pub struct ReportArgs {
     #[arg(long, env = "SWEEP_DB", default_value = load::DEFAULT_DB_URL)]
     pub db: String,
     #[command(flatten)]
-    pub artifacts: crate::artifacts::ArtifactsArgs,
+    pub artifacts: crate::locations::ArtifactsArgs,
 }
 
 /// A sweep name made safe as a file name (`block/size` -> `block_size`).

@@ -327,9 +327,32 @@ pub fn resolve_url(flag: Option<&str>) -> String {
         .unwrap_or_else(|| DEFAULT_DB.to_string())
 }
 
+/// Whether `url` names a PostgreSQL ledger (anything else is a SQLite file).
+pub fn is_postgres(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+/// The file of a SQLite ledger URL (`sqlite://PATH`, `sqlite:PATH` or a plain path).
+pub fn sqlite_file(url: &str) -> Option<&std::path::Path> {
+    if is_postgres(url) {
+        return None;
+    }
+    let path = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .unwrap_or(url);
+    Some(std::path::Path::new(path.split('?').next().unwrap_or(path)))
+}
+
+/// Whether the ledger exists already: a PostgreSQL server is assumed to; a SQLite ledger exists
+/// when its file does. Commands that only read (`sweep plan`) must not create one.
+pub fn exists(url: &str) -> bool {
+    sqlite_file(url).is_none_or(|f| f.is_file())
+}
+
 /// Open (creating and migrating if needed) the ledger at `url`.
 pub fn open(url: &str) -> Result<Box<dyn Store>> {
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+    if is_postgres(url) {
         return Ok(Box::new(postgres::PostgresStore::open(url)?));
     }
     Ok(Box::new(sqlite::SqliteStore::open(url)?))

@@ -8,22 +8,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use burn::module::AutodiffModule;
-use burn::optim::GradientsParams;
-use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
 use clap::{Args, ValueEnum};
 
 use super::eval::{capped_blocks, evaluate, Blocks, MemBlocks};
-use super::optim::{AdamW, AdamWConfig};
 use super::sinks::{JsonLinesSink, StdoutSink, Tee};
 use super::{peak_rss_bytes, run_trial, RunContext, TrialEnd};
 use crate::backend::DeviceSpec;
 use crate::checkpoint;
-use crate::error::UsageError;
 use crate::data::{self, Split};
+use crate::error::UsageError;
 use crate::fused::{FusedAutodiff, FusedOps};
-use crate::model::{GptConfig, Precision, GPT2_HF_VOCAB};
-use crate::tokenizer::Tokenizer;
+use crate::model::{GptConfig, GPT2_HF_VOCAB};
+use crate::trial::Precision;
 use crate::trial::TrialConfig;
 
 #[derive(Args, Debug)]
@@ -186,7 +182,7 @@ pub struct EvalArgs {
     pub db: Option<String>,
     /// With --trial: the artifacts root its recorded directory is relative to (default `results`).
     #[command(flatten)]
-    pub artifacts: crate::artifacts::ArtifactsArgs,
+    pub artifacts: crate::locations::ArtifactsArgs,
     /// Evaluate this split of prepared data (needs --data, or --trial).
     #[arg(long, conflicts_with = "file")]
     pub split: Option<Split>,
@@ -258,28 +254,8 @@ fn eval_on<B: FusedOps>(args: &EvalArgs, device: B::Device) -> Result<ExitCode> 
         return Err(UsageError("--batch-size must be at least 1".into()).into());
     }
     let model = args.model.as_deref().unwrap_or_default();
-    if GptConfig::is_preset(model)
-        && !GptConfig::is_pretrained_preset(model)
-        && !Path::new(model).is_dir()
-    {
-        return Err(UsageError(format!(
-            "`{model}` is a from-scratch preset without weights; pass a trained model directory",
-        ))
-        .into());
-    }
-    let dir = checkpoint::resolve_model_dir(model)?;
-    let has_tok = dir.join("tokenizer.json").is_file() || dir.join("vocab.json").is_file();
-    let tok = if has_tok {
-        Tokenizer::from_dir(&dir)?
-    } else if GptConfig::is_pretrained_preset(model) {
-        Tokenizer::gpt2()?
-    } else {
-        return Err(UsageError(format!(
-            "{} has no tokenizer files (tokenizer.json or vocab.json + merges.txt)",
-            dir.display()
-        ))
-        .into());
-    };
+    let dir = checkpoint::weights_dir(model)?;
+    let tok = checkpoint::dir_tokenizer(&dir, Some(model))?;
     let ck = checkpoint::read_hf_config(&dir)?;
     let block_size = args.block_size.unwrap_or(ck.n_positions);
     if block_size < 2 || block_size > ck.n_positions {
@@ -409,80 +385,47 @@ pub fn run_bench(args: BenchArgs) -> Result<ExitCode> {
 fn bench_on<AB: FusedAutodiff>(args: &BenchArgs, device: AB::Device) -> Result<ExitCode> {
     let mut cfg = GptConfig::preset(&args.preset)?;
     cfg.vocab_size = args.vocab;
-    if args.block_size > cfg.n_positions {
-        return Err(UsageError(format!(
-            "--block-size {} exceeds {}'s context of {}",
-            args.block_size, args.preset, cfg.n_positions
-        ))
-        .into());
-    }
     let precision = Precision::parse(&args.precision)?;
-    let mut model = cfg.init::<AB>(&device, 0).with_precision(precision);
-    let mut opt = AdamW::<AB::InnerBackend>::new(AdamWConfig::new(0.01));
     let (b, t) = (args.batch_size, args.block_size);
-    let mut rng = crate::model::SplitMix::new(1);
-    let mut times = Vec::new();
     // [forward, backward, optimizer, queued] per timed step: `queued` is the host's time to
     // issue the whole step, so `queued` close to the step time means the host is the bottleneck.
-    let mut phases = Vec::new();
-    for i in 0..args.warmup + args.steps {
-        let ids: Vec<i32> = (0..b * t)
-            .map(|_| (rng.next_u64() % args.vocab as u64) as i32)
-            .collect();
-        let ids = Tensor::<AB, 2, Int>::from_data(TensorData::new(ids, [b, t]), &device);
-        AB::sync(&device).ok();
-        let t0 = Instant::now();
-        let loss = model.loss(ids);
-        if args.phases {
-            AB::sync(&device).ok();
-        }
-        let t1 = Instant::now();
-        let grads = GradientsParams::from_grads(loss.clone().backward(), &model);
-        if args.phases {
-            AB::sync(&device).ok();
-        }
-        let t2 = Instant::now();
-        model = opt.step(model, grads, 1e-4).0;
-        let queued = t0.elapsed();
-        let value = loss.into_scalar().elem::<f64>();
-        AB::sync(&device).ok();
-        let t3 = Instant::now();
-        let dt = (t3 - t0).as_secs_f64();
-        let phase = [t1 - t0, t2 - t1, t3 - t2, queued].map(|d| d.as_secs_f64());
-        if i >= args.warmup {
-            times.push(dt);
-            phases.push(phase);
-        }
-        if args.phases {
-            eprintln!(
-                "step {i}: loss {value:.4}  {dt:.3}s (forward {:.3}s, backward {:.3}s, \
-                 optimizer {:.3}s)",
-                phase[0], phase[1], phase[2]
-            );
-        } else {
-            eprintln!(
-                "step {i}: loss {value:.4}  {dt:.3}s ({:.3}s to queue)",
-                phase[3]
-            );
-        }
-    }
+    let steps = super::estimate::timed_steps::<AB>(
+        &cfg,
+        precision,
+        b,
+        t,
+        args.warmup,
+        args.steps,
+        args.phases,
+        &device,
+        |i, value, dt, phase| {
+            if args.phases {
+                eprintln!(
+                    "step {i}: loss {value:.4}  {dt:.3}s (forward {:.3}s, backward {:.3}s, \
+                     optimizer {:.3}s)",
+                    phase[0], phase[1], phase[2]
+                );
+            } else {
+                eprintln!(
+                    "step {i}: loss {value:.4}  {dt:.3}s ({:.3}s to queue)",
+                    phase[3]
+                );
+            }
+        },
+    )?;
     let median_of = |mut v: Vec<f64>| {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
-    let median = median_of(times);
-    let phase_median = |k: usize| median_of(phases.iter().map(|p| p[k]).collect());
-    let _ = model.valid();
+    let median = median_of(steps.iter().map(|s| s.0).collect());
+    let phase_median = |k: usize| median_of(steps.iter().map(|s| s.1[k]).collect());
     println!(
         "{}",
         serde_json::json!({
             "impl": format!("burn-{}", DeviceSpec::parse(&args.device)?.describe()),
             "preset": args.preset, "params": cfg.num_params(), "block_size": t, "batch_size": b,
             "precision": precision.as_str(),
-            // nanoGPT's estimate: 6 FLOPs per non-position parameter (the tied LM head counted
-            // through wte) plus attention's 12 * layers * width * block, per trained token.
-            "train_flops_per_token": 6 * (cfg.num_params() - cfg.n_positions * cfg.n_embd)
-                + 12 * cfg.n_layer * cfg.n_embd * t,
+            "train_flops_per_token": cfg.train_flops_per_token(t),
             "median_step_s": median, "tokens_per_s": (b * t) as f64 / median,
             "median_queued_s": phase_median(3),
             "median_forward_s": args.phases.then(|| phase_median(0)),
@@ -515,10 +458,10 @@ mod tests {
             ],
         )
         .unwrap();
-        assert_eq!(cfg.model, "gpt2-tiny");
+        assert_eq!(cfg.model.to_string(), "gpt2-tiny");
         assert_eq!(cfg.data.sources, vec!["a.tsv".to_string()]);
         assert_eq!(cfg.learning_rate, 1e-3);
-        assert_eq!(cfg.tokenizer, "bpe-512");
+        assert_eq!(cfg.tokenizer.to_string(), "bpe-512");
         let err = load_trial_config(None, &["model=gpt2".into()]).unwrap_err();
         assert!(err.to_string().contains("missing field"), "{err}");
         assert!(load_trial_config(None, &["oops".into()]).is_err());

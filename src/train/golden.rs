@@ -17,8 +17,8 @@ use crate::backend::DeviceSpec;
 use crate::checkpoint;
 use crate::error::UsageError;
 use crate::fused::FusedAutodiff;
-use crate::model::Precision;
 use crate::train::optim::{AdamW, AdamWConfig};
+use crate::trial::Precision;
 
 /// Our numbers beside the reference's (written by `scripts/make_golden.py`).
 #[derive(Debug, Clone, Serialize)]

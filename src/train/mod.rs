@@ -2,6 +2,7 @@
 //! gradient accumulation), evaluates it, checkpoints it resumably and exports the model.
 
 pub mod cli;
+pub mod estimate;
 pub mod eval;
 pub mod golden;
 pub mod optim;
@@ -14,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use burn::module::AutodiffModule;
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::backend::AutodiffBackend;
@@ -24,12 +25,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::backend::DeviceSpec;
 use crate::checkpoint;
-use crate::error::UsageError;
 use crate::data::{self, Split, TokenBlocks};
+use crate::error::UsageError;
 use crate::fused::FusedAutodiff;
-use crate::model::{Gpt, GptConfig, Precision, SplitMix};
-use crate::tokenizer::Tokenizer;
-use crate::trial::TrialConfig;
+use crate::model::{Gpt, GptConfig};
+use crate::trial::{ModelSpec, Precision, Preset, Start, TokenizerSpec, TrialConfig};
+use crate::util::SplitMix;
 use eval::{capped_blocks, evaluate, Blocks};
 use optim::{linear_lr, AdamW, AdamWConfig, LossScaler};
 
@@ -106,7 +107,7 @@ impl RunContext {
     pub fn new(work_dir: PathBuf) -> Self {
         Self {
             work_dir,
-            cache_root: data::default_cache_root(),
+            cache_root: crate::locations::cache_root(None),
             device: "cpu".into(),
             cancel: Arc::new(AtomicBool::new(false)),
             progress: false,
@@ -122,51 +123,32 @@ pub struct TrialPlanInfo {
     pub total_steps: u64,
 }
 
-/// Rejects numbers that cannot train (zero batch/accum/epochs, tiny blocks, bad rates).
-pub fn validate(cfg: &TrialConfig) -> Result<()> {
-    let bad = |m: String| -> Result<()> { Err(UsageError(m).into()) };
-    for (name, v) in [
-        ("batch_size", cfg.batch_size),
-        ("grad_accum", cfg.grad_accum),
-        ("epochs", cfg.epochs),
-    ] {
-        if v == 0 {
-            return bad(format!("{name} must be at least 1"));
+/// Refuses, once and before anything is recorded, a sweep whose trials start from pretrained
+/// weights that this machine does not have (an HF preset missing from the local cache, a
+/// checkpoint directory without its files): every such trial would fail the same way.
+pub fn preflight_models<'a>(configs: impl Iterator<Item = &'a TrialConfig>) -> Result<()> {
+    let mut checked: Vec<Start> = Vec::new();
+    for cfg in configs {
+        let start = cfg.start()?;
+        if checked.contains(&start) {
+            continue;
         }
+        let name = match &start {
+            Start::Hub(p) => p.name().to_string(),
+            Start::Checkpoint(d) => d.display().to_string(),
+            Start::LocalPretraining(_) | Start::Scratch => continue,
+        };
+        checked.push(start);
+        checkpoint::resolve_model_dir(&name)
+            .and_then(|dir| checkpoint::read_hf_config(&dir).map(|_| dir))
+            .map_err(|e| {
+                UsageError(format!(
+                    "model `{name}`: {e:#}; nothing was recorded. Or run the CPU-scale version of \
+                     the experiment (`--profile quick`), which trains small presets"
+                ))
+            })?;
     }
-    if cfg.block_size < 2 {
-        return bad(format!(
-            "block_size must be at least 2 (one input and one target), got {}",
-            cfg.block_size
-        ));
-    }
-    if !(cfg.learning_rate.is_finite() && cfg.learning_rate > 0.0) {
-        return bad(format!(
-            "learning_rate must be positive, got {}",
-            cfg.learning_rate
-        ));
-    }
-    if !(cfg.weight_decay.is_finite() && cfg.weight_decay >= 0.0) {
-        return bad(format!(
-            "weight_decay must be >= 0, got {}",
-            cfg.weight_decay
-        ));
-    }
-    if !(0.0..1.0).contains(&cfg.dropout) {
-        return bad(format!("dropout must be in [0, 1), got {}", cfg.dropout));
-    }
-    if cfg.max_steps == Some(0) || cfg.eval_every == Some(0) {
-        return bad("max_steps and eval_every must be at least 1 when set".into());
-    }
-    if cfg.eval_block_size.is_some_and(|n| n < 2) {
-        return bad("eval_block_size must be at least 2".into());
-    }
-    match cfg.init.as_deref() {
-        None | Some("pretrained") | Some("scratch") => Ok(()),
-        Some(other) => bad(format!(
-            "init must be `pretrained` or `scratch`, got `{other}`"
-        )),
-    }
+    Ok(())
 }
 
 /// Where the weights come from and the final model shape.
@@ -176,77 +158,80 @@ struct ModelPlan {
     pretrained: Option<PathBuf>,
 }
 
-/// Resolves `cfg.model` + `cfg.init` + overrides + the tokenizer's vocabulary into a model plan.
-fn model_plan(cfg: &TrialConfig, vocab_size: usize) -> Result<ModelPlan> {
-    let name = cfg.model.as_str();
-    let is_dir = Path::new(name).is_dir();
-    let pretrained_source = GptConfig::is_pretrained_preset(name) || is_dir;
-    let scratch = match cfg.init.as_deref() {
-        Some("scratch") => true,
-        Some("pretrained") if !pretrained_source => {
+/// Resolves where the weights start ([`TrialConfig::start`]), the shape overrides and the
+/// tokenizer's vocabulary into a model plan. A small preset's local pretraining comes in as the
+/// checkpoint directory it was saved to.
+fn model_plan(cfg: &TrialConfig, start: &Start, vocab_size: usize) -> Result<ModelPlan> {
+    let name = cfg.model.to_string();
+    // The checkpoint's shape: a hub preset's is known before its weights are looked up, so a
+    // mismatch is reported as such on machines without the weights too.
+    let (shape, dir) = match start {
+        Start::Hub(p) => (GptConfig::of(*p), None),
+        Start::Checkpoint(d) if !d.is_dir() => {
             return Err(UsageError(format!(
-                "`{name}` has no pretrained weights; use init = \"scratch\", a pretrained model \
-                 ({}), or a small preset ({}), which is pretrained locally",
-                crate::model::PRETRAINED_PRESETS.join(", "),
-                crate::model::SCRATCH_PRESETS.join(", ")
+                "unknown model preset `{name}` (and no checkpoint directory of that name); known \
+                 presets: {}, {}",
+                Preset::names(true),
+                Preset::names(false)
             ))
             .into())
         }
-        _ => !pretrained_source,
+        Start::Checkpoint(d) => (checkpoint::read_hf_config(d)?, Some(d.clone())),
+        Start::LocalPretraining(p) => bail!(
+            "the local pretraining of `{}` must be resolved to its directory first",
+            p.name()
+        ),
+        Start::Scratch => {
+            let mut gcfg = match &cfg.model {
+                ModelSpec::Preset(p) => GptConfig::of(*p),
+                ModelSpec::Dir(d) => checkpoint::read_hf_config(d)?,
+            };
+            gcfg.dropout = cfg.dropout;
+            gcfg = gcfg.with_overrides(cfg.n_layer, cfg.n_embd, cfg.n_head)?;
+            gcfg.vocab_size = vocab_size;
+            return finish_plan(cfg, gcfg, None);
+        }
     };
-    let (mut gcfg, dir) = if is_dir {
-        (
-            checkpoint::read_hf_config(Path::new(name))?,
-            Some(PathBuf::from(name)),
-        )
-    } else {
-        (GptConfig::preset(name)?, None)
-    };
-    gcfg.dropout = cfg.dropout;
     let check = |m: String| -> Result<()> { Err(UsageError(m).into()) };
-    if !scratch {
-        // GPT-2's weights only make sense with GPT-2's tokenizer; a local checkpoint may come
-        // with any tokenizer whose vocabulary is exactly its embedding's.
-        if cfg.tokenizer != "gpt2" && (!is_dir || vocab_size != gcfg.vocab_size) {
-            check(format!(
-                "pretrained `{name}` needs the gpt2 tokenizer (or one with exactly its {} \
-                 tokens), not `{}`",
-                gcfg.vocab_size, cfg.tokenizer
-            ))?;
-        }
-        for (field, want, have) in [
-            ("n_layer", cfg.n_layer, gcfg.n_layer),
-            ("n_embd", cfg.n_embd, gcfg.n_embd),
-            ("n_head", cfg.n_head, gcfg.n_head),
-        ] {
-            if want.is_some_and(|w| w != have) {
-                check(format!(
-                    "cannot override {field} of pretrained `{name}` ({have}); use init = \"scratch\""
-                ))?;
-            }
-        }
-        let dir = match dir {
-            Some(d) => d,
-            None => checkpoint::resolve_model_dir(name)?,
-        };
-        let ck = checkpoint::read_hf_config(&dir)?;
-        if vocab_size < ck.vocab_size {
-            check(format!(
-                "the tokenizer `{}` has {vocab_size} tokens but `{name}` embeds {}: they do not \
-                 belong together",
-                cfg.tokenizer, ck.vocab_size
-            ))?;
-        }
-        gcfg = GptConfig {
-            vocab_size,
-            dropout: cfg.dropout,
-            ..ck
-        };
-        return finish_plan(cfg, gcfg, Some(dir));
+    // GPT-2's weights only make sense with GPT-2's tokenizer; a local checkpoint may come with
+    // any tokenizer whose vocabulary is exactly its embedding's.
+    let is_dir = dir.is_some();
+    if cfg.tokenizer != TokenizerSpec::Gpt2 && (!is_dir || vocab_size != shape.vocab_size) {
+        check(format!(
+            "pretrained `{name}` needs the gpt2 tokenizer (or one with exactly its {} tokens), \
+             not `{}`",
+            shape.vocab_size, cfg.tokenizer
+        ))?;
     }
-    gcfg = gcfg.with_overrides(cfg.n_layer, cfg.n_embd, cfg.n_head)?;
-    gcfg.vocab_size = vocab_size;
-    finish_plan(cfg, gcfg, None)
+    for (field, want, have) in [
+        ("n_layer", cfg.n_layer, shape.n_layer),
+        ("n_embd", cfg.n_embd, shape.n_embd),
+        ("n_head", cfg.n_head, shape.n_head),
+    ] {
+        if want.is_some_and(|w| w != have) {
+            check(format!(
+                "cannot override {field} of pretrained `{name}` ({have}); use init = \"scratch\""
+            ))?;
+        }
+    }
+    let dir = match dir {
+        Some(d) => d,
+        None => checkpoint::resolve_model_dir(&name)?,
+    };
+    let ck = checkpoint::read_hf_config(&dir)?;
+    if vocab_size < ck.vocab_size {
+        check(format!(
+            "the tokenizer `{}` has {vocab_size} tokens but `{name}` embeds {}: they do not \
+             belong together",
+            cfg.tokenizer, ck.vocab_size
+        ))?;
+    }
+    let gcfg = GptConfig {
+        vocab_size,
+        dropout: cfg.dropout,
+        ..ck
+    };
+    finish_plan(cfg, gcfg, Some(dir))
 }
 
 fn finish_plan(
@@ -274,9 +259,9 @@ fn finish_plan(
 
 /// Steps and token counts of a trial, without training (for `sweep plan`).
 pub fn plan_info(cfg: &TrialConfig, cache_root: &Path) -> Result<TrialPlanInfo> {
-    validate(cfg)?;
+    cfg.validate()?;
     let prepared = data::prepare_cached(&cfg.data, cache_root)?;
-    let tok = Tokenizer::for_spec(&cfg.tokenizer, &prepared, cache_root)?;
+    let tok = prepared.tokenizer(cfg.tokenizer, cache_root)?;
     let tokens = data::split_token_count(&prepared, Split::Train, &tok, cache_root)?;
     let (_, spe, total) = schedule_sizes(cfg, tokens / cfg.block_size)?;
     Ok(TrialPlanInfo {
@@ -409,25 +394,24 @@ fn run_on<AB: FusedAutodiff>(
     device: AB::Device,
 ) -> Result<TrialEnd> {
     let wall = Instant::now();
-    validate(cfg)?;
+    cfg.validate()?;
     let prepared = data::prepare_cached(&cfg.data, &ctx.cache_root)?;
-    let tok = Tokenizer::for_spec(&cfg.tokenizer, &prepared, &ctx.cache_root)?;
-    let plan = if pretrain::wants_local_pretraining(cfg) {
-        // Fine-tune the cached local pretraining of the small preset, as if it were an HF dir.
-        let Some(dir) = pretrain::ensure_pretrained(cfg, ctx, &prepared.hash, tok.id())? else {
-            return Ok(TrialEnd::Interrupted);
-        };
-        let local = TrialConfig {
-            model: dir.display().to_string(),
-            init: None,
-            n_layer: None,
-            n_embd: None,
-            n_head: None,
-            ..cfg.clone()
-        };
-        model_plan(&local, tok.vocab_size())?
-    } else {
-        model_plan(cfg, tok.vocab_size())?
+    let tok = prepared.tokenizer(cfg.tokenizer, &ctx.cache_root)?;
+    let plan = match cfg.start()? {
+        Start::LocalPretraining(_) => {
+            // Fine-tune the cached local pretraining of the small preset, as an HF directory.
+            let Some(dir) = pretrain::ensure_pretrained(cfg, ctx, &prepared.hash, tok.id())? else {
+                return Ok(TrialEnd::Interrupted);
+            };
+            let local = TrialConfig {
+                n_layer: None,
+                n_embd: None,
+                n_head: None,
+                ..cfg.clone()
+            };
+            model_plan(&local, &Start::Checkpoint(dir), tok.vocab_size())?
+        }
+        start => model_plan(cfg, &start, tok.vocab_size())?,
     };
     let gcfg = plan.cfg.clone();
     let blocks = |split, size| data::token_blocks(&prepared, split, &tok, size, &ctx.cache_root);
@@ -529,7 +513,7 @@ fn run_on<AB: FusedAutodiff>(
             // reason each trial runs in a process of its own.
             AB::seed(
                 &device,
-                cfg.seed ^ st.step.wrapping_mul(crate::model::GOLDEN),
+                cfg.seed ^ st.step.wrapping_mul(crate::util::GOLDEN),
             );
             let updates = st.step - st.skipped_steps;
             let lr = linear_lr(cfg.learning_rate, updates, cfg.warmup_steps, total_steps);

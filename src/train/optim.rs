@@ -552,7 +552,7 @@ mod tests {
     /// this model is small, so its loss is weighted by 1/4096 to give gradients of that size.
     #[test]
     fn loss_scaling_keeps_f16_gradients_close_to_f32() {
-        use crate::model::Precision;
+        use crate::trial::Precision;
         use burn::module::Module;
         let mut cfg = small();
         cfg.vocab_size = 3000;

@@ -16,7 +16,7 @@ use anyhow::{bail, Context, Result};
 
 use super::{run_trial, MetricRow, MetricSink, RunContext, TrialEnd};
 use crate::model::GptConfig;
-use crate::trial::TrialConfig;
+use crate::trial::{Init, Start, TrialConfig};
 
 /// Tokens of the pretraining run (one pass over a prefix of the training split).
 pub const PRETRAIN_TOKENS: u64 = 1_500_000;
@@ -25,10 +25,12 @@ pub const PRETRAIN_TOKENS: u64 = 1_500_000;
 /// (with the trial's shape overrides), tokenizer and data of the trial, at the preset's full
 /// context. Also run by hand with `sweep train --set init=scratch ...` and these values.
 pub fn pretrain_config(cfg: &TrialConfig) -> Result<TrialConfig> {
-    let shape =
-        GptConfig::preset(&cfg.model)?.with_overrides(cfg.n_layer, cfg.n_embd, cfg.n_head)?;
+    let Start::LocalPretraining(preset) = cfg.start()? else {
+        bail!("`{}` is not pretrained locally", cfg.model);
+    };
+    let shape = GptConfig::of(preset).with_overrides(cfg.n_layer, cfg.n_embd, cfg.n_head)?;
     Ok(TrialConfig {
-        init: Some("scratch".into()),
+        init: Some(Init::Scratch),
         block_size: shape.n_positions,
         batch_size: 8,
         grad_accum: 1,
@@ -49,8 +51,7 @@ pub fn pretrain_config(cfg: &TrialConfig) -> Result<TrialConfig> {
 
 /// Whether `cfg` asks for a locally pretrained small preset.
 pub fn wants_local_pretraining(cfg: &TrialConfig) -> bool {
-    cfg.init.as_deref() == Some("pretrained")
-        && crate::model::SCRATCH_PRESETS.contains(&cfg.model.as_str())
+    matches!(cfg.start(), Ok(Start::LocalPretraining(_)))
 }
 
 /// Where the local pretraining for `cfg` is (or will be) cached.
@@ -60,9 +61,9 @@ pub fn cached_dir(
     data_hash: &str,
     tokenizer_id: &str,
 ) -> Result<PathBuf> {
-    let config = crate::plan::trial_hash(&pretrain_config(cfg)?, data_hash, tokenizer_id, None)?;
+    let config = pretrain_config(cfg)?.identity_hash(data_hash, tokenizer_id, None)?;
     // Code that trains differently must not reuse the weights older code cached.
-    let hash = crate::plan::sha256_hex(
+    let hash = crate::util::sha256_hex(
         format!("{config} trainer numerics {}", super::NUMERICS).as_bytes(),
     );
     Ok(cache_root.join("pretrained").join(&hash[..16]))

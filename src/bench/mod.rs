@@ -1,0 +1,4 @@
+//! Benchmarks behind hidden subcommands, kept out of the library's main modules: each measures a
+//! layer through its public API and prints numbers for bench/RESULTS.md.
+
+pub mod ledger;

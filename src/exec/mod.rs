@@ -1,0 +1,518 @@
+//! The scheduling core under every executor: record a sweep, decide which trials to take, find
+//! dead workers, build the `sweep trial run` command line and read how a trial process ended.
+//!
+//! Every trial runs as its own process, `sweep trial run ID` ([`trial`]), which claims the trial
+//! atomically in the ledger, so the executors differ only in where those processes start:
+//! [`local::Local`] (child processes on this machine, `--jobs` at a time), [`slurm::Slurm`] (one
+//! job array on a cluster) and [`worker::Worker`] (`sweep worker`: drain a shared ledger). All
+//! three implement [`Executor`]; `sweep run` drives the first two through [`run_sweep`], `sweep
+//! worker` the third through [`drain`].
+
+pub mod cli;
+pub mod local;
+pub mod plan_view;
+pub mod sink;
+pub mod slurm;
+pub mod status;
+pub mod trial;
+pub mod worker;
+
+use crate::config;
+use crate::error::UsageError;
+use crate::plan::{label_text, PlannedTrial};
+use crate::store::{self, NewSweep, NewTrial, Outcome, Store, TrialRecord, TrialState};
+use anyhow::{Context, Result};
+use serde_json::Value as Json;
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, ExitStatus};
+use std::sync::Arc;
+
+/// A running trial on another host without a heartbeat for this long is considered dead.
+pub const STALE_SECS: i64 = 60;
+/// Exit status of `sweep trial run` when the trial is not claimable (running elsewhere or done);
+/// `--skip-if-taken` (Slurm array tasks) exits 0 instead.
+pub const EXIT_NOT_CLAIMED: u8 = 75;
+
+/// The open ledger and the URL that child processes are given.
+#[derive(Clone)]
+pub struct Ledger {
+    pub url: String,
+    pub store: Arc<dyn Store>,
+}
+
+impl Ledger {
+    pub fn open(url: &str) -> Result<Self> {
+        Ok(Self {
+            url: url.to_string(),
+            store: Arc::from(store::open(url)?),
+        })
+    }
+}
+
+/// Where a sweep's trials run.
+pub trait Executor {
+    /// Checks flags, devices and tools against the planned trials before the ledger is touched:
+    /// a refusal (exit 2) records nothing.
+    fn preflight(&self, _sweep: &config::Sweep, _planned: &[PlannedTrial]) -> Result<()> {
+        Ok(())
+    }
+    /// Which recorded trials this executor takes on.
+    fn policy(&self) -> Policy;
+    /// Runs (or submits) the trials of `batch` that `policy` takes; returns the exit code.
+    fn execute(&mut self, ledger: &Ledger, batch: &Batch) -> Result<ExitCode>;
+}
+
+/// Which recorded trials an executor takes on (a trial's claim in the ledger is still atomic:
+/// this only decides which claims are tried).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    /// Take `interrupted` trials (they resume from their checkpoint).
+    pub interrupted: bool,
+    /// Take a `failed` trial while it has had at most this many attempts.
+    pub failed_max_attempts: Option<i64>,
+}
+
+impl Policy {
+    pub fn takes(&self, t: &TrialRecord) -> bool {
+        match t.state {
+            TrialState::Pending => true,
+            TrialState::Interrupted => self.interrupted,
+            TrialState::Failed => self.failed_max_attempts.is_some_and(|n| t.attempts <= n),
+            TrialState::Running | TrialState::Completed | TrialState::Diverged => false,
+        }
+    }
+}
+
+/// The trials an executor is handed: a recorded sweep's, or every sweep's of a ledger (workers).
+#[derive(Debug, Clone)]
+pub struct Batch {
+    /// The sweep's ledger name (`*` for every sweep of the ledger).
+    pub name: String,
+    /// In sweep then position order, each trial once.
+    pub trial_ids: Vec<i64>,
+    /// Row labels for progress lines.
+    pub labels: HashMap<i64, String>,
+    /// Trials newly added to the ledger by this run.
+    pub created: usize,
+    /// Trials marked interrupted because their worker died.
+    pub recovered: usize,
+    /// The recorded sweep row (`None` for a worker's batch), for executors that annotate it.
+    pub sweep: Option<NewSweep>,
+    /// The ledger rows of the trials, to re-record the sweep with.
+    pub trials: Vec<NewTrial>,
+}
+
+/// The ledger name of a sweep: the file's name, suffixed `@profile` when a profile is applied, so
+/// that the quick and full versions of an experiment are kept apart.
+pub fn ledger_name(sweep: &config::Sweep) -> String {
+    match &sweep.profile {
+        Some(p) => format!("{}@{p}", sweep.name),
+        None => sweep.name.clone(),
+    }
+}
+
+/// The ledger rows of planned trials.
+fn ledger_trials(planned: &[PlannedTrial]) -> Result<Vec<NewTrial>> {
+    planned
+        .iter()
+        .map(|p| -> Result<NewTrial> {
+            Ok(NewTrial {
+                hash: p.identity.hash.clone(),
+                config: serde_json::to_value(p.config())?,
+                label: Json::Object(p.resolved.label.clone()),
+                is_baseline: p.resolved.is_baseline,
+            })
+        })
+        .collect()
+}
+
+/// Keys of a sweep's recorded spec that executors own (Slurm's job list): the sweep file does not
+/// produce them, so re-recording the file keeps them.
+const EXECUTOR_SPEC_KEYS: [&str; 1] = [slurm::SPEC_KEY];
+
+/// Records a sweep file's trials (keeping the executors' annotations of an existing row) and marks
+/// the trials of dead workers interrupted.
+pub fn record(ledger: &Ledger, sweep: &config::Sweep, planned: &[PlannedTrial]) -> Result<Batch> {
+    let s = &*ledger.store;
+    let name = ledger_name(sweep);
+    let mut spec = sweep.spec_json();
+    if let (Some(old), Some(new)) = (s.sweep_by_name(&name)?, spec.as_object_mut()) {
+        for key in EXECUTOR_SPEC_KEYS {
+            if let Some(v) = old.spec.get(key) {
+                new.insert(key.to_string(), v.clone());
+            }
+        }
+    }
+    let row = NewSweep {
+        name: name.clone(),
+        title: sweep.title.clone(),
+        description: sweep.description.clone(),
+        file: Some(sweep.file.display().to_string()),
+        profile: sweep.profile.clone(),
+        kind: sweep.kind.as_str().to_string(),
+        spec,
+    };
+    let trials = ledger_trials(planned)?;
+    let recorded = s.record_sweep(&row, &trials)?;
+    let labels = recorded
+        .trial_ids
+        .iter()
+        .zip(&trials)
+        .map(|(id, t)| (*id, label_text(&t.label)))
+        .collect();
+    let recovered = recover_dead(s, &recorded.trial_ids)?;
+    Ok(Batch {
+        name,
+        trial_ids: recorded.trial_ids,
+        labels,
+        created: recorded.created,
+        recovered,
+        sweep: Some(row),
+        trials,
+    })
+}
+
+/// Re-records a batch's sweep with `value` under an executor's spec key.
+pub fn annotate(ledger: &Ledger, batch: &Batch, key: &str, value: Json) -> Result<()> {
+    let Some(mut row) = batch.sweep.clone() else {
+        return Ok(());
+    };
+    if let Some(m) = row.spec.as_object_mut() {
+        m.insert(key.to_string(), value);
+    }
+    ledger.store.record_sweep(&row, &batch.trials)?;
+    Ok(())
+}
+
+/// `sweep run`: validate everything, record the sweep, hand its trials to the executor.
+pub fn run_sweep(
+    exec: &mut dyn Executor,
+    db_url: &str,
+    sweep: &config::Sweep,
+    planned: &[PlannedTrial],
+) -> Result<(Ledger, Batch, ExitCode)> {
+    exec.preflight(sweep, planned)?;
+    let ledger = Ledger::open(db_url)?;
+    let batch = record(&ledger, sweep, planned)?;
+    let code = exec.execute(&ledger, &batch)?;
+    Ok((ledger, batch, code))
+}
+
+/// `sweep worker`: hand the trials of one recorded sweep (or of all) to the executor.
+pub fn drain(exec: &mut dyn Executor, ledger: &Ledger, only: Option<&str>) -> Result<ExitCode> {
+    let s = &*ledger.store;
+    let sweeps = match only {
+        Some(name) => vec![s.sweep_by_name(name)?.ok_or_else(|| {
+            anyhow::Error::from(UsageError(format!(
+                "--sweep {name}: not in the ledger; fix: record it first with `sweep run FILE` \
+                 (or `--executor slurm --dry-run`), see `sweep status`"
+            )))
+        })?],
+        None => s.sweeps()?,
+    };
+    let mut ids = Vec::new();
+    let mut labels = HashMap::new();
+    for sw in sweeps {
+        for st in s.sweep_trials(sw.id)? {
+            if !ids.contains(&st.trial.id) {
+                ids.push(st.trial.id);
+                labels.insert(st.trial.id, label_text(&st.label));
+            }
+        }
+    }
+    let batch = Batch {
+        name: only.unwrap_or("*").to_string(),
+        trial_ids: ids,
+        labels,
+        created: 0,
+        recovered: 0,
+        sweep: None,
+        trials: Vec::new(),
+    };
+    exec.execute(ledger, &batch)
+}
+
+/// The batch's trials that `policy` takes, in order, and how many are done already.
+pub fn todo(s: &dyn Store, batch: &Batch, policy: Policy) -> Result<(Vec<i64>, usize)> {
+    let (mut todo, mut done) = (Vec::new(), 0);
+    for id in &batch.trial_ids {
+        match s.trial(*id)? {
+            Some(t) if t.state.is_done() => done += 1,
+            Some(t) if policy.takes(&t) => todo.push(*id),
+            _ => {}
+        }
+    }
+    Ok((todo, done))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The trial process's command line
+
+/// `sweep trial run ID ...`: the command line every executor starts a trial with.
+#[derive(Debug, Clone)]
+pub struct TrialCommand {
+    pub exe: PathBuf,
+    /// `None`: the ledger URL comes from `$SWEEP_DB` (Slurm scripts keep credentials off disk).
+    pub db: Option<String>,
+    pub device: String,
+    pub checkpoint_minutes: f64,
+    /// `None`: from `$SWEEP_ARTIFACTS`.
+    pub artifacts: Option<PathBuf>,
+    /// Exit 0 when the trial is taken (done or running elsewhere): Slurm array tasks.
+    pub skip_if_taken: bool,
+}
+
+impl TrialCommand {
+    /// A command for this executable.
+    pub fn for_this_exe(
+        db: Option<String>,
+        device: &str,
+        checkpoint_minutes: f64,
+        artifacts: Option<PathBuf>,
+    ) -> Result<Self> {
+        Ok(Self {
+            exe: std::env::current_exe().context("locating the sweep executable")?,
+            db,
+            device: device.to_string(),
+            checkpoint_minutes,
+            artifacts,
+            skip_if_taken: false,
+        })
+    }
+
+    /// The arguments after the executable; `id` and `db` are given as they should appear (a
+    /// number, or a shell expression such as `"$TRIAL_ID"`).
+    fn args(&self, id: &str, db: &str) -> Vec<OsString> {
+        let mut a: Vec<OsString> = ["trial", "run", id, "--db", db, "--device", &self.device]
+            .iter()
+            .map(OsString::from)
+            .collect();
+        a.push("--checkpoint-minutes".into());
+        a.push(self.checkpoint_minutes.to_string().into());
+        if let Some(dir) = &self.artifacts {
+            a.push("--artifacts".into());
+            a.push(dir.into());
+        }
+        if self.skip_if_taken {
+            a.push("--skip-if-taken".into());
+        }
+        a
+    }
+
+    /// The process for trial `id`.
+    pub fn command(&self, id: i64) -> Command {
+        let db = self.db.clone().unwrap_or_else(|| store::resolve_url(None));
+        let mut c = Command::new(&self.exe);
+        c.args(self.args(&id.to_string(), &db));
+        c
+    }
+
+    /// The shell line that `exec`s a trial whose id is in `$TRIAL_ID` (job scripts).
+    pub fn shell_line(&self) -> String {
+        let args: Vec<String> = self
+            .args("\"$TRIAL_ID\"", "\"$SWEEP_DB\"")
+            .iter()
+            .map(|a| {
+                let a = a.to_string_lossy();
+                if a.starts_with('"') {
+                    a.into_owned()
+                } else {
+                    slurm::shell_quote(&a)
+                }
+            })
+            .collect();
+        format!(
+            "exec {} {}",
+            slurm::shell_quote(&self.exe.display().to_string()),
+            args.join(" ")
+        )
+    }
+}
+
+/// How a trial process ended, in words, for a trial it left `running`.
+pub fn describe_exit(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (_, Some(sig)) => format!("the trial process was killed by signal {sig}"),
+        (Some(c), _) => format!("the trial process exited with status {c}"),
+        _ => "the trial process ended".into(),
+    }
+}
+
+/// The exit status recorded for a trial process that did not record its own end.
+pub fn exit_code_of(status: ExitStatus) -> i64 {
+    use std::os::unix::process::ExitStatusExt;
+    status
+        .code()
+        .map(i64::from)
+        .unwrap_or(128 + status.signal().unwrap_or(0) as i64)
+}
+
+/// The last `lines` non-empty lines of a log file.
+pub fn tail_of(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let v: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    v[v.len().saturating_sub(lines)..].join("\n")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Workers: who runs a trial, and whether they are still alive
+
+fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into our buffer.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr() as *mut libc::c_char, buf.len()) };
+    if rc != 0 {
+        return "localhost".into();
+    }
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+/// `host:pid`, the identity of a trial worker process.
+pub fn worker_id(pid: u32) -> String {
+    format!("{}:{pid}", hostname())
+}
+
+fn pid_alive(pid: i32) -> bool {
+    // A killed worker whose parent died too lingers as a zombie until init reaps it: dead.
+    if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        if let Some(state) = stat
+            .rsplit_once(") ")
+            .and_then(|(_, rest)| rest.chars().next())
+        {
+            return !matches!(state, 'Z' | 'X');
+        }
+    }
+    // SAFETY: signal 0 only checks for existence and permission.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// Seconds since an RFC 3339 timestamp.
+pub fn age_secs(ts: &str) -> Option<i64> {
+    let t = chrono::DateTime::parse_from_rfc3339(ts).ok()?;
+    Some((chrono::Utc::now() - t.with_timezone(&chrono::Utc)).num_seconds())
+}
+
+/// Is the worker of a `running` trial gone? Same host: its pid is dead. Other hosts: stale heartbeat.
+pub fn worker_dead(t: &TrialRecord) -> bool {
+    let host = hostname();
+    if let Some((h, pid)) = t.worker.as_deref().and_then(|w| w.rsplit_once(':')) {
+        if h == host {
+            if let Ok(pid) = pid.parse::<i32>() {
+                return !pid_alive(pid);
+            }
+        }
+    }
+    match t.heartbeat_at.as_deref().and_then(age_secs) {
+        Some(age) => age > STALE_SECS,
+        None => true,
+    }
+}
+
+/// Marks trials whose worker died `interrupted` (so they resume from their checkpoint).
+pub fn recover_dead(s: &dyn Store, ids: &[i64]) -> Result<usize> {
+    let mut n = 0;
+    for t in s.trials_in_state(TrialState::Running)? {
+        if ids.contains(&t.id) && worker_dead(&t) {
+            let worker = t.worker.clone().unwrap_or_default();
+            if s.finish_trial(
+                t.id,
+                &worker,
+                &Outcome::Interrupted {
+                    error: Some(format!(
+                        "worker {worker} is gone; resuming from its checkpoint"
+                    )),
+                },
+            )? {
+                n += 1;
+            }
+        }
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trial(state: TrialState, attempts: i64) -> TrialRecord {
+        TrialRecord {
+            id: 1,
+            hash: "h".into(),
+            config: Json::Null,
+            state,
+            attempts,
+            error: None,
+            exit_status: None,
+            device: None,
+            worker: None,
+            created_at: None,
+            started_at: None,
+            finished_at: None,
+            heartbeat_at: None,
+            env: None,
+            results: Default::default(),
+            artifact_dir: None,
+        }
+    }
+
+    #[test]
+    fn policies_take_what_their_executor_reruns() {
+        let local = Policy {
+            interrupted: true,
+            failed_max_attempts: Some(i64::MAX),
+        };
+        let slurm_plain = Policy {
+            interrupted: false,
+            failed_max_attempts: None,
+        };
+        let worker = Policy {
+            interrupted: true,
+            failed_max_attempts: Some(1),
+        };
+        for p in [local, slurm_plain, worker] {
+            assert!(p.takes(&trial(TrialState::Pending, 0)));
+            assert!(!p.takes(&trial(TrialState::Running, 1)));
+            assert!(!p.takes(&trial(TrialState::Completed, 1)));
+            assert!(!p.takes(&trial(TrialState::Diverged, 1)));
+        }
+        assert!(local.takes(&trial(TrialState::Failed, 7)));
+        assert!(!slurm_plain.takes(&trial(TrialState::Interrupted, 1)));
+        assert!(!slurm_plain.takes(&trial(TrialState::Failed, 1)));
+        assert!(worker.takes(&trial(TrialState::Failed, 1)));
+        assert!(!worker.takes(&trial(TrialState::Failed, 2)));
+    }
+
+    #[test]
+    fn one_command_line_for_children_and_job_scripts() {
+        let mut c = TrialCommand {
+            exe: "/opt/sweep".into(),
+            db: Some("sqlite://x.db".into()),
+            device: "cpu".into(),
+            checkpoint_minutes: 10.0,
+            artifacts: Some("/r".into()),
+            skip_if_taken: false,
+        };
+        let args: Vec<String> = c
+            .command(7)
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            args.join(" "),
+            "trial run 7 --db sqlite://x.db --device cpu --checkpoint-minutes 10 --artifacts /r"
+        );
+        c.artifacts = None;
+        c.skip_if_taken = true;
+        c.device = "cuda:0".into();
+        assert_eq!(
+            c.shell_line(),
+            "exec /opt/sweep trial run \"$TRIAL_ID\" --db \"$SWEEP_DB\" --device cuda:0 \
+             --checkpoint-minutes 10 --skip-if-taken"
+        );
+    }
+}

@@ -1,0 +1,225 @@
+//! `sweep trial run ID`: the process that runs one recorded trial, whichever executor started it.
+//!
+//! It claims its trial atomically in the ledger (a trial running elsewhere or done is left alone:
+//! exit [`EXIT_NOT_CLAIMED`], or 0 with `--skip-if-taken`), records its environment, trains
+//! through a [`StoreSink`] and records how the attempt ended. A stop request (SIGINT, SIGTERM,
+//! SIGUSR1) checkpoints and exits 130 with the trial `interrupted`; it resumes from that
+//! checkpoint next time. A crash, OOM or panic here ends only this trial.
+
+use super::sink::StoreSink;
+use super::{recover_dead, worker_id, Ledger, EXIT_NOT_CLAIMED};
+use crate::error::UsageError;
+use crate::signals::{self, OnSecond};
+use crate::store::{Outcome, Store, TrialRecord, TrialResults, TrialState};
+use crate::train::{self, RunContext, TrialEnd};
+use crate::trial::TrialConfig;
+use anyhow::{Context, Result};
+use serde_json::{json, Value as Json};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+/// What `sweep trial run` was asked to do, resolved.
+#[derive(Debug, Clone)]
+pub struct TrialRun {
+    pub id: i64,
+    pub db: String,
+    pub device: String,
+    pub checkpoint_minutes: f64,
+    pub progress: bool,
+    pub artifacts: PathBuf,
+    pub cache_root: PathBuf,
+    pub skip_if_taken: bool,
+}
+
+pub fn run(args: &TrialRun) -> Result<ExitCode> {
+    let s = Ledger::open(&args.db)?.store;
+    let Some(t) = s.trial(args.id)? else {
+        return Err(UsageError(format!(
+            "trial {}: not in the ledger; fix: see `sweep status SWEEP` for ids",
+            args.id
+        ))
+        .into());
+    };
+    let cfg: TrialConfig = serde_json::from_value(t.config.clone())
+        .with_context(|| format!("trial {}: its config in the ledger does not parse", t.id))?;
+    let worker = worker_id(std::process::id());
+    // A stop request checkpoints and ends the trial; a second one ends the process at once.
+    let cancel = signals::cancel_flag(OnSecond::Exit);
+    // A runner that died (node failure, SIGKILL) leaves the trial `running`: take it over rather
+    // than report it as run by someone else (a task that exits "nothing to do" must be right).
+    if t.state == TrialState::Running && recover_dead(&*s, &[t.id])? > 0 {
+        eprintln!(
+            "trial {}: its worker {} is gone; resuming it here",
+            t.id,
+            t.worker.as_deref().unwrap_or("?")
+        );
+    }
+    let Some(t) = s.claim_trial(t.id, &worker, &args.device)? else {
+        let now = s.trial(args.id)?.unwrap_or(t);
+        let who = now
+            .worker
+            .as_deref()
+            .map(|w| format!(" by worker {w}"))
+            .unwrap_or_default();
+        let taken = now.state == TrialState::Running || now.state.is_done();
+        if args.skip_if_taken && taken {
+            // Expected for a trial shared by several job arrays (a common baseline): the first
+            // task to claim it trains it; the others have nothing to do, which is success.
+            let what = if now.state == TrialState::Running {
+                format!("is being run{who}")
+            } else {
+                format!("is already {}", now.state)
+            };
+            eprintln!(
+                "sweep: trial {} {what}; nothing to do for this task (exit 0)",
+                args.id
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        eprintln!(
+            "trial {} is {}{}; not running it",
+            args.id,
+            now.state,
+            now.worker
+                .as_deref()
+                .map(|w| format!(" (worker {w})"))
+                .unwrap_or_default()
+        );
+        return Ok(ExitCode::from(EXIT_NOT_CLAIMED));
+    };
+    let work_dir = crate::artifacts::trial_dir(&args.artifacts, &t.hash);
+    std::fs::create_dir_all(&work_dir)
+        .with_context(|| format!("creating {}", work_dir.display()))?;
+    let ctx = RunContext {
+        work_dir: work_dir.clone(),
+        cache_root: args.cache_root.clone(),
+        device: args.device.clone(),
+        cancel: cancel.clone(),
+        progress: args.progress,
+        checkpoint_minutes: args.checkpoint_minutes,
+    };
+    let outcome = run_claimed(&s, &t, &cfg, &ctx, &worker);
+    let (outcome, code) = match outcome {
+        Ok(o) => o,
+        Err(e) => (
+            Outcome::Failed {
+                error: format!("{e:#}"),
+                exit_status: Some(1),
+            },
+            1,
+        ),
+    };
+    if let Outcome::Failed { error, .. } = &outcome {
+        eprintln!("trial {} failed: {error}", t.id);
+    }
+    if !s.finish_trial(t.id, &worker, &outcome)? {
+        eprintln!(
+            "trial {}: the ledger no longer lists this worker as its runner; result not recorded",
+            t.id
+        );
+    }
+    Ok(ExitCode::from(code))
+}
+
+fn run_claimed(
+    s: &Arc<dyn Store>,
+    t: &TrialRecord,
+    cfg: &TrialConfig,
+    ctx: &RunContext,
+    worker: &str,
+) -> Result<(Outcome, u8)> {
+    let ident = crate::plan::Identifier::new(&ctx.cache_root).identify(cfg)?;
+    if let Some(e) = &ident.data_error {
+        anyhow::bail!("{e}");
+    }
+    let mut env = train::environment(ctx);
+    if let Some(m) = env.as_object_mut() {
+        m.insert("seed".into(), json!(cfg.seed));
+        // Where the weights started, as the trainer decides it: the report reads this.
+        m.insert("start".into(), json!(cfg.start()?.as_str()));
+        m.insert("data_manifest_hash".into(), json!(ident.data_hash));
+        m.insert("tokenizer_id".into(), json!(ident.tokenizer_id));
+        m.insert("config".into(), t.config.clone());
+        m.insert("worker".into(), json!(worker));
+        m.insert("identity_hash".into(), json!(ident.hash));
+        if ident.hash != t.hash {
+            m.insert(
+                "identity_changed".into(),
+                json!("the data or tokenizer changed since the trial was recorded"),
+            );
+        }
+    }
+    // The trainer resumes from `work_dir/checkpoint` when present; record from where.
+    let state = ctx.work_dir.join("checkpoint").join("state.json");
+    if let Some(step) = std::fs::read(&state)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Json>(&b).ok())
+        .and_then(|v| v.get("step").and_then(Json::as_u64))
+    {
+        eprintln!(
+            "trial {}: resuming from its checkpoint at step {step}",
+            t.id
+        );
+        if let Some(m) = env.as_object_mut() {
+            m.insert("resumed_from_step".into(), json!(step));
+        }
+    }
+    s.set_env(t.id, &env)?;
+    let mut sink = StoreSink::spawn(s.clone(), t.id, worker.to_string(), ctx.cancel.clone());
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        train::run_trial(cfg, ctx, &mut sink)
+    }));
+    let flushed = sink.finish();
+    let end = match result {
+        Ok(r) => r?,
+        Err(p) => {
+            let msg = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "unknown panic".into());
+            anyhow::bail!("the trainer panicked: {msg}");
+        }
+    };
+    flushed?;
+    if let TrialEnd::Completed(m) = &end {
+        // The time split that the orchestration-overhead measurement needs (bench/RESULTS.md).
+        let mut env = env.clone();
+        env["timing"] = serde_json::json!({
+            "wall_seconds": m.wall_seconds,
+            "train_seconds": m.train_seconds,
+            "eval_seconds": m.eval_seconds,
+        });
+        s.set_env(t.id, &env)?;
+    }
+    Ok(match end {
+        TrialEnd::Completed(m) => (
+            Outcome::Completed {
+                results: TrialResults {
+                    wall_seconds: Some(m.wall_seconds),
+                    train_seconds: Some(m.train_seconds),
+                    tokens_per_s: Some(m.tokens_per_s),
+                    peak_rss_bytes: Some(m.peak_rss_bytes as i64),
+                    train_loss: Some(m.train_loss),
+                    valid_loss: Some(m.valid_loss),
+                    test_loss: Some(m.test_loss),
+                    train_ppl: Some(m.train_ppl),
+                    valid_ppl: Some(m.valid_ppl),
+                    test_ppl: Some(m.test_ppl),
+                    valid_loss_fixed: m.valid_loss_fixed,
+                },
+                // Relative to the artifacts root, so the ledger survives a moved root.
+                artifact_dir: Some(crate::artifacts::relative_dir(&t.hash)),
+            },
+            0,
+        ),
+        TrialEnd::Diverged { step } => (
+            Outcome::Diverged {
+                error: format!("loss diverged (non-finite) at step {step}"),
+            },
+            0,
+        ),
+        TrialEnd::Interrupted => (Outcome::Interrupted { error: None }, 130),
+    })
+}

@@ -1,0 +1,145 @@
+//! The worker executor (`sweep worker`): drain recorded sweeps from a shared ledger, one trial at a
+//! time, without Slurm.
+//!
+//! Several workers (on several machines, against one PostgreSQL ledger) may drain the same sweep:
+//! each picks a trial its [`Policy`] takes and runs it as a child `sweep trial run ID`, whose
+//! atomic claim decides who runs it (a loser exits with [`EXIT_NOT_CLAIMED`] and the worker picks
+//! again). Running trials of dead workers are marked `interrupted` and resumed from their
+//! checkpoint. A worker exits when nothing is claimable and nothing is running; a stop request
+//! asks its current trial to checkpoint, then stops it.
+
+use super::{recover_dead, Batch, Executor, Ledger, Policy, TrialCommand, EXIT_NOT_CLAIMED};
+use crate::signals::{self, OnSecond};
+use crate::store::{Store, TrialRecord, TrialState};
+use anyhow::{Context, Result};
+use std::path::PathBuf;
+use std::process::{ExitCode, Stdio};
+use std::time::Duration;
+
+/// `sweep worker`, resolved.
+#[derive(Debug, Clone)]
+pub struct Worker {
+    pub device: String,
+    /// Retry a failed trial while it has had at most this many attempts.
+    pub retries: i64,
+    pub checkpoint_minutes: f64,
+    /// Seconds between looks at the ledger while other workers' trials are still running.
+    pub poll_seconds: f64,
+    pub artifacts: PathBuf,
+}
+
+impl Executor for Worker {
+    fn policy(&self) -> Policy {
+        Policy {
+            interrupted: true,
+            failed_max_attempts: Some(self.retries),
+        }
+    }
+
+    fn execute(&mut self, ledger: &Ledger, batch: &Batch) -> Result<ExitCode> {
+        signals::install(OnSecond::Count);
+        let s = &*ledger.store;
+        let command = TrialCommand::for_this_exe(
+            Some(ledger.url.clone()),
+            &self.device,
+            self.checkpoint_minutes,
+            Some(self.artifacts.clone()),
+        )?;
+        eprintln!(
+            "worker pid {}: {} trial(s) to drain{}, ledger {}, artifacts {}",
+            std::process::id(),
+            batch.trial_ids.len(),
+            if batch.name == "*" {
+                String::new()
+            } else {
+                format!(" of sweep {}", batch.name)
+            },
+            ledger.url,
+            self.artifacts.display()
+        );
+        let (mut ran, mut failed) = (0usize, 0usize);
+        // Trials this worker lost a claim race on, skipped until the ledger changes their state.
+        let mut lost: Vec<i64> = Vec::new();
+        loop {
+            if signals::requests() > 0 {
+                eprintln!("worker: stopping on {}", signals::last_signal_name());
+                return Ok(ExitCode::from(130));
+            }
+            let recovered = recover_dead(s, &batch.trial_ids)?;
+            if recovered > 0 {
+                eprintln!("worker: {recovered} trial(s) of dead workers marked interrupted");
+            }
+            let (next, running) = self.next_trial(s, batch, &lost)?;
+            let Some(t) = next else {
+                if running == 0 && lost.is_empty() {
+                    break;
+                }
+                lost.clear();
+                std::thread::sleep(Duration::from_secs_f64(self.poll_seconds.max(0.1)));
+                continue;
+            };
+            eprintln!("worker: trial {} ({})", t.id, t.short_hash());
+            match run_child(&command, t.id)? {
+                Some(0) => ran += 1,
+                Some(c) if c == EXIT_NOT_CLAIMED as i32 => lost.push(t.id),
+                other => {
+                    failed += 1;
+                    eprintln!(
+                        "worker: trial {} ended with {}",
+                        t.id,
+                        other.map_or("a signal".to_string(), |c| format!("exit status {c}"))
+                    );
+                }
+            }
+        }
+        eprintln!("worker: done ({ran} trial(s) run here, {failed} did not complete)");
+        Ok(if failed > 0 {
+            ExitCode::from(1)
+        } else {
+            ExitCode::SUCCESS
+        })
+    }
+}
+
+impl Worker {
+    /// The first trial the policy takes (not one just lost), and how many are running.
+    fn next_trial(
+        &self,
+        s: &dyn Store,
+        batch: &Batch,
+        lost: &[i64],
+    ) -> Result<(Option<TrialRecord>, usize)> {
+        let policy = self.policy();
+        let mut running = 0;
+        for id in &batch.trial_ids {
+            let Some(t) = s.trial(*id)? else { continue };
+            if t.state == TrialState::Running {
+                running += 1;
+            } else if policy.takes(&t) && !lost.contains(id) {
+                return Ok((Some(t), running));
+            }
+        }
+        Ok((None, running))
+    }
+}
+
+/// Runs one trial process to its end, passing a stop request on; its exit code.
+fn run_child(command: &TrialCommand, id: i64) -> Result<Option<i32>> {
+    let mut child = command
+        .command(id)
+        .stdin(Stdio::null())
+        .spawn()
+        .context("starting `sweep trial run`")?;
+    let mut forwarded = false;
+    loop {
+        if let Some(st) = child.try_wait()? {
+            return Ok(st.code());
+        }
+        if signals::requests() > 0 && !forwarded {
+            // It checkpoints and exits `interrupted`.
+            signals::send(child.id(), libc::SIGTERM);
+            forwarded = true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

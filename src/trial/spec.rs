@@ -1,0 +1,268 @@
+//! The typed values of a trial's keys that are not plain numbers: `model`, `init`,
+//! `tokenizer`, `precision`, and what `model` with `init` means for the starting weights. Each
+//! parses (and serialises, for the ledger) from exactly one place.
+
+use crate::error::UsageError;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+/// The dtype the matrix products run in. Like PyTorch's autocast, not a half-precision model:
+/// parameters, gradients, optimizer state, LayerNorm, softmax and the loss stay f32; only the two
+/// inputs of each matmul (linear layers, attention scores and values, the LM head) are cast down,
+/// and each product is cast back to f32. Used on GPUs, where bf16/f16 matmuls run on tensor cores.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    #[default]
+    F32,
+    Bf16,
+    F16,
+}
+
+impl Precision {
+    pub fn parse(s: &str) -> Result<Self, UsageError> {
+        match s {
+            "f32" | "fp32" => Ok(Self::F32),
+            "bf16" => Ok(Self::Bf16),
+            "f16" | "fp16" => Ok(Self::F16),
+            other => Err(UsageError(format!(
+                "unknown precision `{other}`: use f32 (default), bf16 or f16"
+            ))),
+        }
+    }
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::F32 => "f32",
+            Self::Bf16 => "bf16",
+            Self::F16 => "f16",
+        }
+    }
+}
+
+/// A GPT-2-family preset: HF's pretrained checkpoints, or the small shapes sweep trains on CPUs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Preset {
+    Distilgpt2,
+    Gpt2,
+    Gpt2Medium,
+    Gpt2Large,
+    Gpt2Xl,
+    Gpt2Tiny,
+    Gpt2Mini,
+}
+
+impl Preset {
+    pub const ALL: [Preset; 7] = [
+        Preset::Distilgpt2,
+        Preset::Gpt2,
+        Preset::Gpt2Medium,
+        Preset::Gpt2Large,
+        Preset::Gpt2Xl,
+        Preset::Gpt2Tiny,
+        Preset::Gpt2Mini,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Preset::Distilgpt2 => "distilgpt2",
+            Preset::Gpt2 => "gpt2",
+            Preset::Gpt2Medium => "gpt2-medium",
+            Preset::Gpt2Large => "gpt2-large",
+            Preset::Gpt2Xl => "gpt2-xl",
+            Preset::Gpt2Tiny => "gpt2-tiny",
+            Preset::Gpt2Mini => "gpt2-mini",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Preset> {
+        Preset::ALL.into_iter().find(|p| p.name() == name)
+    }
+
+    /// HF publishes pretrained weights for it; the others are sweep's small CPU shapes, trained
+    /// from scratch or pretrained locally (`train/pretrain.rs`).
+    pub fn on_hub(self) -> bool {
+        !matches!(self, Preset::Gpt2Tiny | Preset::Gpt2Mini)
+    }
+
+    /// The names of the hub presets (`true`) or the small ones, for messages.
+    pub fn names(on_hub: bool) -> String {
+        let names: Vec<&str> = Preset::ALL
+            .into_iter()
+            .filter(|p| p.on_hub() == on_hub)
+            .map(Preset::name)
+            .collect();
+        names.join(", ")
+    }
+}
+
+/// The `model` key: a preset name, or the path of an HF checkpoint directory.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum ModelSpec {
+    Preset(Preset),
+    Dir(PathBuf),
+}
+
+impl ModelSpec {
+    pub fn preset(&self) -> Option<Preset> {
+        match self {
+            ModelSpec::Preset(p) => Some(*p),
+            ModelSpec::Dir(_) => None,
+        }
+    }
+}
+
+impl FromStr for ModelSpec {
+    type Err = UsageError;
+    fn from_str(s: &str) -> Result<Self, UsageError> {
+        let s = s.trim();
+        if s.is_empty() {
+            return Err(UsageError("model must not be empty".into()));
+        }
+        Ok(match Preset::from_name(s) {
+            Some(p) => ModelSpec::Preset(p),
+            None => ModelSpec::Dir(PathBuf::from(s)),
+        })
+    }
+}
+
+impl fmt::Display for ModelSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ModelSpec::Preset(p) => f.write_str(p.name()),
+            ModelSpec::Dir(d) => write!(f, "{}", d.display()),
+        }
+    }
+}
+
+impl TryFrom<String> for ModelSpec {
+    type Error = UsageError;
+    fn try_from(s: String) -> Result<Self, UsageError> {
+        s.parse()
+    }
+}
+
+impl From<ModelSpec> for String {
+    fn from(m: ModelSpec) -> String {
+        m.to_string()
+    }
+}
+
+/// The `init` key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Init {
+    /// Start from pretrained weights: HF's for hub presets and checkpoint directories, sweep's
+    /// own local pretraining for the small presets.
+    Pretrained,
+    /// GPT-2's initialisation from the seed.
+    Scratch,
+}
+
+impl Init {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Init::Pretrained => "pretrained",
+            Init::Scratch => "scratch",
+        }
+    }
+}
+
+impl FromStr for Init {
+    type Err = UsageError;
+    fn from_str(s: &str) -> Result<Self, UsageError> {
+        match s {
+            "pretrained" => Ok(Init::Pretrained),
+            "scratch" => Ok(Init::Scratch),
+            other => Err(UsageError(format!(
+                "unknown init `{other}`: use pretrained or scratch"
+            ))),
+        }
+    }
+}
+
+/// Where a trial's starting weights come from: decided here, once, from `model` and `init`; the
+/// trainer loads accordingly and records it, and the report reads that record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Start {
+    /// HF's pretrained weights of a hub preset.
+    Hub(Preset),
+    /// An HF checkpoint directory.
+    Checkpoint(PathBuf),
+    /// A small preset fine-tuned from sweep's own local pretraining.
+    LocalPretraining(Preset),
+    /// GPT-2's initialisation from the seed (the shape of a preset or of a checkpoint directory).
+    Scratch,
+}
+
+impl Start {
+    /// The words recorded in a trial's environment (`start`).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Start::Hub(_) => "hub",
+            Start::Checkpoint(_) => "checkpoint",
+            Start::LocalPretraining(_) => "local-pretraining",
+            Start::Scratch => "scratch",
+        }
+    }
+}
+
+/// The smallest byte-level BPE: 256 bytes, the 3 special tokens and at least one merge.
+pub const MIN_BPE_VOCAB: usize = 260;
+/// The largest byte-level BPE sweep trains.
+pub const MAX_BPE_VOCAB: usize = 1 << 20;
+
+/// The `tokenizer` key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum TokenizerSpec {
+    /// GPT-2's BPE plus the two added special tokens.
+    Gpt2,
+    /// A byte-level BPE of N tokens trained on the training split (from-scratch CPU presets).
+    Bpe(usize),
+}
+
+impl FromStr for TokenizerSpec {
+    type Err = UsageError;
+    fn from_str(s: &str) -> Result<Self, UsageError> {
+        if s == "gpt2" {
+            return Ok(TokenizerSpec::Gpt2);
+        }
+        match s.strip_prefix("bpe-").map(str::parse::<usize>) {
+            Some(Ok(n)) if (MIN_BPE_VOCAB..=MAX_BPE_VOCAB).contains(&n) => {
+                Ok(TokenizerSpec::Bpe(n))
+            }
+            Some(Ok(_)) => Err(UsageError(format!(
+                "tokenizer `{s}`: N must be between {MIN_BPE_VOCAB} and {MAX_BPE_VOCAB} (256 \
+                 bytes + 3 special tokens + merges)"
+            ))),
+            _ => Err(UsageError(format!(
+                "unknown tokenizer `{s}`: use \"gpt2\" or \"bpe-N\" (e.g. bpe-4096)"
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for TokenizerSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TokenizerSpec::Gpt2 => f.write_str("gpt2"),
+            TokenizerSpec::Bpe(n) => write!(f, "bpe-{n}"),
+        }
+    }
+}
+
+impl TryFrom<String> for TokenizerSpec {
+    type Error = UsageError;
+    fn try_from(s: String) -> Result<Self, UsageError> {
+        s.parse()
+    }
+}
+
+impl From<TokenizerSpec> for String {
+    fn from(t: TokenizerSpec) -> String {
+        t.to_string()
+    }
+}

@@ -11,6 +11,8 @@ pub mod config;
 pub mod data;
 pub mod fused;
 pub mod generate;
+#[cfg(feature = "tch")]
+pub mod libtorch;
 pub mod model;
 pub mod plan;
 pub mod query;

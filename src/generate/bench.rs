@@ -45,6 +45,8 @@ pub fn run(args: BenchGenerateArgs) -> Result<ExitCode> {
         DeviceSpec::Cuda(n) => {
             bench_on::<crate::backend::Cuda>(&args, crate::backend::cuda_device(n)?)
         }
+        #[cfg(feature = "tch")]
+        DeviceSpec::Tch(d) => bench_on::<crate::libtorch::Tch>(&args, crate::libtorch::device(d)?),
         #[allow(unreachable_patterns)]
         other => Err(UsageError(format!("device {other:?} is not compiled in")).into()),
     }

@@ -355,6 +355,10 @@ pub fn run(args: GenerateArgs) -> Result<ExitCode> {
             source,
             crate::backend::cuda_device(n)?,
         ),
+        #[cfg(feature = "tch")]
+        DeviceSpec::Tch(d) => {
+            generate_on::<crate::libtorch::Tch>(&args, params, source, crate::libtorch::device(d)?)
+        }
         #[allow(unreachable_patterns)]
         other => Err(UsageError(format!("device {other:?} is not compiled in")).into()),
     }

@@ -228,6 +228,8 @@ pub fn run_eval(mut args: EvalArgs) -> Result<ExitCode> {
         DeviceSpec::Cuda(n) => {
             eval_on::<crate::backend::Cuda>(&args, crate::backend::cuda_device(n)?)
         }
+        #[cfg(feature = "tch")]
+        DeviceSpec::Tch(d) => eval_on::<crate::libtorch::Tch>(&args, crate::libtorch::device(d)?),
         #[allow(unreachable_patterns)]
         other => Err(UsageError(format!("device {other:?} is not compiled in")).into()),
     }
@@ -400,6 +402,10 @@ pub fn run_bench(args: BenchArgs) -> Result<ExitCode> {
         #[cfg(feature = "cuda")]
         DeviceSpec::Cuda(n) => {
             bench_on::<crate::backend::CudaTrain>(&args, crate::backend::cuda_device(n)?)
+        }
+        #[cfg(feature = "tch")]
+        DeviceSpec::Tch(d) => {
+            bench_on::<crate::libtorch::TchTrain>(&args, crate::libtorch::device(d)?)
         }
         #[allow(unreachable_patterns)]
         other => Err(UsageError(format!("device {other:?} is not compiled in")).into()),

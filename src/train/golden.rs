@@ -268,10 +268,21 @@ pub fn run_selftest(args: SelftestArgs) -> Result<ExitCode> {
             &crate::backend::cuda_device(n)?,
             &name,
         )?,
+        #[cfg(feature = "tch")]
+        DeviceSpec::Tch(d) => check::<crate::libtorch::TchTrain>(
+            &args.fixture,
+            precision,
+            &crate::libtorch::device(d)?,
+            &name,
+        )?,
         #[allow(unreachable_patterns)]
         other => return Err(UsageError(format!("device {other:?} is not compiled in")).into()),
     };
-    let tf32 = precision == Precision::F32 && matches!(device, DeviceSpec::Cuda(_));
+    let tf32 = precision == Precision::F32
+        && matches!(
+            device,
+            DeviceSpec::Cuda(_) | DeviceSpec::Tch(crate::backend::TchDevice::Cuda(_))
+        );
     let failures = report.failures(if tf32 {
         Tolerances::tf32()
     } else {

@@ -352,6 +352,10 @@ pub fn run_trial(
         DeviceSpec::Cuda(n) => {
             run_on::<crate::backend::CudaTrain>(cfg, ctx, sink, crate::backend::cuda_device(n)?)
         }
+        #[cfg(feature = "tch")]
+        DeviceSpec::Tch(d) => {
+            run_on::<crate::libtorch::TchTrain>(cfg, ctx, sink, crate::libtorch::device(d)?)
+        }
         #[allow(unreachable_patterns)]
         other => Err(UsageError(format!("device {other:?} is not compiled in")).into()),
     }

@@ -9,7 +9,17 @@
 #   cargo build --features cuda && bench/gpu.sh [path/to/cs.CL.tsv.xz]
 # Environment: SWEEP_BIN (default target/debug/sweep), SWEEP_BIN_AUTOTUNE (optional),
 # SWEEP_GPU_BUDGET_S (default 540), SWEEP_GPU_STEPS (optimizer steps per precision-sweep trial).
+#
+# LibTorch rows first (issue 14) when SWEEP_BIN_TCH (default bench/bin/sweep-tch) is a
+# `--features tch` binary, built beforehand on any machine against the torch version this
+# machine has (2.11.0; bench/RESULTS.md says how): `sweep selftest` at f32/bf16/f16 on
+# tch:cuda:0, gpt2 at 8 x 1024 and at larger batches against HF in the same call, and
+# sweeps/gpu_precision.toml end to end. It runs on this machine's torch (its lib/ goes on
+# LD_LIBRARY_PATH) and builds nothing. The CubeCL rows then follow only when SWEEP_BIN is set.
 set -u
+T=${SWEEP_BIN_TCH:-bench/bin/sweep-tch}
+CUBECL=1
+[ -x "$T" ] && [ -z "${SWEEP_BIN:-}" ] && CUBECL=0
 S=${SWEEP_BIN:-target/debug/sweep}
 SA=${SWEEP_BIN_AUTOTUNE:-}
 OUT=${OUT:-bench/out}
@@ -29,14 +39,42 @@ if ! ldconfig -p | grep -q libnvrtc; then
 fi
 START=$(mktemp /tmp/gpu-start.XXXX)
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/selftest.txt"
-selftest() {
-    /usr/bin/time -f "selftest $1 ($2): %es" timeout "$(left 150)" "$2" selftest --device cuda:0 \
-        --precision "$1" 2>&1 | tee -a "$OUT/selftest.txt"
+selftest() { # $1 precision, $2 binary, $3 device (default cuda:0)
+    /usr/bin/time -f "selftest $1 ($2 on ${3:-cuda:0}): %es" timeout "$(left 150)" "$2" selftest \
+        --device "${3:-cuda:0}" --precision "$1" 2>&1 | tee -a "$OUT/selftest.txt"
 }
-bench() { # $1 binary, $2 label, $3 precisions, $4 impls
-    timeout "$(left 240)" python3 bench/gpu_bench.py --sweep "$1" --warmup 3 --steps 8 \
-        --precisions "$3" --impls "$4" 2>"$OUT/gpu_bench_$2.log" | tee "$OUT/gpu_bench_$2.txt"
+bench() { # $1 binary, $2 label, $3 precisions, $4 impls, then more gpu_bench.py flags
+    local bin=$1 label=$2 precisions=$3 impls=$4
+    shift 4
+    timeout "$(left 240)" python3 bench/gpu_bench.py --sweep "$bin" --tch "$T" --warmup 3 \
+        --steps 8 --precisions "$precisions" --impls "$impls" "$@" 2>"$OUT/gpu_bench_$label.log" \
+        | tee "$OUT/gpu_bench_$label.txt"
 }
+if [ -x "$T" ]; then
+    TORCH_LIB=$(python3 -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')
+    export LD_LIBRARY_PATH="$TORCH_LIB:${LD_LIBRARY_PATH:-}"
+    python3 -c 'import torch; print("torch", torch.__version__)' | tee -a "$OUT/selftest.txt"
+    selftest f32 "$T" tch:cuda:0
+    bench "$T" tch bf16,f32,tf32 hf,tch
+    # Larger batches under bf16 until the LibTorch run fails (out of memory), each against HF.
+    for b in 16 32 64; do
+        [ "$(left 60)" -ge 60 ] || break
+        bench "$T" "tch_b$b" bf16 hf,tch --batch "$b"
+        grep -q '"impl_name": "tch".*"tokens_per_s"' "$OUT/gpu_bench_tch_b$b.txt" || break
+    done
+    selftest bf16 "$T" tch:cuda:0
+    selftest f16 "$T" tch:cuda:0
+    SWEEP_DB="sqlite:///tmp/gpu-sweep-tch.db" timeout "$(left 200)" "$T" run \
+        sweeps/gpu_precision.toml --devices tch:cuda:0 --set "data.sources=[\"$DATA\"]" \
+        --set "max_steps=$STEPS" >/tmp/gpu-sweep-tch.log 2>&1
+    tail -30 /tmp/gpu-sweep-tch.log | tee -a "$OUT/results_tch.txt"
+    SWEEP_DB="sqlite:///tmp/gpu-sweep-tch.db" "$T" results gpu_precision 2>&1 \
+        | tee -a "$OUT/results_tch.txt"
+fi
+if [ "$CUBECL" = 0 ]; then
+    ls -la "$OUT"
+    exit 0
+fi
 selftest f32 "$S"
 bench "$S" fusion bf16,f32,tf32 hf,burn
 # With autotune (when given): the first process tunes each matmul shape (minutes on a bare

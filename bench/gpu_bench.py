@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""GPU training throughput and MFU, Burn (`sweep bench-train --device cuda:0`) vs HF transformers.
+"""GPU training throughput and MFU, Burn (`sweep bench-train --device cuda:0`, and with `--impls tch`
+the LibTorch backend, `--device tch:cuda:0` of a `--features tch` build) vs HF transformers.
 
 The issue's shape: `gpt2` (12 layers, 768 wide, vocabulary 50,259) at batch 8 x 1024 tokens, a
 full training step (forward, cross-entropy, backward, gradient clipping at 1.0, AdamW), dropout
@@ -87,6 +88,8 @@ def flops_per_token(preset, block):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--sweep", default="target/debug/sweep")
+    ap.add_argument("--tch", default=os.environ.get("SWEEP_BIN_TCH", "bench/bin/sweep-tch"),
+                    help="a `--features tch` build, for --impls tch")
     ap.add_argument("--preset", default="gpt2")
     ap.add_argument("--block", type=int, default=1024)
     ap.add_argument("--batch", type=int, default=8)
@@ -108,10 +111,13 @@ def main():
     for prec in a.precisions.split(","):
         for impl in a.impls.split(","):
             t0 = time.time()
-            if impl == "burn":
-                if prec == "tf32":  # Burn's f32 is TF32 on CUDA already: its f32 row stands for both
+            if impl in ("burn", "tch"):
+                # Burn's f32 is TF32 on CUDA already (and tch:cuda turns libtorch's TF32 on, as
+                # the trainer does): the f32 row stands for both.
+                if prec == "tf32":
                     continue
-                r = run([a.sweep, "bench-train", "--device", "cuda:0", "--preset", a.preset,
+                binary, device = (a.sweep, "cuda:0") if impl == "burn" else (a.tch, "tch:cuda:0")
+                r = run([binary, "bench-train", "--device", device, "--preset", a.preset,
                          "--block-size", str(a.block), "--batch-size", str(a.batch),
                          "--warmup", str(a.warmup), "--steps", str(a.steps), "--precision", prec])
             else:
@@ -128,7 +134,7 @@ def main():
     print(f"{'impl':<8}{'precision':<10}{'tokens/s':>12}{'MFU':>8}{'vs HF':>8}{'queued':>8}  (Burn f32 vs HF tf32 "
           "where run; queued: the host's time to issue a step, as a share of the step)")
     for r in rows:
-        like = {"f32": ("tf32", "f32")}.get(r["precision"], (r["precision"],)) if r["impl_name"] == "burn" \
+        like = {"f32": ("tf32", "f32")}.get(r["precision"], (r["precision"],)) if r["impl_name"] != "hf" \
             else (r["precision"],)
         hf = next((x for p in like for x in rows if x["impl_name"] == "hf" and x["precision"] == p
                    and "tokens_per_s" in x), {})

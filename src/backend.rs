@@ -1,5 +1,6 @@
 //! Which Burn backend runs a trial: CPU backend per cargo feature (Flex by default, ndarray as the
-//! fallback), CUDA behind the `cuda` feature, chosen at run time by `--device cpu|cuda:N`.
+//! fallback), CUDA behind the `cuda` feature, LibTorch behind the `tch` feature (src/libtorch.rs),
+//! chosen at run time by `--device cpu|cuda:N|tch:cpu|tch:cuda:N`.
 
 use anyhow::Result;
 
@@ -37,24 +38,59 @@ pub fn cpu_backend_name() -> &'static str {
 pub enum DeviceSpec {
     Cpu,
     Cuda(usize),
+    /// Burn's LibTorch backend (feature `tch`) on its CPU or a CUDA device.
+    Tch(TchDevice),
+}
+
+/// A device of the LibTorch backend: `tch:cpu` or `tch:cuda:N`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TchDevice {
+    Cpu,
+    Cuda(usize),
 }
 
 impl DeviceSpec {
-    /// Parses `cpu` or `cuda:N` (`cuda` alone means `cuda:0`). CUDA needs the `cuda` feature.
+    /// Parses `cpu` or `cuda:N` (`cuda` alone means `cuda:0`), and the LibTorch backend's
+    /// `tch:cpu` or `tch:cuda:N`. CUDA needs the `cuda` feature, LibTorch the `tch` one.
     pub fn parse(s: &str) -> Result<Self> {
+        let cuda = |rest: &str| match rest {
+            "cuda" => Some(0),
+            other => other.strip_prefix("cuda:")?.parse::<usize>().ok(),
+        };
         let spec = match s.trim() {
             "cpu" => DeviceSpec::Cpu,
-            "cuda" => DeviceSpec::Cuda(0),
-            other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
-                Some(Ok(n)) => DeviceSpec::Cuda(n),
-                _ => {
-                    return Err(UsageError(format!(
-                        "unknown device `{s}`: use `cpu` or `cuda:N` (e.g. cuda:0)"
-                    ))
-                    .into())
-                }
+            "tch:cpu" => DeviceSpec::Tch(TchDevice::Cpu),
+            other => match other.strip_prefix("tch:") {
+                Some(rest) => match cuda(rest) {
+                    Some(n) => DeviceSpec::Tch(TchDevice::Cuda(n)),
+                    None => {
+                        return Err(UsageError(format!(
+                            "unknown device `{s}`: the LibTorch backend's devices are `tch:cpu` \
+                             and `tch:cuda:N` (e.g. tch:cuda:0)"
+                        ))
+                        .into())
+                    }
+                },
+                None => match cuda(other) {
+                    Some(n) => DeviceSpec::Cuda(n),
+                    None => {
+                        return Err(UsageError(format!(
+                            "unknown device `{s}`: use `cpu` or `cuda:N` (e.g. cuda:0), or with \
+                             the `tch` feature `tch:cpu` or `tch:cuda:N`"
+                        ))
+                        .into())
+                    }
+                },
             },
         };
+        if matches!(spec, DeviceSpec::Tch(_)) && !cfg!(feature = "tch") {
+            return Err(UsageError(format!(
+                "device `{s}` needs a build with the `tch` feature (Burn's LibTorch backend): \
+                 cargo build --release --features tch, with a Python that has torch 2.11 first \
+                 on PATH (README, \"The LibTorch backend\")"
+            ))
+            .into());
+        }
         if matches!(spec, DeviceSpec::Cuda(_)) && !cfg!(feature = "cuda") {
             return Err(UsageError(format!(
                 "device `{s}` needs a build with the `cuda` feature (cargo build --features cuda)"
@@ -78,6 +114,11 @@ impl DeviceSpec {
                 let _ = flag;
                 Ok(())
             }
+            #[cfg(feature = "tch")]
+            DeviceSpec::Tch(d) => crate::libtorch::preflight(*d, flag),
+            // Without `tch`, parse() already refused every LibTorch device.
+            #[cfg(not(feature = "tch"))]
+            DeviceSpec::Tch(_) => Ok(()),
         }
     }
 
@@ -86,8 +127,54 @@ impl DeviceSpec {
         match self {
             DeviceSpec::Cpu => format!("{}/cpu", cpu_backend_name()),
             DeviceSpec::Cuda(n) => format!("cuda/cuda:{n}"),
+            DeviceSpec::Tch(TchDevice::Cpu) => "libtorch/cpu".to_string(),
+            DeviceSpec::Tch(TchDevice::Cuda(n)) => format!("libtorch/cuda:{n}"),
         }
     }
+}
+
+/// Runs `$body` with the type `$B` bound to the Burn backend of a [`DeviceSpec`] and `$dev` to its
+/// device (`train`: the autodiff backend). The one place that maps devices to backends; a device
+/// whose backend is not compiled in is a usage error (parse() refuses those already). The body's
+/// `?` returns from the enclosing function.
+#[macro_export]
+macro_rules! on_backend {
+    ($spec:expr, train, |$B:ident, $dev:ident| $body:expr) => {
+        $crate::on_backend!(@arms $spec, $B, $dev, $body,
+            $crate::backend::CpuTrain, $crate::backend::CudaTrain, $crate::libtorch::TchTrain)
+    };
+    ($spec:expr, |$B:ident, $dev:ident| $body:expr) => {
+        $crate::on_backend!(@arms $spec, $B, $dev, $body,
+            $crate::backend::Cpu, $crate::backend::Cuda, $crate::libtorch::Tch)
+    };
+    (@arms $spec:expr, $B:ident, $dev:ident, $body:expr, $cpu:ty, $cuda:ty, $tch:ty) => {
+        match $spec {
+            $crate::backend::DeviceSpec::Cpu => {
+                type $B = $cpu;
+                let $dev: <$B as burn::tensor::backend::BackendTypes>::Device = Default::default();
+                $body
+            }
+            #[cfg(feature = "cuda")]
+            $crate::backend::DeviceSpec::Cuda(n) => {
+                type $B = $cuda;
+                let $dev = $crate::backend::cuda_device(n)?;
+                $body
+            }
+            #[cfg(feature = "tch")]
+            $crate::backend::DeviceSpec::Tch(d) => {
+                type $B = $tch;
+                let $dev = $crate::libtorch::device(d)?;
+                $body
+            }
+            #[allow(unreachable_patterns)]
+            other => {
+                return Err($crate::error::UsageError(format!(
+                    "device {other:?} is not compiled in"
+                ))
+                .into())
+            }
+        }
+    };
 }
 
 /// Keeps freed memory in the process instead of handing it back to the kernel.
@@ -235,6 +322,25 @@ mod tests {
         } else {
             let e = DeviceSpec::parse("cuda:0").unwrap_err().to_string();
             assert!(e.contains("--features cuda"), "{e}");
+        }
+        assert!(DeviceSpec::parse("tch:tpu").is_err());
+        assert!(DeviceSpec::parse("tch:cuda:x").is_err());
+        if cfg!(feature = "tch") {
+            let tch = |d| DeviceSpec::Tch(d);
+            assert_eq!(DeviceSpec::parse("tch:cpu").unwrap(), tch(TchDevice::Cpu));
+            assert_eq!(
+                DeviceSpec::parse("tch:cuda").unwrap(),
+                tch(TchDevice::Cuda(0))
+            );
+            assert_eq!(
+                DeviceSpec::parse("tch:cuda:2").unwrap(),
+                tch(TchDevice::Cuda(2))
+            );
+            assert_eq!(tch(TchDevice::Cuda(2)).describe(), "libtorch/cuda:2");
+        } else {
+            let e = DeviceSpec::parse("tch:cpu").unwrap_err();
+            assert!(e.downcast_ref::<UsageError>().is_some());
+            assert!(e.to_string().contains("`tch` feature"), "{e}");
         }
     }
 }

@@ -102,6 +102,54 @@ pub trait FusedOps: Backend {
         );
         Self::float_mul_scalar(mask, (1.0 / keep).into())
     }
+
+    /// Whether the backend runs [`FusedOp`]s itself, forward and backward (LibTorch, through
+    /// its own kernels and autograd). Where it does not (the default), the model keeps the
+    /// separate ops above, so those backends compute exactly what they did before the seam.
+    const OWN_OPS: bool = false;
+
+    /// `op` of `inputs` without a backward (inference, or inputs that need no gradient). The
+    /// default computes it from Burn's ops ([`generic::fused_op`]).
+    fn fused_op(op: FusedOp, inputs: [FloatTensor<Self>; 3]) -> FloatTensor<Self> {
+        generic::fused_op::<Self>(op, inputs)
+    }
+
+    /// `op` of `inputs` keeping what [`FusedOps::fused_op_backward`] needs: `(output, state)`.
+    /// Only called where [`FusedOps::OWN_OPS`] holds.
+    fn fused_op_tracked(
+        op: FusedOp,
+        inputs: [FloatTensor<Self>; 3],
+    ) -> (FloatTensor<Self>, Vec<FloatTensor<Self>>) {
+        (Self::fused_op(op, inputs), Vec::new())
+    }
+
+    /// The inputs' gradients from the state of [`FusedOps::fused_op_tracked`] and the output's
+    /// gradient. Only called where [`FusedOps::OWN_OPS`] holds; the default has no state to work
+    /// from and panics.
+    fn fused_op_backward(
+        op: FusedOp,
+        state: Vec<FloatTensor<Self>>,
+        grad: FloatTensor<Self>,
+    ) -> [FloatTensor<Self>; 3] {
+        let _ = (state, grad);
+        panic!("{op:?}: fused_op_backward is only for backends with OWN_OPS")
+    }
+}
+
+/// Ops of three float inputs that a backend with [`FusedOps::OWN_OPS`] runs as one op with its
+/// own backward, where Burn's autodiff would otherwise decompose them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum FusedOp {
+    /// `dropout(softmax(scale * q k^T + causal mask)) v` for `[q, k, v]` (`[B, H, T, D]`,
+    /// `[B, H, Tk, D]`, `[B, H, Tk, D]`), query `i` seeing keys `j <= i + Tk - T`; the matmuls in
+    /// `low` (autocast: inputs cast down, output back in f32) when set.
+    CausalAttention {
+        scale: f64,
+        dropout: f64,
+        low: Option<FloatDType>,
+    },
+    /// LayerNorm over the last dimension of `[x, gamma, beta]`.
+    LayerNorm { epsilon: f64 },
 }
 
 /// The scalars of one AdamW update, as torch.optim.AdamW (non-fused) applies them:
@@ -158,6 +206,46 @@ pub fn causal_softmax<B: FusedOps>(scores: Tensor<B, 4>, scale: f64) -> Tensor<B
         scores.into_primitive().tensor(),
         scale,
     )))
+}
+
+/// Causal self-attention of `q` `[B, H, T, D]` over `k`, `v` `[B, H, Tk, D]` as one op with its
+/// own backward ([`FusedOp::CausalAttention`]); only for backends with [`FusedOps::OWN_OPS`].
+pub fn causal_attention<B: FusedOps>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    scale: f64,
+    dropout: f64,
+    low: Option<FloatDType>,
+) -> Tensor<B, 4> {
+    let op = FusedOp::CausalAttention {
+        scale,
+        dropout,
+        low,
+    };
+    let p = |t: Tensor<B, 4>| t.into_primitive().tensor();
+    Tensor::from_primitive(TensorPrimitive::Float(B::fused_op(op, [p(q), p(k), p(v)])))
+}
+
+/// `layer.forward(x)` (`epsilon` the layer's own), through the backend's own LayerNorm where it
+/// has one ([`FusedOps::OWN_OPS`]); Burn's (decomposed under autodiff) elsewhere.
+pub fn layer_norm<B: FusedOps, const D: usize>(
+    layer: &burn::nn::LayerNorm<B>,
+    x: Tensor<B, D>,
+    epsilon: f64,
+) -> Tensor<B, D> {
+    match (&layer.beta, B::OWN_OPS) {
+        (Some(beta), true) => {
+            let op = FusedOp::LayerNorm { epsilon };
+            let inputs = [
+                x.into_primitive().tensor(),
+                layer.gamma.val().into_primitive().tensor(),
+                beta.val().into_primitive().tensor(),
+            ];
+            Tensor::from_primitive(TensorPrimitive::Float(B::fused_op(op, inputs)))
+        }
+        _ => layer.forward(x),
+    }
 }
 
 /// Dropout with probability `prob` while training (autodiff on), the identity otherwise. The
@@ -218,6 +306,29 @@ pub mod generic {
             .expand([b, h, t, tk]);
         let probs = burn::tensor::activation::softmax(scores.mask_fill(mask, f32::NEG_INFINITY), 3);
         probs.into_primitive().tensor()
+    }
+
+    /// [`FusedOp`]s from Burn's ops (under autodiff, differentiated op by op).
+    pub fn fused_op<B: FusedOps>(op: FusedOp, [a, b, c]: [FloatTensor<B>; 3]) -> FloatTensor<B> {
+        let t = |x| Tensor::<B, 4>::from_primitive(TensorPrimitive::Float(x));
+        match op {
+            FusedOp::CausalAttention {
+                scale,
+                dropout,
+                low,
+            } => {
+                let mm = |x: Tensor<B, 4>, y: Tensor<B, 4>| match low {
+                    None => x.matmul(y),
+                    Some(dt) => x.cast(dt).matmul(y.cast(dt)).cast(FloatDType::F32),
+                };
+                let scores = mm(t(a), t(b).swap_dims(2, 3));
+                let probs = super::causal_softmax(scores, scale);
+                mm(super::dropout(probs, dropout), t(c))
+                    .into_primitive()
+                    .tensor()
+            }
+            FusedOp::LayerNorm { epsilon } => B::layer_norm(a, b, Some(c), epsilon),
+        }
     }
 
     pub fn causal_softmax_backward<B: Backend>(
@@ -856,6 +967,48 @@ impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
         <Self as burn::tensor::backend::AutodiffBackend>::from_inner(B::dropout_mask(
             shape, keep, device,
         ))
+    }
+
+    const OWN_OPS: bool = B::OWN_OPS;
+
+    /// The inner backend's op with its own backward where it has them; Burn's ops, each
+    /// differentiated by autodiff, elsewhere.
+    fn fused_op(op: FusedOp, inputs: [FloatTensor<Self>; 3]) -> FloatTensor<Self> {
+        if !B::OWN_OPS {
+            return generic::fused_op::<Self>(op, inputs);
+        }
+        let nodes = inputs.each_ref().map(|x| x.node.clone());
+        match (FusedOpBackward { op })
+            .prepare::<C>(nodes)
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let (y, state) = B::fused_op_tracked(op, inputs.map(|x| x.primitive));
+                prep.finish(state, y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::fused_op(op, inputs.map(|x| x.primitive))),
+        }
+    }
+}
+
+/// The backward of a [`FusedOp`] on a backend with its own ([`FusedOps::OWN_OPS`]).
+#[derive(Debug)]
+struct FusedOpBackward {
+    op: FusedOp,
+}
+
+impl<B: FusedOps> Backward<B, 3> for FusedOpBackward {
+    type State = Vec<FloatTensor<B>>;
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let grad = grads.consume::<B>(&ops.node);
+        let inputs = B::fused_op_backward(self.op, ops.state, grad);
+        for (parent, g) in ops.parents.into_iter().zip(inputs) {
+            if let Some(parent) = parent {
+                grads.register::<B>(parent.id, g);
+            }
+        }
     }
 }
 

@@ -15,6 +15,8 @@ pub mod error;
 pub mod exec;
 pub mod fused;
 pub mod generate;
+#[cfg(feature = "tch")]
+pub mod libtorch;
 pub mod locations;
 pub mod model;
 pub mod plan;

@@ -212,6 +212,7 @@ impl GptConfig {
             ln_f: ln(),
             n_positions: self.n_positions,
             precision: Precision::F32,
+            ln_epsilon: self.layer_norm_epsilon,
         }
     }
 }
@@ -247,7 +248,17 @@ impl<B: FusedOps> Attention<B> {
             Some((pk, pv)) => (Tensor::cat(vec![pk, k], 2), Tensor::cat(vec![pv, v], 2)), // [B, H, T_all, D]
             None => (k, v),
         };
-        let y = if B::ad_enabled(&q.device()) && self.attn_dropout.prob > 0.0 {
+        let y = if B::OWN_OPS {
+            // LibTorch: SDPA's fused kernels, with GPT-2's attention dropout in training and
+            // libtorch's own backward (src/libtorch.rs).
+            let dropout = if B::ad_enabled(&q.device()) {
+                self.attn_dropout.prob
+            } else {
+                0.0
+            };
+            let scale = 1.0 / (d as f64).sqrt();
+            crate::fused::causal_attention(q, k.clone(), v.clone(), scale, dropout, low(p))
+        } else if B::ad_enabled(&q.device()) && self.attn_dropout.prob > 0.0 {
             // Training: GPT-2 drops attention probabilities, which Burn's fused attention cannot
             // do (and under autodiff it decomposes into separate ops anyway).
             let scores = mm(q, k.clone().swap_dims(2, 3), p); // [B, H, T, T_all]
@@ -302,10 +313,13 @@ impl<B: FusedOps> Block<B> {
         x: Tensor<B, 3>,
         past: Option<(Tensor<B, 4>, Tensor<B, 4>)>,
         p: Precision,
+        eps: f64,
     ) -> (Tensor<B, 3>, (Tensor<B, 4>, Tensor<B, 4>)) {
-        let (a, kv) = self.attn.forward(self.ln_1.forward(x.clone()), past, p);
+        let ln_1 = crate::fused::layer_norm(&self.ln_1, x.clone(), eps);
+        let (a, kv) = self.attn.forward(ln_1, past, p);
         let x = x + a; // [B, T, C]
-        let x = x.clone() + self.mlp.forward(self.ln_2.forward(x), p);
+        let ln_2 = crate::fused::layer_norm(&self.ln_2, x.clone(), eps);
+        let x = x + self.mlp.forward(ln_2, p);
         (x, kv)
     }
 }
@@ -321,6 +335,10 @@ pub struct Gpt<B: Backend> {
     n_positions: usize,
     #[module(skip)]
     precision: Precision,
+    /// The LayerNorms' epsilon, for [`crate::fused::layer_norm`] (Burn's `LayerNorm` keeps its
+    /// own private).
+    #[module(skip)]
+    ln_epsilon: f64,
 }
 
 /// Keys and values of the positions seen so far, one entry per layer, for incremental decoding.
@@ -401,7 +419,7 @@ impl<B: FusedOps> Gpt<B> {
         }
         for (i, block) in self.h.iter().enumerate() {
             let layer_past = past.as_deref_mut().and_then(|c| c.layers[i].take());
-            let (y, kv) = block.forward(x, layer_past, self.precision);
+            let (y, kv) = block.forward(x, layer_past, self.precision, self.ln_epsilon);
             x = y;
             if let Some(cache) = past.as_deref_mut() {
                 cache.layers[i] = Some(kv);
@@ -410,7 +428,7 @@ impl<B: FusedOps> Gpt<B> {
         if let Some(cache) = past {
             cache.len += t;
         }
-        self.ln_f.forward(x)
+        crate::fused::layer_norm(&self.ln_f, x, self.ln_epsilon)
     }
 
     /// The tied LM head: [B, T, C] -> [B, T, V].

@@ -39,15 +39,9 @@ pub struct BenchGenerateArgs {
 }
 
 pub fn run(args: BenchGenerateArgs) -> Result<ExitCode> {
-    match DeviceSpec::parse(&args.device)? {
-        DeviceSpec::Cpu => bench_on::<crate::backend::Cpu>(&args, Default::default()),
-        #[cfg(feature = "cuda")]
-        DeviceSpec::Cuda(n) => {
-            bench_on::<crate::backend::Cuda>(&args, crate::backend::cuda_device(n)?)
-        }
-        #[allow(unreachable_patterns)]
-        other => Err(UsageError(format!("device {other:?} is not compiled in")).into()),
-    }
+    crate::on_backend!(DeviceSpec::parse(&args.device)?, |B, dev| bench_on::<B>(
+        &args, dev
+    ))
 }
 
 fn bench_on<B: crate::fused::FusedOps>(

@@ -344,20 +344,9 @@ pub fn run(args: GenerateArgs) -> Result<ExitCode> {
         return Err(UsageError("--count must be at least 1".into()).into());
     }
     let source = resolve_source(&args)?;
-    match DeviceSpec::parse(&args.device)? {
-        DeviceSpec::Cpu => {
-            generate_on::<crate::backend::Cpu>(&args, params, source, Default::default())
-        }
-        #[cfg(feature = "cuda")]
-        DeviceSpec::Cuda(n) => generate_on::<crate::backend::Cuda>(
-            &args,
-            params,
-            source,
-            crate::backend::cuda_device(n)?,
-        ),
-        #[allow(unreachable_patterns)]
-        other => Err(UsageError(format!("device {other:?} is not compiled in")).into()),
-    }
+    crate::on_backend!(DeviceSpec::parse(&args.device)?, |B, dev| {
+        generate_on::<B>(&args, params, source, dev)
+    })
 }
 
 /// Opens the ledger without creating one: a mistyped `--db` must not leave an empty database.

@@ -218,15 +218,9 @@ pub fn run_eval(mut args: EvalArgs) -> Result<ExitCode> {
         )
         .into());
     }
-    match DeviceSpec::parse(&args.device)? {
-        DeviceSpec::Cpu => eval_on::<crate::backend::Cpu>(&args, Default::default()),
-        #[cfg(feature = "cuda")]
-        DeviceSpec::Cuda(n) => {
-            eval_on::<crate::backend::Cuda>(&args, crate::backend::cuda_device(n)?)
-        }
-        #[allow(unreachable_patterns)]
-        other => Err(UsageError(format!("device {other:?} is not compiled in")).into()),
-    }
+    crate::on_backend!(DeviceSpec::parse(&args.device)?, |B, dev| eval_on::<B>(
+        &args, dev
+    ))
 }
 
 /// Fills --model, --data and --block-size from a trial of the ledger (explicit flags win).
@@ -371,15 +365,7 @@ pub struct BenchArgs {
 pub fn run_bench(args: BenchArgs) -> Result<ExitCode> {
     let device = DeviceSpec::parse(&args.device)?;
     crate::train::check_precision(Precision::parse(&args.precision)?, device)?;
-    match device {
-        DeviceSpec::Cpu => bench_on::<crate::backend::CpuTrain>(&args, Default::default()),
-        #[cfg(feature = "cuda")]
-        DeviceSpec::Cuda(n) => {
-            bench_on::<crate::backend::CudaTrain>(&args, crate::backend::cuda_device(n)?)
-        }
-        #[allow(unreachable_patterns)]
-        other => Err(UsageError(format!("device {other:?} is not compiled in")).into()),
-    }
+    crate::on_backend!(device, train, |B, dev| bench_on::<B>(&args, dev))
 }
 
 fn bench_on<AB: FusedAutodiff>(args: &BenchArgs, device: AB::Device) -> Result<ExitCode> {

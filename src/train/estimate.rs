@@ -99,15 +99,9 @@ pub fn timed_steps<AB: FusedAutodiff>(
 /// vocabulary 8,192, 8 x 128 tokens per step; about 2 s on 2 CPU cores). Large models reach
 /// a higher rate than this on most devices, so estimates made with it err long.
 pub fn measure_flops(device: &str) -> Result<f64> {
-    match DeviceSpec::parse(device)? {
-        DeviceSpec::Cpu => measure_on::<crate::backend::CpuTrain>(Default::default()),
-        #[cfg(feature = "cuda")]
-        DeviceSpec::Cuda(n) => {
-            measure_on::<crate::backend::CudaTrain>(crate::backend::cuda_device(n)?)
-        }
-        #[allow(unreachable_patterns)]
-        other => Err(UsageError(format!("device {other:?} is not compiled in")).into()),
-    }
+    crate::on_backend!(DeviceSpec::parse(device)?, train, |B, dev| measure_on::<B>(
+        dev
+    ))
 }
 
 fn measure_on<AB: FusedAutodiff>(device: AB::Device) -> Result<f64> {

@@ -257,21 +257,14 @@ pub fn run_selftest(args: SelftestArgs) -> Result<ExitCode> {
         .into());
     }
     let name = device.describe();
-    let report = match device {
-        DeviceSpec::Cpu => {
-            check::<crate::backend::CpuTrain>(&args.fixture, precision, &Default::default(), &name)?
-        }
-        #[cfg(feature = "cuda")]
-        DeviceSpec::Cuda(n) => check::<crate::backend::CudaTrain>(
-            &args.fixture,
-            precision,
-            &crate::backend::cuda_device(n)?,
-            &name,
-        )?,
-        #[allow(unreachable_patterns)]
-        other => return Err(UsageError(format!("device {other:?} is not compiled in")).into()),
-    };
-    let tf32 = precision == Precision::F32 && matches!(device, DeviceSpec::Cuda(_));
+    let report = crate::on_backend!(device, train, |B, dev| {
+        check::<B>(&args.fixture, precision, &dev, &name)?
+    });
+    let tf32 = precision == Precision::F32
+        && matches!(
+            device,
+            DeviceSpec::Cuda(_) | DeviceSpec::Tch(crate::backend::TchDevice::Cuda(_))
+        );
     let failures = report.failures(if tf32 {
         Tolerances::tf32()
     } else {

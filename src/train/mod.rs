@@ -331,15 +331,7 @@ pub fn run_trial(
 ) -> Result<TrialEnd> {
     let device = DeviceSpec::parse(&ctx.device)?;
     check_precision(cfg.precision.unwrap_or_default(), device)?;
-    match device {
-        DeviceSpec::Cpu => run_on::<crate::backend::CpuTrain>(cfg, ctx, sink, Default::default()),
-        #[cfg(feature = "cuda")]
-        DeviceSpec::Cuda(n) => {
-            run_on::<crate::backend::CudaTrain>(cfg, ctx, sink, crate::backend::cuda_device(n)?)
-        }
-        #[allow(unreachable_patterns)]
-        other => Err(UsageError(format!("device {other:?} is not compiled in")).into()),
-    }
+    crate::on_backend!(device, train, |B, dev| run_on::<B>(cfg, ctx, sink, dev))
 }
 
 /// Autocast to bf16/f16 is for GPUs: the CPU backend has no half-precision matmul worth using.

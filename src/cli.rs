@@ -57,7 +57,7 @@ enum Command {
     Trial(crate::scheduler::TrialCommand),
     /// Benchmark report rendering and ledger queries on synthetic data (issue 5).
     #[command(hide = true, name = "bench-report")]
-    BenchReport(crate::report::BenchReportArgs),
+    BenchReport(crate::bench::BenchReportArgs),
     /// Write abstracts for titles with a trained model: nucleus sampling, KV cache, stored samples.
     Generate(crate::generate::GenerateArgs),
     /// Generation tokens/s with and without the KV cache on random weights (issue 6).
@@ -85,7 +85,7 @@ pub fn main() -> ExitCode {
         Command::Worker(args) => crate::worker::run(args),
         Command::Cancel(args) => crate::slurm::cancel_cmd(args),
         Command::BenchLedger(args) => crate::worker::bench_ledger(args),
-        Command::BenchReport(args) => crate::report::run_bench(args),
+        Command::BenchReport(args) => crate::bench::run_bench(args),
         Command::Generate(args) => crate::generate::run(args),
         Command::BenchGenerate(args) => crate::generate::bench::run(args),
     };

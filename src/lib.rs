@@ -5,6 +5,7 @@
 
 pub mod artifacts;
 pub mod backend;
+pub mod bench;
 pub mod checkpoint;
 pub mod cli;
 pub mod config;

@@ -10,8 +10,8 @@
 //! `sweep run`, which resumes it from its checkpoint. Ctrl-C: stop starting trials, ask children to
 //! checkpoint and stop (SIGINT -> the trainer's cancel flag), exit 130; a second Ctrl-C kills them.
 
-use crate::error::UsageError;
 use crate::config;
+use crate::error::UsageError;
 use crate::plan::{self, human_secs, label_text, PlannedTrial};
 use crate::store::{
     self, NewMetric, NewSweep, NewTrial, Outcome, Store, TrialRecord, TrialResults, TrialState,

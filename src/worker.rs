@@ -9,7 +9,7 @@
 
 use crate::error::UsageError;
 use crate::scheduler::{self, LedgerArgs};
-use crate::store::{Store, TrialState};
+use crate::store::{Reader, Store, TrialState};
 use anyhow::{Context, Result};
 use clap::Args;
 use std::process::{Command, ExitCode, Stdio};

@@ -23,8 +23,8 @@ use serde_json::json;
 
 use crate::backend::DeviceSpec;
 use crate::checkpoint;
-use crate::error::UsageError;
 use crate::data::{self, Split};
+use crate::error::UsageError;
 use crate::fused::FusedOps;
 use crate::model::{Gpt, GptConfig, KvCache, GPT2_HF_VOCAB};
 use crate::store::{self, NewSample, Store};

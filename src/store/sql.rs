@@ -185,13 +185,6 @@ where
     }
 }
 
-impl<DB: Database> SqlStore<DB> {
-    /// The URL the store was opened with.
-    pub fn url(&self) -> &str {
-        &self.url
-    }
-}
-
 impl<DB: Backend> SqlStore<DB> {
     /// Open a write transaction with the backend's `BEGIN`.
     pub(super) async fn begin(&self) -> sqlx::Result<sqlx::Transaction<'static, DB>> {
@@ -202,20 +195,141 @@ impl<DB: Backend> SqlStore<DB> {
     }
 }
 
-impl<DB> Store for SqlStore<DB>
-where
-    DB: Backend,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
-    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> f64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> Option<String>: Encode<'q, DB>,
-    for<'q> Option<i64>: Encode<'q, DB>,
-    for<'q> Option<f64>: Encode<'q, DB>,
-    for<'a> &'a str: ColumnIndex<DB::Row>,
-    usize: ColumnIndex<DB::Row>,
-{
+/// `impl … SqlStore<DB>` with the sqlx bounds that the portable SQL needs, spelled out once.
+macro_rules! portable {
+    (impl $tr:ident for $body:tt) => {
+        portable!(@ [$tr for] $body);
+    };
+    (impl $body:tt) => {
+        portable!(@ [] $body);
+    };
+    (@ [$($head:tt)*] $body:tt) => {
+        impl<DB> $($head)* SqlStore<DB>
+        where
+            DB: Backend,
+            for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+            for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+            for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+            for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+            for<'q> f64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+            for<'q> Option<String>: Encode<'q, DB>,
+            for<'q> Option<i64>: Encode<'q, DB>,
+            for<'q> Option<f64>: Encode<'q, DB>,
+            for<'a> &'a str: ColumnIndex<DB::Row>,
+            usize: ColumnIndex<DB::Row>,
+        $body
+    };
+}
+
+portable!(impl Reader for {
+    fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn sweeps(&self) -> Result<Vec<SweepRecord>> {
+        let rows = self
+            .rt
+            .block_on(sqlx::query("SELECT * FROM sweeps ORDER BY name").fetch_all(&self.pool))?;
+        rows.iter().map(Decoders::sweep).collect()
+    }
+
+    fn sweep_by_name(&self, name: &str) -> Result<Option<SweepRecord>> {
+        let row = self.rt.block_on(
+            sqlx::query("SELECT * FROM sweeps WHERE name = $1")
+                .bind(name.to_string())
+                .fetch_optional(&self.pool),
+        )?;
+        row.as_ref().map(Decoders::sweep).transpose()
+    }
+
+    fn sweep_trials(&self, sweep_id: i64) -> Result<Vec<SweepTrial>> {
+        let sql = format!(
+            "SELECT {TRIAL_COLS}, st.sweep_id, st.position, st.label_json, st.is_baseline
+             FROM sweep_trials st JOIN trials t ON t.id = st.trial_id
+             WHERE st.sweep_id = $1 ORDER BY st.position"
+        );
+        let rows = self
+            .rt
+            .block_on(sqlx::query(&sql).bind(sweep_id).fetch_all(&self.pool))?;
+        rows.iter().map(Decoders::sweep_trial).collect()
+    }
+
+    fn trial(&self, id: i64) -> Result<Option<TrialRecord>> {
+        let sql = format!("SELECT {TRIAL_COLS} FROM trials t WHERE t.id = $1 ORDER BY t.id");
+        let rows = self
+            .rt
+            .block_on(sqlx::query(&sql).bind(id).fetch_all(&self.pool))?;
+        Ok(rows
+            .iter()
+            .map(Decoders::trial)
+            .collect::<Result<Vec<_>>>()?
+            .pop())
+    }
+
+    fn trial_by_hash(&self, hash: &str) -> Result<Option<TrialRecord>> {
+        Ok(self.trials_where("t.hash = $1", hash)?.pop())
+    }
+
+    fn trials_in_state(&self, state: TrialState) -> Result<Vec<TrialRecord>> {
+        self.trials_where("t.state = $1", state.as_str())
+    }
+
+    fn metrics(&self, trial_id: i64) -> Result<Vec<MetricRecord>> {
+        let rows = self.rt.block_on(
+            sqlx::query("SELECT * FROM metrics WHERE trial_id = $1 ORDER BY split, step")
+                .bind(trial_id)
+                .fetch_all(&self.pool),
+        )?;
+        rows.iter().map(Decoders::metric).collect()
+    }
+
+    fn last_metric(&self, trial_id: i64, split: &str) -> Result<Option<MetricRecord>> {
+        let row = self.rt.block_on(
+            sqlx::query(
+                "SELECT * FROM metrics WHERE trial_id = $1 AND split = $2 ORDER BY step DESC LIMIT 1",
+            )
+            .bind(trial_id)
+            .bind(split.to_string())
+            .fetch_optional(&self.pool),
+        )?;
+        row.as_ref().map(Decoders::metric).transpose()
+    }
+
+    fn samples(&self, trial_id: i64) -> Result<Vec<SampleRecord>> {
+        let rows = self.rt.block_on(
+            sqlx::query("SELECT * FROM samples WHERE trial_id = $1 ORDER BY id")
+                .bind(trial_id)
+                .fetch_all(&self.pool),
+        )?;
+        rows.iter().map(Decoders::sample).collect()
+    }
+
+    fn sweep_metrics(&self, sweep_id: i64) -> Result<Vec<MetricRecord>> {
+        let rows = self.rt.block_on(
+            sqlx::query(
+                "SELECT m.* FROM metrics m JOIN sweep_trials st ON st.trial_id = m.trial_id
+                 WHERE st.sweep_id = $1 ORDER BY m.trial_id, m.split, m.step",
+            )
+            .bind(sweep_id)
+            .fetch_all(&self.pool),
+        )?;
+        rows.iter().map(Decoders::metric).collect()
+    }
+
+    fn sweep_samples(&self, sweep_id: i64) -> Result<Vec<SampleRecord>> {
+        let rows = self.rt.block_on(
+            sqlx::query(
+                "SELECT s.* FROM samples s JOIN sweep_trials st ON st.trial_id = s.trial_id
+                 WHERE st.sweep_id = $1 ORDER BY s.trial_id, s.id",
+            )
+            .bind(sweep_id)
+            .fetch_all(&self.pool),
+        )?;
+        rows.iter().map(Decoders::sample).collect()
+    }
+});
+
+portable!(impl Store for {
     fn record_sweep(&self, sweep: &NewSweep, trials: &[NewTrial]) -> Result<RecordedSweep> {
         self.rt.block_on(async {
             let now = now();
@@ -281,54 +395,6 @@ where
                 created,
             })
         })
-    }
-
-    fn sweeps(&self) -> Result<Vec<SweepRecord>> {
-        let rows = self
-            .rt
-            .block_on(sqlx::query("SELECT * FROM sweeps ORDER BY name").fetch_all(&self.pool))?;
-        rows.iter().map(Decoders::sweep).collect()
-    }
-
-    fn sweep_by_name(&self, name: &str) -> Result<Option<SweepRecord>> {
-        let row = self.rt.block_on(
-            sqlx::query("SELECT * FROM sweeps WHERE name = $1")
-                .bind(name.to_string())
-                .fetch_optional(&self.pool),
-        )?;
-        row.as_ref().map(Decoders::sweep).transpose()
-    }
-
-    fn sweep_trials(&self, sweep_id: i64) -> Result<Vec<SweepTrial>> {
-        let sql = format!(
-            "SELECT {TRIAL_COLS}, st.sweep_id, st.position, st.label_json, st.is_baseline
-             FROM sweep_trials st JOIN trials t ON t.id = st.trial_id
-             WHERE st.sweep_id = $1 ORDER BY st.position"
-        );
-        let rows = self
-            .rt
-            .block_on(sqlx::query(&sql).bind(sweep_id).fetch_all(&self.pool))?;
-        rows.iter().map(Decoders::sweep_trial).collect()
-    }
-
-    fn trial(&self, id: i64) -> Result<Option<TrialRecord>> {
-        let sql = format!("SELECT {TRIAL_COLS} FROM trials t WHERE t.id = $1 ORDER BY t.id");
-        let rows = self
-            .rt
-            .block_on(sqlx::query(&sql).bind(id).fetch_all(&self.pool))?;
-        Ok(rows
-            .iter()
-            .map(Decoders::trial)
-            .collect::<Result<Vec<_>>>()?
-            .pop())
-    }
-
-    fn trial_by_hash(&self, hash: &str) -> Result<Option<TrialRecord>> {
-        Ok(self.trials_where("t.hash = $1", hash)?.pop())
-    }
-
-    fn trials_in_state(&self, state: TrialState) -> Result<Vec<TrialRecord>> {
-        self.trials_where("t.state = $1", state.as_str())
     }
 
     fn claim_trial(&self, id: i64, worker: &str, device: &str) -> Result<Option<TrialRecord>> {
@@ -439,27 +505,6 @@ where
         DB::insert_metrics(self, trial_id, rows)
     }
 
-    fn metrics(&self, trial_id: i64) -> Result<Vec<MetricRecord>> {
-        let rows = self.rt.block_on(
-            sqlx::query("SELECT * FROM metrics WHERE trial_id = $1 ORDER BY split, step")
-                .bind(trial_id)
-                .fetch_all(&self.pool),
-        )?;
-        rows.iter().map(Decoders::metric).collect()
-    }
-
-    fn last_metric(&self, trial_id: i64, split: &str) -> Result<Option<MetricRecord>> {
-        let row = self.rt.block_on(
-            sqlx::query(
-                "SELECT * FROM metrics WHERE trial_id = $1 AND split = $2 ORDER BY step DESC LIMIT 1",
-            )
-            .bind(trial_id)
-            .bind(split.to_string())
-            .fetch_optional(&self.pool),
-        )?;
-        row.as_ref().map(Decoders::metric).transpose()
-    }
-
     fn insert_sample(&self, s: &NewSample) -> Result<i64> {
         let id = self.rt.block_on(
             sqlx::query_scalar(
@@ -479,27 +524,9 @@ where
         )?;
         Ok(id)
     }
+});
 
-    fn samples(&self, trial_id: i64) -> Result<Vec<SampleRecord>> {
-        let rows = self.rt.block_on(
-            sqlx::query("SELECT * FROM samples WHERE trial_id = $1 ORDER BY id")
-                .bind(trial_id)
-                .fetch_all(&self.pool),
-        )?;
-        rows.iter().map(Decoders::sample).collect()
-    }
-}
-
-impl<DB> SqlStore<DB>
-where
-    DB: Backend,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
-    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> f64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'a> &'a str: ColumnIndex<DB::Row>,
-{
+portable!(impl {
     /// Trials matching `cond` on one text parameter `$1`, by id.
     fn trials_where(&self, cond: &str, bind: &str) -> Result<Vec<TrialRecord>> {
         let sql = format!("SELECT {TRIAL_COLS} FROM trials t WHERE {cond} ORDER BY t.id");
@@ -510,4 +537,4 @@ where
         )?;
         rows.iter().map(Decoders::trial).collect()
     }
-}
+});

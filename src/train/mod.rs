@@ -24,8 +24,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::backend::DeviceSpec;
 use crate::checkpoint;
-use crate::error::UsageError;
 use crate::data::{self, Split, TokenBlocks};
+use crate::error::UsageError;
 use crate::fused::FusedAutodiff;
 use crate::model::{Gpt, GptConfig, Precision, SplitMix};
 use crate::tokenizer::Tokenizer;

@@ -58,6 +58,21 @@ fn short(s: &str, max: usize) -> String {
     }
 }
 
+/// The series legend in one style for every plot.
+fn legend<'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, SVGBackend<'a>, CT>,
+    position: SeriesLabelPosition,
+) -> Result<()> {
+    chart
+        .configure_series_labels()
+        .position(position)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 14))
+        .draw()?;
+    Ok(())
+}
+
 /// Perplexity vs axis value, with error bars for seed std.
 pub fn svg_axis_plot(p: &AxisPlot) -> Result<String> {
     let mut buf = String::new();
@@ -156,13 +171,7 @@ pub fn svg_axis_plot(p: &AxisPlot) -> Result<String> {
             }))?;
         }
         let corner = emptiest_corner(all.iter().map(|a| (tx(a.0), a.1)), (xlo, xhi), (ylo, yhi));
-        chart
-            .configure_series_labels()
-            .position(corner)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .label_font(("sans-serif", 14))
-            .draw()?;
+        legend(&mut chart, corner)?;
         root.present()?;
     }
     Ok(buf)
@@ -249,13 +258,7 @@ pub fn svg_curves(title: &str, curves: &[&Curve]) -> Result<String> {
                 chart.draw_series(c.points.iter().map(|p| Circle::new(*p, 3, col.filled())))?;
             }
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .label_font(("sans-serif", 14))
-            .draw()?;
+        legend(&mut chart, SeriesLabelPosition::UpperRight)?;
         root.present()?;
     }
     Ok(buf)
@@ -303,13 +306,7 @@ pub fn svg_throughput(items: &[(String, f64)]) -> Result<String> {
             }))?
             .label("tokens/s (training, final)")
             .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 16, y + 5)], c.filled()));
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .label_font(("sans-serif", 14))
-            .draw()?;
+        legend(&mut chart, SeriesLabelPosition::UpperRight)?;
         root.present()?;
     }
     Ok(buf)

@@ -7,7 +7,9 @@
 //! `FOR UPDATE SKIP LOCKED`, so concurrent workers never queue on the same row. Metric batches
 //! are one `INSERT ... SELECT FROM UNNEST(...)` statement (one round trip per batch).
 
-use super::sql::{runtime, Backend, Decoders, SqlStore, CLAIM_SET, METRIC_INSERT, TRIAL_COLS};
+use super::sql::{
+    claimable_states, runtime, Backend, Decoders, SqlStore, CLAIM_SET, METRIC_INSERT, TRIAL_COLS,
+};
 use super::*;
 use anyhow::Context;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgQueryResult};
@@ -168,9 +170,9 @@ impl Backend for Postgres {
         device: &str,
     ) -> Result<Option<TrialRecord>> {
         let sql = format!(
-            "UPDATE trials t SET {CLAIM_SET}
-             WHERE t.id = $4 AND t.state IN ('pending', 'interrupted', 'failed')
-             RETURNING {TRIAL_COLS}"
+            "UPDATE trials t SET {CLAIM_SET} WHERE t.id = $4 AND t.state IN {}
+             RETURNING {TRIAL_COLS}",
+            claimable_states()
         );
         let row = s.rt.block_on(
             sqlx::query(&sql)

@@ -1,7 +1,7 @@
 //! The SQLite implementation of [`Store`] (sqlx): WAL, busy timeout, immediate write transactions.
 //! The shared SQL and row decoding live in [`super::sql`]; this file holds what is SQLite's own.
 
-use super::sql::{Backend, SqlStore, CLAIM_SET, METRIC_INSERT};
+use super::sql::{claimable_states, Backend, SqlStore, CLAIM_SET, METRIC_INSERT};
 use super::*;
 use anyhow::Context;
 use sqlx::sqlite::{
@@ -102,8 +102,8 @@ impl Backend for Sqlite {
 
     fn claim(s: &SqliteStore, id: i64, worker: &str, device: &str) -> Result<Option<TrialRecord>> {
         let sql = format!(
-            "UPDATE trials SET {CLAIM_SET}
-             WHERE id = $4 AND state IN ('pending', 'interrupted', 'failed')"
+            "UPDATE trials SET {CLAIM_SET} WHERE id = $4 AND state IN {}",
+            claimable_states()
         );
         let n =
             s.rt.block_on(

@@ -46,6 +46,19 @@ pub fn row_name(table: &PaperTable, row: &TableRow) -> String {
     parts.join(" ")
 }
 
+/// The table's axis keys named by `name` and joined with ` × `; `none` when it has no axis.
+fn axes_joined(table: &PaperTable, name: fn(&str) -> String, none: &str) -> String {
+    if table.axis_keys.is_empty() {
+        return none.to_string();
+    }
+    table
+        .axis_keys
+        .iter()
+        .map(|k| name(k))
+        .collect::<Vec<_>>()
+        .join(" × ")
+}
+
 /// Perplexity vs the axis value (valid and train; test too for model-size sweeps).
 pub fn axis_plot(table: &PaperTable) -> Option<AxisPlot> {
     if table.rows.is_empty() {
@@ -88,16 +101,7 @@ pub fn axis_plot(table: &PaperTable) -> Option<AxisPlot> {
         _ => {
             let labels: Vec<String> = table.rows.iter().map(|r| row_name(table, r)).collect();
             let xs = (0..table.rows.len()).map(|i| i as f64).collect();
-            let label = if table.axis_keys.is_empty() {
-                "Trial".to_string()
-            } else {
-                table
-                    .axis_keys
-                    .iter()
-                    .map(|k| axis_unit_label(k))
-                    .collect::<Vec<_>>()
-                    .join(" × ")
-            };
+            let label = axes_joined(table, axis_unit_label, "Trial");
             (XScale::Categorical(labels), xs, label)
         }
     };
@@ -127,16 +131,7 @@ pub fn axis_plot(table: &PaperTable) -> Option<AxisPlot> {
             points,
         });
     }
-    let axis_name = if table.axis_keys.is_empty() {
-        "trial".to_string()
-    } else {
-        table
-            .axis_keys
-            .iter()
-            .map(|k| axis_header(k))
-            .collect::<Vec<_>>()
-            .join(" × ")
-    };
+    let axis_name = axes_joined(table, axis_header, "trial");
     Some(AxisPlot {
         title: format!("Perplexity vs {axis_name}"),
         x_label,

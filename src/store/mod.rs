@@ -379,6 +379,15 @@ pub fn open(url: &str) -> Result<Box<dyn Store>> {
     Ok(Box::new(sqlite::SqliteStore::open(url)?))
 }
 
+/// Opens the ledger at `url` if there is one: `None` for a SQLite file that does not exist (a
+/// command that only reads, like `sweep plan`, must not create one); PostgreSQL is always opened.
+pub fn open_existing(url: &str) -> Result<Option<Box<dyn Store>>> {
+    match LedgerUrl::parse(url).sqlite_file() {
+        Some(path) if !path.is_file() => Ok(None),
+        _ => open(url).map(Some),
+    }
+}
+
 /// Now as RFC 3339 UTC with milliseconds (sorts lexicographically).
 pub fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)

@@ -173,4 +173,16 @@ mod tests {
         };
         contract::run_all(&make).unwrap();
     }
+
+    #[test]
+    fn open_existing_never_creates() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/none.db");
+        let url = format!("sqlite://{}", path.display());
+        assert!(open_existing(&url).unwrap().is_none());
+        assert!(!path.exists() && !path.parent().unwrap().exists());
+        open(&url).unwrap();
+        assert!(open_existing(&url).unwrap().is_some());
+        assert!(open_existing(path.to_str().unwrap()).unwrap().is_some());
+    }
 }

@@ -22,15 +22,16 @@
 //!   returns how many rows were new.
 //! * **Samples** are append-only.
 //! * Reads return rows in a stable order: sweeps by name, sweep trials by position, metrics by
-//!   split then step, samples by id.
+//!   split then step, samples by id; a sweep's metrics and samples ([`Reader::sweep_metrics`],
+//!   [`Reader::sweep_samples`]) by trial id first.
 //! * Timestamps are RFC 3339 UTC text with millisecond precision (`2026-01-01T00:00:00.000Z`), which
 //!   sorts lexicographically; JSON columns hold JSON text.
 //! * Implementations are `Send + Sync`, safe to share between threads and between processes on
 //!   the same database (SQLite: WAL, busy timeout, `BEGIN IMMEDIATE` for write transactions).
-//!
 //! * Reading is its own trait, [`Reader`] (a supertrait of [`Store`]): reports, `sweep results`
-//!   and `sweep export` open the ledger with [`open_read_only`], which never creates, migrates or
-//!   writes ([`read`]).
+//!   and `sweep export` open the ledger with [`open_read_only`] and `sweep query` with
+//!   [`ReadOnlySql`]; neither creates, migrates or writes ([`read`]). [`synth`] fills ledgers with
+//!   synthetic sweeps through the same API (test fixtures, `sweep bench-report`).
 //!
 //! The database URL is `sqlite://PATH`, `sqlite:PATH` or a bare file path (default
 //! `results/sweep.db`, env `SWEEP_DB`, flag `--db`), parsed in [`url`]. PostgreSQL (`postgres://`)

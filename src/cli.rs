@@ -57,7 +57,7 @@ enum Command {
     Trial(crate::exec::cli::TrialCommand),
     /// Benchmark report rendering and ledger queries on synthetic data (issue 5).
     #[command(hide = true, name = "bench-report")]
-    BenchReport(crate::report::BenchReportArgs),
+    BenchReport(crate::bench::report::BenchReportArgs),
     /// Write abstracts for titles with a trained model: nucleus sampling, KV cache, stored samples.
     Generate(crate::generate::GenerateArgs),
     /// Generation tokens/s with and without the KV cache on random weights (issue 6).
@@ -85,7 +85,7 @@ pub fn main() -> ExitCode {
         Command::Worker(args) => crate::exec::cli::worker(args),
         Command::Cancel(args) => crate::exec::cli::cancel(args),
         Command::BenchLedger(args) => crate::bench::ledger::bench_ledger(args),
-        Command::BenchReport(args) => crate::report::run_bench(args),
+        Command::BenchReport(args) => crate::bench::report::run_bench(args),
         Command::Generate(args) => crate::generate::run(args),
         Command::BenchGenerate(args) => crate::generate::bench::run(args),
     };

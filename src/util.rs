@@ -110,3 +110,21 @@ pub fn write_stdout(text: &str) -> Result<std::process::ExitCode> {
         _ => Ok(std::process::ExitCode::SUCCESS),
     }
 }
+
+/// `path` made absolute with `.` and `..` removed lexically (symlinks are kept, unlike
+/// `canonicalize`: `data/arxiv` stays a link to the shared data).
+pub fn absolute_clean(path: &Path) -> std::path::PathBuf {
+    use std::path::Component;
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut out = std::path::PathBuf::new();
+    for c in abs.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}

@@ -45,14 +45,25 @@ fn long_sweep_file(name: &str, grid: &str) -> String {
         .replace("eval_tokens = 2000", "eval_tokens = 2000\neval_every = 50")
 }
 
-fn pg_scratch(name: &str) -> Option<String> {
-    let Ok(url) = std::env::var("SWEEP_TEST_PG_URL") else {
-        eprintln!(
-            "SKIP: SWEEP_TEST_PG_URL is not set (start PostgreSQL with `. scripts/ci-cluster-services.sh`)"
-        );
-        return None;
-    };
-    Some(postgres::scratch_database(&url, name).unwrap())
+/// The PostgreSQL server of the ignored tests; running them without one is a failure, not a skip.
+fn pg_url() -> String {
+    std::env::var("SWEEP_TEST_PG_URL").expect(
+        "SWEEP_TEST_PG_URL is not set: this test needs PostgreSQL (start it with \
+         `. scripts/ci-cluster-services.sh`, as .ci/run does)",
+    )
+}
+
+fn pg_scratch(name: &str) -> String {
+    postgres::scratch_database(&pg_url(), name).unwrap()
+}
+
+/// A usable single-node Slurm; running a Slurm test without one is a failure, not a skip.
+fn need_slurm() {
+    assert!(
+        slurm_up(),
+        "no usable Slurm node (`sinfo` absent or no idle node): this test needs Slurm (start it \
+         with `. scripts/ci-cluster-services.sh`, as .ci/run does)"
+    );
 }
 
 fn slurm_up() -> bool {
@@ -66,9 +77,6 @@ fn slurm_up() -> bool {
                     .any(|l| ["idle", "mix", "alloc"].contains(&l.trim()))
         })
         .unwrap_or(false);
-    if !ok {
-        eprintln!("SKIP: no usable Slurm node (`sinfo` absent or no idle node; `. scripts/ci-cluster-services.sh` starts one)");
-    }
     ok
 }
 
@@ -177,11 +185,9 @@ fn assert_same_results(local: &dyn Store, remote: &dyn Store, name: &str) {
 }
 
 #[test]
+#[ignore = "needs PostgreSQL: SWEEP_TEST_PG_URL (.ci/run starts it: scripts/ci-cluster-services.sh)"]
 fn store_contract_on_postgres() {
-    let Ok(url) = std::env::var("SWEEP_TEST_PG_URL") else {
-        eprintln!("SKIP store_contract_on_postgres: SWEEP_TEST_PG_URL is not set");
-        return;
-    };
+    let url = pg_url();
     let n = std::sync::atomic::AtomicUsize::new(0);
     let make = || -> anyhow::Result<Arc<dyn Store>> {
         let i = n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -192,11 +198,9 @@ fn store_contract_on_postgres() {
 }
 
 #[test]
+#[ignore = "needs PostgreSQL: SWEEP_TEST_PG_URL (.ci/run starts it: scripts/ci-cluster-services.sh)"]
 fn bad_postgres_urls_fail_clearly() {
-    let Ok(url) = std::env::var("SWEEP_TEST_PG_URL") else {
-        eprintln!("SKIP bad_postgres_urls_fail_clearly: SWEEP_TEST_PG_URL is not set");
-        return;
-    };
+    let url = pg_url();
     let p = Project::new();
     let wrong_pw = url.replacen(":sweep@", ":wrong@", 1);
     for (db, want) in [
@@ -215,13 +219,10 @@ fn bad_postgres_urls_fail_clearly() {
 }
 
 #[test]
+#[ignore = "needs Slurm and PostgreSQL (.ci/run starts them: scripts/ci-cluster-services.sh)"]
 fn slurm_job_array_on_postgres_matches_a_local_sqlite_run() {
-    if !slurm_up() {
-        return;
-    }
-    let Some(pg) = pg_scratch("sweep_cluster_array") else {
-        return;
-    };
+    need_slurm();
+    let pg = pg_scratch("sweep_cluster_array");
     let p = Project::new();
     let file = p.write(
         "exp/arr.toml",
@@ -304,13 +305,10 @@ fn slurm_job_array_on_postgres_matches_a_local_sqlite_run() {
 }
 
 #[test]
+#[ignore = "needs Slurm and PostgreSQL (.ci/run starts them: scripts/ci-cluster-services.sh)"]
 fn scancel_of_one_task_then_requeue_resumes_from_its_checkpoint() {
-    if !slurm_up() {
-        return;
-    }
-    let Some(pg) = pg_scratch("sweep_cluster_requeue") else {
-        return;
-    };
+    need_slurm();
+    let pg = pg_scratch("sweep_cluster_requeue");
     let p = Project::new();
     let text = long_sweep_file("rq", "seed = [1]");
     let file = p.write("exp/rq.toml", &text);
@@ -407,10 +405,9 @@ fn scancel_of_one_task_then_requeue_resumes_from_its_checkpoint() {
 }
 
 #[test]
+#[ignore = "needs PostgreSQL: SWEEP_TEST_PG_URL (.ci/run starts it: scripts/ci-cluster-services.sh)"]
 fn two_workers_drain_one_sweep_and_run_each_trial_once() {
-    let Some(pg) = pg_scratch("sweep_cluster_workers") else {
-        return;
-    };
+    let pg = pg_scratch("sweep_cluster_workers");
     let p = Project::new();
     let file = p.write("exp/w.toml", &sweep_file("w", 8, "seed = [1, 2, 3, 4, 5]"));
     // Record the sweep without running anything (the dry run writes the script, submits nothing).
@@ -480,13 +477,10 @@ fn two_workers_drain_one_sweep_and_run_each_trial_once() {
 }
 
 #[test]
+#[ignore = "needs Slurm and PostgreSQL (.ci/run starts them: scripts/ci-cluster-services.sh)"]
 fn sweep_cancel_and_slurm_warning_signal_interrupt_then_requeue_finishes() {
-    if !slurm_up() {
-        return;
-    }
-    let Some(pg) = pg_scratch("sweep_cluster_cancel") else {
-        return;
-    };
+    need_slurm();
+    let pg = pg_scratch("sweep_cluster_cancel");
     let p = Project::new();
     let text = long_sweep_file("cx", "seed = [1, 2]");
     let file = p.write("exp/cx.toml", &text);
@@ -649,10 +643,9 @@ fn slurm_bad_input_is_refused_before_anything_is_recorded() {
 }
 
 #[test]
+#[ignore = "needs PostgreSQL: SWEEP_TEST_PG_URL (.ci/run starts it: scripts/ci-cluster-services.sh)"]
 fn a_killed_worker_is_detected_and_another_worker_resumes_its_trial() {
-    let Some(pg) = pg_scratch("sweep_cluster_dead_worker") else {
-        return;
-    };
+    let pg = pg_scratch("sweep_cluster_dead_worker");
     let p = Project::new();
     let text = long_sweep_file("dw", "seed = [1]");
     let file = p.write("exp/dw.toml", &text);
@@ -1105,10 +1098,9 @@ fn a_stale_heartbeat_from_another_host_is_taken_over_and_a_fresh_one_is_not_on_s
 }
 
 #[test]
+#[ignore = "needs PostgreSQL: SWEEP_TEST_PG_URL (.ci/run starts it: scripts/ci-cluster-services.sh)"]
 fn a_stale_heartbeat_from_another_host_is_taken_over_and_a_fresh_one_is_not_on_postgres() {
-    let Some(pg) = pg_scratch("sweep_cluster_stale_heartbeat") else {
-        return;
-    };
+    let pg = pg_scratch("sweep_cluster_stale_heartbeat");
     stale_heartbeat_of_another_host(&pg);
 }
 
@@ -1192,13 +1184,10 @@ fn an_array_task_whose_trial_is_done_or_taken_exits_0_with_skip_if_taken() {
 }
 
 #[test]
+#[ignore = "needs Slurm and PostgreSQL (.ci/run starts them: scripts/ci-cluster-services.sh)"]
 fn a_baseline_shared_by_two_job_arrays_trains_once_and_no_task_fails() {
-    if !slurm_up() {
-        return;
-    }
-    let Some(pg) = pg_scratch("sweep_cluster_shared_baseline") else {
-        return;
-    };
+    need_slurm();
+    let pg = pg_scratch("sweep_cluster_shared_baseline");
     let p = Project::new();
     // seed 1 is the same trial (same identity hash) in both sweeps.
     let fa = p.write("exp/sa.toml", &sweep_file("sa", 12, "seed = [1, 2]"));
@@ -1293,10 +1282,9 @@ fn a_baseline_shared_by_two_job_arrays_trains_once_and_no_task_fails() {
 }
 
 #[test]
+#[ignore = "needs PostgreSQL: SWEEP_TEST_PG_URL (.ci/run starts it: scripts/ci-cluster-services.sh)"]
 fn query_on_postgres_reads_and_refuses_every_write() {
-    let Some(pg) = pg_scratch("sweep_cluster_query_ro") else {
-        return;
-    };
+    let pg = pg_scratch("sweep_cluster_query_ro");
     let p = Project::new();
     let file = p.write("exp/q.toml", &sweep_file("q", 4, "seed = [1, 2]"));
     record(&p, &file, &pg);

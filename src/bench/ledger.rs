@@ -2,7 +2,7 @@
 //! workers, through the same store calls a trial process makes (bench/RESULTS.md, issue 7).
 
 use crate::error::UsageError;
-use crate::store::{Store, TrialState};
+use crate::store::{Reader, Store, TrialState};
 use anyhow::Result;
 use clap::Args;
 use std::process::ExitCode;

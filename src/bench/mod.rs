@@ -2,3 +2,4 @@
 //! layer through its public API and prints numbers for bench/RESULTS.md.
 
 pub mod ledger;
+pub mod report;

@@ -303,7 +303,10 @@ impl TrialCommand {
 
     /// The process for trial `id`.
     pub fn command(&self, id: i64) -> Command {
-        let db = self.db.clone().unwrap_or_else(|| store::resolve_url(None));
+        let db = self
+            .db
+            .clone()
+            .unwrap_or_else(|| crate::locations::ledger_url(None));
         let mut c = Command::new(&self.exe);
         c.args(self.args(&id.to_string(), &db));
         c

@@ -5,7 +5,7 @@ use super::ledger_name;
 use crate::config;
 use crate::outln;
 use crate::plan::{human_secs, label_text, PlannedTrial};
-use crate::store::{self, Store, TrialRecord, TrialState};
+use crate::store::{self, Reader, TrialRecord, TrialState};
 use crate::train;
 use crate::trial::TrialConfig;
 use anyhow::Result;
@@ -91,11 +91,10 @@ pub fn render(
     device: &str,
 ) -> Result<String> {
     let mut out = String::new();
-    // Planning writes nothing: a SQLite ledger is read only if its file exists.
-    let ledger: Option<Box<dyn Store>> = if store::exists(url) {
-        Some(store::open(url)?)
-    } else {
-        None
+    // Planning writes nothing: the ledger is opened read-only, a SQLite one only if it exists.
+    let ledger: Option<Box<dyn Reader>> = match store::sqlite_file(url) {
+        Some(file) if !file.is_file() => None,
+        _ => Some(store::open_read_only(url)?),
     };
     let done: Vec<TrialRecord> = match &ledger {
         Some(s) => s.trials_in_state(TrialState::Completed)?,

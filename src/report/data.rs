@@ -4,7 +4,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 
-use super::load::{MetricPoint, SweepRecords, TrialInfo};
+use crate::store::{SweepRecords, SweepTrial, TrialRecord, TrialResults, TrialState};
 
 /// A final metric column of the paper's tables.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -56,7 +56,7 @@ impl Metric {
         Metric::ALL.into_iter().find(|m| m.key() == key)
     }
 
-    pub fn of(self, t: &TrialInfo) -> Option<f64> {
+    pub fn of(self, t: &TrialResults) -> Option<f64> {
         match self {
             Metric::TrainLoss => t.train_loss,
             Metric::ValidLoss => t.valid_loss,
@@ -282,18 +282,6 @@ pub fn value_f64(v: &Value) -> Option<f64> {
     }
 }
 
-fn values_equal(a: &Value, b: &Value) -> bool {
-    match (value_f64(a), value_f64(b)) {
-        (Some(x), Some(y)) => (x - y).abs() <= 1e-9 * x.abs().max(y.abs()).max(1.0),
-        _ => match (a, b) {
-            (Value::String(x), Value::String(y)) => {
-                x == y || model_size_label(x) == *y || *x == model_size_label(y)
-            }
-            _ => a == b,
-        },
-    }
-}
-
 /// The label without `seed` (seeds of the same row are aggregated).
 fn row_key(label: &Map<String, Value>) -> Map<String, Value> {
     label
@@ -308,7 +296,7 @@ fn row_key(label: &Map<String, Value>) -> Map<String, Value> {
 pub fn axis_keys(records: &SweepRecords) -> Vec<String> {
     let mut seen: Vec<String> = Vec::new();
     for t in &records.trials {
-        for k in t.label.keys() {
+        for k in t.label_map().keys() {
             if k != "seed" && !seen.contains(k) {
                 seen.push(k.clone());
             }
@@ -356,7 +344,7 @@ pub fn axis_keys(records: &SweepRecords) -> Vec<String> {
 }
 
 /// The model preset of a trial (`config.model`).
-pub fn trial_model(t: &TrialInfo) -> String {
+pub fn trial_model(t: &TrialRecord) -> String {
     t.config
         .get("model")
         .and_then(Value::as_str)
@@ -385,9 +373,9 @@ pub fn paper_table(records: &SweepRecords) -> PaperTable {
     let metrics = layout.metrics().to_vec();
 
     // Group trials by label-without-seed, keeping first-seen (position) order.
-    let mut groups: Vec<(Map<String, Value>, Vec<&TrialInfo>)> = Vec::new();
+    let mut groups: Vec<(Map<String, Value>, Vec<&SweepTrial>)> = Vec::new();
     for t in &records.trials {
-        let key = row_key(&t.label);
+        let key = row_key(t.label_map());
         match groups.iter_mut().find(|(k, _)| *k == key) {
             Some((_, v)) => v.push(t),
             None => groups.push((key, vec![t])),
@@ -433,8 +421,8 @@ pub fn paper_table(records: &SweepRecords) -> PaperTable {
                 .map(|m| {
                     let vals: Vec<f64> = trials
                         .iter()
-                        .filter(|t| t.state == "completed")
-                        .filter_map(|t| m.of(t))
+                        .filter(|t| t.state == TrialState::Completed)
+                        .filter_map(|t| m.of(&t.results))
                         .filter(|v| v.is_finite())
                         .collect();
                     Stat::of(&vals)
@@ -442,7 +430,7 @@ pub fn paper_table(records: &SweepRecords) -> PaperTable {
                 .collect();
             let mut states = BTreeMap::new();
             for t in &trials {
-                *states.entry(t.state.clone()).or_insert(0) += 1;
+                *states.entry(t.state.to_string()).or_insert(0) += 1;
             }
             TableRow {
                 model,
@@ -494,139 +482,9 @@ impl std::ops::Index<usize> for TableRow {
     }
 }
 
-/// A cell of the beside-the-paper table.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct CompareCell {
-    pub paper: Option<f64>,
-    pub ours: Option<f64>,
-    /// ours - paper
-    pub delta: Option<f64>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct CompareRow {
-    pub model: String,
-    pub axis: Vec<String>,
-    pub cells: Vec<CompareCell>,
-    /// False for a paper row without a matching row of ours.
-    pub matched: bool,
-}
-
-/// The paper's values beside ours, for the sweep's reference rows.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Comparison {
-    pub metrics: Vec<Metric>,
-    pub rows: Vec<CompareRow>,
-}
-
-/// Reference rows from `spec.references` (or `spec.reference`, as in a sweep file's `[[reference]]`).
-fn reference_rows(spec: &Value) -> Vec<&Map<String, Value>> {
-    ["references", "reference"]
-        .iter()
-        .filter_map(|k| spec.get(*k).and_then(Value::as_array))
-        .flatten()
-        .filter_map(Value::as_object)
-        .collect()
-}
-
-/// Matches each reference row to the first unused table row whose axis values equal the
-/// reference's (model presets also match their size labels, e.g. `distilgpt2` = `82M`).
-pub fn comparison(table: &PaperTable, spec: &Value) -> Option<Comparison> {
-    let refs = reference_rows(spec);
-    if refs.is_empty() {
-        return None;
-    }
-    let metrics = table.metrics.clone();
-    let mut used = vec![false; table.rows.len()];
-    let mut matched_ref: Vec<Vec<usize>> = vec![Vec::new(); table.rows.len()];
-    let mut unmatched: Vec<&Map<String, Value>> = Vec::new();
-    for (ri, r) in refs.iter().enumerate() {
-        let keys: Vec<&String> = r.keys().filter(|k| table.axis_keys.contains(k)).collect();
-        let matches = |row: &TableRow, own: bool| {
-            keys.iter().all(|k| {
-                (!own || !row.filled.contains(k))
-                    && row
-                        .label
-                        .get(k.as_str())
-                        .is_some_and(|v| values_equal(v, &r[k.as_str()]))
-            })
-        };
-        // Prefer a row labelled with the reference's keys (not filled in from its config),
-        // then a row no other reference took: the shared baseline row (or a reference listed
-        // twice, like Table 5's 0.01) may serve several.
-        let n = table.rows.len();
-        let hit = [(true, true), (true, false), (false, true), (false, false)]
-            .into_iter()
-            .find_map(|(own, fresh)| {
-                (0..n).find(|&i| (!fresh || !used[i]) && matches(&table.rows[i], own))
-            });
-        match hit {
-            Some(i) => {
-                used[i] = true;
-                matched_ref[i].push(ri);
-            }
-            None => unmatched.push(r),
-        }
-    }
-    let paper_cells = |r: &Map<String, Value>, ours: &dyn Fn(usize) -> Option<f64>| {
-        metrics
-            .iter()
-            .enumerate()
-            .map(|(c, m)| {
-                let paper = r.get(m.key()).and_then(value_f64);
-                let ours = ours(c);
-                CompareCell {
-                    paper,
-                    ours,
-                    delta: paper.zip(ours).map(|(p, o)| o - p),
-                }
-            })
-            .collect::<Vec<_>>()
-    };
-    let axis_cols = table.axis_columns();
-    let mut rows = Vec::new();
-    for (i, row) in table.rows.iter().enumerate() {
-        for &ri in &matched_ref[i] {
-            // A profile at another scale maps the paper's row onto ours (`paper_<key>`): show both.
-            let axis = row
-                .axis
-                .iter()
-                .zip(&axis_cols)
-                .map(|(ours, k)| match refs[ri].get(&format!("paper_{k}")) {
-                    Some(p) => format!("{ours} (paper {})", format_value(p)),
-                    None => ours.clone(),
-                })
-                .collect();
-            rows.push(CompareRow {
-                model: row.model.clone(),
-                axis,
-                cells: paper_cells(refs[ri], &|c| row.cells[c].map(|s| s.mean)),
-                matched: true,
-            });
-        }
-    }
-    for r in unmatched {
-        let model = r
-            .get("model")
-            .map(format_value)
-            .map(|m| model_size_label(&m))
-            .unwrap_or_else(|| "—".into());
-        rows.push(CompareRow {
-            model,
-            axis: axis_cols
-                .iter()
-                .map(|k| r.get(*k).map(format_value).unwrap_or_else(|| "—".into()))
-                .collect(),
-            cells: paper_cells(r, &|_| None),
-            matched: false,
-        });
-    }
-    Some(Comparison { metrics, rows })
-}
-
 /// Where a trial's weights started: what the trainer recorded (`env.start`), or for trials
 /// recorded before it did, the same decision made from the config ([`TrialConfig::start`]).
-pub fn trial_start(t: &TrialInfo) -> Option<String> {
+pub fn trial_start(t: &TrialRecord) -> Option<String> {
     if let Some(s) = t
         .env
         .as_ref()
@@ -681,325 +539,20 @@ pub fn scale_notes(records: &SweepRecords) -> Vec<String> {
     notes
 }
 
-/// One line of a plot, with optional error bars (std over seeds).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Series {
-    pub name: String,
-    /// (x, y, std)
-    pub points: Vec<(f64, f64, Option<f64>)>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum XScale {
-    /// x values are powers of two: plot on a log2 axis.
-    Log2,
-    Linear,
-    /// x is the row index; these are the tick labels.
-    Categorical(Vec<String>),
-}
-
-/// A metric-vs-axis plot.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct AxisPlot {
-    pub title: String,
-    pub x_label: String,
-    pub y_label: String,
-    pub x_scale: XScale,
-    pub series: Vec<Series>,
-}
-
-/// The row's short name for legends and tick labels: `82M* block_size=512`.
-pub fn row_name(table: &PaperTable, row: &TableRow) -> String {
-    let mut parts = vec![row.model.clone()];
-    for (k, v) in table.axis_columns().iter().zip(&row.axis) {
-        parts.push(format!("{k}={v}"));
-    }
-    parts.join(" ")
-}
-
-/// Perplexity vs the axis value (valid and train; test too for model-size sweeps).
-pub fn axis_plot(table: &PaperTable) -> Option<AxisPlot> {
-    if table.rows.is_empty() {
-        return None;
-    }
-    let numeric_key = match table.axis_keys.as_slice() {
-        [k] if k != "model" => Some(k.clone()),
-        _ => None,
-    };
-    let xs: Option<Vec<f64>> = numeric_key.as_ref().and_then(|k| {
-        table
-            .rows
-            .iter()
-            .map(|r| r.label.get(k).and_then(value_f64))
-            .collect()
-    });
-    let (x_scale, xs, x_label) = match (xs, numeric_key) {
-        (Some(xs), Some(k)) => {
-            let pow2 = xs
-                .iter()
-                .all(|x| *x > 0.0 && x.log2().fract() == 0.0 && x.log2().abs() < 60.0);
-            let distinct = {
-                let mut v = xs.clone();
-                v.sort_by(f64::total_cmp);
-                v.dedup();
-                v.len()
-            };
-            let scale = if pow2 && distinct >= 2 {
-                XScale::Log2
-            } else {
-                XScale::Linear
-            };
-            let label = if scale == XScale::Log2 {
-                format!("{} (log2 scale)", axis_unit_label(&k))
-            } else {
-                axis_unit_label(&k)
-            };
-            (scale, xs, label)
-        }
-        _ => {
-            let labels: Vec<String> = table.rows.iter().map(|r| row_name(table, r)).collect();
-            let xs = (0..table.rows.len()).map(|i| i as f64).collect();
-            let label = if table.axis_keys.is_empty() {
-                "Trial".to_string()
-            } else {
-                table
-                    .axis_keys
-                    .iter()
-                    .map(|k| axis_unit_label(k))
-                    .collect::<Vec<_>>()
-                    .join(" × ")
-            };
-            (XScale::Categorical(labels), xs, label)
-        }
-    };
-    let ppl_metrics: Vec<(usize, Metric)> = table
-        .metrics
-        .iter()
-        .enumerate()
-        .filter(|(_, m)| matches!(m, Metric::ValidPpl | Metric::TrainPpl | Metric::TestPpl))
-        .map(|(i, m)| (i, *m))
-        .collect();
-    // Valid first: the paper's headline metric.
-    let order = [Metric::ValidPpl, Metric::TrainPpl, Metric::TestPpl];
-    let mut series = Vec::new();
-    for m in order {
-        let Some(&(c, _)) = ppl_metrics.iter().find(|(_, pm)| *pm == m) else {
-            continue;
-        };
-        let mut points: Vec<(f64, f64, Option<f64>)> = table
-            .rows
-            .iter()
-            .zip(&xs)
-            .filter_map(|(r, x)| r.cells[c].map(|s| (*x, s.mean, s.std)))
-            .collect();
-        points.sort_by(|a, b| a.0.total_cmp(&b.0));
-        series.push(Series {
-            name: m.header().to_string(),
-            points,
-        });
-    }
-    let axis_name = if table.axis_keys.is_empty() {
-        "trial".to_string()
-    } else {
-        table
-            .axis_keys
-            .iter()
-            .map(|k| axis_header(k))
-            .collect::<Vec<_>>()
-            .join(" × ")
-    };
-    Some(AxisPlot {
-        title: format!("Perplexity vs {axis_name}"),
-        x_label,
-        y_label: "Perplexity (exp of mean token loss)".into(),
-        x_scale,
-        series,
-    })
-}
-
-/// Loss over optimizer steps for one trial and split.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Curve {
-    pub trial_id: i64,
-    pub name: String,
-    pub split: String,
-    /// (step, loss), step-ordered, at most `MAX_CURVE_POINTS`.
-    pub points: Vec<(f64, f64)>,
-}
-
-/// Curves are thinned to this many points: more cannot be seen at plot resolution.
-pub const MAX_CURVE_POINTS: usize = 400;
-
-/// Evenly thins a step-ordered series to at most `max` points, keeping the first and last.
-pub fn thin(points: &[(f64, f64)], max: usize) -> Vec<(f64, f64)> {
-    if points.len() <= max || max < 2 {
-        return points.to_vec();
-    }
-    let n = points.len();
-    (0..max).map(|i| points[i * (n - 1) / (max - 1)]).collect()
-}
-
-/// Train and valid loss curves, one per trial and split, in table-row order.
-pub fn loss_curves(records: &SweepRecords, table: &PaperTable) -> Vec<Curve> {
-    let mut by_trial: BTreeMap<(i64, &str), Vec<&MetricPoint>> = BTreeMap::new();
-    for m in &records.metrics {
-        if (m.split == "train" || m.split == "valid") && m.loss.is_finite() {
-            by_trial
-                .entry((m.trial_id, m.split.as_str()))
-                .or_default()
-                .push(m);
-        }
-    }
-    let mut curves = Vec::new();
-    for row in &table.rows {
-        let base = row_name(table, row);
-        for &tid in &row.trial_ids {
-            let name = trial_name(records, &base, row, tid);
-            for split in ["train", "valid"] {
-                if let Some(ms) = by_trial.get(&(tid, split)) {
-                    let mut pts: Vec<(f64, f64)> =
-                        ms.iter().map(|m| (m.step as f64, m.loss)).collect();
-                    pts.sort_by(|a, b| a.0.total_cmp(&b.0));
-                    curves.push(Curve {
-                        trial_id: tid,
-                        name: name.clone(),
-                        split: split.to_string(),
-                        points: thin(&pts, MAX_CURVE_POINTS),
-                    });
-                }
-            }
-        }
-    }
-    curves
-}
-
-/// A trial's name in legends: the row name, plus its seed when the row aggregates several.
-fn trial_name(records: &SweepRecords, base: &str, row: &TableRow, tid: i64) -> String {
-    if row.trial_ids.len() < 2 {
-        return base.to_string();
-    }
-    let seed = records
-        .trials
-        .iter()
-        .find(|t| t.id == tid)
-        .and_then(|t| t.label.get("seed").or_else(|| t.config.get("seed")))
-        .map(format_value);
-    match seed {
-        Some(s) => format!("{base} seed={s}"),
-        None => format!("{base} #{tid}"),
-    }
-}
-
-/// Final training throughput of each trial (tokens/s), in table-row order.
-pub fn throughput(records: &SweepRecords, table: &PaperTable) -> Vec<(String, f64)> {
-    let mut out = Vec::new();
-    for row in &table.rows {
-        let base = row_name(table, row);
-        for &tid in &row.trial_ids {
-            let Some(t) = records.trials.iter().find(|t| t.id == tid) else {
-                continue;
-            };
-            if let Some(v) = t.tokens_per_s.filter(|v| v.is_finite() && *v > 0.0) {
-                out.push((trial_name(records, &base, row, tid), v));
-            }
-        }
-    }
-    out
-}
-
-/// Trials per state, and summed wall time split into GPU and CPU devices.
-#[derive(Debug, Clone, PartialEq, Default, Serialize)]
-pub struct Totals {
-    pub trials: usize,
-    pub by_state: BTreeMap<String, usize>,
-    pub gpu_seconds: f64,
-    pub cpu_seconds: f64,
-    pub first_started: Option<String>,
-    pub last_finished: Option<String>,
-}
-
-pub fn totals(records: &SweepRecords) -> Totals {
-    let mut t = Totals {
-        trials: records.trials.len(),
-        ..Default::default()
-    };
-    for tr in &records.trials {
-        *t.by_state.entry(tr.state.clone()).or_insert(0) += 1;
-        let secs = tr.wall_seconds.unwrap_or(0.0);
-        let dev = tr.device.as_deref().unwrap_or("cpu");
-        if dev.starts_with("cuda") || dev.starts_with("gpu") || dev.starts_with("wgpu") {
-            t.gpu_seconds += secs;
-        } else {
-            t.cpu_seconds += secs;
-        }
-        if let Some(s) = &tr.started_at {
-            if t.first_started.as_ref().is_none_or(|f| s < f) {
-                t.first_started = Some(s.clone());
-            }
-        }
-        if let Some(f) = &tr.finished_at {
-            if t.last_finished.as_ref().is_none_or(|l| f > l) {
-                t.last_finished = Some(f.clone());
-            }
-        }
-    }
-    t
-}
-
-/// Overall sweep state for the index page: running > pending > failed/diverged > completed.
-pub fn sweep_state(by_state: &BTreeMap<String, usize>) -> String {
-    if by_state.is_empty() {
-        return "empty".into();
-    }
-    for s in ["running", "pending", "interrupted", "failed", "diverged"] {
-        if by_state.contains_key(s) {
-            return if s == "failed" || s == "diverged" {
-                "completed with failures".into()
-            } else {
-                s.into()
-            };
-        }
-    }
-    "completed".into()
-}
-
-/// `1h 02m 03s`, `4m 05s`, `12.3s`.
-pub fn format_duration(secs: f64) -> String {
-    if !secs.is_finite() {
-        return "—".into();
-    }
-    let s = secs.round() as u64;
-    if s >= 3600 {
-        format!("{}h {:02}m {:02}s", s / 3600, (s % 3600) / 60, s % 60)
-    } else if s >= 60 {
-        format!("{}m {:02}s", s / 60, s % 60)
-    } else {
-        format!("{secs:.1}s")
-    }
-}
-
-/// `1.2 GiB`, `340.0 MiB`.
-pub fn format_bytes(b: i64) -> String {
-    let b = b as f64;
-    if b >= 1024.0 * 1024.0 * 1024.0 {
-        format!("{:.1} GiB", b / (1024.0 * 1024.0 * 1024.0))
-    } else {
-        format!("{:.1} MiB", b / (1024.0 * 1024.0))
-    }
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
-    use crate::report::load::{SweepInfo, TrialInfo};
-    use crate::report::synth::block_size_fixture;
+    use crate::report::compare::comparison;
+    use crate::report::plots::{axis_plot, thin, XScale};
+    use crate::report::summary::{format_duration, sweep_state, totals};
+    use crate::store::synth::block_size_fixture;
+    use crate::store::{MetricRecord, SweepRecord};
 
     /// The fixture as records, without a database (ids = position + 1).
     pub(crate) fn fixture_records(hostile: &str) -> SweepRecords {
         let (sweep, trials) = block_size_fixture(hostile);
         let mut records = SweepRecords {
-            sweep: SweepInfo {
+            sweep: SweepRecord {
                 id: 1,
                 name: sweep.name,
                 title: Some(sweep.title),
@@ -1014,7 +567,7 @@ mod tests {
             let id = i as i64 + 1;
             let f = t.finals;
             for (step, split, loss) in &t.metrics {
-                records.metrics.push(MetricPoint {
+                records.metrics.push(MetricRecord {
                     trial_id: id,
                     step: *step,
                     split: split.clone(),
@@ -1022,24 +575,30 @@ mod tests {
                     ..Default::default()
                 });
             }
-            records.trials.push(TrialInfo {
-                id,
-                hash: format!("h{id}"),
-                config: t.config,
-                state: t.state,
-                train_loss: f.map(|f| f[0]),
-                valid_loss: f.map(|f| f[1]),
-                test_loss: f.map(|f| f[2]),
-                train_ppl: f.map(|f| f[3]),
-                valid_ppl: f.map(|f| f[4]),
-                test_ppl: f.map(|f| f[5]),
-                tokens_per_s: t.tokens_per_s,
-                wall_seconds: t.wall_seconds,
-                device: t.device,
+            records.trials.push(SweepTrial {
+                sweep_id: 1,
                 position: i as i64,
-                label: t.label.as_object().cloned().unwrap_or_default(),
+                label: t.label,
                 is_baseline: t.is_baseline,
-                ..Default::default()
+                trial: TrialRecord {
+                    id,
+                    hash: format!("h{id}"),
+                    config: t.config,
+                    state: t.state,
+                    results: TrialResults {
+                        train_loss: f.map(|f| f[0]),
+                        valid_loss: f.map(|f| f[1]),
+                        test_loss: f.map(|f| f[2]),
+                        train_ppl: f.map(|f| f[3]),
+                        valid_ppl: f.map(|f| f[4]),
+                        test_ppl: f.map(|f| f[5]),
+                        tokens_per_s: t.tokens_per_s,
+                        wall_seconds: t.wall_seconds,
+                        ..Default::default()
+                    },
+                    device: t.device,
+                    ..Default::default()
+                },
             });
         }
         records
@@ -1076,48 +635,6 @@ mod tests {
     }
 
     #[test]
-    fn comparison_matches_reference_rows() {
-        let r = fixture_records("");
-        let t = paper_table(&r);
-        let c = comparison(&t, &r.sweep.spec).unwrap();
-        assert_eq!(c.rows.len(), 5);
-        let first = &c.rows[0];
-        assert_eq!(first.axis, vec!["512"]);
-        assert_eq!(first.cells[3].paper, Some(21.9143));
-        let ours = 4.12f64.exp() / 2.0 + 4.14f64.exp() / 2.0;
-        let ours_mean = (4.10f64.exp() + 4.14f64.exp()) / 2.0;
-        assert!(
-            (first.cells[3].ours.unwrap() - ours_mean).abs() < 1e-9,
-            "{ours}"
-        );
-        assert!((first.cells[3].delta.unwrap() - (ours_mean - 21.9143)).abs() < 1e-9);
-        // The failed row is matched but has no numbers of ours.
-        assert_eq!(c.rows[4].axis, vec!["32"]);
-        assert_eq!(c.rows[4].cells[0].ours, None);
-        insta::assert_json_snapshot!("block_size_comparison", c);
-    }
-
-    #[test]
-    fn unmatched_and_duplicate_references() {
-        let r = fixture_records("");
-        let t = paper_table(&r);
-        // Table 5 lists "0.01" twice; here two rows for 256 and one for a value we lack.
-        let spec = serde_json::json!({"references": [
-            {"block_size": 256, "valid_ppl": 1.0},
-            {"block_size": "256", "valid_ppl": 2.0},
-            {"block_size": 1024, "valid_ppl": 3.0},
-        ]});
-        let c = comparison(&t, &spec).unwrap();
-        assert_eq!(c.rows.len(), 3);
-        assert!(c.rows[0].matched && c.rows[0].cells[3].paper == Some(1.0));
-        // The second 256 reference shares the row.
-        assert!(c.rows[1].matched && c.rows[1].cells[3].paper == Some(2.0));
-        assert_eq!(c.rows[1].cells[3].ours, c.rows[0].cells[3].ours);
-        assert!(!c.rows[2].matched && c.rows[2].axis == vec!["1024"]);
-        assert!(comparison(&t, &serde_json::json!({})).is_none());
-    }
-
-    #[test]
     fn model_size_sweeps_use_table8_layout() {
         let mut r = fixture_records("");
         r.trials.truncate(4);
@@ -1126,12 +643,9 @@ mod tests {
             .iter_mut()
             .zip(["distilgpt2", "gpt2", "gpt2-medium", "gpt2-large"])
         {
-            t.label = serde_json::json!({"model": m, "learning_rate": 5e-5})
-                .as_object()
-                .unwrap()
-                .clone();
+            t.label = serde_json::json!({"model": m, "learning_rate": 5e-5});
             t.is_baseline = false;
-            t.state = "completed".into();
+            t.state = TrialState::Completed;
         }
         let t = paper_table(&r);
         assert_eq!(t.layout, Layout::ModelSize);
@@ -1165,14 +679,8 @@ mod tests {
     fn multi_axis_ablation_fills_other_axes_from_config() {
         let mut r = fixture_records("");
         r.trials.truncate(4);
-        r.trials[0].label = serde_json::json!({"block_size": 512, "grad_accum": 1})
-            .as_object()
-            .unwrap()
-            .clone();
-        r.trials[1].label = serde_json::json!({"grad_accum": 2})
-            .as_object()
-            .unwrap()
-            .clone();
+        r.trials[0].label = serde_json::json!({"block_size": 512, "grad_accum": 1});
+        r.trials[1].label = serde_json::json!({"grad_accum": 2});
         r.trials[1].config["grad_accum"] = serde_json::json!(2);
         r.trials[1].is_baseline = false;
         r.sweep.spec = serde_json::json!({
@@ -1188,52 +696,6 @@ mod tests {
         let c = comparison(&t, &r.sweep.spec).unwrap();
         assert_eq!(c.rows.len(), 2);
         assert!(c.rows.iter().all(|r| r.matched && r.model == "gpt2-tiny*"));
-    }
-
-    #[test]
-    fn plot_data() {
-        let r = fixture_records("");
-        let t = paper_table(&r);
-        let p = axis_plot(&t).unwrap();
-        assert_eq!(p.x_scale, XScale::Log2);
-        assert_eq!(p.series[0].name, "Valid PPL");
-        // Sorted by x, failed row absent, baseline has an error bar.
-        let xs: Vec<f64> = p.series[0].points.iter().map(|p| p.0).collect();
-        assert_eq!(xs, vec![64.0, 128.0, 256.0, 512.0]);
-        assert!(p.series[0].points[3].2.is_some());
-        let curves = loss_curves(&r, &t);
-        // 5 completed trials x 2 splits + the failed trial's train rows.
-        assert_eq!(curves.len(), 11);
-        assert_eq!(curves[0].name, "gpt2-tiny* block_size=512 seed=1");
-        let tp = throughput(&r, &t);
-        assert_eq!(tp.len(), 5);
-        insta::assert_json_snapshot!("block_size_axis_plot", p);
-    }
-
-    #[test]
-    fn linear_and_categorical_axes() {
-        let mut r = fixture_records("");
-        for (i, t) in r.trials.iter_mut().enumerate() {
-            let wd = [0.0, 0.0, 0.01, 0.1, 0.2, 0.3][i];
-            t.label = serde_json::json!({ "weight_decay": wd })
-                .as_object()
-                .unwrap()
-                .clone();
-        }
-        let t = paper_table(&r);
-        assert_eq!(axis_plot(&t).unwrap().x_scale, XScale::Linear);
-        assert_eq!(t.rows[1].axis, vec!["0.01"]);
-        for t in r.trials.iter_mut() {
-            t.label = serde_json::json!({"tokenizer": "bpe"})
-                .as_object()
-                .unwrap()
-                .clone();
-        }
-        let t = paper_table(&r);
-        assert!(matches!(
-            axis_plot(&t).unwrap().x_scale,
-            XScale::Categorical(_)
-        ));
     }
 
     #[test]
@@ -1273,107 +735,5 @@ mod tests {
         let tot = totals(&fixture_records(""));
         assert_eq!(tot.by_state["completed"], 5);
         assert_eq!(sweep_state(&tot.by_state), "completed with failures");
-    }
-}
-
-/// The paper's §4.6 finding, measured: of the samples generated for acronym titles
-/// (`ACRONYM: full name`), how many use the acronym, next to the real abstracts of those titles.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct KeyTermScore {
-    pub trial_id: i64,
-    /// Generated samples whose title has an acronym.
-    pub generated: usize,
-    pub generated_using: usize,
-    /// Distinct titles with a real abstract and an acronym.
-    pub real: usize,
-    pub real_using: usize,
-}
-
-/// One score per trial that has samples with an acronym title (`uses_acronym` set). The real side
-/// counts each title once, from `params.reference_uses_acronym`, however many samples it has.
-pub fn key_term_scores(records: &SweepRecords) -> Vec<KeyTermScore> {
-    let mut out: Vec<KeyTermScore> = Vec::new();
-    let mut seen_titles: std::collections::BTreeSet<(i64, String)> = Default::default();
-    for s in &records.samples {
-        let Some(uses) = s.uses_acronym else { continue };
-        let idx = match out.iter().position(|k| k.trial_id == s.trial_id) {
-            Some(i) => i,
-            None => {
-                out.push(KeyTermScore {
-                    trial_id: s.trial_id,
-                    generated: 0,
-                    generated_using: 0,
-                    real: 0,
-                    real_using: 0,
-                });
-                out.len() - 1
-            }
-        };
-        let k = &mut out[idx];
-        k.generated += 1;
-        k.generated_using += usize::from(uses);
-        let real = s
-            .params
-            .as_ref()
-            .and_then(|p| p.get("reference_uses_acronym"))
-            .and_then(Value::as_bool);
-        if let (Some(real), Some(title)) = (real, &s.title) {
-            if seen_titles.insert((s.trial_id, title.clone())) {
-                k.real += 1;
-                k.real_using += usize::from(real);
-            }
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod key_term_tests {
-    use super::*;
-    use crate::report::load::SampleInfo;
-    use serde_json::json;
-
-    fn sample(trial_id: i64, title: &str, uses: Option<bool>, real: Option<bool>) -> SampleInfo {
-        SampleInfo {
-            trial_id,
-            title: Some(title.into()),
-            uses_acronym: uses,
-            params: real.map(|r| json!({ "reference_uses_acronym": r })),
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn counts_generated_per_sample_and_real_per_title() {
-        let records = SweepRecords {
-            samples: vec![
-                sample(1, "BERT: Pre-training", Some(true), Some(true)),
-                sample(1, "BERT: Pre-training", Some(false), Some(true)),
-                sample(1, "ELMo: Deep contextualized", Some(false), Some(false)),
-                sample(1, "A title without acronym", None, None),
-                sample(2, "GPT: x", Some(true), None),
-            ],
-            ..Default::default()
-        };
-        let scores = key_term_scores(&records);
-        assert_eq!(
-            scores,
-            vec![
-                KeyTermScore {
-                    trial_id: 1,
-                    generated: 3,
-                    generated_using: 1,
-                    real: 2,
-                    real_using: 1
-                },
-                KeyTermScore {
-                    trial_id: 2,
-                    generated: 1,
-                    generated_using: 1,
-                    real: 0,
-                    real_using: 0
-                },
-            ]
-        );
     }
 }

@@ -1,12 +1,15 @@
 //! Renders report data to one self-contained HTML file (inline CSS, inline SVG plots, no scripts).
 
 use anyhow::Result;
-use plotters::prelude::*;
 use serde_json::Value;
 use std::fmt::Write as _;
 
-use super::data::{self, AxisPlot, Comparison, Curve, PaperTable, Stat, XScale};
-use super::load::{SweepRecords, TrialInfo};
+use super::compare::{comparison, Comparison};
+use super::data::{self, PaperTable, Stat};
+use super::plots::{self, Curve};
+use super::summary::{self, format_duration};
+use super::svg::{svg_axis_plot, svg_curves, svg_throughput};
+use crate::store::{SweepRecords, SweepTrial};
 
 /// Escapes text for HTML element content and attribute values.
 pub fn esc(s: &str) -> String {
@@ -41,315 +44,17 @@ details{margin:.4rem 0;border:1px solid #e4e4e4;border-radius:4px;padding:.3rem 
 @media print{body{max-width:none;margin:0}figure{break-inside:avoid}details{border:none}}
 "#;
 
-/// Tableau-10: distinguishable in colour and in greyscale print.
-const PALETTE: [(u8, u8, u8); 10] = [
-    (31, 119, 180),
-    (255, 127, 14),
-    (44, 160, 44),
-    (214, 39, 40),
-    (148, 103, 189),
-    (140, 86, 75),
-    (227, 119, 194),
-    (127, 127, 127),
-    (188, 189, 34),
-    (23, 190, 207),
-];
-
-fn color(i: usize) -> RGBColor {
-    let (r, g, b) = PALETTE[i % PALETTE.len()];
-    RGBColor(r, g, b)
-}
-
-/// Legends list at most this many entries; more would cover the plot.
-const MAX_LEGEND: usize = 12;
-const PLOT_W: u32 = 900;
-const PLOT_H: u32 = 460;
-
-fn pad_range(lo: f64, hi: f64, frac: f64) -> (f64, f64) {
-    if !lo.is_finite() || !hi.is_finite() {
-        return (0.0, 1.0);
-    }
-    if (hi - lo).abs() < 1e-12 {
-        let d = if lo.abs() > 1e-12 {
-            lo.abs() * 0.1
-        } else {
-            1.0
-        };
-        return (lo - d, hi + d);
-    }
-    let d = (hi - lo) * frac;
-    (lo - d, hi + d)
-}
-
-fn short(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        s.to_string()
-    } else {
-        let mut t: String = s.chars().take(max - 1).collect();
-        t.push('…');
-        t
-    }
-}
-
-/// Perplexity vs axis value, with error bars for seed std.
-pub fn svg_axis_plot(p: &AxisPlot) -> Result<String> {
-    let mut buf = String::new();
-    {
-        let root = SVGBackend::with_string(&mut buf, (PLOT_W, PLOT_H)).into_drawing_area();
-        root.fill(&WHITE)?;
-        let tx = |x: f64| match p.x_scale {
-            XScale::Log2 => x.log2(),
-            _ => x,
-        };
-        let all: Vec<(f64, f64, Option<f64>)> = p
-            .series
-            .iter()
-            .flat_map(|s| s.points.iter().cloned())
-            .collect();
-        let (xlo, xhi) = match &p.x_scale {
-            XScale::Categorical(l) => (-0.5, l.len() as f64 - 0.5),
-            XScale::Log2 => pad_range(
-                all.iter().map(|a| tx(a.0)).fold(f64::INFINITY, f64::min),
-                all.iter()
-                    .map(|a| tx(a.0))
-                    .fold(f64::NEG_INFINITY, f64::max),
-                0.08,
-            ),
-            XScale::Linear => pad_range(
-                all.iter().map(|a| a.0).fold(f64::INFINITY, f64::min),
-                all.iter().map(|a| a.0).fold(f64::NEG_INFINITY, f64::max),
-                0.08,
-            ),
-        };
-        let (ylo, yhi) = pad_range(
-            all.iter()
-                .map(|a| a.1 - a.2.unwrap_or(0.0))
-                .fold(f64::INFINITY, f64::min),
-            all.iter()
-                .map(|a| a.1 + a.2.unwrap_or(0.0))
-                .fold(f64::NEG_INFINITY, f64::max),
-            0.1,
-        );
-        let mut chart = ChartBuilder::on(&root)
-            .caption(&p.title, ("sans-serif", 20))
-            .margin(14)
-            .x_label_area_size(48)
-            .y_label_area_size(72)
-            .build_cartesian_2d(xlo..xhi, ylo..yhi)?;
-        let n_labels = match &p.x_scale {
-            XScale::Categorical(l) => l.len().clamp(1, 12),
-            XScale::Log2 => ((xhi.floor() - xlo.ceil()) as usize + 1).clamp(2, 16),
-            XScale::Linear => 8,
-        };
-        let fmt_x = |x: &f64| -> String {
-            match &p.x_scale {
-                XScale::Log2 => {
-                    if (x - x.round()).abs() < 1e-6 {
-                        data::format_value(&Value::from(2f64.powf(x.round())))
-                    } else {
-                        String::new()
-                    }
-                }
-                XScale::Linear => data::format_value(&Value::from(*x)),
-                XScale::Categorical(l) => {
-                    let i = x.round();
-                    if (x - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < l.len() {
-                        short(&l[i as usize], 28)
-                    } else {
-                        String::new()
-                    }
-                }
-            }
-        };
-        chart
-            .configure_mesh()
-            .x_desc(&p.x_label)
-            .y_desc(&p.y_label)
-            .x_labels(n_labels)
-            .x_label_formatter(&fmt_x)
-            .y_label_formatter(&|y| format!("{y:.2}"))
-            .light_line_style(RGBColor(238, 238, 238))
-            .label_style(("sans-serif", 14))
-            .axis_desc_style(("sans-serif", 15))
-            .draw()?;
-        for (i, s) in p.series.iter().enumerate() {
-            let c = color(i);
-            let pts: Vec<(f64, f64)> = s.points.iter().map(|(x, y, _)| (tx(*x), *y)).collect();
-            chart
-                .draw_series(LineSeries::new(pts.clone(), c.stroke_width(2)))?
-                .label(s.name.as_str())
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2))
-                });
-            chart.draw_series(pts.iter().map(|p| Circle::new(*p, 4, c.filled())))?;
-            chart.draw_series(s.points.iter().filter_map(|(x, y, sd)| {
-                sd.map(|sd| {
-                    ErrorBar::new_vertical(tx(*x), y - sd, *y, y + sd, c.stroke_width(1), 10)
-                })
-            }))?;
-        }
-        let corner = emptiest_corner(all.iter().map(|a| (tx(a.0), a.1)), (xlo, xhi), (ylo, yhi));
-        chart
-            .configure_series_labels()
-            .position(corner)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .label_font(("sans-serif", 14))
-            .draw()?;
-        root.present()?;
-    }
-    Ok(buf)
-}
-
-/// The plot corner (40% x 40% of the area) holding the fewest points: where the legend hides
-/// the least data. Ties prefer upper right.
-fn emptiest_corner(
-    pts: impl Iterator<Item = (f64, f64)>,
-    (xlo, xhi): (f64, f64),
-    (ylo, yhi): (f64, f64),
-) -> SeriesLabelPosition {
-    let mut counts = [0usize; 4]; // UR, LR, UL, LL
-    for (x, y) in pts {
-        let fx = (x - xlo) / (xhi - xlo);
-        let fy = (y - ylo) / (yhi - ylo);
-        let right = fx > 0.6;
-        let left = fx < 0.4;
-        let top = fy > 0.6;
-        let bottom = fy < 0.4;
-        for (i, hit) in [right && top, right && bottom, left && top, left && bottom]
-            .iter()
-            .enumerate()
-        {
-            counts[i] += *hit as usize;
-        }
-    }
-    let best = (0..4).min_by_key(|i| counts[*i]).unwrap_or(0);
-    [
-        SeriesLabelPosition::UpperRight,
-        SeriesLabelPosition::LowerRight,
-        SeriesLabelPosition::UpperLeft,
-        SeriesLabelPosition::LowerLeft,
-    ][best]
-        .clone()
-}
-
-/// Loss vs optimizer step, one line per trial, for one split.
-pub fn svg_curves(title: &str, curves: &[&Curve]) -> Result<String> {
-    let mut buf = String::new();
-    {
-        let root = SVGBackend::with_string(&mut buf, (PLOT_W, PLOT_H)).into_drawing_area();
-        root.fill(&WHITE)?;
-        let pts = curves.iter().flat_map(|c| c.points.iter());
-        let (mut xmax, mut ylo, mut yhi) = (0f64, f64::INFINITY, f64::NEG_INFINITY);
-        for (x, y) in pts {
-            xmax = xmax.max(*x);
-            ylo = ylo.min(*y);
-            yhi = yhi.max(*y);
-        }
-        let (ylo, yhi) = pad_range(ylo, yhi, 0.05);
-        let mut chart = ChartBuilder::on(&root)
-            .caption(title, ("sans-serif", 20))
-            .margin(14)
-            .x_label_area_size(48)
-            .y_label_area_size(72)
-            .build_cartesian_2d(0f64..xmax.max(1.0) * 1.02, ylo..yhi)?;
-        chart
-            .configure_mesh()
-            .x_desc("Optimizer step")
-            .y_desc("Loss (nats per token)")
-            .x_label_formatter(&|x| format!("{x:.0}"))
-            .y_label_formatter(&|y| format!("{y:.2}"))
-            .light_line_style(RGBColor(238, 238, 238))
-            .label_style(("sans-serif", 14))
-            .axis_desc_style(("sans-serif", 15))
-            .draw()?;
-        for (i, c) in curves.iter().enumerate() {
-            let col = color(i);
-            let series = chart.draw_series(LineSeries::new(
-                c.points.iter().cloned(),
-                col.stroke_width(if curves.len() > 50 { 1 } else { 2 }),
-            ))?;
-            if i < MAX_LEGEND {
-                series.label(short(&c.name, 40)).legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], col.stroke_width(2))
-                });
-            } else if i == MAX_LEGEND {
-                series
-                    .label(format!("… and {} more trials", curves.len() - MAX_LEGEND))
-                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], WHITE));
-            }
-            if c.points.len() <= 50 {
-                chart.draw_series(c.points.iter().map(|p| Circle::new(*p, 3, col.filled())))?;
-            }
-        }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .label_font(("sans-serif", 14))
-            .draw()?;
-        root.present()?;
-    }
-    Ok(buf)
-}
-
-/// Training throughput per trial as bars.
-pub fn svg_throughput(items: &[(String, f64)]) -> Result<String> {
-    let mut buf = String::new();
-    {
-        let root = SVGBackend::with_string(&mut buf, (PLOT_W, PLOT_H)).into_drawing_area();
-        root.fill(&WHITE)?;
-        let ymax = items.iter().map(|i| i.1).fold(0f64, f64::max).max(1.0) * 1.12;
-        let n = items.len();
-        let mut chart = ChartBuilder::on(&root)
-            .caption("Training throughput per trial", ("sans-serif", 20))
-            .margin(14)
-            .x_label_area_size(48)
-            .y_label_area_size(80)
-            .build_cartesian_2d(-0.5f64..n as f64 - 0.5, 0f64..ymax)?;
-        let fmt_x = |x: &f64| {
-            let i = x.round();
-            if (x - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < n {
-                short(&items[i as usize].0, 24)
-            } else {
-                String::new()
-            }
-        };
-        chart
-            .configure_mesh()
-            .x_desc("Trial")
-            .y_desc("Throughput (tokens/s)")
-            .x_labels(n.clamp(1, 10))
-            .x_label_formatter(&fmt_x)
-            .y_label_formatter(&|y| format!("{y:.0}"))
-            .disable_x_mesh()
-            .light_line_style(RGBColor(238, 238, 238))
-            .label_style(("sans-serif", 14))
-            .axis_desc_style(("sans-serif", 15))
-            .draw()?;
-        let c = color(0);
-        let half = 0.38;
-        chart
-            .draw_series(items.iter().enumerate().map(|(i, (_, v))| {
-                Rectangle::new([(i as f64 - half, 0.0), (i as f64 + half, *v)], c.filled())
-            }))?
-            .label("tokens/s (training, final)")
-            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 16, y + 5)], c.filled()));
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .label_font(("sans-serif", 14))
-            .draw()?;
-        root.present()?;
-    }
-    Ok(buf)
-}
-
 fn opt(s: &Option<String>) -> String {
     s.as_deref().map(esc).unwrap_or_else(|| "—".into())
+}
+
+/// Escaped text, or `—` when it is empty (a NULL column).
+fn opt_text(s: &str) -> String {
+    if s.is_empty() {
+        "—".into()
+    } else {
+        esc(s)
+    }
 }
 
 fn num(v: Option<f64>, decimals: usize) -> String {
@@ -390,7 +95,7 @@ fn paper_table_html(t: &PaperTable) -> String {
         .map(|r| {
             format!(
                 "{}: {}",
-                esc(&data::row_name(t, r)),
+                esc(&plots::row_name(t, r)),
                 esc(&r.state_summary())
             )
         })
@@ -467,10 +172,12 @@ fn pretty(v: &Value) -> String {
     serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
 }
 
-fn trial_html(h: &mut String, records: &SweepRecords, t: &TrialInfo, name: &str, open: bool) {
+fn trial_html(h: &mut String, records: &SweepRecords, t: &SweepTrial, name: &str, open: bool) {
     let state_cls = format!(
         "state-{}",
-        t.state.replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+        t.state
+            .as_str()
+            .replace(|c: char| !c.is_ascii_alphanumeric(), "_")
     );
     let _ = write!(
         h,
@@ -479,9 +186,10 @@ fn trial_html(h: &mut String, records: &SweepRecords, t: &TrialInfo, name: &str,
         t.id,
         esc(name),
         esc(&state_cls),
-        esc(&t.state),
-        t.wall_seconds
-            .map(data::format_duration)
+        esc(t.state.as_str()),
+        t.results
+            .wall_seconds
+            .map(format_duration)
             .unwrap_or_else(|| "—".into())
     );
     h.push_str("<table class=\"kv\">");
@@ -491,7 +199,7 @@ fn trial_html(h: &mut String, records: &SweepRecords, t: &TrialInfo, name: &str,
     kv("Hash", esc(&t.hash));
     kv(
         "State",
-        format!("{} (attempts: {})", esc(&t.state), t.attempts),
+        format!("{} (attempts: {})", esc(t.state.as_str()), t.attempts),
     );
     if let Some(code) = t.exit_status {
         kv("Exit status", code.to_string());
@@ -502,43 +210,52 @@ fn trial_html(h: &mut String, records: &SweepRecords, t: &TrialInfo, name: &str,
     kv("Finished", opt(&t.finished_at));
     kv(
         "Wall time",
-        t.wall_seconds
-            .map(data::format_duration)
+        t.results
+            .wall_seconds
+            .map(format_duration)
             .unwrap_or_else(|| "—".into()),
     );
     kv(
         "Train time",
-        t.train_seconds
-            .map(data::format_duration)
+        t.results
+            .train_seconds
+            .map(format_duration)
             .unwrap_or_else(|| "—".into()),
     );
-    kv("Throughput", format!("{} tokens/s", num(t.tokens_per_s, 1)));
+    kv(
+        "Throughput",
+        format!("{} tokens/s", num(t.results.tokens_per_s, 1)),
+    );
     kv(
         "Peak memory (RSS)",
-        t.peak_rss_bytes
-            .map(data::format_bytes)
+        t.results
+            .peak_rss_bytes
+            .map(summary::format_bytes)
             .unwrap_or_else(|| "—".into()),
     );
     kv(
         "Loss (train / valid / test)",
         format!(
             "{} / {} / {}",
-            num(t.train_loss, 4),
-            num(t.valid_loss, 4),
-            num(t.test_loss, 4)
+            num(t.results.train_loss, 4),
+            num(t.results.valid_loss, 4),
+            num(t.results.test_loss, 4)
         ),
     );
     kv(
         "PPL (train / valid / test)",
         format!(
             "{} / {} / {}",
-            num(t.train_ppl, 4),
-            num(t.valid_ppl, 4),
-            num(t.test_ppl, 4)
+            num(t.results.train_ppl, 4),
+            num(t.results.valid_ppl, 4),
+            num(t.results.test_ppl, 4)
         ),
     );
-    if t.valid_loss_fixed.is_some() {
-        kv("Valid loss at fixed context", num(t.valid_loss_fixed, 4));
+    if t.results.valid_loss_fixed.is_some() {
+        kv(
+            "Valid loss at fixed context",
+            num(t.results.valid_loss_fixed, 4),
+        );
     }
     kv("Artifacts", opt(&t.artifact_dir));
     h.push_str("</table>");
@@ -568,7 +285,7 @@ fn trial_html(h: &mut String, records: &SweepRecords, t: &TrialInfo, name: &str,
         .collect();
     if !samples.is_empty() {
         let _ = write!(h, "<p><b>Generated samples ({})</b></p>", samples.len());
-        if let Some(k) = super::data::key_term_scores(records)
+        if let Some(k) = summary::key_term_scores(records)
             .into_iter()
             .find(|k| k.trial_id == t.id)
         {
@@ -590,8 +307,8 @@ fn trial_html(h: &mut String, records: &SweepRecords, t: &TrialInfo, name: &str,
             let _ = write!(
                 h,
                 "<div class=\"sample\"><p><b>{}</b></p><p>{}</p>",
-                opt(&s.title),
-                opt(&s.text)
+                opt_text(&s.title),
+                opt_text(&s.text)
             );
             let mut meta = Vec::new();
             if let Some(seed) = s.seed {
@@ -600,8 +317,8 @@ fn trial_html(h: &mut String, records: &SweepRecords, t: &TrialInfo, name: &str,
             if let Some(a) = s.uses_acronym {
                 meta.push(format!("uses an acronym: {}", if a { "yes" } else { "no" }));
             }
-            if let Some(p) = &s.params {
-                meta.push(format!("params {}", p));
+            if !s.params.is_null() {
+                meta.push(format!("params {}", s.params));
             }
             if !meta.is_empty() {
                 let _ = write!(h, "<p class=\"muted\">{}</p>", esc(&meta.join(" · ")));
@@ -662,7 +379,7 @@ pub fn render_report(records: &SweepRecords, generated_at: &str) -> String {
     if let Some(d) = &s.description {
         let _ = write!(h, "<p>{}</p>", esc(d));
     }
-    let tot = data::totals(records);
+    let tot = summary::totals(records);
     h.push_str("<table class=\"kv\">");
     let states = if tot.by_state.is_empty() {
         "none".to_string()
@@ -677,13 +394,13 @@ pub fn render_report(records: &SweepRecords, generated_at: &str) -> String {
         ("File", opt(&s.file)),
         ("Profile", opt(&s.profile)),
         ("Kind", opt(&s.kind)),
-        ("Created", opt(&s.created_at)),
-        ("Updated", opt(&s.updated_at)),
+        ("Created", opt_text(&s.created_at)),
+        ("Updated", opt_text(&s.updated_at)),
         ("First trial started", opt(&tot.first_started)),
         ("Last trial finished", opt(&tot.last_finished)),
         ("Trials", format!("{} ({})", tot.trials, esc(&states))),
-        ("GPU time", data::format_duration(tot.gpu_seconds)),
-        ("CPU time", data::format_duration(tot.cpu_seconds)),
+        ("GPU time", format_duration(tot.gpu_seconds)),
+        ("CPU time", format_duration(tot.cpu_seconds)),
     ] {
         let _ = write!(h, "<tr><td>{k}</td><td>{v}</td></tr>");
     }
@@ -707,7 +424,7 @@ pub fn render_report(records: &SweepRecords, generated_at: &str) -> String {
         h.push_str("<p class=\"muted\">* baseline row. Bold: best value of its column. 4 decimals.</p></section>\n");
 
         let notes = data::scale_notes(records);
-        let cmp = data::comparison(&table, &s.spec);
+        let cmp = comparison(&table, &s.spec);
         if cmp.is_some() || !notes.is_empty() {
             h.push_str("<section id=\"paper\"><h2>Beside the paper</h2>");
             for n in &notes {
@@ -723,7 +440,7 @@ pub fn render_report(records: &SweepRecords, generated_at: &str) -> String {
         }
 
         h.push_str("<section id=\"plots\"><h2>Plots</h2>");
-        if let Some(p) = data::axis_plot(&table) {
+        if let Some(p) = plots::axis_plot(&table) {
             if p.series.iter().any(|s| !s.points.is_empty()) {
                 figure(
                     &mut h,
@@ -734,7 +451,7 @@ pub fn render_report(records: &SweepRecords, generated_at: &str) -> String {
                 h.push_str("<p class=\"muted\">No completed trial yet: no perplexity plot.</p>");
             }
         }
-        let curves = data::loss_curves(records, &table);
+        let curves = plots::loss_curves(records, &table);
         for (split, title) in [
             ("train", "Train loss vs optimizer step"),
             ("valid", "Valid loss vs optimizer step"),
@@ -750,7 +467,7 @@ pub fn render_report(records: &SweepRecords, generated_at: &str) -> String {
                 );
             }
         }
-        let tp = data::throughput(records, &table);
+        let tp = plots::throughput(records, &table);
         if tp.is_empty() {
             h.push_str("<p class=\"muted\">No throughput recorded yet.</p>");
         } else {
@@ -765,7 +482,7 @@ pub fn render_report(records: &SweepRecords, generated_at: &str) -> String {
         h.push_str("<section id=\"trials\"><h2>Trials</h2>");
         let open = records.trials.len() <= 20;
         for row in &table.rows {
-            let name = data::row_name(&table, row);
+            let name = plots::row_name(&table, row);
             for tid in &row.trial_ids {
                 if let Some(t) = records.trials.iter().find(|t| t.id == *tid) {
                     trial_html(&mut h, records, t, &name, open);

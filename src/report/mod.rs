@@ -1,19 +1,24 @@
 //! `sweep report`: turns a sweep's ledger records into one self-contained HTML report.
 //!
-//! `load` reads records, `data` computes table/plot data (pure), `html` renders.
+//! The records come from the ledger opened read-only ([`crate::store::open_read_only`]); `data`
+//! (the paper table), `compare`, `plots` and `summary` compute what is shown (pure), `svg` draws
+//! the plots and `html` renders the page.
 
+pub mod compare;
 pub mod data;
 pub mod html;
-pub mod load;
-pub mod synth;
+pub mod plots;
+pub mod summary;
+mod svg;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use crate::error::UsageError;
+use crate::store::{self, SweepRecords, TrialState};
 
 #[derive(Debug, Args)]
 pub struct ReportArgs {
@@ -27,7 +32,7 @@ pub struct ReportArgs {
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Ledger database URL or SQLite path.
-    #[arg(long, env = "SWEEP_DB", default_value = load::DEFAULT_DB_URL)]
+    #[arg(long, env = "SWEEP_DB", default_value = store::DEFAULT_DB)]
     pub db: String,
     #[command(flatten)]
     pub artifacts: crate::locations::ArtifactsArgs,
@@ -101,27 +106,24 @@ pub fn write_atomic(out: &Path, contents: &[u8]) -> Result<()> {
 /// scheduler calls this when a run ends or is interrupted.
 /// Recorded artifact directories are relative to `artifacts` (the artifacts root, see
 /// [`crate::artifacts`]); the report shows where they resolve.
-pub async fn write_sweep_report(
-    db_url: &str,
-    sweep: &str,
-    out: &Path,
-    artifacts: &Path,
-) -> Result<()> {
-    let pool = load::connect_read_only(db_url).await?;
-    let records = load::load_sweep(&pool, sweep).await;
-    pool.close().await;
-    let mut records = records?;
+pub fn write_sweep_report(db_url: &str, sweep: &str, out: &Path, artifacts: &Path) -> Result<()> {
+    let ledger = store::open_read_only(db_url)?;
+    let mut records = store::load_sweep(ledger.as_ref(), sweep)?;
+    drop(ledger);
     resolve_artifacts(&mut records, artifacts);
     let html = html::render_report(&records, &now_rfc3339());
     write_atomic(out, html.as_bytes())
 }
 
+/// The name the scheduler calls [`write_sweep_report`] by.
+pub use write_sweep_report as write_sweep_report_blocking;
+
 /// Replace each trial's recorded artifact directory by the path it resolves to under `root`.
-fn resolve_artifacts(records: &mut load::SweepRecords, root: &Path) {
+fn resolve_artifacts(records: &mut SweepRecords, root: &Path) {
     for t in &mut records.trials {
         if let Some(d) = &t.artifact_dir {
             let abs = std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf());
-            t.artifact_dir = Some(
+            t.trial.artifact_dir = Some(
                 crate::artifacts::resolve(&abs, d, &t.hash)
                     .display()
                     .to_string(),
@@ -130,48 +132,38 @@ fn resolve_artifacts(records: &mut load::SweepRecords, root: &Path) {
     }
 }
 
-/// Blocking wrapper of [`write_sweep_report`] for callers outside an async runtime.
-pub fn write_sweep_report_blocking(
-    db_url: &str,
-    sweep: &str,
-    out: &Path,
-    artifacts: &Path,
-) -> Result<()> {
-    runtime()?.block_on(write_sweep_report(db_url, sweep, out, artifacts))
-}
-
 /// Reports every sweep into `dir` (`<sweep>.html`) plus `dir/index.html`; returns the paths.
-pub async fn write_all_reports(db_url: &str, dir: &Path, artifacts: &Path) -> Result<Vec<PathBuf>> {
-    let pool = load::connect_read_only(db_url).await?;
-    let names = load::sweep_names(&pool).await?;
+pub fn write_all_reports(db_url: &str, dir: &Path, artifacts: &Path) -> Result<Vec<PathBuf>> {
+    let ledger = store::open_read_only(db_url)?;
     let mut entries = Vec::new();
     let mut written = Vec::new();
-    for name in &names {
-        let file = format!("{}.html", file_stem(name));
+    for sweep in ledger.sweeps()? {
+        let name = sweep.name;
+        let file = format!("{}.html", file_stem(&name));
         let path = dir.join(&file);
-        let mut records = load::load_sweep(&pool, name).await?;
+        let mut records = store::load_sweep(ledger.as_ref(), &name)?;
         resolve_artifacts(&mut records, artifacts);
         let html = html::render_report(&records, &now_rfc3339());
         write_atomic(&path, html.as_bytes())?;
-        let tot = data::totals(&records);
+        let tot = summary::totals(&records);
         let best = records
             .trials
             .iter()
-            .filter(|t| t.state == "completed")
-            .filter_map(|t| t.valid_ppl)
+            .filter(|t| t.state == TrialState::Completed)
+            .filter_map(|t| t.results.valid_ppl)
             .filter(|v| v.is_finite())
             .fold(None, |b: Option<f64>, v| Some(b.map_or(v, |b| b.min(v))));
         entries.push(html::IndexEntry {
-            name: name.clone(),
+            name,
             title: records.sweep.title.clone(),
-            state: data::sweep_state(&tot.by_state),
+            state: summary::sweep_state(&tot.by_state),
             trials: tot.trials,
             best_valid_ppl: best,
             href: file,
         });
         written.push(path);
     }
-    pool.close().await;
+    drop(ledger);
     let index = dir.join("index.html");
     write_atomic(
         &index,
@@ -181,19 +173,11 @@ pub async fn write_all_reports(db_url: &str, dir: &Path, artifacts: &Path) -> Re
     Ok(written)
 }
 
-pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")
-}
-
 /// `sweep report SWEEP [--out FILE]` / `sweep report --all [--out DIR]`.
 pub fn run(args: ReportArgs) -> Result<ExitCode> {
-    let rt = runtime()?;
     if args.all {
         let dir = args.out.unwrap_or_else(|| PathBuf::from("reports"));
-        let written = rt.block_on(write_all_reports(&args.db, &dir, &args.artifacts.root()))?;
+        let written = write_all_reports(&args.db, &dir, &args.artifacts.root())?;
         for p in &written {
             println!("wrote {}", p.display());
         }
@@ -204,109 +188,8 @@ pub fn run(args: ReportArgs) -> Result<ExitCode> {
         let out = args.out.unwrap_or_else(|| {
             PathBuf::from("reports").join(format!("{}.html", file_stem(&sweep)))
         });
-        rt.block_on(write_sweep_report(
-            &args.db,
-            &sweep,
-            &out,
-            &args.artifacts.root(),
-        ))?;
+        write_sweep_report(&args.db, &sweep, &out, &args.artifacts.root())?;
         println!("wrote {}", out.display());
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-#[derive(Debug, Args)]
-pub struct BenchReportArgs {
-    /// Trials in the synthetic report ledger.
-    #[arg(long, default_value_t = 1000)]
-    pub trials: usize,
-    /// Metric rows per trial.
-    #[arg(long, default_value_t = 200)]
-    pub metrics: usize,
-    /// Metric rows in the synthetic query ledger.
-    #[arg(long, default_value_t = 1_000_000)]
-    pub query_rows: usize,
-    /// Keep the ledgers and report here instead of a temp dir.
-    #[arg(long)]
-    pub dir: Option<PathBuf>,
-}
-
-/// `sweep bench-report`: times a report of a large synthetic sweep and a grouped aggregate query.
-pub fn run_bench(args: BenchReportArgs) -> Result<ExitCode> {
-    use std::time::Instant;
-    let tmp = tempfile::tempdir()?;
-    let dir = args.dir.clone().unwrap_or_else(|| tmp.path().to_path_buf());
-    std::fs::create_dir_all(&dir)?;
-    let rt = runtime()?;
-    let report_db = dir.join("bench-report.db");
-    let query_db = dir.join("bench-query.db");
-    for p in [&report_db, &query_db] {
-        for ext in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{ext}", p.display()));
-        }
-    }
-    let t = Instant::now();
-    rt.block_on(async {
-        synth::bench_ledger(&report_db, args.trials, args.metrics)
-            .await?
-            .close()
-            .await;
-        let per = 200usize;
-        let trials = args.query_rows.div_ceil(per);
-        synth::bench_ledger(&query_db, trials, per)
-            .await?
-            .close()
-            .await;
-        anyhow::Ok(())
-    })?;
-    println!(
-        "built synthetic ledgers in {:.1}s",
-        t.elapsed().as_secs_f64()
-    );
-
-    let out = dir.join("bench.html");
-    let url = format!("sqlite://{}", report_db.display());
-    let mut times = Vec::new();
-    for _ in 0..3 {
-        let t = Instant::now();
-        rt.block_on(write_sweep_report(
-            &url,
-            "bench",
-            &out,
-            Path::new("results"),
-        ))?;
-        times.push(t.elapsed().as_secs_f64());
-    }
-    let size = std::fs::metadata(&out)?.len();
-    println!(
-        "report: {} trials x {} metric rows -> {:.1} MiB HTML in {:.3}s (best of 3; runs {:?})",
-        args.trials,
-        args.metrics,
-        size as f64 / (1024.0 * 1024.0),
-        times.iter().cloned().fold(f64::INFINITY, f64::min),
-        times.iter().map(|t| format!("{t:.3}")).collect::<Vec<_>>()
-    );
-
-    let url = format!("sqlite://{}", query_db.display());
-    let sql = "SELECT split, count(*) AS n, avg(loss) AS mean_loss, min(loss) AS min_loss, max(step) AS last_step \
-               FROM metrics GROUP BY split";
-    let per_trial = "SELECT trial_id, split, count(*) AS n, avg(loss) AS mean_loss FROM metrics GROUP BY trial_id, split";
-    for (name, q) in [("by split", sql), ("by trial and split", per_trial)] {
-        let mut times = Vec::new();
-        let mut rows = 0;
-        for _ in 0..3 {
-            let t = Instant::now();
-            let r = rt.block_on(crate::query::query(&url, q))?;
-            let _ = crate::query::format_query(&r, crate::query::QueryFormat::Table)?;
-            rows = r.rows.len();
-            times.push(t.elapsed().as_secs_f64());
-        }
-        println!(
-            "query ({name}) over {} metric rows -> {rows} result rows in {:.3}s (best of 3; runs {:?})",
-            args.query_rows,
-            times.iter().cloned().fold(f64::INFINITY, f64::min),
-            times.iter().map(|t| format!("{t:.3}")).collect::<Vec<_>>()
-        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -314,29 +197,22 @@ pub fn run_bench(args: BenchReportArgs) -> Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use synth::{block_size_fixture, create_ledger, insert_sweep, SynthSweep};
+    use crate::store::synth::{block_size_fixture, create_ledger, insert_sweep, SynthSweep};
 
     /// A ledger holding the block-size fixture (with `hostile` text) and an empty sweep.
     pub(crate) fn fixture_ledger(dir: &Path, hostile: &str) -> String {
         let path = dir.join("sweep.db");
-        runtime()
-            .unwrap()
-            .block_on(async {
-                let pool = create_ledger(&path).await?;
-                let (sweep, trials) = block_size_fixture(hostile);
-                insert_sweep(&pool, &sweep, &trials).await?;
-                let empty = SynthSweep {
-                    name: "empty".into(),
-                    title: "Nothing yet".into(),
-                    profile: "quick".into(),
-                    spec: serde_json::json!({}),
-                    ..Default::default()
-                };
-                insert_sweep(&pool, &empty, &[]).await?;
-                pool.close().await;
-                anyhow::Ok(())
-            })
-            .unwrap();
+        let store = create_ledger(&path).unwrap();
+        let (sweep, trials) = block_size_fixture(hostile);
+        insert_sweep(store.as_ref(), &sweep, &trials).unwrap();
+        let empty = SynthSweep {
+            name: "empty".into(),
+            title: "Nothing yet".into(),
+            profile: "quick".into(),
+            spec: serde_json::json!({}),
+            ..Default::default()
+        };
+        insert_sweep(store.as_ref(), &empty, &[]).unwrap();
         format!("sqlite://{}", path.display())
     }
 
@@ -487,10 +363,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = fixture_ledger(dir.path(), "");
         let out = dir.path().join("reports");
-        let written = runtime()
-            .unwrap()
-            .block_on(write_all_reports(&db, &out, Path::new("results")))
-            .unwrap();
+        let written = write_all_reports(&db, &out, Path::new("results")).unwrap();
         assert_eq!(written.len(), 3);
         let index = std::fs::read_to_string(out.join("index.html")).unwrap();
         assert!(index.contains("<a href=\"block_size.html\">block_size</a>"));

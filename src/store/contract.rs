@@ -1,6 +1,7 @@
 //! The [`Store`] contract as executable checks, run against every implementation.
 //!
-//! Each check gets a fresh, empty store from `make`. `tests/sweep.rs` runs the suite against
+//! Each check gets a fresh, empty store from `make`; `read_only` opens its URL a second time
+//! through [`open_read_only`] and [`ReadOnlySql`]. `tests/sweep.rs` runs the suite against
 //! SQLite, and against PostgreSQL when `SWEEP_TEST_PG_URL` is set.
 
 use super::*;
@@ -13,7 +14,7 @@ type Check = fn(Make) -> Result<()>;
 
 /// Run every check; the first failure is returned with the check's name.
 pub fn run_all(make: Make) -> Result<()> {
-    let checks: [(&str, Check); 8] = [
+    let checks: [(&str, Check); 10] = [
         ("record_sweep", record_sweep),
         ("shared_trials", shared_trials),
         ("claim_is_exclusive", claim_is_exclusive),
@@ -22,6 +23,8 @@ pub fn run_all(make: Make) -> Result<()> {
         ("metrics_dedup", metrics_dedup),
         ("reset", reset),
         ("samples", samples),
+        ("sweep_reads", sweep_reads),
+        ("read_only", read_only),
     ];
     for (name, check) in checks {
         check(make).map_err(|e| e.context(format!("store contract check `{name}` failed")))?;
@@ -343,6 +346,97 @@ fn samples(make: Make) -> Result<()> {
     ensure!(
         got.len() == 2 && got[0].sample == a && got[1].sample == b,
         "{got:?}"
+    );
+    Ok(())
+}
+
+fn sample(trial_id: i64, text: &str) -> NewSample {
+    NewSample {
+        trial_id,
+        title: "T".into(),
+        reference: None,
+        text: text.into(),
+        params: json!({}),
+        seed: None,
+        uses_acronym: None,
+    }
+}
+
+fn sweep_reads(make: Make) -> Result<()> {
+    let s = make()?;
+    let a = s.record_sweep(
+        &sweep("a"),
+        &[trial("a2", json!({}), false), trial("a1", json!({}), true)],
+    )?;
+    let b = s.record_sweep(&sweep("b"), &[trial("b1", json!({}), false)])?;
+    let (a2, a1, b1) = (a.trial_ids[0], a.trial_ids[1], b.trial_ids[0]);
+    s.insert_metrics(a1, &[metric(2, "valid", 3.0), metric(1, "train", 3.5)])?;
+    s.insert_metrics(a2, &[metric(3, "train", 3.0), metric(1, "train", 4.0)])?;
+    s.insert_metrics(b1, &[metric(1, "train", 9.0)])?;
+    for (t, text) in [(a2, "x"), (b1, "y"), (a1, "z"), (a2, "w")] {
+        s.insert_sample(&sample(t, text))?;
+    }
+    let got: Vec<(i64, String, i64)> = s
+        .sweep_metrics(a.sweep_id)?
+        .into_iter()
+        .map(|m| (m.trial_id, m.split, m.step))
+        .collect();
+    let mut want = vec![
+        (a1, "train".to_string(), 1),
+        (a1, "valid".to_string(), 2),
+        (a2, "train".to_string(), 1),
+        (a2, "train".to_string(), 3),
+    ];
+    want.sort();
+    ensure!(got == want, "sweep metrics by trial, split, step: {got:?}");
+    let texts: Vec<(i64, String)> = s
+        .sweep_samples(a.sweep_id)?
+        .into_iter()
+        .map(|x| (x.trial_id, x.sample.text))
+        .collect();
+    let mut want = vec![
+        (a2, "x".to_string()),
+        (a2, "w".to_string()),
+        (a1, "z".into()),
+    ];
+    want.sort_by_key(|w| w.0);
+    ensure!(texts == want, "sweep samples by trial, then id: {texts:?}");
+    ensure!(s.sweep_metrics(b.sweep_id)?.len() == 1 && s.sweep_samples(b.sweep_id)?.len() == 1);
+    Ok(())
+}
+
+fn read_only(make: Make) -> Result<()> {
+    let s = make()?;
+    let r = s.record_sweep(&sweep("ro"), &[trial("h", json!({"block_size": 64}), true)])?;
+    let id = r.trial_ids[0];
+    s.claim_trial(id, "w", "cpu")?;
+    s.insert_metrics(id, &[metric(1, "train", 3.0), metric(2, "train", 2.5)])?;
+    s.insert_sample(&sample(id, "x"))?;
+    let ro = open_read_only(s.url())?;
+    let records = load_sweep(ro.as_ref(), "ro")?;
+    ensure!(records.sweep == s.sweep_by_name("ro")?.unwrap_or_default());
+    ensure!(records.trials == s.sweep_trials(r.sweep_id)?);
+    ensure!(records.trials[0].state == TrialState::Running);
+    ensure!(records.metrics == s.metrics(id)? && records.samples == s.samples(id)?);
+    let err = load_sweep(ro.as_ref(), "nope")
+        .err()
+        .map(|e| format!("{e:#}"));
+    ensure!(
+        err.as_deref() == Some("unknown sweep `nope`; known sweeps: ro"),
+        "{err:?}"
+    );
+    // Raw SQL on the read-only connection reads, and every write is refused by the database.
+    let sql = ReadOnlySql::open(s.url())?;
+    ensure!(sql.fetch_all("SELECT * FROM metrics")?.len() == 2);
+    for write in [
+        "DELETE FROM metrics",
+        "UPDATE trials SET state = 'pending'",
+        "CREATE TABLE t (x INTEGER)",
+    ] {
+        ensure!(sql.fetch_all(write).is_err(), "{write} was not refused");
+    }
+    ensure!(
+        s.metrics(id)?.len() == 2 && s.trial(id)?.map(|t| t.state) == Some(TrialState::Running)
     );
     Ok(())
 }

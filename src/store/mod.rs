@@ -22,21 +22,32 @@
 //!   returns how many rows were new.
 //! * **Samples** are append-only.
 //! * Reads return rows in a stable order: sweeps by name, sweep trials by position, metrics by
-//!   split then step, samples by id.
+//!   split then step, samples by id; a sweep's metrics and samples ([`Reader::sweep_metrics`],
+//!   [`Reader::sweep_samples`]) by trial id first.
 //! * Timestamps are RFC 3339 UTC text with millisecond precision (`2026-01-01T00:00:00.000Z`), which
 //!   sorts lexicographically; JSON columns hold JSON text.
 //! * Implementations are `Send + Sync`, safe to share between threads and between processes on
 //!   the same database (SQLite: WAL, busy timeout, `BEGIN IMMEDIATE` for write transactions).
+//! * Reading is its own trait, [`Reader`] (a supertrait of [`Store`]): reports, `sweep results`
+//!   and `sweep export` open the ledger with [`open_read_only`] and `sweep query` with
+//!   [`ReadOnlySql`]; neither creates, migrates or writes ([`read`]). [`synth`] fills ledgers with
+//!   synthetic sweeps through the same API (test fixtures, `sweep bench-report`).
 //!
 //! The database URL is `sqlite://PATH`, `sqlite:PATH` or a bare file path (default
-//! `results/sweep.db`, env `SWEEP_DB`, flag `--db`). PostgreSQL (`postgres://`) is issue #7: it
-//! implements this trait with the same SQL (kept portable: `$N` placeholders, `ON CONFLICT`,
-//! `RETURNING`) and runs the same contract suite.
+//! `results/sweep.db`, env `SWEEP_DB`, flag `--db`), parsed in [`url`]. PostgreSQL (`postgres://`)
+//! is issue #7: it implements this trait with the same SQL (kept portable: `$N` placeholders,
+//! `ON CONFLICT`, `RETURNING`) and runs the same contract suite.
 
 pub mod contract;
 pub mod postgres;
+pub mod read;
 pub mod sql;
 pub mod sqlite;
+pub mod synth;
+pub mod url;
+
+pub use read::{load_sweep, open_read_only, ReadOnlySql, SweepRecords};
+pub use url::{is_postgres, redact, resolve_url, sqlite_file, LedgerUrl};
 
 use anyhow::Result;
 use serde_json::Value as Json;
@@ -45,8 +56,9 @@ use serde_json::Value as Json;
 pub const DEFAULT_DB: &str = "results/sweep.db";
 
 /// Trial states as stored in `trials.state`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum TrialState {
+    #[default]
     Pending,
     Running,
     Completed,
@@ -100,7 +112,7 @@ impl std::fmt::Display for TrialState {
 }
 
 /// A row of `sweeps`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct SweepRecord {
     pub id: i64,
     pub name: String,
@@ -150,7 +162,7 @@ pub struct RecordedSweep {
 }
 
 /// A row of `trials`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct TrialRecord {
     pub id: i64,
     pub hash: String,
@@ -197,14 +209,37 @@ pub struct TrialResults {
     pub valid_loss_fixed: Option<f64>,
 }
 
-/// A trial with its membership in one sweep.
-#[derive(Debug, Clone, PartialEq)]
+/// A trial with its membership in one sweep. Derefs to the trial (`st.state`, `st.config`).
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct SweepTrial {
     pub sweep_id: i64,
     pub position: i64,
+    /// Axis values that define the row, e.g. `{"block_size": 256}` (an object).
     pub label: Json,
     pub is_baseline: bool,
     pub trial: TrialRecord,
+}
+
+impl SweepTrial {
+    /// The label's keys and values (empty when the label is not an object).
+    pub fn label_map(&self) -> &serde_json::Map<String, Json> {
+        static EMPTY: std::sync::LazyLock<serde_json::Map<String, Json>> =
+            std::sync::LazyLock::new(serde_json::Map::new);
+        self.label.as_object().unwrap_or(&EMPTY)
+    }
+}
+
+impl std::ops::Deref for SweepTrial {
+    type Target = TrialRecord;
+    fn deref(&self) -> &TrialRecord {
+        &self.trial
+    }
+}
+
+impl std::ops::DerefMut for SweepTrial {
+    fn deref_mut(&mut self) -> &mut TrialRecord {
+        &mut self.trial
+    }
 }
 
 /// How a run of a trial ended, for `finish_trial`.
@@ -251,7 +286,7 @@ pub struct NewMetric {
 }
 
 /// A row of `metrics`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct MetricRecord {
     pub trial_id: i64,
     pub step: i64,
@@ -266,7 +301,7 @@ pub struct MetricRecord {
 }
 
 /// A generated sample to insert.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct NewSample {
     pub trial_id: i64,
     pub title: String,
@@ -280,17 +315,24 @@ pub struct NewSample {
 }
 
 /// A row of `samples`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct SampleRecord {
     pub id: i64,
     pub sample: NewSample,
     pub created_at: String,
 }
 
-/// The ledger. See the module documentation for the contract.
-pub trait Store: Send + Sync {
-    /// Insert/update a sweep, insert unknown trials, replace its membership; one transaction.
-    fn record_sweep(&self, sweep: &NewSweep, trials: &[NewTrial]) -> Result<RecordedSweep>;
+impl std::ops::Deref for SampleRecord {
+    type Target = NewSample;
+    fn deref(&self) -> &NewSample {
+        &self.sample
+    }
+}
+
+/// Reading the ledger. See the module documentation for the contract.
+pub trait Reader: Send + Sync {
+    /// The URL the ledger was opened with.
+    fn url(&self) -> &str;
     /// All sweeps, by name.
     fn sweeps(&self) -> Result<Vec<SweepRecord>>;
     fn sweep_by_name(&self, name: &str) -> Result<Option<SweepRecord>>;
@@ -300,6 +342,21 @@ pub trait Store: Send + Sync {
     fn trial_by_hash(&self, hash: &str) -> Result<Option<TrialRecord>>;
     /// All trials in a state (e.g. `running`, to find dead workers).
     fn trials_in_state(&self, state: TrialState) -> Result<Vec<TrialRecord>>;
+    /// All metric rows of a trial, by split then step.
+    fn metrics(&self, trial_id: i64) -> Result<Vec<MetricRecord>>;
+    /// All metric rows of a sweep's trials, by trial id, split, step (one query, for reports).
+    fn sweep_metrics(&self, sweep_id: i64) -> Result<Vec<MetricRecord>>;
+    /// The row with the highest step of one split, if any (progress display).
+    fn last_metric(&self, trial_id: i64, split: &str) -> Result<Option<MetricRecord>>;
+    fn samples(&self, trial_id: i64) -> Result<Vec<SampleRecord>>;
+    /// All samples of a sweep's trials, by trial id then sample id.
+    fn sweep_samples(&self, sweep_id: i64) -> Result<Vec<SampleRecord>>;
+}
+
+/// The ledger: [`Reader`] plus every write. See the module documentation for the contract.
+pub trait Store: Reader {
+    /// Insert/update a sweep, insert unknown trials, replace its membership; one transaction.
+    fn record_sweep(&self, sweep: &NewSweep, trials: &[NewTrial]) -> Result<RecordedSweep>;
     /// Atomically move a claimable trial to `running` for `worker`; `None` if it is not claimable.
     fn claim_trial(&self, id: i64, worker: &str, device: &str) -> Result<Option<TrialRecord>>;
     /// Refresh `heartbeat_at`; `false` if the trial is not running for this worker any more.
@@ -312,42 +369,7 @@ pub trait Store: Send + Sync {
     fn reset_trial(&self, id: i64) -> Result<bool>;
     /// Insert a batch in one transaction, ignoring duplicates; returns the number of new rows.
     fn insert_metrics(&self, trial_id: i64, rows: &[NewMetric]) -> Result<u64>;
-    /// All metric rows of a trial, by split then step.
-    fn metrics(&self, trial_id: i64) -> Result<Vec<MetricRecord>>;
-    /// The row with the highest step of one split, if any (progress display).
-    fn last_metric(&self, trial_id: i64, split: &str) -> Result<Option<MetricRecord>>;
     fn insert_sample(&self, sample: &NewSample) -> Result<i64>;
-    fn samples(&self, trial_id: i64) -> Result<Vec<SampleRecord>>;
-}
-
-/// The ledger URL: `--db`, else `SWEEP_DB`, else [`DEFAULT_DB`] (clap fills the env part).
-pub fn resolve_url(flag: Option<&str>) -> String {
-    flag.map(str::to_string)
-        .or_else(|| std::env::var("SWEEP_DB").ok().filter(|s| !s.is_empty()))
-        .unwrap_or_else(|| DEFAULT_DB.to_string())
-}
-
-/// Whether `url` names a PostgreSQL ledger (anything else is a SQLite file).
-pub fn is_postgres(url: &str) -> bool {
-    url.starts_with("postgres://") || url.starts_with("postgresql://")
-}
-
-/// The file of a SQLite ledger URL (`sqlite://PATH`, `sqlite:PATH` or a plain path).
-pub fn sqlite_file(url: &str) -> Option<&std::path::Path> {
-    if is_postgres(url) {
-        return None;
-    }
-    let path = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))
-        .unwrap_or(url);
-    Some(std::path::Path::new(path.split('?').next().unwrap_or(path)))
-}
-
-/// Whether the ledger exists already: a PostgreSQL server is assumed to; a SQLite ledger exists
-/// when its file does. Commands that only read (`sweep plan`) must not create one.
-pub fn exists(url: &str) -> bool {
-    sqlite_file(url).is_none_or(|f| f.is_file())
 }
 
 /// Open (creating and migrating if needed) the ledger at `url`.
@@ -356,6 +378,15 @@ pub fn open(url: &str) -> Result<Box<dyn Store>> {
         return Ok(Box::new(postgres::PostgresStore::open(url)?));
     }
     Ok(Box::new(sqlite::SqliteStore::open(url)?))
+}
+
+/// Opens the ledger at `url` if there is one: `None` for a SQLite file that does not exist (a
+/// command that only reads, like `sweep plan`, must not create one); PostgreSQL is always opened.
+pub fn open_existing(url: &str) -> Result<Option<Box<dyn Store>>> {
+    match LedgerUrl::parse(url).sqlite_file() {
+        Some(path) if !path.is_file() => Ok(None),
+        _ => open(url).map(Some),
+    }
 }
 
 /// Now as RFC 3339 UTC with milliseconds (sorts lexicographically).

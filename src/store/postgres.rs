@@ -7,7 +7,9 @@
 //! `FOR UPDATE SKIP LOCKED`, so concurrent workers never queue on the same row. Metric batches
 //! are one `INSERT ... SELECT FROM UNNEST(...)` statement (one round trip per batch).
 
-use super::sql::{runtime, Backend, Decoders, SqlStore, CLAIM_SET, METRIC_INSERT, TRIAL_COLS};
+use super::sql::{
+    claimable_states, runtime, Backend, Decoders, SqlStore, CLAIM_SET, METRIC_INSERT, TRIAL_COLS,
+};
 use super::*;
 use anyhow::Context;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgQueryResult};
@@ -18,20 +20,8 @@ use std::time::Duration;
 /// A PostgreSQL ledger. Owns a small tokio runtime so that callers stay synchronous.
 pub type PostgresStore = SqlStore<Postgres>;
 
-/// The URL with its password replaced by `***` (for error messages).
-pub fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let (auth, tail) = match rest.split_once('@') {
-        Some(x) => x,
-        None => return url.to_string(),
-    };
-    match auth.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:***@{tail}"),
-        None => url.to_string(),
-    }
-}
+/// The statement that makes a session's transactions read-only (reports, `sweep query`).
+pub const READ_ONLY_SESSION: &str = "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY";
 
 /// `url` with its database name replaced by `db` (query parameters kept).
 pub fn with_database(url: &str, db: &str) -> Result<String> {
@@ -91,6 +81,19 @@ pub fn scratch_database(url: &str, name: &str) -> Result<String> {
 
 impl SqlStore<Postgres> {
     pub fn open(url: &str) -> Result<Self> {
+        let s = Self::connect(url, false)?;
+        // sqlx serialises concurrent migrations with an advisory lock.
+        s.rt.block_on(sqlx::migrate!("migrations/postgres").run(&s.pool))
+            .with_context(|| format!("migrating the ledger {}", redact(url)))?;
+        Ok(s)
+    }
+
+    /// The ledger at `url` in read-only transactions; no migration runs.
+    pub fn open_read_only(url: &str) -> Result<Self> {
+        Self::connect(url, true)
+    }
+
+    fn connect(url: &str, read_only: bool) -> Result<Self> {
         let rt = runtime()?;
         let opts = options(url)?;
         // One direct connection first: a pool would retry a refused connection or a wrong password
@@ -107,11 +110,16 @@ impl SqlStore<Postgres> {
             PgPoolOptions::new()
                 .max_connections(4)
                 .acquire_timeout(Duration::from_secs(60))
+                .after_connect(move |conn, _| {
+                    Box::pin(async move {
+                        if read_only {
+                            sqlx::query(READ_ONLY_SESSION).execute(conn).await?;
+                        }
+                        Ok(())
+                    })
+                })
                 .connect_lazy_with(opts)
         };
-        // sqlx serialises concurrent migrations with an advisory lock.
-        rt.block_on(sqlx::migrate!("migrations/postgres").run(&pool))
-            .with_context(|| format!("migrating the ledger {}", redact(url)))?;
         Ok(Self {
             pool,
             rt,
@@ -162,9 +170,9 @@ impl Backend for Postgres {
         device: &str,
     ) -> Result<Option<TrialRecord>> {
         let sql = format!(
-            "UPDATE trials t SET {CLAIM_SET}
-             WHERE t.id = $4 AND t.state IN ('pending', 'interrupted', 'failed')
-             RETURNING {TRIAL_COLS}"
+            "UPDATE trials t SET {CLAIM_SET} WHERE t.id = $4 AND t.state IN {}
+             RETURNING {TRIAL_COLS}",
+            claimable_states()
         );
         let row = s.rt.block_on(
             sqlx::query(&sql)
@@ -236,11 +244,10 @@ mod tests {
     }
 
     #[test]
+    #[ignore = "needs PostgreSQL: SWEEP_TEST_PG_URL (.ci/run starts it)"]
     fn claim_next_skips_locked_and_drains_once() {
-        let Ok(url) = std::env::var("SWEEP_TEST_PG_URL") else {
-            eprintln!("SKIP claim_next_skips_locked_and_drains_once: SWEEP_TEST_PG_URL is not set");
-            return;
-        };
+        let url = std::env::var("SWEEP_TEST_PG_URL")
+            .expect("SWEEP_TEST_PG_URL is not set: this test needs PostgreSQL");
         let db = scratch_database(&url, "sweep_claim_next_unit").unwrap();
         let s = std::sync::Arc::new(PostgresStore::open(&db).unwrap());
         let trials: Vec<NewTrial> = (0..40)

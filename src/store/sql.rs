@@ -4,6 +4,7 @@
 
 use super::*;
 use anyhow::Context;
+use futures_util::TryStreamExt;
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Row, Type};
 
 /// A ledger on database `DB`. Owns a small tokio runtime so that callers stay synchronous.
@@ -34,10 +35,25 @@ pub(super) const TRIAL_COLS: &str = "t.id, t.hash, t.config_json, t.state, t.att
     t.wall_seconds, t.train_seconds, t.tokens_per_s, t.peak_rss_bytes, t.train_loss, t.valid_loss, \
     t.test_loss, t.train_ppl, t.valid_ppl, t.test_ppl, t.valid_loss_fixed, t.artifact_dir, t.env_json";
 
+/// The columns [`Decoders::metric`] reads, in its order (table alias `m`).
+pub(super) const METRIC_COLS: &str = "m.trial_id, m.step, m.epoch, m.split, m.loss, m.ppl, \
+    m.tokens_seen, m.lr, m.tokens_per_s, m.created_at";
+
 /// The `SET` list of a claim; binds `$1` worker, `$2` device, `$3` now.
 pub(super) const CLAIM_SET: &str = "state = 'running', attempts = attempts + 1, worker = $1, \
     device = $2, started_at = $3, heartbeat_at = $3, finished_at = NULL, error = NULL, \
     exit_status = NULL";
+
+/// `('pending', 'interrupted', 'failed')`: the states [`TrialState::is_claimable`] accepts, as an
+/// SQL list for `state IN ...`.
+pub(super) fn claimable_states() -> String {
+    let quoted: Vec<String> = TrialState::ALL
+        .into_iter()
+        .filter(|s| s.is_claimable())
+        .map(|s| format!("'{s}'"))
+        .collect();
+    format!("({})", quoted.join(", "))
+}
 
 /// The `INSERT` column list of `metrics`.
 pub(super) const METRIC_INSERT: &str = "INSERT INTO metrics (trial_id, step, epoch, split, loss, \
@@ -83,6 +99,7 @@ pub(super) trait Decoders {
 impl<R: Row> Decoders for R
 where
     for<'a> &'a str: ColumnIndex<R>,
+    usize: ColumnIndex<R>,
     for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
     for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
     for<'r> f64: Decode<'r, R::Database> + Type<R::Database>,
@@ -138,21 +155,20 @@ where
         })
     }
 
+    /// A row of [`METRIC_COLS`] (by position: the report reads hundreds of thousands).
     fn metric(&self) -> Result<MetricRecord> {
         let row = self;
         Ok(MetricRecord {
-            trial_id: row.try_get("trial_id")?,
-            step: row.try_get("step")?,
-            epoch: row.try_get::<Option<f64>, _>("epoch")?.unwrap_or(0.0),
-            split: row.try_get("split")?,
-            loss: row.try_get::<Option<f64>, _>("loss")?.unwrap_or(f64::NAN),
-            ppl: row.try_get::<Option<f64>, _>("ppl")?.unwrap_or(f64::NAN),
-            tokens_seen: row.try_get::<Option<i64>, _>("tokens_seen")?.unwrap_or(0),
-            lr: row.try_get::<Option<f64>, _>("lr")?.unwrap_or(0.0),
-            tokens_per_s: row
-                .try_get::<Option<f64>, _>("tokens_per_s")?
-                .unwrap_or(0.0),
-            created_at: opt_text(row, "created_at")?,
+            trial_id: row.try_get(0)?,
+            step: row.try_get(1)?,
+            epoch: row.try_get::<Option<f64>, _>(2)?.unwrap_or(0.0),
+            split: row.try_get(3)?,
+            loss: row.try_get::<Option<f64>, _>(4)?.unwrap_or(f64::NAN),
+            ppl: row.try_get::<Option<f64>, _>(5)?.unwrap_or(f64::NAN),
+            tokens_seen: row.try_get::<Option<i64>, _>(6)?.unwrap_or(0),
+            lr: row.try_get::<Option<f64>, _>(7)?.unwrap_or(0.0),
+            tokens_per_s: row.try_get::<Option<f64>, _>(8)?.unwrap_or(0.0),
+            created_at: row.try_get::<Option<String>, _>(9)?.unwrap_or_default(),
         })
     }
 
@@ -185,13 +201,6 @@ where
     }
 }
 
-impl<DB: Database> SqlStore<DB> {
-    /// The URL the store was opened with.
-    pub fn url(&self) -> &str {
-        &self.url
-    }
-}
-
 impl<DB: Backend> SqlStore<DB> {
     /// Open a write transaction with the backend's `BEGIN`.
     pub(super) async fn begin(&self) -> sqlx::Result<sqlx::Transaction<'static, DB>> {
@@ -202,20 +211,117 @@ impl<DB: Backend> SqlStore<DB> {
     }
 }
 
-impl<DB> Store for SqlStore<DB>
-where
-    DB: Backend,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
-    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> f64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> Option<String>: Encode<'q, DB>,
-    for<'q> Option<i64>: Encode<'q, DB>,
-    for<'q> Option<f64>: Encode<'q, DB>,
-    for<'a> &'a str: ColumnIndex<DB::Row>,
-    usize: ColumnIndex<DB::Row>,
-{
+/// `impl … SqlStore<DB>` with the sqlx bounds that the portable SQL needs, spelled out once.
+macro_rules! portable {
+    (impl $tr:ident for $body:tt) => {
+        portable!(@ [$tr for] $body);
+    };
+    (impl $body:tt) => {
+        portable!(@ [] $body);
+    };
+    (@ [$($head:tt)*] $body:tt) => {
+        impl<DB> $($head)* SqlStore<DB>
+        where
+            DB: Backend,
+            for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+            for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+            for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+            for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+            for<'q> f64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+            for<'q> Option<String>: Encode<'q, DB>,
+            for<'q> Option<i64>: Encode<'q, DB>,
+            for<'q> Option<f64>: Encode<'q, DB>,
+            for<'a> &'a str: ColumnIndex<DB::Row>,
+            usize: ColumnIndex<DB::Row>,
+        $body
+    };
+}
+
+portable!(impl Reader for {
+    fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn sweeps(&self) -> Result<Vec<SweepRecord>> {
+        let rows = self
+            .rt
+            .block_on(sqlx::query("SELECT * FROM sweeps ORDER BY name").fetch_all(&self.pool))?;
+        rows.iter().map(Decoders::sweep).collect()
+    }
+
+    fn sweep_by_name(&self, name: &str) -> Result<Option<SweepRecord>> {
+        let row = self.rt.block_on(
+            sqlx::query("SELECT * FROM sweeps WHERE name = $1")
+                .bind(name.to_string())
+                .fetch_optional(&self.pool),
+        )?;
+        row.as_ref().map(Decoders::sweep).transpose()
+    }
+
+    fn sweep_trials(&self, sweep_id: i64) -> Result<Vec<SweepTrial>> {
+        let sql = format!(
+            "SELECT {TRIAL_COLS}, st.sweep_id, st.position, st.label_json, st.is_baseline
+             FROM sweep_trials st JOIN trials t ON t.id = st.trial_id
+             WHERE st.sweep_id = $1 ORDER BY st.position"
+        );
+        self.rows_by_id(&sql, sweep_id, Decoders::sweep_trial)
+    }
+
+    fn trial(&self, id: i64) -> Result<Option<TrialRecord>> {
+        let sql = format!("SELECT {TRIAL_COLS} FROM trials t WHERE t.id = $1 ORDER BY t.id");
+        Ok(self.rows_by_id(&sql, id, Decoders::trial)?.pop())
+    }
+
+    fn trial_by_hash(&self, hash: &str) -> Result<Option<TrialRecord>> {
+        Ok(self.trials_where("t.hash = $1", hash)?.pop())
+    }
+
+    fn trials_in_state(&self, state: TrialState) -> Result<Vec<TrialRecord>> {
+        self.trials_where("t.state = $1", state.as_str())
+    }
+
+    fn metrics(&self, trial_id: i64) -> Result<Vec<MetricRecord>> {
+        let sql = format!(
+            "SELECT {METRIC_COLS} FROM metrics m WHERE m.trial_id = $1 ORDER BY m.split, m.step"
+        );
+        self.rows_by_id(&sql, trial_id, Decoders::metric)
+    }
+
+    fn sweep_metrics(&self, sweep_id: i64) -> Result<Vec<MetricRecord>> {
+        let sql = format!(
+            "SELECT {METRIC_COLS} FROM metrics m JOIN sweep_trials st ON st.trial_id = m.trial_id
+             WHERE st.sweep_id = $1 ORDER BY m.trial_id, m.split, m.step"
+        );
+        self.rows_by_id(&sql, sweep_id, Decoders::metric)
+    }
+
+    fn last_metric(&self, trial_id: i64, split: &str) -> Result<Option<MetricRecord>> {
+        let sql = format!(
+            "SELECT {METRIC_COLS} FROM metrics m WHERE m.trial_id = $1 AND m.split = $2
+             ORDER BY m.step DESC LIMIT 1"
+        );
+        let row = self.rt.block_on(
+            sqlx::query(&sql)
+                .bind(trial_id)
+                .bind(split.to_string())
+                .fetch_optional(&self.pool),
+        )?;
+        row.as_ref().map(Decoders::metric).transpose()
+    }
+
+    fn samples(&self, trial_id: i64) -> Result<Vec<SampleRecord>> {
+        let sql = "SELECT * FROM samples WHERE trial_id = $1 ORDER BY id";
+        self.rows_by_id(sql, trial_id, Decoders::sample)
+    }
+
+    fn sweep_samples(&self, sweep_id: i64) -> Result<Vec<SampleRecord>> {
+        let sql = "SELECT s.* FROM samples s JOIN sweep_trials st ON st.trial_id = s.trial_id
+                   WHERE st.sweep_id = $1 ORDER BY s.trial_id, s.id";
+        self.rows_by_id(sql, sweep_id, Decoders::sample)
+    }
+});
+
+portable!(impl Store for {
     fn record_sweep(&self, sweep: &NewSweep, trials: &[NewTrial]) -> Result<RecordedSweep> {
         self.rt.block_on(async {
             let now = now();
@@ -281,54 +387,6 @@ where
                 created,
             })
         })
-    }
-
-    fn sweeps(&self) -> Result<Vec<SweepRecord>> {
-        let rows = self
-            .rt
-            .block_on(sqlx::query("SELECT * FROM sweeps ORDER BY name").fetch_all(&self.pool))?;
-        rows.iter().map(Decoders::sweep).collect()
-    }
-
-    fn sweep_by_name(&self, name: &str) -> Result<Option<SweepRecord>> {
-        let row = self.rt.block_on(
-            sqlx::query("SELECT * FROM sweeps WHERE name = $1")
-                .bind(name.to_string())
-                .fetch_optional(&self.pool),
-        )?;
-        row.as_ref().map(Decoders::sweep).transpose()
-    }
-
-    fn sweep_trials(&self, sweep_id: i64) -> Result<Vec<SweepTrial>> {
-        let sql = format!(
-            "SELECT {TRIAL_COLS}, st.sweep_id, st.position, st.label_json, st.is_baseline
-             FROM sweep_trials st JOIN trials t ON t.id = st.trial_id
-             WHERE st.sweep_id = $1 ORDER BY st.position"
-        );
-        let rows = self
-            .rt
-            .block_on(sqlx::query(&sql).bind(sweep_id).fetch_all(&self.pool))?;
-        rows.iter().map(Decoders::sweep_trial).collect()
-    }
-
-    fn trial(&self, id: i64) -> Result<Option<TrialRecord>> {
-        let sql = format!("SELECT {TRIAL_COLS} FROM trials t WHERE t.id = $1 ORDER BY t.id");
-        let rows = self
-            .rt
-            .block_on(sqlx::query(&sql).bind(id).fetch_all(&self.pool))?;
-        Ok(rows
-            .iter()
-            .map(Decoders::trial)
-            .collect::<Result<Vec<_>>>()?
-            .pop())
-    }
-
-    fn trial_by_hash(&self, hash: &str) -> Result<Option<TrialRecord>> {
-        Ok(self.trials_where("t.hash = $1", hash)?.pop())
-    }
-
-    fn trials_in_state(&self, state: TrialState) -> Result<Vec<TrialRecord>> {
-        self.trials_where("t.state = $1", state.as_str())
     }
 
     fn claim_trial(&self, id: i64, worker: &str, device: &str) -> Result<Option<TrialRecord>> {
@@ -439,27 +497,6 @@ where
         DB::insert_metrics(self, trial_id, rows)
     }
 
-    fn metrics(&self, trial_id: i64) -> Result<Vec<MetricRecord>> {
-        let rows = self.rt.block_on(
-            sqlx::query("SELECT * FROM metrics WHERE trial_id = $1 ORDER BY split, step")
-                .bind(trial_id)
-                .fetch_all(&self.pool),
-        )?;
-        rows.iter().map(Decoders::metric).collect()
-    }
-
-    fn last_metric(&self, trial_id: i64, split: &str) -> Result<Option<MetricRecord>> {
-        let row = self.rt.block_on(
-            sqlx::query(
-                "SELECT * FROM metrics WHERE trial_id = $1 AND split = $2 ORDER BY step DESC LIMIT 1",
-            )
-            .bind(trial_id)
-            .bind(split.to_string())
-            .fetch_optional(&self.pool),
-        )?;
-        row.as_ref().map(Decoders::metric).transpose()
-    }
-
     fn insert_sample(&self, s: &NewSample) -> Result<i64> {
         let id = self.rt.block_on(
             sqlx::query_scalar(
@@ -479,27 +516,28 @@ where
         )?;
         Ok(id)
     }
+});
 
-    fn samples(&self, trial_id: i64) -> Result<Vec<SampleRecord>> {
-        let rows = self.rt.block_on(
-            sqlx::query("SELECT * FROM samples WHERE trial_id = $1 ORDER BY id")
-                .bind(trial_id)
-                .fetch_all(&self.pool),
-        )?;
-        rows.iter().map(Decoders::sample).collect()
+portable!(impl {
+    /// The rows of `sql`, whose one parameter `$1` is `id`, each decoded as it arrives (a report
+    /// reads hundreds of thousands of metric rows: holding them all undecoded costs twice the
+    /// memory and time).
+    fn rows_by_id<T>(
+        &self,
+        sql: &str,
+        id: i64,
+        decode: impl Fn(&DB::Row) -> Result<T>,
+    ) -> Result<Vec<T>> {
+        self.rt.block_on(async {
+            let mut rows = sqlx::query(sql).bind(id).fetch(&self.pool);
+            let mut out = Vec::new();
+            while let Some(row) = rows.try_next().await? {
+                out.push(decode(&row)?);
+            }
+            Ok(out)
+        })
     }
-}
 
-impl<DB> SqlStore<DB>
-where
-    DB: Backend,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
-    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> f64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'a> &'a str: ColumnIndex<DB::Row>,
-{
     /// Trials matching `cond` on one text parameter `$1`, by id.
     fn trials_where(&self, cond: &str, bind: &str) -> Result<Vec<TrialRecord>> {
         let sql = format!("SELECT {TRIAL_COLS} FROM trials t WHERE {cond} ORDER BY t.id");
@@ -510,4 +548,4 @@ where
         )?;
         rows.iter().map(Decoders::trial).collect()
     }
-}
+});

@@ -1,7 +1,7 @@
 //! The SQLite implementation of [`Store`] (sqlx): WAL, busy timeout, immediate write transactions.
 //! The shared SQL and row decoding live in [`super::sql`]; this file holds what is SQLite's own.
 
-use super::sql::{Backend, SqlStore, CLAIM_SET, METRIC_INSERT};
+use super::sql::{claimable_states, Backend, SqlStore, CLAIM_SET, METRIC_INSERT};
 use super::*;
 use anyhow::Context;
 use sqlx::sqlite::{
@@ -16,25 +16,17 @@ use std::time::Duration;
 /// A SQLite ledger. Owns a small tokio runtime so that callers stay synchronous.
 pub type SqliteStore = SqlStore<Sqlite>;
 
-/// The file path inside a SQLite URL (`sqlite://p`, `sqlite:p`, or a bare path).
-fn db_path(url: &str) -> &str {
-    let rest = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))
-        .unwrap_or(url);
-    rest.split('?').next().unwrap_or(rest)
-}
-
 impl SqlStore<Sqlite> {
     pub fn open(url: &str) -> Result<Self> {
         let rt = super::sql::runtime()?;
-        let path = db_path(url);
-        if path.is_empty() || path == ":memory:" {
-            return Err(crate::error::UsageError(format!(
-                "--db {url}: the ledger needs a file; fix: pass a path such as results/sweep.db"
-            ))
-            .into());
-        }
+        let path = LedgerUrl::parse(url)
+            .sqlite_file()
+            .and_then(Path::to_str)
+            .ok_or_else(|| {
+                crate::error::UsageError(format!(
+                    "--db {url}: the ledger needs a file; fix: pass a path such as results/sweep.db"
+                ))
+            })?;
         if let Some(dir) = Path::new(path)
             .parent()
             .filter(|d| !d.as_os_str().is_empty())
@@ -76,6 +68,27 @@ impl SqlStore<Sqlite> {
             url: url.to_string(),
         })
     }
+
+    /// The existing ledger at `url` with `mode=ro`: never created, migrated or written.
+    pub fn open_read_only(url: &str) -> Result<Self> {
+        let path = super::read::existing_sqlite_file(url)?;
+        let rt = super::sql::runtime()?;
+        let opts = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))
+            .with_context(|| format!("--db {url}: not a valid SQLite URL"))?
+            .read_only(true);
+        let pool = rt
+            .block_on(
+                SqlitePoolOptions::new()
+                    .max_connections(2)
+                    .connect_with(opts),
+            )
+            .with_context(|| format!("opening the ledger `{url}` read-only"))?;
+        Ok(Self {
+            pool,
+            rt,
+            url: url.to_string(),
+        })
+    }
 }
 
 impl Backend for Sqlite {
@@ -89,8 +102,8 @@ impl Backend for Sqlite {
 
     fn claim(s: &SqliteStore, id: i64, worker: &str, device: &str) -> Result<Option<TrialRecord>> {
         let sql = format!(
-            "UPDATE trials SET {CLAIM_SET}
-             WHERE id = $4 AND state IN ('pending', 'interrupted', 'failed')"
+            "UPDATE trials SET {CLAIM_SET} WHERE id = $4 AND state IN {}",
+            claimable_states()
         );
         let n =
             s.rt.block_on(
@@ -108,36 +121,41 @@ impl Backend for Sqlite {
         s.trial(id)
     }
 
+    /// Multi-row `INSERT`s of [`METRIC_ROWS_PER_INSERT`] rows in one immediate transaction.
     fn insert_metrics(s: &SqliteStore, trial_id: i64, rows: &[NewMetric]) -> Result<u64> {
         s.rt.block_on(async {
             let now = now();
             let mut tx = s.begin().await?;
-            let sql = format!(
-                "{METRIC_INSERT} VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-                 ON CONFLICT (trial_id, split, step) DO NOTHING"
-            );
             let mut inserted = 0;
-            for r in rows {
-                inserted += sqlx::query(&sql)
-                    .bind(trial_id)
-                    .bind(r.step)
-                    .bind(r.epoch)
-                    .bind(&r.split)
-                    .bind(r.loss)
-                    .bind(r.ppl)
-                    .bind(r.tokens_seen)
-                    .bind(r.lr)
-                    .bind(r.tokens_per_s)
-                    .bind(&now)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
+            for chunk in rows.chunks(METRIC_ROWS_PER_INSERT) {
+                let values = vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
+                let sql = format!(
+                    "{METRIC_INSERT} VALUES {values} ON CONFLICT (trial_id, split, step) DO NOTHING"
+                );
+                let mut q = sqlx::query(&sql);
+                for r in chunk {
+                    q = q
+                        .bind(trial_id)
+                        .bind(r.step)
+                        .bind(r.epoch)
+                        .bind(&r.split)
+                        .bind(r.loss)
+                        .bind(r.ppl)
+                        .bind(r.tokens_seen)
+                        .bind(r.lr)
+                        .bind(r.tokens_per_s)
+                        .bind(&now);
+                }
+                inserted += q.execute(&mut *tx).await?.rows_affected();
             }
             tx.commit().await?;
             Ok(inserted)
         })
     }
 }
+
+/// Rows per metrics `INSERT` (10 parameters each; SQLite allows 32,766 per statement).
+const METRIC_ROWS_PER_INSERT: usize = 200;
 
 #[cfg(test)]
 mod tests {
@@ -157,9 +175,14 @@ mod tests {
     }
 
     #[test]
-    fn url_forms() {
-        assert_eq!(db_path("sqlite://a/b.db"), "a/b.db");
-        assert_eq!(db_path("sqlite:a.db?mode=rwc"), "a.db");
-        assert_eq!(db_path("results/sweep.db"), "results/sweep.db");
+    fn open_existing_never_creates() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/none.db");
+        let url = format!("sqlite://{}", path.display());
+        assert!(open_existing(&url).unwrap().is_none());
+        assert!(!path.exists() && !path.parent().unwrap().exists());
+        open(&url).unwrap();
+        assert!(open_existing(&url).unwrap().is_some());
+        assert!(open_existing(path.to_str().unwrap()).unwrap().is_some());
     }
 }

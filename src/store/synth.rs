@@ -1,18 +1,18 @@
-//! Builds synthetic ledgers (deterministic fixtures for tests, large ones for the benchmark).
+//! Synthetic ledgers written through the [`Store`] API: deterministic fixtures for tests, large
+//! ones for `sweep bench-report`.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde_json::{json, Value};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
-use sqlx::SqlitePool;
 use std::path::Path;
-use std::str::FromStr;
+
+use super::{NewMetric, NewSample, NewSweep, NewTrial, Outcome, Store, TrialResults, TrialState};
 
 /// One synthetic trial of a sweep.
 #[derive(Debug, Clone, Default)]
 pub struct SynthTrial {
     pub label: Value,
     pub config: Value,
-    pub state: String,
+    pub state: TrialState,
     pub is_baseline: bool,
     /// train_loss, valid_loss, test_loss, train_ppl, valid_ppl, test_ppl
     pub finals: Option<[f64; 6]>,
@@ -38,114 +38,112 @@ pub struct SynthSweep {
     pub spec: Value,
 }
 
-/// Creates (or opens) a SQLite ledger at `path` with the store's migrations applied.
-pub async fn create_ledger(path: &Path) -> Result<SqlitePool> {
-    let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal);
-    let pool = SqlitePoolOptions::new()
-        .max_connections(1)
-        .connect_with(opts)
-        .await
-        .with_context(|| format!("creating {}", path.display()))?;
-    sqlx::migrate!("migrations/sqlite").run(&pool).await?;
-    Ok(pool)
+/// Creates (or opens) the SQLite ledger at `path`.
+pub fn create_ledger(path: &Path) -> Result<Box<dyn Store>> {
+    super::open(&format!("sqlite://{}", path.display()))
 }
 
-const TS: &str = "2026-01-02T03:04:05.000Z";
+impl SynthTrial {
+    /// How the trial's one attempt ended (`None`: it is pending or still running).
+    fn outcome(&self) -> Option<Outcome> {
+        let error = self.error.clone().unwrap_or_default();
+        Some(match self.state {
+            TrialState::Pending | TrialState::Running => return None,
+            TrialState::Completed => {
+                let f = |i: usize| self.finals.map(|f| f[i]);
+                Outcome::Completed {
+                    results: TrialResults {
+                        wall_seconds: self.wall_seconds,
+                        train_seconds: self.wall_seconds,
+                        tokens_per_s: self.tokens_per_s,
+                        peak_rss_bytes: self.peak_rss_bytes,
+                        train_loss: f(0),
+                        valid_loss: f(1),
+                        test_loss: f(2),
+                        train_ppl: f(3),
+                        valid_ppl: f(4),
+                        test_ppl: f(5),
+                        valid_loss_fixed: None,
+                    },
+                    artifact_dir: None,
+                }
+            }
+            TrialState::Failed => Outcome::Failed {
+                error,
+                exit_status: None,
+            },
+            TrialState::Diverged => Outcome::Diverged { error },
+            TrialState::Interrupted => Outcome::Interrupted {
+                error: self.error.clone(),
+            },
+        })
+    }
+}
 
-/// Inserts a sweep and its trials (hashes derived from the sweep name and position).
-pub async fn insert_sweep(
-    pool: &SqlitePool,
-    sweep: &SynthSweep,
-    trials: &[SynthTrial],
-) -> Result<i64> {
-    let mut tx = pool.begin().await?;
-    let sweep_id: i64 = sqlx::query_scalar(
-        "INSERT INTO sweeps (name, title, description, file, profile, kind, spec_json, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, 'ablation', $6, $7, $7) RETURNING id",
-    )
-    .bind(&sweep.name)
-    .bind(&sweep.title)
-    .bind(&sweep.description)
-    .bind(format!("experiments/{}.toml", sweep.name))
-    .bind(&sweep.profile)
-    .bind(sweep.spec.to_string())
-    .bind(TS)
-    .fetch_one(&mut *tx)
-    .await?;
-    for (pos, t) in trials.iter().enumerate() {
-        let f = t.finals;
-        let g = |i: usize| f.map(|f| f[i]);
-        let trial_id: i64 = sqlx::query_scalar(
-            "INSERT INTO trials (hash, config_json, state, attempts, error, device, worker, created_at, \
-             started_at, finished_at, wall_seconds, train_seconds, tokens_per_s, peak_rss_bytes, \
-             train_loss, valid_loss, test_loss, train_ppl, valid_ppl, test_ppl, env_json) \
-             VALUES ($1, $2, $3, 1, $4, $5, 'w1', $6, $6, $6, $7, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
-             RETURNING id",
-        )
-        .bind(format!("{}-{pos:04}", sweep.name))
-        .bind(t.config.to_string())
-        .bind(&t.state)
-        .bind(&t.error)
-        .bind(&t.device)
-        .bind(TS)
-        .bind(t.wall_seconds)
-        .bind(t.tokens_per_s)
-        .bind(t.peak_rss_bytes)
-        .bind(g(0))
-        .bind(g(1))
-        .bind(g(2))
-        .bind(g(3))
-        .bind(g(4))
-        .bind(g(5))
-        .bind(t.env.as_ref().map(Value::to_string))
-        .fetch_one(&mut *tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO sweep_trials (sweep_id, trial_id, position, label_json, is_baseline) VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(sweep_id)
-        .bind(trial_id)
-        .bind(pos as i64)
-        .bind(t.label.to_string())
-        .bind(t.is_baseline as i64)
-        .execute(&mut *tx)
-        .await?;
-        for (step, split, loss) in &t.metrics {
-            sqlx::query(
-                "INSERT INTO metrics (trial_id, step, epoch, split, loss, ppl, tokens_seen, lr, tokens_per_s, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, 5e-5, 1000.0, $8)",
-            )
-            .bind(trial_id)
-            .bind(step)
-            .bind(*step as f64 / 100.0)
-            .bind(split)
-            .bind(loss)
-            .bind(loss.exp())
-            .bind(step * 512)
-            .bind(TS)
-            .execute(&mut *tx)
-            .await?;
+/// Records a sweep and its trials (hashes derived from the sweep name and position), then plays
+/// each trial's attempt through the store: claim by worker `w1`, environment, outcome, metrics
+/// (lr 5e-5, 1000 tokens/s, 512 tokens a step) and samples. Returns the sweep id.
+pub fn insert_sweep(store: &dyn Store, sweep: &SynthSweep, trials: &[SynthTrial]) -> Result<i64> {
+    let new_trials: Vec<NewTrial> = trials
+        .iter()
+        .enumerate()
+        .map(|(pos, t)| NewTrial {
+            hash: format!("{}-{pos:04}", sweep.name),
+            config: t.config.clone(),
+            label: t.label.clone(),
+            is_baseline: t.is_baseline,
+        })
+        .collect();
+    let recorded = store.record_sweep(
+        &NewSweep {
+            name: sweep.name.clone(),
+            title: Some(sweep.title.clone()),
+            description: Some(sweep.description.clone()),
+            file: Some(format!("experiments/{}.toml", sweep.name)),
+            profile: Some(sweep.profile.clone()),
+            kind: "ablation".into(),
+            spec: sweep.spec.clone(),
+        },
+        &new_trials,
+    )?;
+    for (t, &id) in trials.iter().zip(&recorded.trial_ids) {
+        if t.state != TrialState::Pending {
+            store.claim_trial(id, "w1", t.device.as_deref().unwrap_or("cpu"))?;
+            if let Some(env) = &t.env {
+                store.set_env(id, env)?;
+            }
+            if let Some(outcome) = t.outcome() {
+                store.finish_trial(id, "w1", &outcome)?;
+            }
         }
+        let metrics: Vec<NewMetric> = t
+            .metrics
+            .iter()
+            .map(|(step, split, loss)| NewMetric {
+                step: *step,
+                epoch: *step as f64 / 100.0,
+                split: split.clone(),
+                loss: *loss,
+                ppl: loss.exp(),
+                tokens_seen: step * 512,
+                lr: 5e-5,
+                tokens_per_s: 1000.0,
+            })
+            .collect();
+        store.insert_metrics(id, &metrics)?;
         for (i, (title, reference, text)) in t.samples.iter().enumerate() {
-            sqlx::query(
-                "INSERT INTO samples (trial_id, title, reference, text, params_json, seed, uses_acronym, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, 0, $7)",
-            )
-            .bind(trial_id)
-            .bind(title)
-            .bind(reference)
-            .bind(text)
-            .bind(json!({"top_k": 50, "max_new_tokens": 200}).to_string())
-            .bind(i as i64)
-            .bind(TS)
-            .execute(&mut *tx)
-            .await?;
+            store.insert_sample(&NewSample {
+                trial_id: id,
+                title: title.clone(),
+                reference: Some(reference.clone()),
+                text: text.clone(),
+                params: json!({"top_k": 50, "max_new_tokens": 200}),
+                seed: Some(i as i64),
+                uses_acronym: Some(false),
+            })?;
         }
     }
-    tx.commit().await?;
-    Ok(sweep_id)
+    Ok(recorded.sweep_id)
 }
 
 /// The paper's Table 4 (block size), as `[[reference]]` rows.
@@ -211,9 +209,9 @@ pub fn block_size_fixture(hostile: &str) -> (SynthSweep, Vec<SynthTrial>) {
             label,
             config: tiny_config(*bs, *seed),
             state: if failed {
-                "failed".into()
+                TrialState::Failed
             } else {
-                "completed".into()
+                TrialState::Completed
             },
             is_baseline: *bs == 512,
             finals: (!failed).then(|| {
@@ -247,14 +245,11 @@ pub fn block_size_fixture(hostile: &str) -> (SynthSweep, Vec<SynthTrial>) {
     (sweep, trials)
 }
 
-/// Fills `path` with a sweep `bench` of `trials` trials over a power-of-two axis with
-/// `metrics_per_trial` train/valid rows each (generated inside SQLite, so it is fast).
-pub async fn bench_ledger(
-    path: &Path,
-    trials: usize,
-    metrics_per_trial: usize,
-) -> Result<SqlitePool> {
-    let pool = create_ledger(path).await?;
+/// Fills the ledger at `path` with a sweep `bench` of `trials` completed trials over a
+/// power-of-two axis with `metrics_per_trial` metric rows each: one train row a step plus a valid
+/// row every 10th step.
+pub fn bench_ledger(path: &Path, trials: usize, metrics_per_trial: usize) -> Result<()> {
+    let store = create_ledger(path)?;
     let (mut sweep, _) = block_size_fixture("");
     sweep.name = "bench".into();
     sweep.title = format!("Benchmark: {trials} trials x {metrics_per_trial} metric rows");
@@ -265,7 +260,7 @@ pub async fn bench_ledger(
             SynthTrial {
                 label: json!({"block_size": bs, "seed": i / 5}),
                 config: tiny_config(bs, (i / 5) as i64),
-                state: "completed".into(),
+                state: TrialState::Completed,
                 is_baseline: bs == 512,
                 finals: Some([
                     v - 0.2,
@@ -283,33 +278,45 @@ pub async fn bench_ledger(
             }
         })
         .collect();
-    let sweep_id = insert_sweep(&pool, &sweep, &fixture).await?;
-    // One train row per step plus a valid row every 10th step, `metrics_per_trial` rows in all.
+    let sweep_id = insert_sweep(store.as_ref(), &sweep, &fixture)?;
     let n_valid = metrics_per_trial / 11;
     let n_train = metrics_per_trial - n_valid;
-    sqlx::query(
-        "WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < $1) \
-         INSERT INTO metrics (trial_id, step, epoch, split, loss, ppl, tokens_seen, lr, tokens_per_s, created_at) \
-         SELECT st.trial_id, s.i, s.i / 100.0, 'train', 4.0 + 3.0 / s.i, 55.0 + 20.0 / s.i, s.i * 4096, 5e-5, 2000.0, $2 \
-         FROM sweep_trials st, s WHERE st.sweep_id = $3",
-    )
-    .bind(n_train as i64)
-    .bind(TS)
-    .bind(sweep_id)
-    .execute(&pool)
-    .await?;
-    if n_valid > 0 {
-        sqlx::query(
-            "WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < $1) \
-             INSERT INTO metrics (trial_id, step, epoch, split, loss, ppl, tokens_seen, lr, tokens_per_s, created_at) \
-             SELECT st.trial_id, s.i * 10, s.i / 10.0, 'valid', 4.2 + 2.0 / s.i, 67.0 + 15.0 / s.i, s.i * 40960, 5e-5, 0.0, $2 \
-             FROM sweep_trials st, s WHERE st.sweep_id = $3",
+    let row = |step: i64, epoch: f64, split: &str, loss: f64, ppl: f64, tps: f64| NewMetric {
+        step,
+        epoch,
+        split: split.into(),
+        loss,
+        ppl,
+        tokens_seen: step * 4096,
+        lr: 5e-5,
+        tokens_per_s: tps,
+    };
+    let mut rows: Vec<NewMetric> = (1..=n_train as i64)
+        .map(|i| {
+            let x = i as f64;
+            row(
+                i,
+                x / 100.0,
+                "train",
+                4.0 + 3.0 / x,
+                55.0 + 20.0 / x,
+                2000.0,
+            )
+        })
+        .collect();
+    rows.extend((1..=n_valid as i64).map(|i| {
+        let x = i as f64;
+        row(
+            10 * i,
+            x / 10.0,
+            "valid",
+            4.2 + 2.0 / x,
+            67.0 + 15.0 / x,
+            0.0,
         )
-        .bind(n_valid as i64)
-        .bind(TS)
-        .bind(sweep_id)
-        .execute(&pool)
-        .await?;
+    }));
+    for t in store.sweep_trials(sweep_id)? {
+        store.insert_metrics(t.trial.id, &rows)?;
     }
-    Ok(pool)
+    Ok(())
 }

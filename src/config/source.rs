@@ -1,0 +1,171 @@
+//! Where a sweep-file value came from and how it reads: TOML spans turned into `file:line:column`,
+//! values as JSON, and where relative paths resolve.
+
+use crate::error::UsageError;
+use serde_json::Value as Json;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use toml::de::{DeTable, DeValue};
+use toml::Spanned;
+
+pub(super) type SpannedKey<'i> = Spanned<std::borrow::Cow<'i, str>>;
+
+pub(super) fn usage(msg: String) -> anyhow::Error {
+    anyhow::Error::new(UsageError(msg))
+}
+
+/// Where a value came from: the text it was parsed from, to turn byte spans into locations.
+pub(super) struct Source<'a> {
+    /// A file path, or the full `--set key=value` flag.
+    pub(super) name: String,
+    pub(super) text: &'a str,
+    pub(super) is_flag: bool,
+}
+
+impl Source<'_> {
+    pub(super) fn loc(&self, span: &Range<usize>) -> String {
+        if self.is_flag {
+            return self.name.clone();
+        }
+        let start = span.start.min(self.text.len());
+        let before = &self.text[..start];
+        let line = before.matches('\n').count() + 1;
+        let col = before
+            .rsplit('\n')
+            .next()
+            .map(|s| s.chars().count())
+            .unwrap_or(0)
+            + 1;
+        format!("{}:{line}:{col}", self.name)
+    }
+
+    pub(super) fn err(
+        &self,
+        span: &Range<usize>,
+        key: &str,
+        msg: &str,
+        fix: &str,
+    ) -> anyhow::Error {
+        usage(format!("{}: {key}: {msg}; fix: {fix}", self.loc(span)))
+    }
+}
+
+pub(super) fn type_name(v: &DeValue) -> &'static str {
+    match v {
+        DeValue::String(_) => "a string",
+        DeValue::Integer(_) => "an integer",
+        DeValue::Float(_) => "a float",
+        DeValue::Boolean(_) => "a boolean",
+        DeValue::Datetime(_) => "a datetime",
+        DeValue::Array(_) => "an array",
+        DeValue::Table(_) => "a table",
+    }
+}
+
+pub(super) fn as_i64(v: &DeValue) -> Option<i64> {
+    match v {
+        DeValue::Integer(i) => i64::from_str_radix(i.as_str(), i.radix()).ok(),
+        _ => None,
+    }
+}
+
+pub(super) fn as_f64(v: &DeValue) -> Option<f64> {
+    match v {
+        DeValue::Integer(_) => as_i64(v).map(|i| i as f64),
+        DeValue::Float(f) => f.as_str().parse::<f64>().ok(),
+        _ => None,
+    }
+}
+
+/// Entries of a table in the order they were written (the map may be sorted by key).
+pub(super) fn entries<'t, 'i>(
+    t: &'t DeTable<'i>,
+) -> Vec<(
+    &'t Spanned<std::borrow::Cow<'i, str>>,
+    &'t Spanned<DeValue<'i>>,
+)> {
+    let mut e: Vec<_> = t.iter().collect();
+    e.sort_by_key(|(k, _)| k.span().start);
+    e
+}
+
+/// Where relative paths resolve: the sweep file's own directory, then the working directory (as
+/// Cargo and Hydra do); `--set` values against the working directory only.
+pub(super) struct PathBase<'a> {
+    pub(super) dirs: &'a [PathBuf],
+    /// Path keys that a `--set` replaces: the file's value is never read, so a missing file
+    /// there is no error (e.g. `--set data.sources=[...]` on a machine without the default data).
+    pub(super) replaced: &'a [String],
+}
+
+impl PathBase<'_> {
+    /// The first of `dirs/p` that passes `exists` (`p` itself when absolute); else the first
+    /// candidate, for the message.
+    pub(super) fn resolve(&self, p: &Path, exists: impl Fn(&Path) -> bool) -> (PathBuf, bool) {
+        if p.is_absolute() {
+            return (p.to_path_buf(), exists(p));
+        }
+        let candidates: Vec<PathBuf> = self.dirs.iter().map(|d| d.join(p)).collect();
+        match candidates.iter().find(|c| exists(c)) {
+            Some(c) => (c.clone(), true),
+            None => (candidates[0].clone(), false),
+        }
+    }
+
+    /// Where a relative path was looked for, for messages.
+    pub(super) fn tried(&self, p: &Path) -> String {
+        let dirs: Vec<String> = self
+            .dirs
+            .iter()
+            .map(|d| d.join(p).display().to_string())
+            .collect();
+        dirs.join(" or ")
+    }
+}
+
+pub(super) fn get_str(
+    src: &Source,
+    t: &DeTable,
+    key: &str,
+    section: &str,
+) -> anyhow::Result<Option<String>> {
+    match t.get(key) {
+        None => Ok(None),
+        Some(v) => match v.get_ref().as_str() {
+            Some(s) => Ok(Some(s.to_string())),
+            None => Err(src.err(
+                &v.span(),
+                &format!("{section}.{key}"),
+                &format!("expected a string, found {}", type_name(v.get_ref())),
+                &format!("write `{key} = \"...\"`"),
+            )),
+        },
+    }
+}
+
+/// Parse `--set key=value`: the value is TOML (`1e-4`, `[1, 2]`, `"x"`) or else a bare string.
+pub(super) fn parse_set(flag: &str) -> anyhow::Result<(String, String)> {
+    let Some((k, v)) = flag.split_once('=') else {
+        return Err(usage(format!(
+            "--set {flag}: expected key=value; fix: write e.g. `--set learning_rate=1e-4`"
+        )));
+    };
+    Ok((k.trim().to_string(), v.trim().to_string()))
+}
+
+pub(super) fn de_to_json(v: &DeValue) -> Json {
+    match v {
+        DeValue::String(s) => Json::String(s.to_string()),
+        DeValue::Integer(_) => as_i64(v).map(Json::from).unwrap_or(Json::Null),
+        DeValue::Float(_) => as_f64(v).map(Json::from).unwrap_or(Json::Null),
+        DeValue::Boolean(b) => Json::Bool(*b),
+        DeValue::Datetime(d) => Json::String(d.to_string()),
+        DeValue::Array(a) => Json::Array(a.iter().map(|i| de_to_json(i.get_ref())).collect()),
+        DeValue::Table(t) => Json::Object(
+            entries(t)
+                .into_iter()
+                .map(|(k, v)| (k.get_ref().to_string(), de_to_json(v.get_ref())))
+                .collect(),
+        ),
+    }
+}

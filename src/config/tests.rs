@@ -1,0 +1,252 @@
+//! Sweep-file parsing and validation, message by message.
+use super::*;
+use crate::error::UsageError;
+
+/// A project root with `data/x.tsv` and the sweep file at `exp/s.toml`, which names the
+/// data relative to itself (`../data/x.tsv`).
+fn setup(body: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("data")).unwrap();
+    std::fs::create_dir_all(dir.path().join("exp")).unwrap();
+    std::fs::write(dir.path().join("data/x.tsv"), "x").unwrap();
+    let path = dir.path().join("exp/s.toml");
+    std::fs::write(&path, body).unwrap();
+    (dir, path)
+}
+
+const BASE: &str = r#"[sweep]
+name = "t"
+kind = "ablation"
+[base]
+model = "gpt2-tiny"
+data = { sources = ["../data/x.tsv"], categories = ["cs.CL"] }
+block_size = 128
+batch_size = 8
+grad_accum = 1
+learning_rate = 5e-5
+weight_decay = 0.0
+epochs = 5
+"#;
+
+fn err(body: &str, sets: &[&str]) -> String {
+    let (_d, p) = setup(body);
+    let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+    let e = load(&p, None, &sets).unwrap_err();
+    assert!(
+        e.downcast_ref::<UsageError>().is_some(),
+        "usage error: {e:#}"
+    );
+    format!("{e:#}")
+}
+
+#[test]
+fn ablation_expands_one_axis_at_a_time_with_shared_baseline() {
+    let body = format!(
+        "{BASE}[grid]\nblock_size = [128, 64, 32]\ngrad_accum = [1, 2]\n\
+             [[reference]]\nblock_size = 128\nvalid_ppl = 21.9143\nlabel = \"82M*\"\n"
+    );
+    let (dir, p) = setup(&body);
+    let s = load(&p, None, &[]).unwrap();
+    assert_eq!(s.kind, Kind::Ablation);
+    // baseline, 64, 32, grad_accum 2 (block 128 and grad_accum 1 are the baseline).
+    let labels: Vec<String> = s
+        .trials
+        .iter()
+        .map(|t| Json::Object(t.label.clone()).to_string())
+        .collect();
+    assert_eq!(
+        labels,
+        [
+            r#"{"block_size":128,"grad_accum":1}"#,
+            r#"{"block_size":64}"#,
+            r#"{"block_size":32}"#,
+            r#"{"grad_accum":2}"#
+        ]
+    );
+    assert!(s.trials[0].is_baseline && !s.trials[1].is_baseline);
+    assert_eq!(s.trials[2].config.block_size, 32);
+    assert_eq!(s.trials[2].config.grad_accum, 1);
+    let src = std::path::absolute(dir.path().join("data/x.tsv")).unwrap();
+    assert_eq!(
+        s.trials[0].config.data.sources,
+        vec![src.display().to_string()]
+    );
+    assert_eq!(s.references[0]["valid_ppl"], Json::from(21.9143));
+    assert_eq!(s.spec_json()["axes"][0]["name"], "block_size");
+}
+
+#[test]
+fn profile_axis_maps_paper_references_by_position() {
+    let body = format!(
+        "{BASE}[grid]\nblock_size = [128, 64]\n[profile.quick]\nepochs = 1\n\
+             [profile.quick.grid]\nblock_size = [32, 16]\n\
+             [[reference]]\nblock_size = 128\nvalid_ppl = 21.9\n\
+             [[reference]]\nblock_size = 64\nvalid_ppl = 27.5\n"
+    );
+    let (_d, p) = setup(&body);
+    let full = load(&p, None, &[]).unwrap();
+    assert_eq!(full.references[0]["block_size"], Json::from(128));
+    assert!(full.references[0].get("paper_block_size").is_none());
+    let quick = load(&p, Some("quick"), &[]).unwrap();
+    let got: Vec<(Json, Json)> = quick
+        .references
+        .iter()
+        .map(|r| (r["block_size"].clone(), r["paper_block_size"].clone()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (Json::from(32), Json::from(128)),
+            (Json::from(16), Json::from(64))
+        ]
+    );
+}
+
+#[test]
+fn grid_paired_axis_profile_and_set() {
+    let body = BASE.replace("kind = \"ablation\"", "kind = \"grid\"")
+            + "[grid]\nmodel_lr = [{ model = \"gpt2-tiny\", learning_rate = 1e-3 }, { model = \"gpt2-mini\", learning_rate = 5e-4 }]\nseed = [1, 2]\n\
+               [profile.quick]\nepochs = 1\nmax_steps = 10\n[profile.quick.grid]\nseed = [7]\n";
+    let (_d, p) = setup(&body);
+    let s = load(&p, None, &[]).unwrap();
+    assert_eq!(s.trials.len(), 4);
+    assert_eq!(s.trials[3].config.model.to_string(), "gpt2-mini");
+    assert_eq!(s.trials[3].config.learning_rate, 5e-4);
+    assert_eq!(s.trials[3].config.seed, 2);
+    let q = load(
+        &p,
+        Some("quick"),
+        &["batch_size=2".into(), "tokenizer=bpe-512".into()],
+    )
+    .unwrap();
+    assert_eq!(q.trials.len(), 2);
+    assert!(q.trials.iter().all(|t| t.config.seed == 7
+        && t.config.epochs == 1
+        && t.config.max_steps == Some(10)
+        && t.config.batch_size == 2
+        && t.config.tokenizer.to_string() == "bpe-512"));
+    let g = load(&p, None, &["grid.seed=[3,4,5]".into()]).unwrap();
+    assert_eq!(g.trials.len(), 6);
+    let e = format!("{:#}", load(&p, Some("full"), &[]).unwrap_err());
+    assert!(e.contains("--profile full") && e.contains("quick"), "{e}");
+}
+
+#[test]
+fn errors_name_location_key_and_fix() {
+    let e = err(&BASE.replace("epochs = 5", "epochs = 5\nepoch = 3"), &[]);
+    assert!(
+        e.contains("s.toml:13:1: epoch: unknown key; fix: use one of:"),
+        "{e}"
+    );
+    let e = err(&BASE.replace("batch_size = 8", "batch_size = \"8\""), &[]);
+    assert!(
+        e.contains("s.toml:8:14: batch_size: expected an integer, found a string; fix:"),
+        "{e}"
+    );
+    let e = err(
+        &BASE.replace("learning_rate = 5e-5", "learning_rate = -1.0"),
+        &[],
+    );
+    assert!(e.contains(":10:17: learning_rate: must be positive"), "{e}");
+    let e = err(&BASE.replace("epochs = 5", "epochs = 0"), &[]);
+    assert!(e.contains(":12:10: epochs: must be positive"), "{e}");
+    let e = err(&format!("{BASE}[grid]\nblock_size = []\n"), &[]);
+    assert!(
+        e.contains(":14:14: grid.block_size: empty axis; fix:"),
+        "{e}"
+    );
+    let e = err(&format!("{BASE}[grid]\nblock_size = [64, 32, 64]\n"), &[]);
+    assert!(
+        e.contains(":14:23: grid.block_size: duplicate axis value"),
+        "{e}"
+    );
+    // gpt2-tiny has a 256-token context.
+    let e = err(&format!("{BASE}[grid]\nblock_size = [64, 512]\n"), &[]);
+    assert!(
+        e.contains(":14:19: block_size: 512 is above the context length 256"),
+        "{e}"
+    );
+    let e = err(BASE, &["block_size=1024"]);
+    assert!(
+        e.contains("--set block_size=1024: block_size: 1024 is above"),
+        "{e}"
+    );
+    let e = err(BASE, &["nope=1"]);
+    assert!(e.contains("--set nope=1: nope: unknown key"), "{e}");
+    let e = err(&BASE.replace("../data/x.tsv", "../data/missing.tsv"), &[]);
+    assert!(e.contains(":6:21: data.sources: no such file"), "{e}");
+    let e = err(BASE, &["precision=fp8"]);
+    assert!(
+        e.contains("--set precision=fp8: precision: unknown precision `fp8`"),
+        "{e}"
+    );
+    let (_d, p) = setup(BASE);
+    let alias = load(&p, None, &["precision=fp16".to_string()]).unwrap();
+    let canonical = load(&p, None, &["precision=f16".to_string()]).unwrap();
+    assert_eq!(
+        alias.trials[0].config.precision,
+        Some(crate::trial::Precision::F16)
+    );
+    assert_eq!(alias.trials[0].config, canonical.trials[0].config);
+    // A --set that replaces the missing path makes it irrelevant; a missing --set path is not.
+    let (d, p) = setup(&BASE.replace("../data/x.tsv", "../data/missing.tsv"));
+    let x = d.path().join("data/x.tsv").display().to_string();
+    let sweep = load(&p, None, &[format!("data.sources=[{x:?}]")]).unwrap();
+    assert_eq!(sweep.trials[0].config.data.sources, vec![x]);
+    let e = err(
+        &BASE.replace("../data/x.tsv", "../data/missing.tsv"),
+        &["data.sources=[\"/nope.tsv\"]"],
+    );
+    assert!(
+        e.contains("--set data.sources=[\"/nope.tsv\"]: data.sources: no such file: /nope.tsv"),
+        "{e}"
+    );
+    let e = err(&BASE.replace("epochs = 5\n", ""), &[]);
+    assert!(
+        e.contains("epochs: missing required key; fix: add `epochs = 5` to [base]"),
+        "{e}"
+    );
+    let e = err(&BASE.replace("[base]", "[base\n"), &[]);
+    assert!(
+        e.contains("s.toml:4:") && e.contains("TOML syntax error"),
+        "{e}"
+    );
+    let e = err(&format!("{BASE}[grid]\nfoo = [1, 2]\n"), &[]);
+    assert!(
+        e.contains(":14:8: grid.foo: `foo` is not a config key"),
+        "{e}"
+    );
+    let e = err(&format!("{BASE}[[reference]]\nvalid_pll = 3.0\n"), &[]);
+    assert!(e.contains(":14:1: reference.valid_pll: unknown key"), "{e}");
+    let e = err(
+        &BASE.replace("model = \"gpt2-tiny\"", "model = \"gpt5\""),
+        &[],
+    );
+    assert!(e.contains(":5:9: model: unknown model `gpt5`"), "{e}");
+}
+
+/// Relative paths resolve against the sweep file's own directory, else the working
+/// directory: a copy of a sweep file in a scratch folder finds data beside it.
+#[test]
+fn relative_paths_resolve_against_the_file_then_the_working_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let scratch = dir.path().join("scratch");
+    std::fs::create_dir_all(scratch.join("data")).unwrap();
+    std::fs::write(scratch.join("data/y.tsv"), "y").unwrap();
+    let file = scratch.join("mine.toml");
+    std::fs::write(&file, BASE.replace("../data/x.tsv", "data/y.tsv")).unwrap();
+    let s = load(&file, None, &[]).unwrap();
+    let want = std::path::absolute(scratch.join("data/y.tsv")).unwrap();
+    assert_eq!(
+        s.trials[0].config.data.sources,
+        vec![want.display().to_string()]
+    );
+    // Not beside the file: the working directory (this crate's root in tests) is tried next,
+    // and the message names both places.
+    std::fs::write(&file, BASE.replace("../data/x.tsv", "Cargo.toml")).unwrap();
+    let s = load(&file, None, &[]).unwrap();
+    assert!(s.trials[0].config.data.sources[0].ends_with("Cargo.toml"));
+    std::fs::write(&file, BASE.replace("../data/x.tsv", "nope.tsv")).unwrap();
+    let e = format!("{:#}", load(&file, None, &[]).unwrap_err());
+    assert!(e.contains("mine.toml:6:") && e.contains(" or "), "{e}");
+}

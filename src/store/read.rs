@@ -1,0 +1,144 @@
+//! Reading the ledger without ever writing it: the read-only open (typed [`Reader`] for reports,
+//! `sweep results` and `sweep export`; raw SQL for `sweep query`) and the records of one sweep.
+
+use anyhow::{Context, Result};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Executor};
+
+use super::url::LedgerUrl;
+use super::{postgres, sqlite, MetricRecord, Reader, SampleRecord, SweepRecord, SweepTrial};
+use crate::error::UsageError;
+
+/// The ledger at `url`, opened read-only: SQLite with `mode=ro` (a missing file is a usage error
+/// naming the path, and is not created), PostgreSQL in read-only transactions. No migration runs.
+pub fn open_read_only(url: &str) -> Result<Box<dyn Reader>> {
+    match LedgerUrl::parse(url) {
+        LedgerUrl::Postgres(_) => Ok(Box::new(postgres::PostgresStore::open_read_only(url)?)),
+        LedgerUrl::Sqlite(_) => Ok(Box::new(sqlite::SqliteStore::open_read_only(url)?)),
+    }
+}
+
+/// The SQLite file behind `url`, which must exist (read-only opens never create one).
+pub(super) fn existing_sqlite_file(url: &str) -> Result<&str> {
+    let path = LedgerUrl::parse(url)
+        .sqlite_file()
+        .and_then(|p| p.to_str())
+        .ok_or_else(|| {
+            UsageError(format!(
+                "--db {url}: the ledger needs a file; fix: pass a path such as results/sweep.db"
+            ))
+        })?;
+    if !std::path::Path::new(path).exists() {
+        return Err(UsageError(format!(
+            "no ledger database at `{path}` (from --db/SWEEP_DB `{url}`); run `sweep run` first or pass --db URL"
+        ))
+        .into());
+    }
+    Ok(path)
+}
+
+/// A read-only connection for arbitrary SQL (`sweep query`): rows come back untyped.
+pub struct ReadOnlySql {
+    rt: tokio::runtime::Runtime,
+    pool: AnyPool,
+}
+
+impl ReadOnlySql {
+    /// Opens the ledger at `url` read-only (see [`open_read_only`]).
+    pub fn open(url: &str) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let rt = super::sql::runtime()?;
+        let (any_url, is_pg) = match LedgerUrl::parse(url) {
+            LedgerUrl::Postgres(u) => (u.to_string(), true),
+            LedgerUrl::Sqlite(_) => (
+                format!("sqlite://{}?mode=ro", existing_sqlite_file(url)?),
+                false,
+            ),
+        };
+        let pool = rt
+            .block_on(
+                AnyPoolOptions::new()
+                    .max_connections(2)
+                    .after_connect(move |conn, _| {
+                        Box::pin(async move {
+                            if is_pg {
+                                conn.execute(postgres::READ_ONLY_SESSION).await?;
+                            }
+                            Ok(())
+                        })
+                    })
+                    .connect(&any_url),
+            )
+            .with_context(|| format!("opening the ledger `{}` read-only", super::redact(url)))?;
+        Ok(Self { rt, pool })
+    }
+
+    /// Runs one statement and collects every row.
+    pub fn fetch_all(&self, sql: &str) -> sqlx::Result<Vec<AnyRow>> {
+        self.rt.block_on(sqlx::query(sql).fetch_all(&self.pool))
+    }
+
+    /// The column names of `sql` without running it (empty when the driver cannot tell).
+    pub fn columns(&self, sql: &str) -> Vec<String> {
+        use sqlx::Column;
+        match self.rt.block_on((&self.pool).describe(sql)) {
+            Ok(d) => d.columns().iter().map(|c| c.name().to_string()).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+}
+
+impl Drop for ReadOnlySql {
+    fn drop(&mut self) {
+        self.rt.block_on(self.pool.close());
+    }
+}
+
+/// Everything a report of one sweep is computed from.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SweepRecords {
+    pub sweep: SweepRecord,
+    /// In `position` order.
+    pub trials: Vec<SweepTrial>,
+    /// Ordered by trial, split, step.
+    pub metrics: Vec<MetricRecord>,
+    /// Ordered by trial, then sample id.
+    pub samples: Vec<SampleRecord>,
+}
+
+/// The sweep called `name`, or a usage error listing the known sweep names.
+pub fn sweep_named(r: &dyn Reader, name: &str) -> Result<SweepRecord> {
+    if let Some(s) = r
+        .sweep_by_name(name)
+        .with_context(|| format!("reading sweep `{name}`"))?
+    {
+        return Ok(s);
+    }
+    let known: Vec<String> = r.sweeps()?.into_iter().map(|s| s.name).collect();
+    let list = if known.is_empty() {
+        "the ledger has no sweeps yet".to_string()
+    } else {
+        format!("known sweeps: {}", known.join(", "))
+    };
+    Err(UsageError(format!("unknown sweep `{name}`; {list}")).into())
+}
+
+/// All records of the sweep called `name` (a usage error listing the known ones if none is).
+pub fn load_sweep(r: &dyn Reader, name: &str) -> Result<SweepRecords> {
+    let sweep = sweep_named(r, name)?;
+    let trials = r
+        .sweep_trials(sweep.id)
+        .with_context(|| format!("reading the trials of sweep `{name}`"))?;
+    let metrics = r
+        .sweep_metrics(sweep.id)
+        .with_context(|| format!("reading the metrics of sweep `{name}`"))?;
+    let samples = r
+        .sweep_samples(sweep.id)
+        .with_context(|| format!("reading the samples of sweep `{name}`"))?;
+    Ok(SweepRecords {
+        sweep,
+        trials,
+        metrics,
+        samples,
+    })
+}

@@ -49,6 +49,16 @@ pub enum TchDevice {
     Cuda(usize),
 }
 
+impl TchDevice {
+    /// The CUDA device index, `None` for LibTorch's CPU.
+    pub fn cuda(self) -> Option<usize> {
+        match self {
+            TchDevice::Cpu => None,
+            TchDevice::Cuda(n) => Some(n),
+        }
+    }
+}
+
 impl DeviceSpec {
     /// Parses `cpu` or `cuda:N` (`cuda` alone means `cuda:0`), and the LibTorch backend's
     /// `tch:cpu` or `tch:cuda:N`. CUDA needs the `cuda` feature, LibTorch the `tch` one.
@@ -115,7 +125,7 @@ impl DeviceSpec {
                 Ok(())
             }
             #[cfg(feature = "tch")]
-            DeviceSpec::Tch(d) => crate::libtorch::preflight(*d, flag),
+            DeviceSpec::Tch(d) => crate::libtorch::preflight(d.cuda(), flag),
             // Without `tch`, parse() already refused every LibTorch device.
             #[cfg(not(feature = "tch"))]
             DeviceSpec::Tch(_) => Ok(()),
@@ -163,7 +173,7 @@ macro_rules! on_backend {
             #[cfg(feature = "tch")]
             $crate::backend::DeviceSpec::Tch(d) => {
                 type $B = $tch;
-                let $dev = $crate::libtorch::device(d)?;
+                let $dev = $crate::libtorch::device(d.cuda())?;
                 $body
             }
             #[allow(unreachable_patterns)]

@@ -819,7 +819,7 @@ mod flex {
 impl FusedOps for burn::backend::NdArray {}
 
 #[cfg(feature = "cuda")]
-impl FusedOps for crate::backend::Cuda {
+impl FusedOps for burn::backend::Cuda<f32, i32> {
     const ASYNC: bool = true;
 }
 

@@ -19,7 +19,6 @@ use burn::tensor::ops::{FloatTensor, IntTensor};
 use burn::tensor::FloatDType;
 use tch::{Kind, Tensor};
 
-use crate::backend::TchDevice;
 use crate::error::UsageError;
 use crate::fused::{generic, AdamWStep, FusedOp, FusedOps};
 
@@ -28,16 +27,16 @@ pub type Tch = LibTorch<f32>;
 /// The LibTorch backend with Burn's autodiff, for training.
 pub type TchTrain = Autodiff<Tch>;
 
-/// The Burn device for `d`, after [`preflight`].
-pub fn device(d: TchDevice) -> Result<LibTorchDevice> {
-    let flag = match d {
-        TchDevice::Cpu => "--device tch:cpu".to_string(),
-        TchDevice::Cuda(n) => format!("--device tch:cuda:{n}"),
+/// The Burn device of LibTorch's CPU (`cuda: None`) or CUDA device `n`, after [`preflight`].
+pub fn device(cuda: Option<usize>) -> Result<LibTorchDevice> {
+    let flag = match cuda {
+        None => "--device tch:cpu".to_string(),
+        Some(n) => format!("--device tch:cuda:{n}"),
     };
-    preflight(d, &flag)?;
-    Ok(match d {
-        TchDevice::Cpu => LibTorchDevice::Cpu,
-        TchDevice::Cuda(n) => LibTorchDevice::Cuda(n),
+    preflight(cuda, &flag)?;
+    Ok(match cuda {
+        None => LibTorchDevice::Cpu,
+        Some(n) => LibTorchDevice::Cuda(n),
     })
 }
 
@@ -48,8 +47,8 @@ pub fn device(d: TchDevice) -> Result<LibTorchDevice> {
 /// That libtorch itself loads is settled before `main`: the binary links it, so without torch's
 /// `lib/` on `LD_LIBRARY_PATH` the dynamic loader stops with "error while loading shared
 /// libraries: libtorch_cpu.so" (README, "The LibTorch backend").
-pub fn preflight(d: TchDevice, flag: &str) -> Result<()> {
-    let TchDevice::Cuda(n) = d else {
+pub fn preflight(cuda: Option<usize>, flag: &str) -> Result<()> {
+    let Some(n) = cuda else {
         return Ok(());
     };
     let count = usize::try_from(tch::Cuda::device_count()).unwrap_or(0);
@@ -303,7 +302,7 @@ mod tests {
     type AB = TchTrain;
 
     fn case(n: usize, spread: f32, seed: u64) -> Vec<f32> {
-        let mut rng = crate::model::SplitMix::new(seed);
+        let mut rng = crate::util::SplitMix::new(seed);
         (0..n)
             .map(|_| ((rng.next_u64() % 20_001) as f32 / 10_000.0 - 1.0) * spread)
             .collect()
@@ -552,8 +551,8 @@ mod tests {
 
     #[test]
     fn devices_parse_and_a_missing_gpu_is_a_usage_error() {
-        assert!(device(TchDevice::Cpu).is_ok());
-        let e = device(TchDevice::Cuda(99)).unwrap_err();
+        assert!(device(None).is_ok());
+        let e = device(Some(99)).unwrap_err();
         assert!(e.downcast_ref::<UsageError>().is_some());
         let msg = format!("{e:#}");
         assert!(msg.starts_with("--device tch:cuda:99: "), "{msg}");

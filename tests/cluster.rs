@@ -537,6 +537,24 @@ fn sweep_cancel_and_slurm_warning_signal_interrupt_then_requeue_finishes() {
         || trials_of(&*remote, "cx")[0].state == TrialState::Interrupted,
         diag,
     );
+    // A task whose trial checkpointed and stopped did not fail: Slurm lists it COMPLETED
+    // (it listed exit 130 as FAILED).
+    let task0 = format!("{job}_0");
+    let mut listed = String::new();
+    wait_for(
+        "task 0 to end",
+        Duration::from_secs(60),
+        || {
+            let o = std::process::Command::new("squeue")
+                .args(["-h", "-r", "--states=all", "-j", &task0, "-o", "%T"])
+                .output()
+                .unwrap();
+            listed = String::from_utf8_lossy(&o.stdout).trim().to_string();
+            !listed.is_empty() && !["PENDING", "RUNNING", "COMPLETING"].contains(&listed.as_str())
+        },
+        diag,
+    );
+    assert_eq!(listed, "COMPLETED", "{}", diag());
     // 2. `sweep cancel` while trial 2 trains: it is interrupted too, and nothing else runs.
     wait_for(
         "trial 2 to train",

@@ -210,4 +210,47 @@ fn report_renders_in_headless_chromium() {
         "screenshot too small: {}",
         png.len()
     );
+
+    // Printed, the collapsed <details> sections print open: the PDF holds the same text as the
+    // report with every section opened by hand (they printed collapsed before).
+    let html = std::fs::read_to_string(&out).unwrap();
+    assert!(
+        html.contains("<details>"),
+        "the report has collapsed sections"
+    );
+    let opened = dir.path().join("opened.html");
+    std::fs::write(&opened, html.replace("<details>", "<details open>")).unwrap();
+    let printed_text = |page: &Path, name: &str| -> String {
+        let pdf = dir.path().join(format!("{name}.pdf"));
+        let st = std::process::Command::new(&browser)
+            .args(base)
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .arg("--no-pdf-header-footer")
+            .arg(format!("--print-to-pdf={}", pdf.display()))
+            .arg(format!("file://{}", page.display()))
+            .output()
+            .expect("running chromium");
+        assert!(
+            st.status.success(),
+            "{}",
+            String::from_utf8_lossy(&st.stderr)
+        );
+        let txt = std::process::Command::new("pdftotext")
+            .arg(&pdf)
+            .arg("-")
+            .output()
+            .expect("pdftotext (poppler-utils) is needed: .ci/run installs it");
+        String::from_utf8_lossy(&txt.stdout)
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let printed = printed_text(&out, "report");
+    let expanded = printed_text(&opened, "opened");
+    assert!(
+        expanded.len() > 1000 && printed.len() == expanded.len(),
+        "printed report: {} characters, with every section open: {}",
+        printed.len(),
+        expanded.len()
+    );
 }

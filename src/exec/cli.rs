@@ -137,8 +137,10 @@ pub struct TrialRunArgs {
     pub progress: bool,
     #[command(flatten)]
     pub artifacts: ArtifactsArgs,
-    /// Exit 0 instead of 75 when the trial is already done or run by a live worker elsewhere:
-    /// a Slurm array task with nothing to do has succeeded (Slurm would list 75 as FAILED).
+    /// Run as a Slurm array task: exit 0 instead of 75 when the trial is already done or run by a
+    /// live worker elsewhere (a task with nothing to do has succeeded), and instead of 130 when
+    /// the trial was interrupted after a checkpoint (Slurm would list both as FAILED; the ledger
+    /// says `interrupted` and `--requeue` resumes it).
     #[arg(long)]
     pub skip_if_taken: bool,
 }

@@ -113,6 +113,17 @@ pub fn run(args: &TrialRun) -> Result<ExitCode> {
     if let Outcome::Failed { error, .. } = &outcome {
         eprintln!("trial {} failed: {error}", t.id);
     }
+    let code = match &outcome {
+        Outcome::Interrupted { .. } if args.skip_if_taken => {
+            eprintln!(
+                "trial {}: interrupted after a checkpoint; this array task exits 0 (the ledger \
+                 says interrupted; `sweep run FILE --executor slurm --requeue` resumes it)",
+                t.id
+            );
+            0
+        }
+        _ => code,
+    };
     if !s.finish_trial(t.id, &worker, &outcome)? {
         eprintln!(
             "trial {}: the ledger no longer lists this worker as its runner; result not recorded",

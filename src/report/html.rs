@@ -41,7 +41,7 @@ figure{margin:1rem 0}figure svg{max-width:100%;height:auto;border:1px solid #eee
 details{margin:.4rem 0;border:1px solid #e4e4e4;border-radius:4px;padding:.3rem .6rem}summary{cursor:pointer}
 .sample{border-left:3px solid #8ab;padding-left:.6rem;margin:.6rem 0}
 .state-completed{color:#006400}.state-failed,.state-diverged{color:#a40000}.state-running,.state-pending,.state-interrupted{color:#8a6d00}
-@media print{body{max-width:none;margin:0}figure{break-inside:avoid}details{border:none}}
+@media print{body{max-width:none;margin:0}figure{break-inside:avoid}details{border:none}details::details-content{content-visibility:visible;display:block}}
 "#;
 
 fn opt(s: &Option<String>) -> String {

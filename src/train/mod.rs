@@ -42,6 +42,12 @@ pub struct MetricRow {
 /// Where metric rows go (SQLite in sweeps; JSON lines + stdout standalone).
 pub trait MetricSink {
     fn record(&mut self, row: &MetricRow) -> Result<()>;
+    /// Called once before the first optimizer step with the step training starts from (0, or
+    /// the resumed checkpoint's). A killed run may have recorded rows past it, which the steps
+    /// replayed from there record again.
+    fn start_at(&mut self, _step: u64) -> Result<()> {
+        Ok(())
+    }
     /// Called about every 10 s while training, to show the trial is alive.
     fn heartbeat(&mut self) -> Result<()> {
         Ok(())

@@ -168,6 +168,7 @@ struct Trainer<'a, AB: FusedAutodiff> {
 impl<AB: FusedAutodiff> Trainer<'_, AB> {
     /// Takes optimizer steps until the schedule is done, a cancel or a divergence.
     fn train(&mut self, mut model: Gpt<AB>) -> Result<Outcome<AB>> {
+        self.sink.start_at(self.st.step)?;
         while !self.should_stop() {
             if self.ctx.cancel.load(Ordering::SeqCst) {
                 self.interrupt(&model)?;
@@ -305,7 +306,10 @@ impl<AB: FusedAutodiff> Trainer<'_, AB> {
         if self.st.step.is_multiple_of(self.schedule.log_every) && !last {
             self.log_train(lr)?;
         }
-        let due = self.cfg.eval_every.is_some_and(|e| self.st.step.is_multiple_of(e));
+        let due = self
+            .cfg
+            .eval_every
+            .is_some_and(|e| self.st.step.is_multiple_of(e));
         if (due || epoch_end) && !last && self.st.last_valid_step != Some(self.st.step) {
             self.evaluate(model, lr)?;
         }

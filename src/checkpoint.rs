@@ -142,8 +142,11 @@ pub fn assign_tensors<B: Backend, M: Module<B>>(
 /// Reads every tensor of a safetensors file as f32 (F32, F16 and BF16 are accepted).
 pub fn read_safetensors(path: &Path) -> Result<(Vec<NamedTensor>, HashMap<String, String>)> {
     let bytes = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let st = safetensors::SafeTensors::deserialize(&bytes)
-        .map_err(|e| anyhow!("{} is not a valid safetensors file: {e}", path.display()))?;
+    let st = match safetensors::SafeTensors::deserialize(&bytes) {
+        Ok(st) => st,
+        Err(_) if is_empty_0_7(&bytes) => return Ok((Vec::new(), HashMap::new())),
+        Err(e) => bail!("{} is not a valid safetensors file: {e}", path.display()),
+    };
     let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
         .map_err(|e| anyhow!("{}: {e}", path.display()))?;
     let metadata = meta.metadata().clone().unwrap_or_default();
@@ -176,6 +179,18 @@ pub fn read_safetensors(path: &Path) -> Result<(Vec<NamedTensor>, HashMap<String
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok((out, metadata))
+}
+
+/// Whether `bytes` is what safetensors 0.7 writes for no tensors and an empty metadata map: its
+/// serializer closes the JSON object before the metadata entry. Such files exist (optimizer
+/// states before the first step, written by sweep before [`write_safetensors`] dropped the empty
+/// map) and mean no tensors.
+fn is_empty_0_7(bytes: &[u8]) -> bool {
+    let Some((len, header)) = bytes.split_first_chunk::<8>() else {
+        return false;
+    };
+    u64::from_le_bytes(*len) == header.len() as u64
+        && header.trim_ascii_end() == br#"{},"__metadata__":{}}"#
 }
 
 /// Writes f32 tensors to a safetensors file (plain write; callers stage it in a temp dir).
@@ -721,6 +736,32 @@ mod tests {
             assert_eq!(back.len(), tensors.len());
             assert_eq!(m, meta);
         }
+    }
+
+    /// safetensors 0.7 itself writes an empty tensor list with an empty metadata map as an
+    /// invalid header (an optimizer state before the first step, as sweep wrote it before it
+    /// dropped the empty map; any other safetensors 0.7 writer): the reader takes it as empty.
+    #[test]
+    fn reads_the_header_safetensors_writes_for_no_tensors_and_empty_metadata() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("empty.safetensors");
+        safetensors::serialize_to_file(
+            Vec::<(String, TensorView)>::new(),
+            Some(HashMap::new()),
+            &path,
+        )
+        .unwrap();
+        let (tensors, meta) = read_safetensors(&path).unwrap();
+        assert!(tensors.is_empty() && meta.is_empty());
+        // Zero-size tensors beside others round-trip as well.
+        let zero = |name: &str, shape: Vec<usize>| NamedTensor {
+            name: name.into(),
+            shape,
+            data: vec![],
+        };
+        let tensors = vec![zero("a", vec![0]), zero("b", vec![2, 0])];
+        write_safetensors(&path, &tensors, HashMap::new()).unwrap();
+        assert_eq!(read_safetensors(&path).unwrap().0, tensors);
     }
 
     #[test]

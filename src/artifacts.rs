@@ -77,6 +77,29 @@ pub fn trial_model(root: &Path, trial: &crate::store::TrialRecord) -> Result<Pat
     Ok(dir)
 }
 
+/// A trial of the ledger by `--trial ID` (eval, generate): its record, its configuration and its
+/// exported model under `root`; usage errors that say what to do when any of them is missing.
+pub fn ledger_trial(
+    ledger: &dyn crate::store::Reader,
+    id: i64,
+    root: &Path,
+) -> Result<(
+    crate::store::TrialRecord,
+    crate::trial::TrialConfig,
+    PathBuf,
+)> {
+    let trial = ledger.trial(id)?.ok_or_else(|| {
+        UsageError(format!(
+            "--trial {id}: no such trial in the ledger {}; `sweep status` lists the trials",
+            ledger.url()
+        ))
+    })?;
+    let model = trial_model(root, &trial)?;
+    let cfg = serde_json::from_value(trial.config.clone())
+        .map_err(|e| anyhow::anyhow!("trial {id}: its stored configuration does not parse: {e}"))?;
+    Ok((trial, cfg, model))
+}
+
 /// The exported model directory of a trial, if its `config.json` is there.
 pub fn model_dir(root: &Path, recorded: Option<&str>, hash: &str) -> (PathBuf, bool) {
     let dir = match recorded {

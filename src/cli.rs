@@ -59,7 +59,7 @@ enum Command {
     #[command(hide = true, name = "bench-report")]
     BenchReport(crate::bench::report::BenchReportArgs),
     /// Write abstracts for titles with a trained model: nucleus sampling, KV cache, stored samples.
-    Generate(crate::generate::GenerateArgs),
+    Generate(crate::generate::cli::GenerateArgs),
     /// Generation tokens/s with and without the KV cache on random weights (issue 6).
     #[command(hide = true, name = "bench-generate")]
     BenchGenerate(crate::generate::bench::BenchGenerateArgs),
@@ -86,7 +86,7 @@ pub fn main() -> ExitCode {
         Command::Cancel(args) => crate::exec::cli::cancel(args),
         Command::BenchLedger(args) => crate::bench::ledger::bench_ledger(args),
         Command::BenchReport(args) => crate::bench::report::run_bench(args),
-        Command::Generate(args) => crate::generate::run(args),
+        Command::Generate(args) => crate::generate::cli::run(args),
         Command::BenchGenerate(args) => crate::generate::bench::run(args),
     };
     match result {

@@ -487,6 +487,73 @@ fn training_learns_and_resume_reproduces_the_uninterrupted_run() {
     assert_eq!(cfg_json["n_positions"], 64);
 }
 
+/// A hard kill between two checkpoints leaves rows in `metrics.jsonl` that the resumed run logs
+/// again (it replays the steps after its checkpoint); standalone `sweep train` keeps each once.
+#[test]
+fn standalone_train_resumed_after_a_hard_kill_logs_each_row_once() {
+    let _turn = training_turn();
+    let tmp = tempfile::tempdir().unwrap();
+    let source = write_corpus(tmp.path());
+    let cfg = tiny_trial(&source);
+    let toml = tmp.path().join("run.toml");
+    std::fs::write(&toml, toml::to_string(&cfg).unwrap()).unwrap();
+    let train = |out: &Path| {
+        sweep_cmd()
+            .args([
+                "train",
+                "--no-progress",
+                "--checkpoint-minutes",
+                "0",
+                "--config",
+            ])
+            .arg(&toml)
+            .arg("--out")
+            .arg(out)
+            .arg("--cache")
+            .arg(tmp.path().join("cache"))
+            .assert()
+            .success();
+    };
+    let rows = |out: &Path| -> Vec<(String, u64, f64)> {
+        std::fs::read_to_string(out.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<MetricRow>(l).unwrap())
+            .map(|r| (r.split, r.step, r.loss))
+            .collect()
+    };
+    let a = tmp.path().join("a");
+    train(&a);
+
+    // The killed run: a checkpoint at step 3 (spe = 6), and the rows of steps 4 and 5 logged
+    // after it, as a SIGKILL before the next checkpoint leaves them.
+    let b = tmp.path().join("b");
+    let ctx = RunContext {
+        cache_root: tmp.path().join("cache"),
+        progress: false,
+        checkpoint_minutes: 0.0,
+        ..RunContext::new(b.clone())
+    };
+    let mut sink = CancelAt {
+        inner: VecSink::default(),
+        at_step: 3,
+        flag: ctx.cancel.clone(),
+    };
+    assert_eq!(
+        run_trial(&cfg, &ctx, &mut sink).unwrap(),
+        TrialEnd::Interrupted
+    );
+    let killed: String = std::fs::read_to_string(a.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .filter(|l| serde_json::from_str::<MetricRow>(l).unwrap().step <= 5)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(b.join("metrics.jsonl"), killed).unwrap();
+    train(&b);
+    assert_eq!(rows(&b), rows(&a), "rows after the checkpoint logged twice");
+}
+
 #[test]
 fn bad_trial_configs_are_usage_errors() {
     let tmp = tempfile::tempdir().unwrap();

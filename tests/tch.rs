@@ -10,11 +10,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sweep::libtorch::TchTrain;
-use sweep::model::Precision;
 use sweep::store::{self, TrialState};
 use sweep::train::golden::Tolerances;
 use sweep::train::sinks::VecSink;
 use sweep::train::{run_trial, MetricRow, MetricSink, RunContext, TrialEnd};
+use sweep::trial::Precision;
 use sweep::trial::{DataSpec, TrialConfig};
 
 mod common;
@@ -114,12 +114,12 @@ fn write_corpus(dir: &Path) -> PathBuf {
 
 fn tiny_trial(source: &Path) -> TrialConfig {
     TrialConfig {
-        model: "gpt2-tiny".into(),
+        model: "gpt2-tiny".parse().unwrap(),
         init: None,
         n_layer: Some(1),
         n_embd: Some(32),
         n_head: Some(2),
-        tokenizer: "bpe-300".into(),
+        tokenizer: "bpe-300".parse().unwrap(),
         precision: None,
         data: DataSpec {
             sources: vec![source.display().to_string()],

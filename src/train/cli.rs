@@ -37,8 +37,8 @@ pub struct TrainArgs {
     #[arg(long, default_value = "results/train")]
     pub out: PathBuf,
     /// Cache of prepared data, tokenizers and token files.
-    #[arg(long, env = "SWEEP_CACHE", default_value = "results/cache")]
-    pub cache: PathBuf,
+    #[command(flatten)]
+    pub cache: crate::locations::CacheArgs,
     /// Checkpoint every N minutes (and at each epoch end); 0: epoch ends only.
     #[arg(long, default_value_t = 10.0)]
     pub checkpoint_minutes: f64,
@@ -117,7 +117,7 @@ pub fn run_train(args: TrainArgs) -> Result<ExitCode> {
     DeviceSpec::parse(&args.device)?;
     let ctx = RunContext {
         work_dir: args.out.clone(),
-        cache_root: args.cache.clone(),
+        cache_root: args.cache.root(),
         device: args.device.clone(),
         cancel: cancel_on_ctrl_c(),
         progress: !args.no_progress,
@@ -177,9 +177,9 @@ pub struct EvalArgs {
     /// A completed trial of the ledger: its exported model, its prepared data and its block size.
     #[arg(long)]
     pub trial: Option<i64>,
-    /// Ledger URL for --trial (default results/sweep.db).
-    #[arg(long, env = "SWEEP_DB")]
-    pub db: Option<String>,
+    /// The ledger of --trial.
+    #[command(flatten)]
+    pub ledger: crate::locations::LedgerArgs,
     /// With --trial: the artifacts root its recorded directory is relative to (default `results`).
     #[command(flatten)]
     pub artifacts: crate::locations::ArtifactsArgs,
@@ -202,8 +202,8 @@ pub struct EvalArgs {
     pub batch_size: usize,
     #[arg(long, env = "SWEEP_DEVICE", default_value = "cpu")]
     pub device: String,
-    #[arg(long, env = "SWEEP_CACHE", default_value = "results/cache")]
-    pub cache: PathBuf,
+    #[command(flatten)]
+    pub cache: crate::locations::CacheArgs,
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
 }
@@ -225,19 +225,11 @@ pub fn run_eval(mut args: EvalArgs) -> Result<ExitCode> {
 
 /// Fills --model, --data and --block-size from a trial of the ledger (explicit flags win).
 fn resolve_trial_for_eval(id: i64, args: &mut EvalArgs) -> Result<()> {
-    let url = crate::store::resolve_url(args.db.as_deref());
-    let store = crate::store::open(&url)?;
-    let trial = store.trial(id)?.ok_or_else(|| {
-        UsageError(format!(
-            "--trial {id}: no such trial in {url}; see `sweep status`"
-        ))
-    })?;
-    let model_dir = crate::artifacts::trial_model(&args.artifacts.root(), &trial)?;
-    let cfg: TrialConfig = serde_json::from_value(trial.config.clone())
-        .with_context(|| format!("trial {id}: its stored configuration does not parse"))?;
+    let store = crate::store::open_read_only(&args.ledger.url())?;
+    let (_, cfg, model_dir) = crate::artifacts::ledger_trial(&*store, id, &args.artifacts.root())?;
     args.model = Some(model_dir.display().to_string());
     if args.split.is_some() && args.data.is_none() {
-        args.data = Some(data::prepare_cached(&cfg.data, &args.cache)?.dir);
+        args.data = Some(data::prepare_cached(&cfg.data, &args.cache.root())?.dir);
     }
     args.block_size.get_or_insert(cfg.block_size);
     Ok(())
@@ -279,7 +271,7 @@ fn eval_on<B: FusedOps>(args: &EvalArgs, device: B::Device) -> Result<ExitCode> 
                 .as_ref()
                 .context("--split needs --data or --trial")?;
             let prepared = data::load_prepared(data_dir)?;
-            let b = data::token_blocks(&prepared, *split, &tok, block_size, &args.cache)?;
+            let b = data::token_blocks(&prepared, *split, &tok, block_size, &args.cache.root())?;
             (
                 Box::new(b),
                 format!("{split} split of {}", data_dir.display()),

@@ -2,7 +2,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
@@ -10,6 +10,7 @@ use super::{MetricRow, MetricSink};
 
 /// Appends each row as one JSON object per line.
 pub struct JsonLinesSink {
+    path: PathBuf,
     out: BufWriter<File>,
 }
 
@@ -19,18 +20,43 @@ impl JsonLinesSink {
             std::fs::create_dir_all(parent)
                 .with_context(|| format!("creating {}", parent.display()))?;
         }
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .with_context(|| format!("opening {}", path.display()))?;
         Ok(Self {
-            out: BufWriter::new(file),
+            path: path.to_path_buf(),
+            out: BufWriter::new(append(path)?),
         })
     }
 }
 
+fn append(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))
+}
+
 impl MetricSink for JsonLinesSink {
+    /// Drops the rows past `step` (and a line cut short by a kill), so that the replayed steps'
+    /// rows are not in the file twice.
+    fn start_at(&mut self, step: u64) -> Result<()> {
+        let text = std::fs::read_to_string(&self.path)
+            .with_context(|| format!("reading {}", self.path.display()))?;
+        let kept: String = text
+            .lines()
+            .filter(|l| serde_json::from_str::<MetricRow>(l).is_ok_and(|r| r.step <= step))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        if kept.len() == text.len() {
+            return Ok(());
+        }
+        let staged = self.path.with_extension("jsonl.tmp");
+        std::fs::write(&staged, kept)
+            .and_then(|()| std::fs::rename(&staged, &self.path))
+            .with_context(|| format!("rewriting {}", self.path.display()))?;
+        self.out = BufWriter::new(append(&self.path)?);
+        Ok(())
+    }
+
     fn record(&mut self, row: &MetricRow) -> Result<()> {
         serde_json::to_writer(&mut self.out, row)?;
         self.out.write_all(b"\n")?;
@@ -57,24 +83,24 @@ impl MetricSink for StdoutSink {
 /// Sends every row to several sinks.
 pub struct Tee<'a>(pub Vec<&'a mut dyn MetricSink>);
 
+impl Tee<'_> {
+    fn each(&mut self, mut f: impl FnMut(&mut dyn MetricSink) -> Result<()>) -> Result<()> {
+        self.0.iter_mut().try_for_each(|s| f(&mut **s))
+    }
+}
+
 impl MetricSink for Tee<'_> {
     fn record(&mut self, row: &MetricRow) -> Result<()> {
-        for s in self.0.iter_mut() {
-            s.record(row)?;
-        }
-        Ok(())
+        self.each(|s| s.record(row))
+    }
+    fn start_at(&mut self, step: u64) -> Result<()> {
+        self.each(|s| s.start_at(step))
     }
     fn heartbeat(&mut self) -> Result<()> {
-        for s in self.0.iter_mut() {
-            s.heartbeat()?;
-        }
-        Ok(())
+        self.each(|s| s.heartbeat())
     }
     fn flush(&mut self) -> Result<()> {
-        for s in self.0.iter_mut() {
-            s.flush()?;
-        }
-        Ok(())
+        self.each(|s| s.flush())
     }
 }
 

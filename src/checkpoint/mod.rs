@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
@@ -12,9 +12,11 @@ use burn::tensor::{bf16, f16, Tensor, TensorData};
 use safetensors::tensor::{Dtype, TensorView};
 use serde::{Deserialize, Serialize};
 
+mod hub;
+pub use hub::{dir_tokenizer, hf_cache_dir, resolve_model_dir, weights_dir};
+
 use crate::error::UsageError;
 use crate::model::{Gpt, GptConfig};
-use crate::trial::Preset;
 
 /// One float tensor by name, on the host.
 #[derive(Debug, Clone, PartialEq)]
@@ -142,8 +144,11 @@ pub fn assign_tensors<B: Backend, M: Module<B>>(
 /// Reads every tensor of a safetensors file as f32 (F32, F16 and BF16 are accepted).
 pub fn read_safetensors(path: &Path) -> Result<(Vec<NamedTensor>, HashMap<String, String>)> {
     let bytes = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let st = safetensors::SafeTensors::deserialize(&bytes)
-        .map_err(|e| anyhow!("{} is not a valid safetensors file: {e}", path.display()))?;
+    let st = match safetensors::SafeTensors::deserialize(&bytes) {
+        Ok(st) => st,
+        Err(_) if is_empty_0_7(&bytes) => return Ok((Vec::new(), HashMap::new())),
+        Err(e) => bail!("{} is not a valid safetensors file: {e}", path.display()),
+    };
     let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
         .map_err(|e| anyhow!("{}: {e}", path.display()))?;
     let metadata = meta.metadata().clone().unwrap_or_default();
@@ -176,6 +181,18 @@ pub fn read_safetensors(path: &Path) -> Result<(Vec<NamedTensor>, HashMap<String
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok((out, metadata))
+}
+
+/// Whether `bytes` is what safetensors 0.7 writes for no tensors and an empty metadata map: its
+/// serializer closes the JSON object before the metadata entry. Such files exist (optimizer
+/// states before the first step, written by sweep before [`write_safetensors`] dropped the empty
+/// map) and mean no tensors.
+fn is_empty_0_7(bytes: &[u8]) -> bool {
+    let Some((len, header)) = bytes.split_first_chunk::<8>() else {
+        return false;
+    };
+    u64::from_le_bytes(*len) == header.len() as u64
+        && header.trim_ascii_end() == br#"{},"__metadata__":{}}"#
 }
 
 /// Writes f32 tensors to a safetensors file (plain write; callers stage it in a temp dir).
@@ -382,112 +399,6 @@ fn hf_config_json(cfg: &GptConfig, eot_id: Option<u32>) -> serde_json::Value {
         "eos_token_id": eot_id,
         "torch_dtype": "float32",
     })
-}
-
-// ---------------------------------------------------------------------------------------------
-// Resolving a model name
-
-/// HF hub repositories under which a preset may sit in the local cache (old and new names).
-fn hub_repos(name: &str) -> Vec<String> {
-    let mut repos = vec![name.to_string()];
-    match name {
-        "distilgpt2" => repos.push("distilbert/distilgpt2".into()),
-        "gpt2" | "gpt2-medium" | "gpt2-large" | "gpt2-xl" => {
-            repos.push(format!("openai-community/{name}"))
-        }
-        _ => {}
-    }
-    repos
-}
-
-/// The HF hub cache directory: `$HF_HUB_CACHE`, `$HF_HOME/hub`, or `~/.cache/huggingface/hub`.
-pub fn hf_cache_dir() -> PathBuf {
-    if let Some(p) = std::env::var_os("HF_HUB_CACHE") {
-        return PathBuf::from(p);
-    }
-    if let Some(p) = std::env::var_os("HF_HOME") {
-        return PathBuf::from(p).join("hub");
-    }
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_default();
-    home.join(".cache/huggingface/hub")
-}
-
-/// A checkpoint directory for `name`: an existing path, or a pretrained preset found in the
-/// local HF cache. This crate never downloads; the error says which files to put where.
-pub fn resolve_model_dir(name: &str) -> Result<PathBuf> {
-    let path = Path::new(name);
-    if path.is_dir() {
-        return Ok(path.to_path_buf());
-    }
-    let cache = hf_cache_dir();
-    let repos = hub_repos(name);
-    for repo in &repos {
-        let snaps = cache
-            .join(format!("models--{}", repo.replace('/', "--")))
-            .join("snapshots");
-        let Ok(entries) = fs::read_dir(&snaps) else {
-            continue;
-        };
-        let mut dirs: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
-        dirs.sort();
-        if let Some(d) = dirs
-            .into_iter()
-            .find(|d| d.join("config.json").is_file() && d.join("model.safetensors").is_file())
-        {
-            return Ok(d);
-        }
-    }
-    if Preset::from_name(name).is_some_and(Preset::on_hub) {
-        let example = cache.join(format!("models--{}", repos[0].replace('/', "--")));
-        return Err(UsageError(format!(
-            "pretrained weights for `{name}` are not available offline. Put `config.json` and \
-             `model.safetensors` from the Hugging Face repository `{}` into \
-             {}/snapshots/<any-name>/ (or pass a local checkpoint directory as the model), e.g. \
-             on a machine with network: `huggingface-cli download {} config.json \
-             model.safetensors` and copy {}",
-            repos.last().expect("at least one repo"),
-            example.display(),
-            repos.last().expect("at least one repo"),
-            example.display()
-        ))
-        .into());
-    }
-    Err(UsageError(format!(
-        "model `{name}` is neither a directory nor a pretrained preset ({})",
-        Preset::names(true)
-    ))
-    .into())
-}
-
-/// The weights of a `--model` (eval, generate): a trained checkpoint directory, or a hub preset
-/// from the local HF cache. A small preset names a shape, not weights, and is refused.
-pub fn weights_dir(name: &str) -> Result<PathBuf> {
-    if Preset::from_name(name).is_some_and(|p| !p.on_hub()) && !Path::new(name).is_dir() {
-        return Err(UsageError(format!(
-            "`{name}` is a from-scratch preset without weights; pass a trained model directory"
-        ))
-        .into());
-    }
-    resolve_model_dir(name)
-}
-
-/// The tokenizer that belongs to a checkpoint directory: its own files, else GPT-2's for a hub
-/// preset (`name`), whose HF snapshots carry no tokenizer of ours.
-pub fn dir_tokenizer(dir: &Path, name: Option<&str>) -> Result<crate::tokenizer::Tokenizer> {
-    use crate::tokenizer::Tokenizer;
-    if dir.join("tokenizer.json").is_file() || dir.join("vocab.json").is_file() {
-        return Tokenizer::from_dir(dir);
-    }
-    if name.and_then(Preset::from_name).is_some_and(Preset::on_hub) {
-        return Tokenizer::gpt2();
-    }
-    Err(UsageError(format!(
-        "{} has no tokenizer files (tokenizer.json or vocab.json + merges.txt)",
-        dir.display()
-    ))
-    .into())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -721,6 +632,32 @@ mod tests {
             assert_eq!(back.len(), tensors.len());
             assert_eq!(m, meta);
         }
+    }
+
+    /// safetensors 0.7 itself writes an empty tensor list with an empty metadata map as an
+    /// invalid header (an optimizer state before the first step, as sweep wrote it before it
+    /// dropped the empty map; any other safetensors 0.7 writer): the reader takes it as empty.
+    #[test]
+    fn reads_the_header_safetensors_writes_for_no_tensors_and_empty_metadata() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("empty.safetensors");
+        safetensors::serialize_to_file(
+            Vec::<(String, TensorView)>::new(),
+            Some(HashMap::new()),
+            &path,
+        )
+        .unwrap();
+        let (tensors, meta) = read_safetensors(&path).unwrap();
+        assert!(tensors.is_empty() && meta.is_empty());
+        // Zero-size tensors beside others round-trip as well.
+        let zero = |name: &str, shape: Vec<usize>| NamedTensor {
+            name: name.into(),
+            shape,
+            data: vec![],
+        };
+        let tensors = vec![zero("a", vec![0]), zero("b", vec![2, 0])];
+        write_safetensors(&path, &tensors, HashMap::new()).unwrap();
+        assert_eq!(read_safetensors(&path).unwrap().0, tensors);
     }
 
     #[test]

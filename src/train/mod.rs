@@ -202,21 +202,53 @@ fn model_plan(cfg: &TrialConfig, start: &Start, vocab_size: usize) -> Result<Mod
             "the local pretraining of `{}` must be resolved to its directory first",
             p.name()
         ),
-        Start::Scratch => {
-            let mut gcfg = match &cfg.model {
-                ModelSpec::Preset(p) => GptConfig::of(*p),
-                ModelSpec::Dir(d) => checkpoint::read_hf_config(d)?,
-            };
-            gcfg.dropout = cfg.dropout;
-            gcfg = gcfg.with_overrides(cfg.n_layer, cfg.n_embd, cfg.n_head)?;
-            gcfg.vocab_size = vocab_size;
-            return finish_plan(cfg, gcfg, None);
-        }
+        Start::Scratch => return scratch_plan(cfg, vocab_size),
     };
+    check_pretrained_shape(cfg, &shape, dir.is_some(), vocab_size)?;
+    let dir = match dir {
+        Some(d) => d,
+        None => checkpoint::resolve_model_dir(&name)?,
+    };
+    let ck = checkpoint::read_hf_config(&dir)?;
+    if vocab_size < ck.vocab_size {
+        return Err(UsageError(format!(
+            "the tokenizer `{}` has {vocab_size} tokens but `{name}` embeds {}: they do not \
+             belong together",
+            cfg.tokenizer, ck.vocab_size
+        ))
+        .into());
+    }
+    let gcfg = GptConfig {
+        vocab_size,
+        dropout: cfg.dropout,
+        ..ck
+    };
+    finish_plan(cfg, gcfg, Some(dir))
+}
+
+/// A from-scratch model: the preset's (or directory's) shape with the trial's overrides.
+fn scratch_plan(cfg: &TrialConfig, vocab_size: usize) -> Result<ModelPlan> {
+    let mut gcfg = match &cfg.model {
+        ModelSpec::Preset(p) => GptConfig::of(*p),
+        ModelSpec::Dir(d) => checkpoint::read_hf_config(d)?,
+    };
+    gcfg.dropout = cfg.dropout;
+    gcfg = gcfg.with_overrides(cfg.n_layer, cfg.n_embd, cfg.n_head)?;
+    gcfg.vocab_size = vocab_size;
+    finish_plan(cfg, gcfg, None)
+}
+
+/// Refuses a tokenizer or shape override that pretrained weights of `shape` cannot take.
+fn check_pretrained_shape(
+    cfg: &TrialConfig,
+    shape: &GptConfig,
+    is_dir: bool,
+    vocab_size: usize,
+) -> Result<()> {
+    let name = &cfg.model;
     let check = |m: String| -> Result<()> { Err(UsageError(m).into()) };
     // GPT-2's weights only make sense with GPT-2's tokenizer; a local checkpoint may come with
     // any tokenizer whose vocabulary is exactly its embedding's.
-    let is_dir = dir.is_some();
     if cfg.tokenizer != TokenizerSpec::Gpt2 && (!is_dir || vocab_size != shape.vocab_size) {
         check(format!(
             "pretrained `{name}` needs the gpt2 tokenizer (or one with exactly its {} tokens), \
@@ -235,24 +267,7 @@ fn model_plan(cfg: &TrialConfig, start: &Start, vocab_size: usize) -> Result<Mod
             ))?;
         }
     }
-    let dir = match dir {
-        Some(d) => d,
-        None => checkpoint::resolve_model_dir(&name)?,
-    };
-    let ck = checkpoint::read_hf_config(&dir)?;
-    if vocab_size < ck.vocab_size {
-        check(format!(
-            "the tokenizer `{}` has {vocab_size} tokens but `{name}` embeds {}: they do not \
-             belong together",
-            cfg.tokenizer, ck.vocab_size
-        ))?;
-    }
-    let gcfg = GptConfig {
-        vocab_size,
-        dropout: cfg.dropout,
-        ..ck
-    };
-    finish_plan(cfg, gcfg, Some(dir))
+    Ok(())
 }
 
 fn finish_plan(

@@ -47,7 +47,7 @@ pub mod synth;
 pub mod url;
 
 pub use read::{load_sweep, open_read_only, ReadOnlySql, SweepRecords};
-pub use url::{is_postgres, redact, resolve_url, sqlite_file, LedgerUrl};
+pub use url::{is_postgres, redact, sqlite_file, LedgerUrl};
 
 use anyhow::Result;
 use serde_json::Value as Json;

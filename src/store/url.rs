@@ -3,15 +3,6 @@
 
 use std::path::{Path, PathBuf};
 
-use super::DEFAULT_DB;
-
-/// The ledger URL: `--db`, else `SWEEP_DB`, else [`DEFAULT_DB`] (clap fills the env part).
-pub fn resolve_url(flag: Option<&str>) -> String {
-    flag.map(str::to_string)
-        .or_else(|| std::env::var("SWEEP_DB").ok().filter(|s| !s.is_empty()))
-        .unwrap_or_else(|| DEFAULT_DB.to_string())
-}
-
 /// Which database a ledger URL names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LedgerUrl<'a> {

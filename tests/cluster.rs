@@ -1022,14 +1022,23 @@ fn stale_heartbeat_of_another_host(db: &str) {
         .join("results/trials")
         .join(trials[0].short_hash())
         .join("checkpoint/state.json");
+    // The checkpoint's own step, not only its existence: on a loaded machine a save can lag
+    // the metric rows by many steps.
+    let ckpt_step = || {
+        std::fs::read(&ckpt)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|v| v["step"].as_u64())
+            .unwrap_or(0)
+    };
     wait_for(
-        "trial a to train past step 60 with a checkpoint",
+        "trial a to train past step 60 with a checkpoint past step 50",
         Duration::from_secs(600),
         || {
             s.last_metric(a, "train")
                 .unwrap()
                 .is_some_and(|m| m.step >= 60)
-                && ckpt.exists()
+                && ckpt_step() >= 50
         },
         String::new,
     );

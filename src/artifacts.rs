@@ -90,7 +90,7 @@ pub fn ledger_trial(
 )> {
     let trial = ledger.trial(id)?.ok_or_else(|| {
         UsageError(format!(
-            "--trial {id}: no such trial in the ledger {}; `sweep status` lists the trials",
+            "--trial {id}: no trial {id} in the ledger {}; `sweep status` lists the trials",
             ledger.url()
         ))
     })?;

@@ -215,6 +215,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     } else {
         Box::new(local_executor(&args, &artifacts, &cache))
     };
+    exec.check_flags()?;
     let (sweep, planned) = load_and_identify(&args.sweep, &cache)?;
     let (ledger, batch, code) = super::run_sweep(&mut *exec, &args.ledger.url(), &sweep, &planned)?;
     if args.cluster.executor != "slurm" {

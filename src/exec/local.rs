@@ -40,7 +40,7 @@ pub struct Local {
 }
 
 impl Executor for Local {
-    fn preflight(&self, sweep: &config::Sweep, planned: &[PlannedTrial]) -> Result<()> {
+    fn check_flags(&self) -> Result<()> {
         if self.jobs == 0 {
             return Err(UsageError("--jobs 0: fix: use --jobs 1 or more".into()).into());
         }
@@ -57,6 +57,10 @@ impl Executor for Local {
                 .map_err(|e| UsageError(format!("{flag}: {e}")))?
                 .check(&flag)?;
         }
+        Ok(())
+    }
+
+    fn preflight(&self, sweep: &config::Sweep, planned: &[PlannedTrial]) -> Result<()> {
         if self.devices.iter().all(|d| d == "cpu") {
             let half = planned.iter().find_map(|t| {
                 t.config()

@@ -53,8 +53,12 @@ impl Ledger {
 
 /// Where a sweep's trials run.
 pub trait Executor {
-    /// Checks flags, devices and tools against the planned trials before the ledger is touched:
-    /// a refusal (exit 2) records nothing.
+    /// Checks the executor's own flags, devices and tools, before the sweep file is read.
+    fn check_flags(&self) -> Result<()> {
+        Ok(())
+    }
+    /// Checks the planned trials against what this executor can run (precision on a device,
+    /// pretrained weights), before the ledger is touched: a refusal (exit 2) records nothing.
     fn preflight(&self, _sweep: &config::Sweep, _planned: &[PlannedTrial]) -> Result<()> {
         Ok(())
     }

@@ -242,16 +242,18 @@ fn check_writable(dir: &Path) -> Result<()> {
 }
 
 impl Executor for Slurm {
-    /// The Slurm flags, the tools and the artifacts root, before anything is recorded.
-    fn preflight(&self, _sweep: &config::Sweep, planned: &[PlannedTrial]) -> Result<()> {
-        self.check_flags()?;
-        // The artifacts root before the ledger: a refusal must leave nothing behind.
+    /// The Slurm flags, the tools and the artifacts root, before anything is read or recorded.
+    fn check_flags(&self) -> Result<()> {
+        self.check_slurm_flags()?;
         if let Some(warning) =
             crate::artifacts::check_shared(&self.artifacts, self.artifacts_local_ok)?
         {
             eprintln!("warning: {warning}");
         }
-        check_writable(&self.artifacts)?;
+        check_writable(&self.artifacts)
+    }
+
+    fn preflight(&self, _sweep: &config::Sweep, planned: &[PlannedTrial]) -> Result<()> {
         crate::train::preflight_models(planned.iter().map(|p| p.config()))
     }
 
@@ -312,7 +314,7 @@ impl Executor for Slurm {
 }
 
 impl Slurm {
-    fn check_flags(&self) -> Result<()> {
+    fn check_slurm_flags(&self) -> Result<()> {
         if !valid_time(&self.time) {
             return Err(usage(format!(
                 "--time {}: not a Slurm time limit; fix: use HH:MM:SS or D-HH:MM:SS, e.g. 04:00:00",

@@ -3,9 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
@@ -88,30 +86,6 @@ pub fn load_trial_config(file: Option<&Path>, sets: &[String]) -> Result<TrialCo
         .map_err(|e| UsageError(format!("{where_}: {e}")).into())
 }
 
-static SIGINT: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_sigint(_: libc::c_int) {
-    SIGINT.store(true, Ordering::SeqCst);
-}
-
-/// Ctrl-C sets the returned flag (the trainer then checkpoints and stops) instead of killing.
-fn cancel_on_ctrl_c() -> Arc<AtomicBool> {
-    let flag = Arc::new(AtomicBool::new(false));
-    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-    unsafe {
-        libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t);
-    }
-    let f = flag.clone();
-    std::thread::spawn(move || loop {
-        if SIGINT.load(Ordering::SeqCst) {
-            f.store(true, Ordering::SeqCst);
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    });
-    flag
-}
-
 pub fn run_train(args: TrainArgs) -> Result<ExitCode> {
     let cfg = load_trial_config(args.config.as_deref(), &args.set)?;
     DeviceSpec::parse(&args.device)?;
@@ -119,7 +93,8 @@ pub fn run_train(args: TrainArgs) -> Result<ExitCode> {
         work_dir: args.out.clone(),
         cache_root: args.cache.root(),
         device: args.device.clone(),
-        cancel: cancel_on_ctrl_c(),
+        // Ctrl-C or SIGTERM checkpoints and stops; a second request ends the process at once.
+        cancel: crate::signals::cancel_flag(crate::signals::OnSecond::Exit),
         progress: !args.no_progress,
         checkpoint_minutes: args.checkpoint_minutes,
     };

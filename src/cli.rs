@@ -33,6 +33,8 @@ enum Command {
     BenchTrain(crate::train::cli::BenchArgs),
     /// Render a sweep's HTML report (paper-layout table, comparison with the paper, plots).
     Report(crate::report::ReportArgs),
+    /// Live dashboard: a read-only web server over the ledger (sweeps, live loss curves, trials).
+    Serve(crate::serve::cli::ServeArgs),
     /// Print a sweep's paper-layout table (table, csv, json, markdown, latex).
     Results(crate::query::ResultsArgs),
     /// Run read-only SQL over the results ledger.
@@ -75,6 +77,7 @@ pub fn main() -> ExitCode {
         Command::Selftest(args) => crate::train::golden::run_selftest(args),
         Command::BenchTrain(args) => crate::train::cli::run_bench(args),
         Command::Report(args) => crate::report::run(args),
+        Command::Serve(args) => crate::serve::cli::run(args),
         Command::Results(args) => crate::query::run_results(args),
         Command::Query(args) => crate::query::run_query(args),
         Command::Export(args) => crate::query::run_export(args),

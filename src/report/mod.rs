@@ -119,7 +119,7 @@ pub fn write_sweep_report(db_url: &str, sweep: &str, out: &Path, artifacts: &Pat
 pub use write_sweep_report as write_sweep_report_blocking;
 
 /// Replace each trial's recorded artifact directory by the path it resolves to under `root`.
-fn resolve_artifacts(records: &mut SweepRecords, root: &Path) {
+pub fn resolve_artifacts(records: &mut SweepRecords, root: &Path) {
     for t in &mut records.trials {
         if let Some(d) = &t.artifact_dir {
             let abs = std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf());

@@ -446,7 +446,9 @@ tokenizer = "bpe-512"
 data = { sources = ["data/x.tsv"], categories = ["cs.CL"] }
 block_size = 32
 batch_size = 4
+grad_accum = 1
 learning_rate = 1e-3
+weight_decay = 0.0
 epochs = 50
 max_steps = 20000
 eval_every = 100
@@ -456,11 +458,16 @@ eval_tokens = 2000
     let _run = {
         use std::os::unix::process::CommandExt;
         let mut c = p.std_cmd();
-        c.arg("run").arg(&file).stdout(Stdio::null()).stderr(Stdio::null()).process_group(0);
+        let log = std::fs::File::create(p.path().join("run.log")).unwrap();
+        c.arg("run").arg(&file).stdout(Stdio::null()).stderr(log).process_group(0);
         Group(c.spawn().unwrap())
     };
     let db = p.path().join("results/sweep.db");
-    wait_for("the ledger", Duration::from_secs(120), || db.exists());
+    let run_log = || std::fs::read_to_string(p.path().join("run.log")).unwrap_or_default();
+    wait_for("the ledger", Duration::from_secs(120), || {
+        assert!(!run_log().contains("error"), "sweep run failed: {}", run_log());
+        db.exists()
+    });
     let srv = Server::start(&db, &p.path().join("results"), &[]);
     wait_for("train rows of the running trial", Duration::from_secs(300), || {
         let r = srv.get("/api/sweep/live/running");
@@ -489,6 +496,7 @@ eval_tokens = 2000
     let initial = attr_after(&dom, card, "data-initial-points").expect("a live card in the DOM");
     let now = attr_after(&dom, card, "data-points").unwrap();
     let updates = attr_after(&dom, "id=\"live\"", "data-updates").unwrap_or(0);
+    eprintln!("live card: {initial} points at render, {now} after {updates} updates");
     if let Ok(shot) = std::env::var("SWEEP_SERVE_SCREENSHOT") {
         chrome(&["--virtual-time-budget=6000", "--window-size=1200,900", "--hide-scrollbars", &format!("--screenshot={shot}")]);
     }

@@ -19,7 +19,12 @@ data=${DATA:-$repo/data/arxiv/cs.CL.tsv.xz}
 
 work=$(mktemp -d)
 serve_pid=""
-cleanup() { [ -n "$serve_pid" ] && kill "$serve_pid" 2>/dev/null; rm -rf "$work"; }
+run_pid=""
+cleanup() {
+  for p in $serve_pid $run_pid; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
 trap cleanup EXIT
 cd "$work"
 export SWEEP_DB="$work/sweep.db" SWEEP_ARTIFACTS="$work/results" SWEEP_CACHE="$work/cache"
@@ -74,6 +79,7 @@ sweep_file loaded 2 "$steps"
 run_pid=$!
 load=$("$bin" bench-serve --addr "$addr" --sweep loaded --clients "$clients" --seconds 600 --until-idle)
 wait "$run_pid"
+run_pid=""
 loaded=$(tokens_per_s loaded)
 echo "tokens/s $loaded"
 echo "$load"

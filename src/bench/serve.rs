@@ -154,17 +154,20 @@ async fn running(conn: &mut Conn, path: &str) -> Result<usize> {
     Ok(conn.last_running)
 }
 
-/// Waits until a trial of the sweep runs (up to `limit`).
+/// Waits until a trial of the sweep runs (up to `limit`); the sweep may not be recorded yet.
 async fn wait_running(args: &BenchServeArgs, path: &str, limit: Duration) -> Result<()> {
     let t0 = Instant::now();
-    let mut conn = Conn::open(&args.addr, args.token.as_deref()).await?;
-    while running(&mut conn, path).await? == 0 {
+    loop {
+        if let Ok(mut conn) = Conn::open(&args.addr, args.token.as_deref()).await {
+            if running(&mut conn, path).await.is_ok_and(|n| n > 0) {
+                return Ok(());
+            }
+        }
         if t0.elapsed() > limit {
             bail!("no trial of `{}` started within {limit:?}", args.sweep);
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    Ok(())
 }
 
 /// Raises `stop` once no trial of the sweep runs.

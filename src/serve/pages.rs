@@ -73,7 +73,7 @@ fn sweep_lines(state: &AppState) -> anyhow::Result<Vec<SweepLine>> {
         out.push(SweepLine {
             state: summary::sweep_state(&by_state),
             total: trials.len(),
-            done: count(TrialState::Completed) + count(TrialState::Diverged),
+            done: trials.iter().filter(|t| t.state.is_done()).count(),
             running: count(TrialState::Running),
             counts,
             name: s.name,

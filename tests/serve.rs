@@ -505,3 +505,51 @@ eval_tokens = 2000
     assert!(dom.contains("<polyline class=\"train\" points=\""));
     assert!(!dom.contains("<b>dashboard</b>"), "the sweep title was not escaped");
 }
+
+/// The same server over a PostgreSQL ledger (through the same read-only `Reader`): pages render,
+/// ledger text is escaped, writes are 405, and the server's session is read-only.
+#[test]
+#[ignore = "needs PostgreSQL: SWEEP_TEST_PG_URL (.ci/run starts it: scripts/ci-cluster-services.sh)"]
+fn serves_a_postgres_ledger_read_only() {
+    let base = std::env::var("SWEEP_TEST_PG_URL").expect(
+        "SWEEP_TEST_PG_URL is not set: this test needs PostgreSQL (start it with \
+         `. scripts/ci-cluster-services.sh`, as .ci/run does)",
+    );
+    let url = sweep::store::postgres::scratch_database(&base, "serve").unwrap();
+    {
+        let store = sweep::store::open(&url).unwrap();
+        let (sweep, trials) = block_size_fixture(HOSTILE);
+        insert_sweep(store.as_ref(), &sweep, &trials).unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("sweep"))
+        .args(["serve", "--port", "0", "--db", &url])
+        .arg("--artifacts")
+        .arg(dir.path())
+        .env_remove("SWEEP_SERVE_TOKEN")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let srv = Server {
+        addr: line
+            .split("http://")
+            .nth(1)
+            .and_then(|r| r.split('/').next())
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no URL printed: {line:?}")),
+        child,
+    };
+    assert!(!line.contains("sweep:sweep@"), "the password was printed: {line}");
+    let page = srv.get("/sweep/block_size");
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains(ESCAPED) && !page.body.contains("<script>alert"));
+    assert_eq!(srv.get("/").status, 200);
+    assert_eq!(request(srv.addr, "POST", "/sweep/block_size", &[]).status, 405);
+    let before = sweep::store::open_read_only(&url).unwrap().sweeps().unwrap();
+    assert_eq!(srv.get("/trial/1").status, 200);
+    assert_eq!(sweep::store::open_read_only(&url).unwrap().sweeps().unwrap(), before);
+}

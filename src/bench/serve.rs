@@ -26,6 +26,9 @@ pub struct BenchServeArgs {
     /// How long the load lasts (at most, with --until-idle).
     #[arg(long, default_value_t = 20.0)]
     pub seconds: f64,
+    /// Requests per second per client (0: as fast as answers come, a closed loop).
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
     /// Wait for a running trial in the sweep, then load until none runs (or --seconds pass).
     #[arg(long)]
     pub until_idle: bool,
@@ -110,7 +113,13 @@ async fn client(args: &BenchServeArgs, until: Instant, stop: &AtomicBool) -> Tal
     let paths = [format!("/sweep/{seg}"), format!("/api/sweep/{seg}/running")];
     let mut conn = None;
     let mut i = 0usize;
+    let period = (args.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / args.rate));
+    let mut next = Instant::now();
     while Instant::now() < until && !stop.load(Ordering::Relaxed) {
+        if let Some(p) = period {
+            tokio::time::sleep_until(next.into()).await;
+            next += p;
+        }
         if conn.is_none() {
             conn = Conn::open(&args.addr, args.token.as_deref()).await.ok();
             if conn.is_none() {
@@ -182,6 +191,15 @@ async fn watch_idle(args: Arc<BenchServeArgs>, path: String, stop: Arc<AtomicBoo
     Ok(())
 }
 
+/// User + system CPU time of this process so far.
+fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage writes only into the struct it is given.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
 /// `sweep bench-serve`.
 pub fn run(args: BenchServeArgs) -> Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -222,7 +240,8 @@ pub fn run(args: BenchServeArgs) -> Result<ExitCode> {
     let errors: usize = tallies.iter().map(|t| t.errors).sum();
     let bytes: usize = tallies.iter().map(|t| t.bytes).sum();
     println!(
-        "load: clients {clients}  seconds {secs:.1}  requests {}  errors {errors}  requests/s {:.1}  MiB/s {:.2}  latency ms p50 {:.2} p99 {:.2} max {:.2}",
+        "load: client CPU {:.1}s  clients {clients}  seconds {secs:.1}  requests {}  errors {errors}  requests/s {:.1}  MiB/s {:.2}  latency ms p50 {:.2} p99 {:.2} max {:.2}",
+        cpu_seconds(),
         lat.len(),
         lat.len() as f64 / secs,
         bytes as f64 / secs / (1 << 20) as f64,

@@ -67,7 +67,7 @@ fn curve(metrics: &[MetricRecord], split: &str) -> Vec<(f64, f64)> {
 
 /// A running trial's live values from its metric rows (pure).
 pub fn live_trial(t: &SweepTrial, metrics: &[MetricRecord]) -> LiveTrial {
-    let last = metrics.iter().filter(|m| m.split == "train").last();
+    let last = metrics.iter().rev().find(|m| m.split == "train");
     LiveTrial {
         id: t.id,
         name: trial_name(t),

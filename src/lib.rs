@@ -24,6 +24,7 @@ pub mod query;
 pub mod report;
 pub mod signals;
 pub mod store;
+pub mod tensorboard;
 pub mod tokenizer;
 pub mod train;
 pub mod trial;

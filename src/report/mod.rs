@@ -8,6 +8,7 @@ pub mod compare;
 pub mod data;
 pub mod html;
 pub mod plots;
+pub mod score;
 pub mod summary;
 mod svg;
 

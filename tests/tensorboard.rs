@@ -128,7 +128,11 @@ fn tensorboard_reads_live_logs_and_exports_as_the_ledger_has_them() {
     let p = Project::new();
     let file = p.write("exp/tb.toml", SWEEP);
     let out = p.cmd().arg("run").arg(&file).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = p
         .cmd()
         .args(["export", "tb", "--format", "json"])
@@ -169,14 +173,20 @@ fn tensorboard_reads_live_logs_and_exports_as_the_ledger_has_them() {
         .arg(&dir)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let exported = read_with_tensorboard(&dir);
     let names: Vec<&String> = exported.keys().collect();
     assert_eq!(names.len(), 2, "{names:?}");
     for (hash, rows) in &by_trial {
         let block = rows[0]["label"]["block_size"].as_i64().unwrap();
         let name = format!("tb/block_size={block}-{}", &hash[..8]);
-        let run = exported.get(&name).unwrap_or_else(|| panic!("{name} in {names:?}"));
+        let run = exported
+            .get(&name)
+            .unwrap_or_else(|| panic!("{name} in {names:?}"));
         assert_same(&scalars_of(run), &expected(rows), "export");
     }
     // A second export replaces the first, leaving nothing staged behind.

@@ -80,7 +80,7 @@ fn score_rows(g: &ScoreGroup) -> Vec<Vec<String>> {
 fn score_heading(g: &ScoreGroup) -> String {
     format!(
         "Beside the paper ({}): {} change from the baseline row {} {}",
-        g.axes.join(", "),
+        g.title(),
         g.metrics[g.headline()].header(),
         g.baseline_model,
         g.baseline_axis.join(" ")
@@ -106,7 +106,9 @@ fn score_text(t: &PaperTable, groups: &[ScoreGroup]) -> String {
         headers.extend(t.axis_headers.iter().cloned());
         headers.extend(["Paper".into(), "Ours".into(), "Direction".into()]);
         let n_left = 1 + t.axis_headers.len();
-        let right: Vec<bool> = (0..headers.len()).map(|i| i >= n_left).collect();
+        let right: Vec<bool> = (0..headers.len())
+            .map(|i| i >= n_left && i < n_left + 2)
+            .collect();
         s.push_str(&format!("\n{}\n", score_heading(g)));
         s.push_str(&format_text_table(&headers, &score_rows(g), &right));
         for line in verdicts(g) {
@@ -129,7 +131,11 @@ fn score_markdown(t: &PaperTable, groups: &[ScoreGroup]) -> String {
         s.push_str(&format!("\n**{}**\n\n", md_escape(&score_heading(g))));
         s.push_str(&format!(
             "| {} |\n|{}|\n",
-            headers.iter().map(|h| md_escape(h)).collect::<Vec<_>>().join(" | "),
+            headers
+                .iter()
+                .map(|h| md_escape(h))
+                .collect::<Vec<_>>()
+                .join(" | "),
             vec![" --- "; headers.len()].join("|")
         ));
         for r in score_rows(g) {
@@ -188,7 +194,11 @@ pub fn score_json(groups: &[ScoreGroup]) -> Value {
 
 /// The paper-layout table in the given format (ends with a newline), with the reproduction
 /// score `groups` ([`score::reproduction`]) in text, Markdown and JSON.
-pub fn format_results(t: &PaperTable, groups: &[ScoreGroup], format: ResultsFormat) -> Result<String> {
+pub fn format_results(
+    t: &PaperTable,
+    groups: &[ScoreGroup],
+    format: ResultsFormat,
+) -> Result<String> {
     let headers = t.headers();
     let n_left = 1 + t.axis_headers.len();
     let rows = display_rows(t);

@@ -5,9 +5,9 @@ use serde_json::Value;
 use std::fmt::Write as _;
 
 use super::compare::{comparison, Comparison};
-use super::score::{self, ScoreGroup};
 use super::data::{self, PaperTable, Stat};
 use super::plots::{self, Curve};
+use super::score::{self, ScoreGroup};
 use super::summary::{self, format_duration};
 use super::svg::{svg_axis_plot, svg_curves, svg_throughput};
 use crate::store::{SweepRecords, SweepTrial};
@@ -181,7 +181,7 @@ fn score_html(t: &PaperTable, groups: &[ScoreGroup]) -> String {
         let _ = write!(
             h,
             "<h3>Reproduction score: {}</h3><p class=\"verdict {}\">{}: {}</p>",
-            esc(&g.axes.join(", ")),
+            esc(&g.title()),
             verdict.as_str().unwrap_or(""),
             esc(s.metric.header()),
             esc(&s.summary())

@@ -14,7 +14,7 @@
 use serde::Serialize;
 
 use super::compare::{values_equal, CompareRow, Comparison};
-use super::data::{Metric, PaperTable};
+use super::data::{axis_header, Metric, PaperTable};
 
 /// Relative changes smaller than this (0.1%) are flat: no direction.
 pub const FLAT: f64 = 1e-3;
@@ -98,6 +98,12 @@ pub struct ScoreGroup {
 }
 
 impl ScoreGroup {
+    /// The group's axes as the table's column headers (`Block Size`).
+    pub fn title(&self) -> String {
+        let names: Vec<String> = self.axes.iter().map(|k| axis_header(k)).collect();
+        names.join(", ")
+    }
+
     /// The metric to headline: valid perplexity when the paper gives it, else the first.
     pub fn headline(&self) -> usize {
         self.metrics
@@ -322,14 +328,21 @@ mod tests {
 
     #[test]
     fn spearman_by_hand() {
-        assert_eq!(spearman(&[1.0, 2.0, 3.0, 4.0], &[10.0, 20.0, 30.0, 40.0]), Some(1.0));
+        assert_eq!(
+            spearman(&[1.0, 2.0, 3.0, 4.0], &[10.0, 20.0, 30.0, 40.0]),
+            Some(1.0)
+        );
         assert_eq!(spearman(&[1.0, 2.0, 3.0], &[3.0, 2.0, 1.0]), Some(-1.0));
         // Ties: ranks (1, 2.5, 2.5, 4) against (1, 2, 3, 4): 4.5 / sqrt(4.5 * 5).
         let rho = spearman(&[1.0, 2.0, 2.0, 3.0], &[1.0, 2.0, 3.0, 4.0]);
         assert!(close(rho, 4.5 / (4.5f64 * 5.0).sqrt()), "{rho:?}");
         assert_eq!(ranks(&[5.0, 1.0, 5.0, 5.0]), vec![3.0, 1.0, 3.0, 3.0]);
         assert_eq!(spearman(&[1.0, 2.0], &[1.0, 2.0]), None, "under 3 rows");
-        assert_eq!(spearman(&[1.0, 1.0, 1.0], &[1.0, 2.0, 3.0]), None, "constant");
+        assert_eq!(
+            spearman(&[1.0, 1.0, 1.0], &[1.0, 2.0, 3.0]),
+            None,
+            "constant"
+        );
     }
 
     #[test]
@@ -340,8 +353,18 @@ mod tests {
         assert_eq!(groups.len(), 1);
         let g = &groups[0];
         assert_eq!(g.axes, ["block_size"]);
-        assert_eq!((g.baseline_model.as_str(), g.baseline_axis.clone()), ("gpt2-tiny*", vec!["512".to_string()]));
-        assert_eq!(g.metrics, Metric::ALL.iter().copied().filter(|m| t.metrics.contains(m)).collect::<Vec<_>>());
+        assert_eq!(
+            (g.baseline_model.as_str(), g.baseline_axis.clone()),
+            ("gpt2-tiny*", vec!["512".to_string()])
+        );
+        assert_eq!(
+            g.metrics,
+            Metric::ALL
+                .iter()
+                .copied()
+                .filter(|m| t.metrics.contains(m))
+                .collect::<Vec<_>>()
+        );
         let v = g.headline();
         assert_eq!(g.metrics[v], Metric::ValidPpl);
         // Block 32: the paper's +54.7% (33.8991 / 21.9143 - 1); ours failed.
@@ -357,11 +380,21 @@ mod tests {
         let s = &g.scores[v];
         assert_eq!((s.agree, s.rows, s.verdict), (3, 3, Verdict::Reproduces));
         assert!(close(s.spearman, 1.0));
-        assert_eq!(s.summary(), "trend reproduces: 3/3 rows in the paper's direction, Spearman 1.00");
+        assert_eq!(
+            s.summary(),
+            "trend reproduces: 3/3 rows in the paper's direction, Spearman 1.00"
+        );
         // The paper's train loss at block 256 falls (3.0016 < 3.0095) while ours rises.
-        let tl = g.metrics.iter().position(|m| *m == Metric::TrainLoss).unwrap();
+        let tl = g
+            .metrics
+            .iter()
+            .position(|m| *m == Metric::TrainLoss)
+            .unwrap();
         assert_eq!(g.rows[0].changes[tl].agrees, Some(false));
-        assert_eq!((g.scores[tl].agree, g.scores[tl].verdict), (2, Verdict::Partly));
+        assert_eq!(
+            (g.scores[tl].agree, g.scores[tl].verdict),
+            (2, Verdict::Partly)
+        );
         insta::assert_json_snapshot!("block_size_score", groups);
     }
 
@@ -383,7 +416,10 @@ mod tests {
         let s = &g.scores[0];
         // Paper ranks (2, 3, 1, 4) against ours (1, 2, 3, 4): 2 / 5.
         assert!(close(s.spearman, 0.4), "{:?}", s.spearman);
-        assert_eq!((s.agree, s.rows, s.verdict), (1, 3, Verdict::DoesNotReproduce));
+        assert_eq!(
+            (s.agree, s.rows, s.verdict),
+            (1, 3, Verdict::DoesNotReproduce)
+        );
         assert_eq!(direction(0.000_999), 0);
         assert_eq!(direction(-0.001), -1);
         // Both flat agree.
@@ -413,7 +449,13 @@ mod tests {
         let t = paper_table(&r);
         let groups = reproduction(&t, &r.sweep.spec);
         let axes: Vec<&Vec<String>> = groups.iter().map(|g| &g.axes).collect();
-        assert_eq!(axes, [&vec!["grad_accum".to_string()], &vec!["block_size".to_string()]]);
+        assert_eq!(
+            axes,
+            [
+                &vec!["grad_accum".to_string()],
+                &vec!["block_size".to_string()]
+            ]
+        );
         assert_eq!(groups[0].rows.len(), 1);
         assert_eq!(groups[0].scores[0].spearman, None, "two points");
         assert_eq!(groups[0].scores[0].verdict, Verdict::Reproduces);

@@ -178,7 +178,9 @@ fn fields(b: &[u8]) -> Result<Vec<(u64, Wire<'_>)>> {
     while at < b.len() {
         let k = read_varint(b, &mut at)?;
         let take = |at: &mut usize, n: usize| -> Result<&[u8]> {
-            let s = b.get(*at..*at + n).ok_or_else(|| anyhow::anyhow!("event: truncated"))?;
+            let s = b
+                .get(*at..*at + n)
+                .ok_or_else(|| anyhow::anyhow!("event: truncated"))?;
             *at += n;
             Ok(s)
         };

@@ -22,6 +22,7 @@ pub mod model;
 pub mod plan;
 pub mod query;
 pub mod report;
+pub mod search;
 pub mod signals;
 pub mod store;
 pub mod tensorboard;

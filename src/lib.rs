@@ -25,6 +25,7 @@ pub mod report;
 pub mod search;
 pub mod signals;
 pub mod store;
+pub mod tensorboard;
 pub mod tokenizer;
 pub mod train;
 pub mod trial;

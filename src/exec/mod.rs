@@ -427,20 +427,9 @@ pub fn tail_of(path: &Path, lines: usize) -> String {
 // ---------------------------------------------------------------------------------------------
 // Workers: who runs a trial, and whether they are still alive
 
-fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: gethostname writes at most buf.len() bytes into our buffer.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr() as *mut libc::c_char, buf.len()) };
-    if rc != 0 {
-        return "localhost".into();
-    }
-    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
-}
-
 /// `host:pid`, the identity of a trial worker process.
 pub fn worker_id(pid: u32) -> String {
-    format!("{}:{pid}", hostname())
+    format!("{}:{pid}", crate::util::hostname())
 }
 
 fn pid_alive(pid: i32) -> bool {
@@ -466,7 +455,7 @@ pub fn age_secs(ts: &str) -> Option<i64> {
 
 /// Is the worker of a `running` trial gone? Same host: its pid is dead. Other hosts: stale heartbeat.
 pub fn worker_dead(t: &TrialRecord) -> bool {
-    let host = hostname();
+    let host = crate::util::hostname();
     if let Some((h, pid)) = t.worker.as_deref().and_then(|w| w.rsplit_once(':')) {
         if h == host {
             if let Ok(pid) = pid.parse::<i32>() {

@@ -8,13 +8,14 @@ mod export;
 mod results;
 mod sql;
 
-pub use export::export;
+pub use export::{export, export_tensorboard};
 pub use results::format_results;
 pub use sql::{format_query, query, Cell, QueryResult};
 
 use anyhow::Result;
 use clap::{Args, ValueEnum};
 use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use crate::report::data;
@@ -40,6 +41,8 @@ pub enum QueryFormat {
 pub enum ExportFormat {
     Csv,
     Json,
+    /// One TensorBoard run per trial in `--out DIR/<sweep>/` (`tensorboard --logdir DIR`).
+    Tensorboard,
 }
 
 #[derive(Debug, Args)]
@@ -91,6 +94,9 @@ pub struct ExportArgs {
     pub sweep: String,
     #[arg(long, value_enum, default_value = "csv")]
     pub format: ExportFormat,
+    /// Directory for `--format tensorboard` (runs go to DIR/<sweep>/); csv and json go to stdout.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
     /// Ledger database URL or SQLite path.
     #[arg(long, env = "SWEEP_DB", default_value = DEFAULT_DB)]
     pub db: String,
@@ -145,10 +151,9 @@ pub fn run_results(args: ResultsArgs) -> Result<ExitCode> {
     let ledger = store::open_read_only(&args.db)?;
     let records = store::load_sweep(ledger.as_ref(), &args.sweep)?;
     drop(ledger);
-    print!(
-        "{}",
-        format_results(&data::paper_table(&records), args.format)?
-    );
+    let table = data::paper_table(&records);
+    let groups = crate::report::score::reproduction(&table, &records.sweep.spec);
+    print!("{}", format_results(&table, &groups, args.format)?);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -172,8 +177,29 @@ pub fn run_query(args: QueryArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `sweep export SWEEP --format csv|json > file`.
+/// `sweep export SWEEP --format csv|json > file`, `sweep export SWEEP --format tensorboard --out DIR`.
 pub fn run_export(args: ExportArgs) -> Result<ExitCode> {
+    match (&args.out, args.format) {
+        (Some(out), ExportFormat::Tensorboard) => {
+            let (dir, runs) = export_tensorboard(&args.db, &args.sweep, out)?;
+            eprintln!(
+                "wrote {runs} TensorBoard runs to {}; view them with `tensorboard --logdir {}`",
+                dir.display(),
+                out.display()
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        (None, ExportFormat::Tensorboard) => return Err(export::needs_out().into()),
+        (Some(_), _) => {
+            return Err(crate::error::UsageError(
+                "--out is for `--format tensorboard`; csv and json go to stdout: redirect them \
+                 (`sweep export SWEEP --format csv > FILE`)"
+                    .into(),
+            )
+            .into())
+        }
+        (None, _) => {}
+    }
     let stdout = std::io::stdout();
     let mut lock = std::io::BufWriter::new(stdout.lock());
     export(&args.db, &args.sweep, args.format, &mut lock)?;
@@ -265,6 +291,7 @@ mod tests {
             store::load_sweep(ledger.as_ref(), "block_size").unwrap()
         };
         let t = data::paper_table(&records);
+        let groups = crate::report::score::reproduction(&t, &records.sweep.spec);
         for (name, f) in [
             ("results_table", ResultsFormat::Table),
             ("results_markdown", ResultsFormat::Markdown),
@@ -272,9 +299,9 @@ mod tests {
             ("results_csv", ResultsFormat::Csv),
             ("results_json", ResultsFormat::Json),
         ] {
-            insta::assert_snapshot!(name, format_results(&t, f).unwrap());
+            insta::assert_snapshot!(name, format_results(&t, &groups, f).unwrap());
         }
-        let md = format_results(&t, ResultsFormat::Markdown).unwrap();
+        let md = format_results(&t, &groups, ResultsFormat::Markdown).unwrap();
         assert!(md.starts_with(
             "| Model | Block Size | Train Loss | Valid Loss | Train PPL | Valid PPL |"
         ));

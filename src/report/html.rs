@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use super::compare::{comparison, Comparison};
 use super::data::{self, PaperTable, Stat};
 use super::plots::{self, Curve};
+use super::score::{self, ScoreGroup};
 use super::summary::{self, format_duration};
 use super::svg::{svg_axis_plot, svg_curves, svg_throughput};
 use crate::store::{SweepRecords, SweepTrial};
@@ -35,6 +36,7 @@ th{background:#f3f3f3}td.l,th.l{text-align:left}table.paper td,table.paper th{fo
 table.kv td{text-align:left}.wide{overflow-x:auto}table.cmp{font-size:.85rem}table.cmp td,table.cmp th{padding:.2rem .4rem;white-space:nowrap}table.kv td:first-child{font-weight:600;white-space:nowrap}
 .note{background:#fff7e0;border-left:4px solid #e0a800;padding:.5rem .8rem;margin:.8rem 0}
 .muted{color:#666}.pos{color:#a40000}.neg{color:#006400}
+.verdict{font-weight:600;margin:.6rem 0 .2rem}.verdict.reproduces{color:#006400}.verdict.partly{color:#8a6d00}.verdict.does_not_reproduce{color:#a40000}
 pre{background:#f7f7f7;padding:.5rem;overflow-x:auto;white-space:pre-wrap;word-break:break-word;font-size:.85rem}
 pre.error{background:#fdecec;border-left:4px solid #c00}
 figure{margin:1rem 0}figure svg{max-width:100%;height:auto;border:1px solid #eee}
@@ -165,6 +167,73 @@ fn comparison_html(t: &PaperTable, c: &Comparison) -> String {
         );
     }
     h.push_str("</p>");
+    h
+}
+
+/// The reproduction score of each of the sweep's tables: the headline verdict, each row's change
+/// from the baseline (paper's and ours) and the other metrics' verdicts.
+fn score_html(t: &PaperTable, groups: &[ScoreGroup]) -> String {
+    let mut h = String::new();
+    for g in groups {
+        let v = g.headline();
+        let s = &g.scores[v];
+        let verdict = serde_json::to_value(s.verdict).unwrap_or_default();
+        let _ = write!(
+            h,
+            "<h3>Reproduction score: {}</h3><p class=\"verdict {}\">{}: {}</p>",
+            esc(&g.title()),
+            verdict.as_str().unwrap_or(""),
+            esc(s.metric.header()),
+            esc(&s.summary())
+        );
+        let _ = write!(
+            h,
+            "<table class=\"paper cmp\"><thead><tr><th class=\"l\">Model</th>{}<th>Paper Δ</th>\
+             <th>Ours Δ</th><th class=\"l\">Direction</th></tr></thead><tbody>",
+            t.axis_headers
+                .iter()
+                .map(|a| format!("<th class=\"l\">{}</th>", esc(a)))
+                .collect::<String>()
+        );
+        for r in &g.rows {
+            let c = r.changes[v];
+            let _ = write!(
+                h,
+                "<tr><td class=\"l\">{}</td>{}<td>{}</td><td>{}</td><td class=\"l\">{}</td></tr>",
+                esc(&r.model),
+                r.axis
+                    .iter()
+                    .map(|a| format!("<td class=\"l\">{}</td>", esc(a)))
+                    .collect::<String>(),
+                score::percent(c.paper),
+                score::percent(c.ours),
+                match c.agrees {
+                    Some(true) => "✓ same",
+                    Some(false) => "✗ differs",
+                    None => "—",
+                }
+            );
+        }
+        h.push_str("</tbody></table>");
+        let others: Vec<String> = g
+            .scores
+            .iter()
+            .filter(|o| o.metric != s.metric)
+            .map(|o| format!("{}: {}", esc(o.metric.header()), esc(&o.summary())))
+            .collect();
+        if !others.is_empty() {
+            let _ = write!(h, "<p class=\"muted\">{}.</p>", others.join("; "));
+        }
+    }
+    let _ = write!(
+        h,
+        "<p class=\"muted\">Δ = change from the baseline row {} {}, relative; within ±{}% it is \
+         flat. A row moves in the paper's direction when both changes are up, both down or both \
+         flat. Spearman: rank correlation of our column with the paper's, baseline included.</p>",
+        esc(&groups[0].baseline_model),
+        esc(&groups[0].baseline_axis.join(" ")),
+        score::FLAT * 100.0
+    );
     h
 }
 
@@ -431,7 +500,13 @@ pub fn render_report(records: &SweepRecords, generated_at: &str) -> String {
                 let _ = write!(h, "<p class=\"note\">{}</p>", esc(n));
             }
             match &cmp {
-                Some(c) => h.push_str(&comparison_html(&table, c)),
+                Some(c) => {
+                    let groups = score::score(&table, c);
+                    if !groups.is_empty() {
+                        h.push_str(&score_html(&table, &groups));
+                    }
+                    h.push_str(&comparison_html(&table, c));
+                }
                 None => {
                     h.push_str("<p class=\"muted\">The sweep file has no [[reference]] rows.</p>")
                 }

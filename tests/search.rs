@@ -424,3 +424,156 @@ fn pruning_decisions_are_reproducible_and_recorded() {
     assert!(pruned >= 1, "the test exercises pruning: {:?}", runs[0]);
     assert!(runs[0].iter().any(|t| t.2 == TrialState::Completed));
 }
+
+/// The PostgreSQL server of the ignored tests; running them without one is a failure, not a skip.
+fn pg_url() -> String {
+    std::env::var("SWEEP_TEST_PG_URL").expect(
+        "SWEEP_TEST_PG_URL is not set: this test needs PostgreSQL (start it with \
+         `. scripts/ci-cluster-services.sh`, as .ci/run does)",
+    )
+}
+
+fn out_text(o: &std::process::Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Every trial of a finished search on `db`: distinct points, within the budget, each run once.
+fn assert_search_done(db: &str, name: &str, budget: usize) {
+    let r = store::open_read_only(db).unwrap();
+    let rec = r.sweep_by_name(name).unwrap().expect("recorded");
+    let trials = r.sweep_trials(rec.id).unwrap();
+    assert_eq!(trials.len(), budget, "the budget, not more: {trials:?}");
+    let hashes: std::collections::HashSet<_> = trials.iter().map(|t| t.hash.clone()).collect();
+    let labels: std::collections::HashSet<_> = trials.iter().map(|t| t.label.to_string()).collect();
+    assert_eq!(hashes.len(), budget, "no suggestion twice");
+    assert_eq!(labels.len(), budget, "no point twice");
+    for t in &trials {
+        assert!(t.state.is_done(), "{t:?}");
+        assert_eq!(t.attempts, 1, "trial {} ran exactly once", t.id);
+    }
+}
+
+#[test]
+#[ignore = "needs PostgreSQL: SWEEP_TEST_PG_URL (.ci/run starts it: scripts/ci-cluster-services.sh)"]
+fn two_workers_on_one_postgres_ledger_share_a_search_within_its_budget() {
+    let pg = store::postgres::scratch_database(&pg_url(), "sweep_search_workers").unwrap();
+    let p = Project::new();
+    let file = p.write(
+        "exp/ws.toml",
+        &search_file("ws", "tpe", "trials = 6\nstartup = 2\nseed = 1", SPACE),
+    );
+    // Record the search without running anything.
+    let out = p
+        .cmd()
+        .arg("run")
+        .arg(&file)
+        .args([
+            "--executor",
+            "slurm",
+            "--dry-run",
+            "--artifacts-local-ok",
+            "--db",
+            &pg,
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", out_text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(" worker --sweep ws "));
+    let spawn = || {
+        p.std_cmd()
+            .args([
+                "worker",
+                "--sweep",
+                "ws",
+                "--poll-seconds",
+                "0.2",
+                "--db",
+                &pg,
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    assert!(a.status.success(), "worker a: {}", out_text(&a));
+    assert!(b.status.success(), "worker b: {}", out_text(&b));
+    assert_search_done(&pg, "ws", 6);
+    let asked = |o: &std::process::Output| {
+        String::from_utf8_lossy(&o.stderr)
+            .matches("suggests ")
+            .count()
+    };
+    assert!(
+        asked(&a) >= 1 && asked(&b) >= 1,
+        "both workers asked:\n{}\n{}",
+        out_text(&a),
+        out_text(&b)
+    );
+    assert_eq!(asked(&a) + asked(&b), 6, "six suggestions in all");
+}
+
+#[test]
+#[ignore = "needs Slurm and PostgreSQL (.ci/run starts them: scripts/ci-cluster-services.sh)"]
+fn a_search_under_slurm_is_an_array_of_tasks_that_spend_the_budget() {
+    let slurm = std::process::Command::new("sinfo")
+        .args(["-h", "-o", "%t"])
+        .output()
+        .map(|o| o.status.success() && !o.stdout.is_empty())
+        .unwrap_or(false);
+    assert!(
+        slurm,
+        "no usable Slurm (start it with `. scripts/ci-cluster-services.sh`)"
+    );
+    let pg = store::postgres::scratch_database(&pg_url(), "sweep_search_slurm").unwrap();
+    let p = Project::new();
+    let file = p.write(
+        "exp/ss.toml",
+        &search_file("ss", "random", "trials = 5\nseed = 2", SPACE),
+    );
+    let shared = p.path().join("shared");
+    let out = p
+        .cmd()
+        .arg("run")
+        .arg(&file)
+        .args([
+            "--executor",
+            "slurm",
+            "--max-parallel",
+            "2",
+            "--time",
+            "00:10:00",
+        ])
+        .args(["--artifacts-local-ok", "--artifacts"])
+        .arg(&shared)
+        .args(["--db", &pg])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "submit: {}", out_text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("2 search tasks"),
+        "{}",
+        out_text(&out)
+    );
+    let deadline = Instant::now() + Duration::from_secs(900);
+    loop {
+        let r = store::open_read_only(&pg).unwrap();
+        let rec = r.sweep_by_name("ss").unwrap().unwrap();
+        let t = r.sweep_trials(rec.id).unwrap();
+        if t.len() == 5 && t.iter().all(|t| t.state.is_done()) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the search tasks did not finish: {t:?}"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    assert_search_done(&pg, "ss", 5);
+}

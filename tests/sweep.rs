@@ -465,6 +465,36 @@ fn sigkill_mid_trial_then_rerun_resumes_without_losing_or_duplicating_rows() {
             "final numbers: resumed {a} vs uninterrupted {b}"
         );
     }
+
+    // 4. Its TensorBoard log holds each row once too: the resume kept the events up to the
+    // checkpoint in a new file and deleted the old one.
+    let tb = p
+        .path()
+        .join("results/trials")
+        .join(&second.hash[..12])
+        .join("tb");
+    let files: Vec<_> = std::fs::read_dir(&tb)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let mut tb_keys = Vec::new();
+    let bytes = std::fs::read(&files[0]).unwrap();
+    for r in sweep::tensorboard::event::records(&bytes).unwrap() {
+        let ev = sweep::tensorboard::event::decode(r).unwrap();
+        for (tag, _) in &ev.scalars {
+            if let Some(split) = tag.strip_prefix("loss/") {
+                tb_keys.push((split.to_string(), ev.step));
+            }
+        }
+    }
+    let mut ledger_keys = keys(&got);
+    tb_keys.sort();
+    ledger_keys.sort();
+    assert_eq!(
+        tb_keys, ledger_keys,
+        "TensorBoard: no row lost or duplicated"
+    );
 }
 
 #[test]

@@ -11,6 +11,8 @@
 pub mod cli;
 pub mod local;
 pub mod plan_view;
+pub mod prune;
+pub mod search;
 pub mod sink;
 pub mod slurm;
 pub mod status;
@@ -84,7 +86,10 @@ impl Policy {
             TrialState::Pending => true,
             TrialState::Interrupted => self.interrupted,
             TrialState::Failed => self.failed_max_attempts.is_some_and(|n| t.attempts <= n),
-            TrialState::Running | TrialState::Completed | TrialState::Diverged => false,
+            TrialState::Running
+            | TrialState::Completed
+            | TrialState::Diverged
+            | TrialState::Pruned => false,
         }
     }
 }
@@ -106,6 +111,20 @@ pub struct Batch {
     pub sweep: Option<NewSweep>,
     /// The ledger rows of the trials, to re-record the sweep with.
     pub trials: Vec<NewTrial>,
+    /// The search sweeps among the batch's, which suggest more trials when these are taken.
+    pub search: Vec<search::Searcher>,
+}
+
+impl Batch {
+    /// Trials the batch will have run when done: its trials, plus the searches' remaining budget.
+    pub fn total(&self, s: &dyn Store) -> Result<usize> {
+        let mut extra = 0;
+        for searcher in &self.search {
+            let have = s.sweep_trials(searcher.sweep_id)?.len();
+            extra += searcher.budget().saturating_sub(have);
+        }
+        Ok(self.trial_ids.len() + extra)
+    }
 }
 
 /// The ledger name of a sweep: the file's name, suffixed `@profile` when a profile is applied, so
@@ -137,8 +156,14 @@ fn ledger_trials(planned: &[PlannedTrial]) -> Result<Vec<NewTrial>> {
 const EXECUTOR_SPEC_KEYS: [&str; 1] = [slurm::SPEC_KEY];
 
 /// Records a sweep file's trials (keeping the executors' annotations of an existing row) and marks
-/// the trials of dead workers interrupted.
-pub fn record(ledger: &Ledger, sweep: &config::Sweep, planned: &[PlannedTrial]) -> Result<Batch> {
+/// the trials of dead workers interrupted. A search sweep records its row only: its trials are
+/// the ones it has suggested so far, and it suggests more while it runs.
+pub fn record(
+    ledger: &Ledger,
+    sweep: &config::Sweep,
+    planned: &[PlannedTrial],
+    cache_root: &Path,
+) -> Result<Batch> {
     let s = &*ledger.store;
     let name = ledger_name(sweep);
     let mut spec = sweep.spec_json();
@@ -158,6 +183,27 @@ pub fn record(ledger: &Ledger, sweep: &config::Sweep, planned: &[PlannedTrial]) 
         kind: sweep.kind.as_str().to_string(),
         spec,
     };
+    if sweep.search.is_some() {
+        let sweep_id = s.record_sweep_row(&row)?;
+        let members = s.sweep_trials(sweep_id)?;
+        let trial_ids: Vec<i64> = members.iter().map(|m| m.trial.id).collect();
+        let labels = members
+            .iter()
+            .map(|m| (m.trial.id, label_text(&m.label)))
+            .collect();
+        let recovered = recover_dead(s, &trial_ids)?;
+        let searcher = search::Searcher::new(sweep, sweep_id, &name, cache_root);
+        return Ok(Batch {
+            name,
+            trial_ids,
+            labels,
+            created: 0,
+            recovered,
+            sweep: Some(row),
+            trials: Vec::new(),
+            search: searcher.into_iter().collect(),
+        });
+    }
     let trials = ledger_trials(planned)?;
     let recorded = s.record_sweep(&row, &trials)?;
     let labels = recorded
@@ -175,6 +221,7 @@ pub fn record(ledger: &Ledger, sweep: &config::Sweep, planned: &[PlannedTrial]) 
         recovered,
         sweep: Some(row),
         trials,
+        search: Vec::new(),
     })
 }
 
@@ -186,7 +233,11 @@ pub fn annotate(ledger: &Ledger, batch: &Batch, key: &str, value: Json) -> Resul
     if let Some(m) = row.spec.as_object_mut() {
         m.insert(key.to_string(), value);
     }
-    ledger.store.record_sweep(&row, &batch.trials)?;
+    if batch.search.is_empty() {
+        ledger.store.record_sweep(&row, &batch.trials)?;
+    } else {
+        ledger.store.record_sweep_row(&row)?;
+    }
     Ok(())
 }
 
@@ -196,16 +247,23 @@ pub fn run_sweep(
     db_url: &str,
     sweep: &config::Sweep,
     planned: &[PlannedTrial],
+    cache_root: &Path,
 ) -> Result<(Ledger, Batch, ExitCode)> {
     exec.preflight(sweep, planned)?;
     let ledger = Ledger::open(db_url)?;
-    let batch = record(&ledger, sweep, planned)?;
+    let batch = record(&ledger, sweep, planned, cache_root)?;
     let code = exec.execute(&ledger, &batch)?;
     Ok((ledger, batch, code))
 }
 
-/// `sweep worker`: hand the trials of one recorded sweep (or of all) to the executor.
-pub fn drain(exec: &mut dyn Executor, ledger: &Ledger, only: Option<&str>) -> Result<ExitCode> {
+/// `sweep worker`: hand the trials of one recorded sweep (or of all) to the executor; search
+/// sweeps among them suggest more trials as the worker takes them.
+pub fn drain(
+    exec: &mut dyn Executor,
+    ledger: &Ledger,
+    only: Option<&str>,
+    cache_root: &Path,
+) -> Result<ExitCode> {
     let s = &*ledger.store;
     let sweeps = match only {
         Some(name) => vec![s.sweep_by_name(name)?.ok_or_else(|| {
@@ -218,6 +276,7 @@ pub fn drain(exec: &mut dyn Executor, ledger: &Ledger, only: Option<&str>) -> Re
     };
     let mut ids = Vec::new();
     let mut labels = HashMap::new();
+    let search = search::searchers_of(&sweeps, cache_root)?;
     for sw in sweeps {
         for st in s.sweep_trials(sw.id)? {
             if !ids.contains(&st.trial.id) {
@@ -234,6 +293,7 @@ pub fn drain(exec: &mut dyn Executor, ledger: &Ledger, only: Option<&str>) -> Re
         recovered: 0,
         sweep: None,
         trials: Vec::new(),
+        search,
     };
     exec.execute(ledger, &batch)
 }
@@ -367,20 +427,9 @@ pub fn tail_of(path: &Path, lines: usize) -> String {
 // ---------------------------------------------------------------------------------------------
 // Workers: who runs a trial, and whether they are still alive
 
-fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: gethostname writes at most buf.len() bytes into our buffer.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr() as *mut libc::c_char, buf.len()) };
-    if rc != 0 {
-        return "localhost".into();
-    }
-    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
-}
-
 /// `host:pid`, the identity of a trial worker process.
 pub fn worker_id(pid: u32) -> String {
-    format!("{}:{pid}", hostname())
+    format!("{}:{pid}", crate::util::hostname())
 }
 
 fn pid_alive(pid: i32) -> bool {
@@ -406,7 +455,7 @@ pub fn age_secs(ts: &str) -> Option<i64> {
 
 /// Is the worker of a `running` trial gone? Same host: its pid is dead. Other hosts: stale heartbeat.
 pub fn worker_dead(t: &TrialRecord) -> bool {
-    let host = hostname();
+    let host = crate::util::hostname();
     if let Some((h, pid)) = t.worker.as_deref().and_then(|w| w.rsplit_once(':')) {
         if h == host {
             if let Ok(pid) = pid.parse::<i32>() {

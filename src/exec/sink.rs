@@ -208,6 +208,7 @@ mod tests {
             tokens_seen: step * 10,
             lr: 0.0,
             tokens_per_s: 0.0,
+            grad_norm: None,
         };
         let t0 = Instant::now();
         sink.record(&row(1, "train")).unwrap();

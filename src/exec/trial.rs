@@ -2,15 +2,19 @@
 //!
 //! It claims its trial atomically in the ledger (a trial running elsewhere or done is left alone:
 //! exit [`EXIT_NOT_CLAIMED`], or 0 with `--skip-if-taken`), records its environment, trains
-//! through a [`StoreSink`] and records how the attempt ended. A stop request (SIGINT, SIGTERM,
+//! through a [`StoreSink`] (teed with a [`TbSink`]: TensorBoard event files in the trial's `tb/`)
+//! and records how the attempt ended. A stop request (SIGINT, SIGTERM,
 //! SIGUSR1) checkpoints and exits 130 with the trial `interrupted`; it resumes from that
 //! checkpoint next time. A crash, OOM or panic here ends only this trial.
 
+use super::prune::PruningSink;
 use super::sink::StoreSink;
 use super::{recover_dead, worker_id, Ledger, EXIT_NOT_CLAIMED};
 use crate::error::UsageError;
 use crate::signals::{self, OnSecond};
 use crate::store::{Outcome, Store, TrialRecord, TrialResults, TrialState};
+use crate::tensorboard::{self, TbSink};
+use crate::train::sinks::Tee;
 use crate::train::{self, RunContext, TrialEnd};
 use crate::trial::TrialConfig;
 use anyhow::{Context, Result};
@@ -178,8 +182,21 @@ fn run_claimed(
     }
     s.set_env(t.id, &env)?;
     let mut sink = StoreSink::spawn(s.clone(), t.id, worker.to_string(), ctx.cancel.clone());
+    let label = vec![(tensorboard::LABEL_TAG.to_string(), tb_label(&**s, t))];
+    let mut tb = TbSink::new(ctx.work_dir.join(tensorboard::TB_SUBDIR), label);
+    let pruner = super::prune::pruner_of(&**s, t.id)?;
+    let mut pruned = None;
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        train::run_trial(cfg, ctx, &mut sink)
+        let mut both = Tee(vec![&mut sink, &mut tb]);
+        match pruner {
+            Some(p) => {
+                let mut ps = PruningSink::new(&mut both, s.clone(), t.id, p, ctx.cancel.clone());
+                let r = train::run_trial(cfg, ctx, &mut ps);
+                pruned = ps.decision().cloned();
+                r
+            }
+            None => train::run_trial(cfg, ctx, &mut both),
+        }
     }));
     let flushed = sink.finish();
     let end = match result {
@@ -231,6 +248,32 @@ fn run_claimed(
             },
             0,
         ),
-        TrialEnd::Interrupted => (Outcome::Interrupted { error: None }, 130),
+        TrialEnd::Interrupted => match pruned {
+            // Stopped by its pruner: final, with the decision in the environment.
+            Some(d) => {
+                let mut env = env.clone();
+                env["pruned"] = serde_json::to_value(&d)?;
+                s.set_env(t.id, &env)?;
+                (
+                    Outcome::Pruned {
+                        error: d.sentence(),
+                    },
+                    0,
+                )
+            }
+            None => (Outcome::Interrupted { error: None }, 130),
+        },
     })
+}
+
+/// The text that names a trial's TensorBoard run: each sweep it belongs to with its axis values
+/// there (a trial's directory is named by its hash, which TensorBoard shows as the run name).
+fn tb_label(s: &dyn Store, t: &TrialRecord) -> String {
+    let mut lines: Vec<String> = crate::store::read::trial_sweeps(s, t.id)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(name, st)| tensorboard::membership_line(&name, &st.label, st.is_baseline))
+        .collect();
+    lines.push(format!("trial {}, hash `{}`", t.id, t.short_hash()));
+    lines.join("\n\n")
 }

@@ -1,12 +1,16 @@
-//! `sweep export`: every metric row of a sweep's trials as CSV or JSON, one trial at a time.
+//! `sweep export`: every metric row of a sweep's trials as CSV or JSON, one trial at a time, or
+//! as TensorBoard runs in a directory.
 
 use anyhow::{Context, Result};
 use serde_json::{json, Map, Value};
 use std::io::Write;
+use std::path::{Path, PathBuf};
 
 use super::sql::Cell;
 use super::ExportFormat;
+use crate::error::UsageError;
 use crate::store;
+use crate::tensorboard::{self, EventWriter};
 
 const EXPORT_COLUMNS: [&str; 13] = [
     "trial_id",
@@ -27,6 +31,9 @@ const EXPORT_COLUMNS: [&str; 13] = [
 /// Streams every metric row of the sweep's trials to `out`, in sweep order (no row cap; one
 /// trial's rows in memory at a time).
 pub fn export<W: Write>(db: &str, sweep: &str, format: ExportFormat, out: &mut W) -> Result<u64> {
+    if format == ExportFormat::Tensorboard {
+        return Err(needs_out().into());
+    }
     let ledger = store::open_read_only(db)?;
     let info = store::read::sweep_named(ledger.as_ref(), sweep)?;
     let mut n = 0u64;
@@ -36,7 +43,7 @@ pub fn export<W: Write>(db: &str, sweep: &str, format: ExportFormat, out: &mut W
             w.write_record(EXPORT_COLUMNS)?;
             out.write_all(&w.into_inner().context("writing CSV")?)?;
         }
-        ExportFormat::Json => out.write_all(b"[")?,
+        _ => out.write_all(b"[")?,
     }
     for st in ledger.sweep_trials(info.id)? {
         let label = st.label.to_string();
@@ -63,7 +70,7 @@ pub fn export<W: Write>(db: &str, sweep: &str, format: ExportFormat, out: &mut W
                     w.write_record(&rec)?;
                     out.write_all(&w.into_inner().context("writing CSV")?)?;
                 }
-                ExportFormat::Json => {
+                _ => {
                     let mut o = Map::new();
                     for (k, c) in EXPORT_COLUMNS.iter().zip(&cells) {
                         let v = if *k == "label" {
@@ -86,4 +93,88 @@ pub fn export<W: Write>(db: &str, sweep: &str, format: ExportFormat, out: &mut W
     }
     out.flush()?;
     Ok(n)
+}
+
+/// The usage error of `--format tensorboard` without a directory.
+pub fn needs_out() -> UsageError {
+    UsageError(
+        "`sweep export --format tensorboard` writes a directory of event files: pass --out DIR \
+         (then `tensorboard --logdir DIR`)"
+            .into(),
+    )
+}
+
+/// Writes one TensorBoard run per trial of the sweep that has metric rows, in
+/// `out/<sweep>/<axis values>-<hash8>/`, and returns that directory and the number of runs. The
+/// runs are staged in a temp directory inside `out` and renamed into place (replacing an earlier
+/// export of the sweep), so a failure leaves no half-written export.
+pub fn export_tensorboard(db: &str, sweep: &str, out: &Path) -> Result<(PathBuf, usize)> {
+    let ledger = store::open_read_only(db)?;
+    let info = store::read::sweep_named(ledger.as_ref(), sweep)?;
+    let unwritable = |what: &str, e: &dyn std::fmt::Display| -> anyhow::Error {
+        UsageError(format!(
+            "cannot write the TensorBoard export to `{}`: {what}: {e}; pass --out with a \
+             writable directory",
+            out.display()
+        ))
+        .into()
+    };
+    std::fs::create_dir_all(out).map_err(|e| unwritable("creating it", &e))?;
+    let stage = tempfile::Builder::new()
+        .prefix(".sweep-export-")
+        .tempdir_in(out)
+        .map_err(|e| unwritable("creating a temp directory in it", &e))?;
+    let mut runs = 0;
+    for st in ledger.sweep_trials(info.id)? {
+        let metrics = ledger.metrics(st.id).context("reading metrics")?;
+        if metrics.is_empty() {
+            continue;
+        }
+        let rows: Vec<_> = metrics.iter().map(tensorboard::recorded_row).collect();
+        let text = format!(
+            "{}\n\ntrial {}, hash `{}`",
+            tensorboard::membership_line(&info.name, &st.label, st.is_baseline),
+            st.id,
+            st.short_hash()
+        );
+        let dir = stage
+            .path()
+            .join(tensorboard::run_dir_name(&st.label, &st.hash));
+        let mut w = EventWriter::create(&dir)?;
+        w.write_run(
+            &[(tensorboard::LABEL_TAG.to_string(), text)],
+            rows.iter().map(|(wall, r)| (*wall, r)),
+        )?;
+        runs += 1;
+    }
+    let dest = out.join(crate::report::file_stem(&info.name));
+    replace_dir(stage, &dest).map_err(|e| unwritable("moving the export into place", &e))?;
+    Ok((dest, runs))
+}
+
+/// Renames the staged directory to `dest`, replacing what was there.
+fn replace_dir(stage: tempfile::TempDir, dest: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // Temp directories are private (0700); an export is an ordinary readable directory.
+        std::fs::set_permissions(stage.path(), std::fs::Permissions::from_mode(0o755))?;
+    }
+    let old = dest.exists().then(|| dest.with_extension("old-export"));
+    if let Some(old) = &old {
+        let _ = std::fs::remove_dir_all(old);
+        std::fs::rename(dest, old)?;
+    }
+    let staged = stage.keep();
+    if let Err(e) = std::fs::rename(&staged, dest) {
+        if let Some(old) = &old {
+            let _ = std::fs::rename(old, dest);
+        }
+        let _ = std::fs::remove_dir_all(&staged);
+        return Err(e);
+    }
+    if let Some(old) = &old {
+        std::fs::remove_dir_all(old)?;
+    }
+    Ok(())
 }

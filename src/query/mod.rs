@@ -3,17 +3,19 @@
 //! `results` formats the paper-layout table, `sql` runs read-only SQL, `export` streams metric
 //! rows; all read the ledger opened read-only by [`crate::store`].
 
+mod best;
 mod export;
 mod results;
 mod sql;
 
-pub use export::export;
+pub use export::{export, export_tensorboard};
 pub use results::format_results;
 pub use sql::{format_query, query, Cell, QueryResult};
 
 use anyhow::Result;
 use clap::{Args, ValueEnum};
 use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use crate::report::data;
@@ -39,6 +41,8 @@ pub enum QueryFormat {
 pub enum ExportFormat {
     Csv,
     Json,
+    /// One TensorBoard run per trial in `--out DIR/<sweep>/` (`tensorboard --logdir DIR`).
+    Tensorboard,
 }
 
 #[derive(Debug, Args)]
@@ -47,6 +51,27 @@ pub struct ResultsArgs {
     pub sweep: String,
     #[arg(long, value_enum, default_value = "table")]
     pub format: ResultsFormat,
+    /// Ledger database URL or SQLite path.
+    #[arg(long, env = "SWEEP_DB", default_value = DEFAULT_DB)]
+    pub db: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BestFormat {
+    Toml,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct BestArgs {
+    /// Sweep name (as `sweep status` lists it, e.g. `lr_search@quick`).
+    pub sweep: String,
+    /// `toml`: a snippet to paste into `[base]`; `json`: the trial, its value and config.
+    #[arg(long, value_enum, default_value = "toml")]
+    pub format: BestFormat,
+    /// Rank by this metric instead of the search's (default for grids: valid_ppl).
+    #[arg(long)]
+    pub metric: Option<String>,
     /// Ledger database URL or SQLite path.
     #[arg(long, env = "SWEEP_DB", default_value = DEFAULT_DB)]
     pub db: String,
@@ -69,6 +94,9 @@ pub struct ExportArgs {
     pub sweep: String,
     #[arg(long, value_enum, default_value = "csv")]
     pub format: ExportFormat,
+    /// Directory for `--format tensorboard` (runs go to DIR/<sweep>/); csv and json go to stdout.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
     /// Ledger database URL or SQLite path.
     #[arg(long, env = "SWEEP_DB", default_value = DEFAULT_DB)]
     pub db: String,
@@ -123,11 +151,23 @@ pub fn run_results(args: ResultsArgs) -> Result<ExitCode> {
     let ledger = store::open_read_only(&args.db)?;
     let records = store::load_sweep(ledger.as_ref(), &args.sweep)?;
     drop(ledger);
-    print!(
-        "{}",
-        format_results(&data::paper_table(&records), args.format)?
-    );
+    let table = data::paper_table(&records);
+    let groups = crate::report::score::reproduction(&table, &records.sweep.spec);
+    print!("{}", format_results(&table, &groups, args.format)?);
     Ok(ExitCode::SUCCESS)
+}
+
+/// `sweep best SWEEP`.
+pub fn run_best(args: BestArgs) -> Result<ExitCode> {
+    let ledger = store::open_read_only(&args.db)?;
+    let records = store::load_sweep(ledger.as_ref(), &args.sweep)?;
+    drop(ledger);
+    let b = best::best(&records, args.metric.as_deref())?;
+    let text = match args.format {
+        BestFormat::Toml => best::to_toml(&b, &args.sweep)?,
+        BestFormat::Json => format!("{:#}\n", best::to_json(&b, &args.sweep)),
+    };
+    crate::util::write_stdout(&text)
 }
 
 /// `sweep query "SQL"`.
@@ -137,8 +177,29 @@ pub fn run_query(args: QueryArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `sweep export SWEEP --format csv|json > file`.
+/// `sweep export SWEEP --format csv|json > file`, `sweep export SWEEP --format tensorboard --out DIR`.
 pub fn run_export(args: ExportArgs) -> Result<ExitCode> {
+    match (&args.out, args.format) {
+        (Some(out), ExportFormat::Tensorboard) => {
+            let (dir, runs) = export_tensorboard(&args.db, &args.sweep, out)?;
+            eprintln!(
+                "wrote {runs} TensorBoard runs to {}; view them with `tensorboard --logdir {}`",
+                dir.display(),
+                out.display()
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        (None, ExportFormat::Tensorboard) => return Err(export::needs_out().into()),
+        (Some(_), _) => {
+            return Err(crate::error::UsageError(
+                "--out is for `--format tensorboard`; csv and json go to stdout: redirect them \
+                 (`sweep export SWEEP --format csv > FILE`)"
+                    .into(),
+            )
+            .into())
+        }
+        (None, _) => {}
+    }
     let stdout = std::io::stdout();
     let mut lock = std::io::BufWriter::new(stdout.lock());
     export(&args.db, &args.sweep, args.format, &mut lock)?;
@@ -230,6 +291,7 @@ mod tests {
             store::load_sweep(ledger.as_ref(), "block_size").unwrap()
         };
         let t = data::paper_table(&records);
+        let groups = crate::report::score::reproduction(&t, &records.sweep.spec);
         for (name, f) in [
             ("results_table", ResultsFormat::Table),
             ("results_markdown", ResultsFormat::Markdown),
@@ -237,9 +299,9 @@ mod tests {
             ("results_csv", ResultsFormat::Csv),
             ("results_json", ResultsFormat::Json),
         ] {
-            insta::assert_snapshot!(name, format_results(&t, f).unwrap());
+            insta::assert_snapshot!(name, format_results(&t, &groups, f).unwrap());
         }
-        let md = format_results(&t, ResultsFormat::Markdown).unwrap();
+        let md = format_results(&t, &groups, ResultsFormat::Markdown).unwrap();
         assert!(md.starts_with(
             "| Model | Block Size | Train Loss | Valid Loss | Train PPL | Valid PPL |"
         ));

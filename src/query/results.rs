@@ -1,10 +1,12 @@
-//! `sweep results`: a sweep's paper-layout table as text, CSV, JSON, Markdown or LaTeX.
+//! `sweep results`: a sweep's paper-layout table as text, CSV, JSON, Markdown or LaTeX, with the
+//! reproduction score beside the paper (text, Markdown and JSON).
 
 use anyhow::{Context, Result};
 use serde_json::{json, Map, Value};
 
 use super::{format_text_table, ResultsFormat};
 use crate::report::data::{PaperTable, Stat};
+use crate::report::score::{self, ScoreGroup};
 
 fn cell_text(s: &Option<Stat>) -> String {
     s.as_ref().map(Stat::display).unwrap_or_else(|| "—".into())
@@ -56,8 +58,147 @@ fn latex_escape(s: &str) -> String {
     o
 }
 
-/// The paper-layout table in the given format (ends with a newline).
-pub fn format_results(t: &PaperTable, format: ResultsFormat) -> Result<String> {
+/// The rows of one score group: model, axis cells, then paper and ours change and the direction
+/// of the headline metric.
+fn score_rows(g: &ScoreGroup) -> Vec<Vec<String>> {
+    let v = g.headline();
+    g.rows
+        .iter()
+        .map(|r| {
+            let mut cells = vec![r.model.clone()];
+            cells.extend(r.axis.iter().cloned());
+            let c = r.changes[v];
+            cells.push(score::percent(c.paper));
+            cells.push(score::percent(c.ours));
+            cells.push(score::agreement(c.agrees).into());
+            cells
+        })
+        .collect()
+}
+
+/// The heading of a score group: what changes, from which baseline.
+fn score_heading(g: &ScoreGroup) -> String {
+    format!(
+        "Beside the paper ({}): {} change from the baseline row {} {}",
+        g.title(),
+        g.metrics[g.headline()].header(),
+        g.baseline_model,
+        g.baseline_axis.join(" ")
+    )
+}
+
+/// Every metric's verdict line.
+fn verdicts(g: &ScoreGroup) -> Vec<String> {
+    g.scores
+        .iter()
+        .map(|s| format!("{}: {}", s.metric.header(), s.summary()))
+        .collect()
+}
+
+const FLAT_NOTE: &str = "Changes are relative to the baseline row; within ±0.1% a change is flat. \
+                         Direction: same when ours moves the way the paper's does.";
+
+/// The score as plain text tables (empty without references).
+fn score_text(t: &PaperTable, groups: &[ScoreGroup]) -> String {
+    let mut s = String::new();
+    for g in groups {
+        let mut headers = vec!["Model".to_string()];
+        headers.extend(t.axis_headers.iter().cloned());
+        headers.extend(["Paper".into(), "Ours".into(), "Direction".into()]);
+        let n_left = 1 + t.axis_headers.len();
+        let right: Vec<bool> = (0..headers.len())
+            .map(|i| i >= n_left && i < n_left + 2)
+            .collect();
+        s.push_str(&format!("\n{}\n", score_heading(g)));
+        s.push_str(&format_text_table(&headers, &score_rows(g), &right));
+        for line in verdicts(g) {
+            s.push_str(&format!("{line}\n"));
+        }
+    }
+    if !groups.is_empty() {
+        s.push_str(&format!("{FLAT_NOTE}\n"));
+    }
+    s
+}
+
+/// The score as Markdown tables (empty without references).
+fn score_markdown(t: &PaperTable, groups: &[ScoreGroup]) -> String {
+    let mut s = String::new();
+    for g in groups {
+        let mut headers = vec!["Model".to_string()];
+        headers.extend(t.axis_headers.iter().cloned());
+        headers.extend(["Paper".into(), "Ours".into(), "Direction".into()]);
+        s.push_str(&format!("\n**{}**\n\n", md_escape(&score_heading(g))));
+        s.push_str(&format!(
+            "| {} |\n|{}|\n",
+            headers
+                .iter()
+                .map(|h| md_escape(h))
+                .collect::<Vec<_>>()
+                .join(" | "),
+            vec![" --- "; headers.len()].join("|")
+        ));
+        for r in score_rows(g) {
+            let cs: Vec<String> = r.iter().map(|c| md_escape(c)).collect();
+            s.push_str(&format!("| {} |\n", cs.join(" | ")));
+        }
+        s.push('\n');
+        for line in verdicts(g) {
+            s.push_str(&format!("- {}\n", md_escape(&line)));
+        }
+    }
+    if !groups.is_empty() {
+        s.push_str(&format!("\n{}\n", md_escape(FLAT_NOTE)));
+    }
+    s
+}
+
+/// The score as JSON: per group its axes, baseline, rows' changes and per-metric summaries.
+pub fn score_json(groups: &[ScoreGroup]) -> Value {
+    let group = |g: &ScoreGroup| {
+        let rows: Vec<Value> = g
+            .rows
+            .iter()
+            .map(|r| {
+                let change: Map<String, Value> = g
+                    .metrics
+                    .iter()
+                    .zip(&r.changes)
+                    .map(|(m, c)| (m.key().to_string(), json!(c)))
+                    .collect();
+                json!({"model": r.model, "axis": r.axis, "change": change})
+            })
+            .collect();
+        let metrics: Map<String, Value> = g
+            .scores
+            .iter()
+            .map(|s| {
+                let mut o = json!(s);
+                o["summary"] = json!(s.summary());
+                if let Some(m) = o.as_object_mut() {
+                    m.remove("metric");
+                }
+                (s.metric.key().to_string(), o)
+            })
+            .collect();
+        json!({
+            "axes": g.axes,
+            "baseline": {"model": g.baseline_model, "axis": g.baseline_axis},
+            "flat_threshold": score::FLAT,
+            "rows": rows,
+            "metrics": metrics,
+        })
+    };
+    Value::Array(groups.iter().map(group).collect())
+}
+
+/// The paper-layout table in the given format (ends with a newline), with the reproduction
+/// score `groups` ([`score::reproduction`]) in text, Markdown and JSON.
+pub fn format_results(
+    t: &PaperTable,
+    groups: &[ScoreGroup],
+    format: ResultsFormat,
+) -> Result<String> {
     let headers = t.headers();
     let n_left = 1 + t.axis_headers.len();
     let rows = display_rows(t);
@@ -69,6 +210,7 @@ pub fn format_results(t: &PaperTable, format: ResultsFormat) -> Result<String> {
             if t.rows.is_empty() {
                 s.push_str("(no trials)\n");
             }
+            s.push_str(&score_text(t, groups));
             s
         }
         ResultsFormat::Markdown => {
@@ -98,6 +240,7 @@ pub fn format_results(t: &PaperTable, format: ResultsFormat) -> Result<String> {
                     .collect();
                 s.push_str(&format!("| {} |\n", cs.join(" | ")));
             }
+            s.push_str(&score_markdown(t, groups));
             s
         }
         ResultsFormat::Latex => {
@@ -196,6 +339,7 @@ pub fn format_results(t: &PaperTable, format: ResultsFormat) -> Result<String> {
                 "axis": t.axis_keys,
                 "columns": headers,
                 "rows": rows,
+                "reproduction": score_json(groups),
             });
             let mut s = serde_json::to_string_pretty(&doc)?;
             s.push('\n');

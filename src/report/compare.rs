@@ -5,7 +5,8 @@ use serde_json::{Map, Value};
 
 use super::data::{format_value, model_size_label, value_f64, Metric, PaperTable, TableRow};
 
-fn values_equal(a: &Value, b: &Value) -> bool {
+/// Whether two axis values are the same (numbers to rounding; presets and their size labels).
+pub(super) fn values_equal(a: &Value, b: &Value) -> bool {
     match (value_f64(a), value_f64(b)) {
         (Some(x), Some(y)) => (x - y).abs() <= 1e-9 * x.abs().max(y.abs()).max(1.0),
         _ => match (a, b) {
@@ -33,6 +34,9 @@ pub struct CompareRow {
     pub cells: Vec<CompareCell>,
     /// False for a paper row without a matching row of ours.
     pub matched: bool,
+    /// The index of the matching row in the table (None when not matched).
+    #[serde(skip)]
+    pub row: Option<usize>,
 }
 
 /// The paper's values beside ours, for the sweep's reference rows.
@@ -125,6 +129,7 @@ pub fn comparison(table: &PaperTable, spec: &Value) -> Option<Comparison> {
                 axis,
                 cells: paper_cells(refs[ri], &|c| row.cells[c].map(|s| s.mean)),
                 matched: true,
+                row: Some(i),
             });
         }
     }
@@ -142,6 +147,7 @@ pub fn comparison(table: &PaperTable, spec: &Value) -> Option<Comparison> {
                 .collect(),
             cells: paper_cells(r, &|_| None),
             matched: false,
+            row: None,
         });
     }
     Some(Comparison { metrics, rows })

@@ -9,6 +9,7 @@ use serde_json::Value;
 use super::compare::{comparison, Comparison};
 use super::data::{self, PaperTable, Stat};
 use super::plots::{self, Curve};
+use super::score::{self, ScoreGroup};
 use super::summary::{self, format_duration};
 use super::svg::{svg_axis_plot, svg_curves, svg_throughput};
 use crate::store::{SweepRecords, SweepTrial, TrialRecord};
@@ -22,6 +23,7 @@ th{background:#f3f3f3}td.l,th.l{text-align:left}table.paper td,table.paper th{fo
 table.kv td{text-align:left}.wide{overflow-x:auto}table.cmp{font-size:.85rem}table.cmp td,table.cmp th{padding:.2rem .4rem;white-space:nowrap}table.kv td:first-child{font-weight:600;white-space:nowrap}
 .note{background:#fff7e0;border-left:4px solid #e0a800;padding:.5rem .8rem;margin:.8rem 0}
 .muted{color:#666}.pos{color:#a40000}.neg{color:#006400}
+.verdict{font-weight:600;margin:.6rem 0 .2rem}.verdict.reproduces{color:#006400}.verdict.partly{color:#8a6d00}.verdict.does_not_reproduce{color:#a40000}
 pre{background:#f7f7f7;padding:.5rem;overflow-x:auto;white-space:pre-wrap;word-break:break-word;font-size:.85rem}
 pre.error{background:#fdecec;border-left:4px solid #c00}
 figure{margin:1rem 0}figure svg{max-width:100%;height:auto;border:1px solid #eee}
@@ -154,6 +156,47 @@ fn comparison_html(t: &PaperTable, c: &Comparison) -> Markup {
             @if c.rows.iter().any(|r| !r.matched) {
                 " Rows with no “Ours” value are paper rows this sweep has no matching trial for."
             }
+        }
+    }
+}
+
+/// The reproduction score of each of the sweep's tables: the headline verdict, each row's change
+/// from the baseline (paper's and ours) and the other metrics' verdicts.
+fn score_html(t: &PaperTable, groups: &[ScoreGroup]) -> Markup {
+    let Some(first) = groups.first() else {
+        return html! {};
+    };
+    html! {
+        @for g in groups {
+            @let v = g.headline();
+            @let s = &g.scores[v];
+            @let verdict = serde_json::to_value(s.verdict).unwrap_or_default();
+            @let others: Vec<String> = g.scores.iter().filter(|o| o.metric != s.metric)
+                .map(|o| format!("{}: {}", o.metric.header(), o.summary())).collect();
+            h3 { "Reproduction score: " (g.title()) }
+            p class={ "verdict " (verdict.as_str().unwrap_or("")) } { (s.metric.header()) ": " (s.summary()) }
+            table.paper.cmp {
+                thead { tr {
+                    th.l { "Model" }
+                    @for a in &t.axis_headers { th.l { (a) } }
+                    th { "Paper Δ" } th { "Ours Δ" } th.l { "Direction" }
+                } }
+                tbody { @for r in &g.rows {
+                    @let c = r.changes[v];
+                    tr {
+                        td.l { (r.model) }
+                        @for a in &r.axis { td.l { (a) } }
+                        td { (score::percent(c.paper)) }
+                        td { (score::percent(c.ours)) }
+                        td.l { (match c.agrees { Some(true) => "✓ same", Some(false) => "✗ differs", None => "—" }) }
+                    }
+                } }
+            }
+            @if !others.is_empty() { p.muted { (others.join("; ")) "." } }
+        }
+        p.muted {
+            "Δ = change from the baseline row " (first.baseline_model) " " (first.baseline_axis.join(" "))
+            ", relative; within ±" (score::FLAT * 100.0) "% it is flat. A row moves in the paper's direction when both changes are up, both down or both flat. Spearman: rank correlation of our column with the paper's, baseline included."
         }
     }
 }
@@ -399,7 +442,10 @@ fn paper_section(records: &SweepRecords, table: &PaperTable) -> Markup {
             h2 { "Beside the paper" }
             @for n in &notes { p.note { (n) } }
             @match &cmp {
-                Some(c) => (comparison_html(table, c)),
+                Some(c) => {
+                    (score_html(table, &score::score(table, c)))
+                    (comparison_html(table, c))
+                },
                 None => p.muted { "The sweep file has no [[reference]] rows." },
             }
         }

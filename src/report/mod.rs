@@ -8,6 +8,7 @@ pub mod compare;
 pub mod data;
 pub mod html;
 pub mod plots;
+pub mod score;
 pub mod summary;
 mod svg;
 
@@ -265,6 +266,12 @@ mod tests {
         // Paper value 21.9143 beside ours.
         assert!(html.contains("<td>21.9143</td>"));
         assert!(html.contains("not paper scale"));
+        // The reproduction score: the verdict, and block 32's change (the paper's; ours failed).
+        assert!(html.contains(
+            "<h3>Reproduction score: Block Size</h3><p class=\"verdict reproduces\">Valid PPL: \
+             trend reproduces: 3/3 rows in the paper&#39;s direction, Spearman 1.00</p>"
+        ));
+        assert!(html.contains("<td class=\"l\">32</td><td>+54.7%</td><td>—</td>"));
         assert!(html.contains("Perplexity vs Block Size"));
         assert!(html.contains("log2 scale"));
         assert!(html.contains("Optimizer step") && html.contains("Throughput (tokens/s)"));

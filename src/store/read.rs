@@ -123,6 +123,22 @@ pub fn sweep_named(r: &dyn Reader, name: &str) -> Result<SweepRecord> {
     Err(UsageError(format!("unknown sweep `{name}`; {list}")).into())
 }
 
+/// The sweeps a trial belongs to (by name, in ledger order), each with the trial's membership
+/// in it (its label and whether it is the baseline there).
+pub fn trial_sweeps(r: &dyn Reader, trial_id: i64) -> Result<Vec<(String, SweepTrial)>> {
+    let mut out = Vec::new();
+    for sweep in r.sweeps()? {
+        if let Some(st) = r
+            .sweep_trials(sweep.id)?
+            .into_iter()
+            .find(|st| st.id == trial_id)
+        {
+            out.push((sweep.name, st));
+        }
+    }
+    Ok(out)
+}
+
 /// All records of the sweep called `name` (a usage error listing the known ones if none is).
 pub fn load_sweep(r: &dyn Reader, name: &str) -> Result<SweepRecords> {
     let sweep = sweep_named(r, name)?;

@@ -37,6 +37,10 @@ pub struct MetricRow {
     pub tokens_seen: u64,
     pub lr: f64,
     pub tokens_per_s: f64,
+    /// Global gradient norm before clipping of the last step of a running train row (None for
+    /// evaluations). Not in the ledger; TensorBoard logs show it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grad_norm: Option<f64>,
 }
 
 /// Where metric rows go (SQLite in sweeps; JSON lines + stdout standalone).

@@ -14,7 +14,7 @@ use burn::tensor::{ElementConversion, Tensor};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::eval::{self, capped_blocks, evaluate, Blocks, EvalResult};
-use super::optim::{linear_lr, AdamW};
+use super::optim::{linear_lr, AdamW, StepInfo};
 use super::state::{self, TrainState};
 use super::{FinalMetrics, MetricRow, MetricSink, RunContext, TrialEnd};
 use crate::checkpoint;
@@ -72,6 +72,7 @@ pub(super) fn run_on<AB: FusedAutodiff>(
         last_ckpt: Instant::now(),
         last_beat: Instant::now(),
         last_plain: Instant::now(),
+        last_step: None,
     };
     match trainer.train(model)? {
         Outcome::Trained(model) => trainer.finish(*model, &tok, wall),
@@ -163,6 +164,8 @@ struct Trainer<'a, AB: FusedAutodiff> {
     last_ckpt: Instant,
     last_beat: Instant,
     last_plain: Instant,
+    /// The last step's gradient norm, still on the device: read only when a train row is logged.
+    last_step: Option<StepInfo<AB::InnerBackend>>,
 }
 
 impl<AB: FusedAutodiff> Trainer<'_, AB> {
@@ -225,12 +228,17 @@ impl<AB: FusedAutodiff> Trainer<'_, AB> {
         let (grads, losses) = self.micro_batches(&model, loss_scale);
         let model = match (loss_scale, self.st.loss_scaler.as_mut()) {
             (Some(scale), Some(scaler)) => {
-                let (m, _, applied) = self.opt.step_scaled(model, grads, lr, scale);
+                let (m, info, applied) = self.opt.step_scaled(model, grads, lr, scale);
                 scaler.update(applied);
                 self.st.skipped_steps += u64::from(!applied);
+                self.last_step = Some(info);
                 m
             }
-            _ => self.opt.step(model, grads, lr).0,
+            _ => {
+                let (m, info) = self.opt.step(model, grads, lr);
+                self.last_step = Some(info);
+                m
+            }
         };
         (model, losses, lr)
     }
@@ -348,7 +356,9 @@ impl<AB: FusedAutodiff> Trainer<'_, AB> {
     /// Logs the running train loss since the last train row.
     fn log_train(&mut self, lr: f64) -> Result<()> {
         let loss = self.st.window_loss / self.st.window_batches as f64;
-        self.record("train", loss, lr)?;
+        // One read from the device per logged row (HF Trainer logs the last step's norm too).
+        let norm = self.last_step.take().map(|i| i.grad_norm());
+        self.record("train", loss, lr, norm)?;
         self.st.window_loss = 0.0;
         self.st.window_batches = 0;
         Ok(())
@@ -360,7 +370,7 @@ impl<AB: FusedAutodiff> Trainer<'_, AB> {
         let r = eval_split(model, &self.splits.valid, self.cfg, &self.device)?;
         self.st.eval_seconds += t_eval.elapsed().as_secs_f64();
         self.st.last_valid_step = Some(self.st.step);
-        self.record("valid", r.loss, lr)
+        self.record("valid", r.loss, lr, None)
     }
 
     /// Saves a training checkpoint. Rows first: a checkpoint that got ahead of the ledger
@@ -383,7 +393,7 @@ impl<AB: FusedAutodiff> Trainer<'_, AB> {
         Ok(())
     }
 
-    fn record(&mut self, split: &str, loss: f64, lr: f64) -> Result<()> {
+    fn record(&mut self, split: &str, loss: f64, lr: f64, grad_norm: Option<f64>) -> Result<()> {
         let st = &self.st;
         self.sink.record(&MetricRow {
             step: st.step,
@@ -394,6 +404,7 @@ impl<AB: FusedAutodiff> Trainer<'_, AB> {
             tokens_seen: st.tokens_seen,
             lr,
             tokens_per_s: st.throughput(),
+            grad_norm,
         })
     }
 
@@ -413,10 +424,10 @@ impl<AB: FusedAutodiff> Trainer<'_, AB> {
             .transpose()?;
         self.st.eval_seconds += t_eval.elapsed().as_secs_f64();
         for (split, r) in [("train", train), ("valid", valid), ("test", test)] {
-            self.record(split, r.loss, 0.0)?;
+            self.record(split, r.loss, 0.0, None)?;
         }
         if let (Some(r), Some(n)) = (fixed, self.cfg.eval_block_size) {
-            self.record(&format!("valid@{n}"), r.loss, 0.0)?;
+            self.record(&format!("valid@{n}"), r.loss, 0.0, None)?;
         }
         let model_dir = self.ctx.work_dir.join("model");
         let eot = Some(tok.eot_id());

@@ -7,7 +7,9 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
-use sweep::store::synth::{block_size_fixture, create_ledger, insert_sweep, SynthSweep, SynthTrial};
+use sweep::store::synth::{
+    block_size_fixture, create_ledger, insert_sweep, SynthSweep, SynthTrial,
+};
 use sweep::store::TrialState;
 
 mod common;
@@ -35,7 +37,9 @@ fn ledger(dir: &Path) -> PathBuf {
         label: serde_json::json!({ "note": HOSTILE }),
         config: serde_json::json!({"model": "gpt2-tiny", "seed": 1, "note": HOSTILE}),
         state: TrialState::Running,
-        metrics: (1..=10).map(|s| (s, "train".to_string(), 5.0 - 0.1 * s as f64)).collect(),
+        metrics: (1..=10)
+            .map(|s| (s, "train".to_string(), 5.0 - 0.1 * s as f64))
+            .collect(),
         ..Default::default()
     };
     insert_sweep(store.as_ref(), &live, &[running]).unwrap();
@@ -107,7 +111,10 @@ fn request(addr: SocketAddr, method: &str, path: &str, headers: &[&str]) -> Resp
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let mut req = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
-    if !headers.iter().any(|h| h.to_ascii_lowercase().starts_with("host:")) {
+    if !headers
+        .iter()
+        .any(|h| h.to_ascii_lowercase().starts_with("host:"))
+    {
         req.push_str(&format!("Host: {addr}\r\n"));
     }
     for h in headers {
@@ -145,16 +152,33 @@ fn non_loopback_bind_needs_the_token_on_every_request() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("--token") && err.contains("SWEEP_SERVE_TOKEN"), "{err}");
+    assert!(
+        err.contains("--token") && err.contains("SWEEP_SERVE_TOKEN"),
+        "{err}"
+    );
 
     let srv = Server::start(&db, dir.path(), &["--host", "0.0.0.0", "--token", TOKEN]);
-    for path in ["/", "/sweep/block_size", "/api/sweep/live/running", "/trial/1", "/nope"] {
+    for path in [
+        "/",
+        "/sweep/block_size",
+        "/api/sweep/live/running",
+        "/trial/1",
+        "/nope",
+    ] {
         let r = srv.get(path);
         assert_eq!(r.status, 401, "{path} without a token");
         assert!(r.head.contains("www-authenticate: bearer"), "{}", r.head);
-        assert!(!r.body.contains("Block size"), "ledger text leaked in a 401");
+        assert!(
+            !r.body.contains("Block size"),
+            "ledger text leaked in a 401"
+        );
     }
-    let wrong = request(srv.addr, "GET", "/", &["Authorization: Bearer 0123456789abcdef-tesT"]);
+    let wrong = request(
+        srv.addr,
+        "GET",
+        "/",
+        &["Authorization: Bearer 0123456789abcdef-tesT"],
+    );
     assert_eq!(wrong.status, 401, "a token that does not match");
     let bearer = format!("Authorization: Bearer {TOKEN}");
     let ok = request(srv.addr, "GET", "/sweep/block_size", &[&bearer]);
@@ -170,7 +194,10 @@ fn non_loopback_bind_needs_the_token_on_every_request() {
     );
     let cookie = format!("Cookie: sweep_token={TOKEN}");
     assert_eq!(request(srv.addr, "GET", "/trial/1", &[&cookie]).status, 200);
-    assert_eq!(request(srv.addr, "GET", "/", &["Cookie: sweep_token=nope"]).status, 401);
+    assert_eq!(
+        request(srv.addr, "GET", "/", &["Cookie: sweep_token=nope"]).status,
+        401
+    );
 }
 
 #[test]
@@ -182,7 +209,9 @@ fn loopback_bind_answers_loopback_hosts_only() {
     // A page of another site that rebinds its name to 127.0.0.1 sends its own Host.
     let r = request(srv.addr, "GET", "/", &["Host: evil.example"]);
     assert_eq!(r.status, 403, "{}", r.body);
-    assert!(r.head.contains("content-security-policy: default-src 'none'"));
+    assert!(r
+        .head
+        .contains("content-security-policy: default-src 'none'"));
 }
 
 #[test]
@@ -191,7 +220,11 @@ fn nothing_outside_the_artifacts_root_is_served() {
     let db = ledger(dir.path());
     let root = dir.path().join("artifacts");
     std::fs::create_dir_all(root.join("trials/abc")).unwrap();
-    std::fs::write(root.join("trials/abc/trial.log"), "step 1 loss 5.0\n<b>x</b>\n").unwrap();
+    std::fs::write(
+        root.join("trials/abc/trial.log"),
+        "step 1 loss 5.0\n<b>x</b>\n",
+    )
+    .unwrap();
     let outside = dir.path().join("outside");
     std::fs::create_dir_all(&outside).unwrap();
     std::fs::write(outside.join("secret.txt"), "TOP SECRET").unwrap();
@@ -251,7 +284,9 @@ fn ledger_text_is_escaped_on_every_page() {
         // The only script is the dashboard's own, from this origin.
         let scripts = r.body.matches("<script").count();
         assert!(scripts <= 1, "{path}: {scripts} scripts");
-        assert!(r.head.contains("content-security-policy: default-src 'none'; script-src 'self'"));
+        assert!(r
+            .head
+            .contains("content-security-policy: default-src 'none'; script-src 'self'"));
     }
     // In the trial's resolved config (JSON text, then HTML-escaped).
     let running = srv.get(&format!("/trial/{running_id}"));
@@ -259,13 +294,18 @@ fn ledger_text_is_escaped_on_every_page() {
         "&lt;script&gt;alert(1)&lt;/script&gt;\\&quot;&gt;&lt;img src=x onerror=alert(2)&gt;"
     ));
     let failed = srv.get(&format!("/trial/{failed_id}"));
-    assert!(failed.body.contains(&format!("out of memory at step 2{ESCAPED}")));
+    assert!(failed
+        .body
+        .contains(&format!("out of memory at step 2{ESCAPED}")));
     // JSON is data (escaped by JSON rules, read with textContent by the page).
     let api = srv.get("/api/sweep/live/running");
     assert_eq!(api.status, 200);
     assert!(api.head.contains("content-type: application/json"));
     let v: serde_json::Value = serde_json::from_str(&api.body).unwrap();
-    assert_eq!(v["trials"][0]["name"], format!("#{running_id} note={HOSTILE}"));
+    assert_eq!(
+        v["trials"][0]["name"],
+        format!("#{running_id} note={HOSTILE}")
+    );
     assert_eq!(v["trials"][0]["points"], 10);
 }
 
@@ -285,7 +325,12 @@ fn the_server_cannot_write_the_ledger() {
                 let mut h = std::collections::hash_map::DefaultHasher::new();
                 std::hash::Hash::hash(&bytes, &mut h);
                 let hash = std::hash::Hasher::finish(&h);
-                (p.display().to_string(), bytes.len(), hash, m.modified().unwrap())
+                (
+                    p.display().to_string(),
+                    bytes.len(),
+                    hash,
+                    m.modified().unwrap(),
+                )
             })
             .collect();
         v.sort();
@@ -306,7 +351,13 @@ fn the_server_cannot_write_the_ledger() {
     };
     let before = settled();
     let srv = Server::start(&db, dir.path(), &[]);
-    for path in ["/", "/sweep/block_size", "/sweep/live", "/trial/1", "/api/sweep/live/running"] {
+    for path in [
+        "/",
+        "/sweep/block_size",
+        "/sweep/live",
+        "/trial/1",
+        "/api/sweep/live/running",
+    ] {
         assert_eq!(srv.get(path).status, 200, "{path}");
         for method in ["POST", "PUT", "DELETE", "PATCH"] {
             let r = request(srv.addr, method, path, &[]);
@@ -322,7 +373,10 @@ fn the_server_cannot_write_the_ledger() {
     };
     assert_eq!(db_file(&after), db_file(&before), "the ledger file changed");
     for f in &after {
-        assert!(!f.0.ends_with("-wal") || f.1 == 0, "a write was logged: {f:?}");
+        assert!(
+            !f.0.ends_with("-wal") || f.1 == 0,
+            "a write was logged: {f:?}"
+        );
     }
 }
 
@@ -333,7 +387,12 @@ fn bad_requests_get_clear_pages_and_the_server_keeps_serving() {
     let srv = Server::start(&db, dir.path(), &[]);
     let r = srv.get("/sweep/nope");
     assert_eq!(r.status, 404);
-    assert!(r.body.contains("unknown sweep `nope`; known sweeps: block_size, live"), "{}", r.body);
+    assert!(
+        r.body
+            .contains("unknown sweep `nope`; known sweeps: block_size, live"),
+        "{}",
+        r.body
+    );
     assert_eq!(srv.get("/api/sweep/nope/running").status, 404);
     let r = srv.get("/trial/99999");
     assert_eq!(r.status, 404);
@@ -343,11 +402,18 @@ fn bad_requests_get_clear_pages_and_the_server_keeps_serving() {
     // A sweep name with characters that need encoding reaches the lookup intact.
     let r = srv.get("/sweep/%3Cb%3Ex%3C%2Fb%3E");
     assert_eq!(r.status, 404);
-    assert!(r.body.contains("unknown sweep `&lt;b&gt;x&lt;/b&gt;`"), "{}", r.body);
+    assert!(
+        r.body.contains("unknown sweep `&lt;b&gt;x&lt;/b&gt;`"),
+        "{}",
+        r.body
+    );
     let page = srv.get("/");
     assert_eq!(page.status, 200);
     assert!(page.body.contains("href=\"/sweep/block_size\""));
-    assert!(page.body.contains("1 running"), "progress of the live sweep");
+    assert!(
+        page.body.contains("1 running"),
+        "progress of the live sweep"
+    );
 }
 
 fn serve_cmd(args: &[&str]) -> std::process::Output {
@@ -369,7 +435,10 @@ fn port_in_use_and_unreadable_ledgers_exit_2() {
     let out = serve_cmd(&["--db", db, "--port", &port]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains(&format!("--port {port}")) && err.contains("already in use"), "{err}");
+    assert!(
+        err.contains(&format!("--port {port}")) && err.contains("already in use"),
+        "{err}"
+    );
 
     let missing = dir.path().join("none.db");
     let out = serve_cmd(&["--db", missing.to_str().unwrap(), "--port", "0"]);
@@ -379,11 +448,18 @@ fn port_in_use_and_unreadable_ledgers_exit_2() {
     assert!(!missing.exists(), "a read-only server created a ledger");
 
     let junk = dir.path().join("junk.db");
-    std::fs::write(&junk, "this is not a database, just some bytes ".repeat(200)).unwrap();
+    std::fs::write(
+        &junk,
+        "this is not a database, just some bytes ".repeat(200),
+    )
+    .unwrap();
     let out = serve_cmd(&["--db", junk.to_str().unwrap(), "--port", "0"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("cannot read the ledger") && err.contains("--db"), "{err}");
+    assert!(
+        err.contains("cannot read the ledger") && err.contains("--db"),
+        "{err}"
+    );
 
     let out = serve_cmd(&["--db", db, "--host", "example.org", "--port", "0"]);
     assert_eq!(out.status.code(), Some(2));
@@ -459,28 +535,45 @@ eval_tokens = 2000
         use std::os::unix::process::CommandExt;
         let mut c = p.std_cmd();
         let log = std::fs::File::create(p.path().join("run.log")).unwrap();
-        c.arg("run").arg(&file).stdout(Stdio::null()).stderr(log).process_group(0);
+        c.arg("run")
+            .arg(&file)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .process_group(0);
         Group(c.spawn().unwrap())
     };
     let db = p.path().join("results/sweep.db");
     let run_log = || std::fs::read_to_string(p.path().join("run.log")).unwrap_or_default();
     wait_for("the ledger", Duration::from_secs(120), || {
-        assert!(!run_log().contains("error"), "sweep run failed: {}", run_log());
+        assert!(
+            !run_log().contains("error"),
+            "sweep run failed: {}",
+            run_log()
+        );
         db.exists()
     });
     let srv = Server::start(&db, &p.path().join("results"), &[]);
-    wait_for("train rows of the running trial", Duration::from_secs(300), || {
-        let r = srv.get("/api/sweep/live/running");
-        serde_json::from_str::<serde_json::Value>(&r.body)
-            .ok()
-            .and_then(|v| v["trials"][0]["points"].as_u64())
-            .is_some_and(|n| n >= 2)
-    });
+    wait_for(
+        "train rows of the running trial",
+        Duration::from_secs(300),
+        || {
+            let r = srv.get("/api/sweep/live/running");
+            serde_json::from_str::<serde_json::Value>(&r.body)
+                .ok()
+                .and_then(|v| v["trials"][0]["points"].as_u64())
+                .is_some_and(|n| n >= 2)
+        },
+    );
     let profile = p.path().join("chrome-profile");
     let url = format!("http://{}/sweep/live", srv.addr);
     let chrome = |extra: &[&str]| {
         std::process::Command::new(&browser)
-            .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+            ])
             .arg("--disable-background-networking")
             .arg(format!("--user-data-dir={}", profile.display()))
             .args(extra)
@@ -498,12 +591,27 @@ eval_tokens = 2000
     let updates = attr_after(&dom, "id=\"live\"", "data-updates").unwrap_or(0);
     eprintln!("live card: {initial} points at render, {now} after {updates} updates");
     if let Ok(shot) = std::env::var("SWEEP_SERVE_SCREENSHOT") {
-        chrome(&["--virtual-time-budget=6000", "--window-size=1200,900", "--hide-scrollbars", &format!("--screenshot={shot}")]);
+        chrome(&[
+            "--virtual-time-budget=6000",
+            "--window-size=1200,900",
+            "--hide-scrollbars",
+            &format!("--screenshot={shot}"),
+        ]);
     }
-    assert!(updates >= 1, "the page never updated itself: {}", &dom[..dom.len().min(3000)]);
-    assert!(now > initial, "the curve did not grow: {initial} -> {now} points after {updates} updates");
+    assert!(
+        updates >= 1,
+        "the page never updated itself: {}",
+        &dom[..dom.len().min(3000)]
+    );
+    assert!(
+        now > initial,
+        "the curve did not grow: {initial} -> {now} points after {updates} updates"
+    );
     assert!(dom.contains("<polyline class=\"train\" points=\""));
-    assert!(!dom.contains("<b>dashboard</b>"), "the sweep title was not escaped");
+    assert!(
+        !dom.contains("<b>dashboard</b>"),
+        "the sweep title was not escaped"
+    );
 }
 
 /// The same server over a PostgreSQL ledger (through the same read-only `Reader`): pages render,
@@ -543,13 +651,28 @@ fn serves_a_postgres_ledger_read_only() {
             .unwrap_or_else(|| panic!("no URL printed: {line:?}")),
         child,
     };
-    assert!(!line.contains("sweep:sweep@"), "the password was printed: {line}");
+    assert!(
+        !line.contains("sweep:sweep@"),
+        "the password was printed: {line}"
+    );
     let page = srv.get("/sweep/block_size");
     assert_eq!(page.status, 200, "{}", page.body);
     assert!(page.body.contains(ESCAPED) && !page.body.contains("<script>alert"));
     assert_eq!(srv.get("/").status, 200);
-    assert_eq!(request(srv.addr, "POST", "/sweep/block_size", &[]).status, 405);
-    let before = sweep::store::open_read_only(&url).unwrap().sweeps().unwrap();
+    assert_eq!(
+        request(srv.addr, "POST", "/sweep/block_size", &[]).status,
+        405
+    );
+    let before = sweep::store::open_read_only(&url)
+        .unwrap()
+        .sweeps()
+        .unwrap();
     assert_eq!(srv.get("/trial/1").status, 200);
-    assert_eq!(sweep::store::open_read_only(&url).unwrap().sweeps().unwrap(), before);
+    assert_eq!(
+        sweep::store::open_read_only(&url)
+            .unwrap()
+            .sweeps()
+            .unwrap(),
+        before
+    );
 }

@@ -55,16 +55,17 @@ impl Conn {
         Ok(Self {
             stream: BufReader::new(stream),
             host: addr.to_string(),
-            auth: token.map_or(String::new(), |t| {
-                format!("Authorization: Bearer {t}\r\n")
-            }),
+            auth: token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n")),
             last_running: 0,
         })
     }
 
     /// GET `path`; the status and body length (the body is read and dropped).
     async fn get(&mut self, path: &str) -> Result<(u16, usize)> {
-        let req = format!("GET {path} HTTP/1.1\r\nHost: {}\r\n{}\r\n", self.host, self.auth);
+        let req = format!(
+            "GET {path} HTTP/1.1\r\nHost: {}\r\n{}\r\n",
+            self.host, self.auth
+        );
         self.stream.get_mut().write_all(req.as_bytes()).await?;
         let mut line = String::new();
         self.stream.read_line(&mut line).await?;

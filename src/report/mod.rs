@@ -269,7 +269,7 @@ mod tests {
         // The reproduction score: the verdict, and block 32's change (the paper's; ours failed).
         assert!(html.contains(
             "<h3>Reproduction score: Block Size</h3><p class=\"verdict reproduces\">Valid PPL: \
-             trend reproduces: 3/3 rows in the paper&#39;s direction, Spearman 1.00</p>"
+             trend reproduces: 3/3 rows in the paper's direction, Spearman 1.00</p>"
         ));
         assert!(html.contains("<td class=\"l\">32</td><td>+54.7%</td><td>—</td>"));
         assert!(html.contains("Perplexity vs Block Size"));

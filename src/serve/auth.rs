@@ -45,7 +45,8 @@ fn presented(req: &Request, token: &str) -> Presented {
         return Presented::Cookie;
     }
     let query = req.uri().query().unwrap_or("");
-    let in_query = form_pairs(query).any(|(k, v)| k == "token" && constant_time_eq(v.as_bytes(), t));
+    let in_query =
+        form_pairs(query).any(|(k, v)| k == "token" && constant_time_eq(v.as_bytes(), t));
     if in_query {
         return Presented::Query;
     }

@@ -118,14 +118,20 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
         ip.is_loopback(),
     ));
     let shown = match local.ip() {
-        IpAddr::V4(v) if v.is_unspecified() => SocketAddr::new(Ipv4Addr::LOCALHOST.into(), local.port()),
+        IpAddr::V4(v) if v.is_unspecified() => {
+            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), local.port())
+        }
         _ => local,
     };
     println!(
         "serving http://{shown}/ (ledger {}, read-only; artifacts {}){}",
         store::redact(&url),
         root.display(),
-        if token.is_some() { "; every request needs the token" } else { "" }
+        if token.is_some() {
+            "; every request needs the token"
+        } else {
+            ""
+        }
     );
     std::io::stdout().flush()?;
     super::serve(listener, state)?;
@@ -160,6 +166,9 @@ mod tests {
         let err = bind(first.local_addr().unwrap()).unwrap_err();
         assert!(err.downcast_ref::<UsageError>().is_some());
         let msg = format!("{err}");
-        assert!(msg.contains("--port") && msg.contains("already in use"), "{msg}");
+        assert!(
+            msg.contains("--port") && msg.contains("already in use"),
+            "{msg}"
+        );
     }
 }

@@ -82,7 +82,10 @@ mod tests {
         std::os::unix::fs::symlink("abc/trial.log", root.join("trials/in.log")).unwrap();
 
         assert!(confined(&root, "trials/abc/trial.log").is_some());
-        assert!(confined(&root, "trials/in.log").is_some(), "a symlink within");
+        assert!(
+            confined(&root, "trials/in.log").is_some(),
+            "a symlink within"
+        );
         for bad in [
             "",
             "trials",

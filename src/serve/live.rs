@@ -270,7 +270,10 @@ mod tests {
     fn polylines_span_the_plot() {
         let s = polylines(&[(0.0, 2.0), (10.0, 1.0)], &[]);
         assert_eq!((s.lo, s.hi, s.xmax), (1.0, 2.0, 10.0));
-        assert_eq!(s.train, format!("{PAD:.1},{PAD:.1} {:.1},{:.1}", W - PAD, H - PAD));
+        assert_eq!(
+            s.train,
+            format!("{PAD:.1},{PAD:.1} {:.1},{:.1}", W - PAD, H - PAD)
+        );
         assert!(polylines(&[], &[]).train.is_empty());
     }
 }

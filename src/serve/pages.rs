@@ -236,7 +236,11 @@ fn trial_page(state: &AppState, id: i64) -> Result<String, AppError> {
     if let Some(d) = &t.artifact_dir {
         let abs = std::path::absolute(&state.artifacts_given)
             .unwrap_or_else(|_| state.artifacts_given.clone());
-        t.artifact_dir = Some(crate::artifacts::resolve(&abs, d, &t.hash).display().to_string());
+        t.artifact_dir = Some(
+            crate::artifacts::resolve(&abs, d, &t.hash)
+                .display()
+                .to_string(),
+        );
     }
     let curves = curves_of(&t, &metrics);
     let refs: Vec<&Curve> = curves.iter().collect();

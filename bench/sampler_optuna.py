@@ -83,11 +83,15 @@ def quality(args):
     samplers = [
         ("optuna-random", lambda s: optuna.samplers.RandomSampler(seed=s)),
         ("optuna-tpe", lambda s: optuna.samplers.TPESampler(seed=s)),
+        # Optuna 5's default TPE is multivariate; this is its independent (univariate) TPE.
+        ("optuna-tpe-univariate", lambda s: optuna.samplers.TPESampler(seed=s, multivariate=False)),
     ]
     for fname, f, optimum in FUNCTIONS:
         if args.function and fname not in args.function:
             continue
         for sname, make in samplers:
+            if args.sampler and sname not in args.sampler:
+                continue
             for seed in range(args.seeds):
                 study = optuna.create_study(sampler=make(seed))
                 study.optimize(f, n_trials=args.trials)
@@ -141,6 +145,7 @@ def main():
     ap.add_argument("--trials", type=int, default=50)
     ap.add_argument("--seeds", type=int, default=30)
     ap.add_argument("--function", action="append", default=[])
+    ap.add_argument("--sampler", action="append", default=[])
     ap.add_argument("--cost", type=int, nargs="+", default=[])
     ap.add_argument("--repeats", type=int, default=20)
     args = ap.parse_args()

@@ -32,14 +32,20 @@ pub fn branin() -> Function {
     Function {
         name: "branin",
         space: vec![
-            ("x1", Dist::Uniform {
-                low: -5.0,
-                high: 10.0,
-            }),
-            ("x2", Dist::Uniform {
-                low: 0.0,
-                high: 15.0,
-            }),
+            (
+                "x1",
+                Dist::Uniform {
+                    low: -5.0,
+                    high: 10.0,
+                },
+            ),
+            (
+                "x2",
+                Dist::Uniform {
+                    low: 0.0,
+                    high: 15.0,
+                },
+            ),
         ],
         optimum: 0.397_887_357_729_738_2,
         f: branin_f,
@@ -59,10 +65,15 @@ fn branin_f(p: &[f64]) -> f64 {
 pub fn hartmann6() -> Function {
     let space = ["x1", "x2", "x3", "x4", "x5", "x6"]
         .into_iter()
-        .map(|n| (n, Dist::Uniform {
-            low: 0.0,
-            high: 1.0,
-        }))
+        .map(|n| {
+            (
+                n,
+                Dist::Uniform {
+                    low: 0.0,
+                    high: 1.0,
+                },
+            )
+        })
         .collect();
     Function {
         name: "hartmann6",
@@ -103,20 +114,29 @@ pub fn lr_like() -> Function {
     Function {
         name: "lr_like",
         space: vec![
-            ("learning_rate", Dist::LogUniform {
-                low: 1e-5,
-                high: 1e-1,
-            }),
-            ("weight_decay", Dist::Uniform {
-                low: 0.0,
-                high: 0.3,
-            }),
-            ("warmup_steps", Dist::Int {
-                low: 0,
-                high: 500,
-                step: 50,
-                log: false,
-            }),
+            (
+                "learning_rate",
+                Dist::LogUniform {
+                    low: 1e-5,
+                    high: 1e-1,
+                },
+            ),
+            (
+                "weight_decay",
+                Dist::Uniform {
+                    low: 0.0,
+                    high: 0.3,
+                },
+            ),
+            (
+                "warmup_steps",
+                Dist::Int {
+                    low: 0,
+                    high: 500,
+                    step: 50,
+                    log: false,
+                },
+            ),
             ("schedule", Dist::Choice { n: 3 }),
         ],
         optimum: 0.0,

@@ -155,7 +155,11 @@ fn observed(f: &Function, t: &SweepTrial) -> Option<Observed> {
 
 /// A SQLite ledger with one search sweep of `n` completed trials over the lr-like space (random
 /// points, the function's value as valid PPL).
-fn cost_ledger(dir: &std::path::Path, f: &Function, n: usize) -> Result<(Box<dyn crate::store::Store>, i64)> {
+fn cost_ledger(
+    dir: &std::path::Path,
+    f: &Function,
+    n: usize,
+) -> Result<(Box<dyn crate::store::Store>, i64)> {
     let store = synth::create_ledger(&dir.join(format!("search-{n}.db")))?;
     let trials: Vec<SynthTrial> = (0..n)
         .map(|i| {
@@ -193,14 +197,27 @@ fn cost(n: usize, repeats: usize, startup: usize) -> Result<Value> {
         let trials = store.sweep_trials(sweep_id)?;
         let history: Vec<Observed> = trials.iter().filter_map(|t| observed(&f, t)).collect();
         let t1 = Instant::now();
-        let p = suggest(&space, Method::Tpe { startup }, 0, n as u64, r as u32, &history);
+        let p = suggest(
+            &space,
+            Method::Tpe { startup },
+            0,
+            n as u64,
+            r as u32,
+            &history,
+        );
         let t2 = Instant::now();
-        anyhow::ensure!(history.len() == n && p.len() == space.len(), "history of {}", history.len());
+        anyhow::ensure!(
+            history.len() == n && p.len() == space.len(),
+            "history of {}",
+            history.len()
+        );
         read_ms.push((t1 - t0).as_secs_f64() * 1e3);
         total_ms.push((t2 - t0).as_secs_f64() * 1e3);
     }
-    Ok(json!({"sampler": "sweep-tpe", "finished": n, "repeats": repeats,
-              "median_ms": median(&mut total_ms), "read_median_ms": median(&mut read_ms)}))
+    Ok(
+        json!({"sampler": "sweep-tpe", "finished": n, "repeats": repeats,
+              "median_ms": median(&mut total_ms), "read_median_ms": median(&mut read_ms)}),
+    )
 }
 
 fn median(v: &mut [f64]) -> f64 {

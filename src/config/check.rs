@@ -196,11 +196,23 @@ pub(super) fn check_axis(
     name: &str,
     v: &Spanned<DeValue>,
 ) -> anyhow::Result<Axis> {
+    check_axis_in(src, base, "grid", name, v)
+}
+
+/// An axis of `[grid]`, or the values of a `{ choice = [...] }` in `[space]` (`section` names
+/// where, for messages).
+pub(super) fn check_axis_in(
+    src: &Source,
+    base: &PathBase,
+    section: &str,
+    name: &str,
+    v: &Spanned<DeValue>,
+) -> anyhow::Result<Axis> {
     let span = v.span();
     let DeValue::Array(items) = v.get_ref() else {
         return Err(src.err(
             &span,
-            &format!("grid.{name}"),
+            &format!("{section}.{name}"),
             &format!("an axis must be an array, found {}", type_name(v.get_ref())),
             &format!("write `{name} = [value1, value2]`"),
         ));
@@ -208,7 +220,7 @@ pub(super) fn check_axis(
     if items.is_empty() {
         return Err(src.err(
             &span,
-            &format!("grid.{name}"),
+            &format!("{section}.{name}"),
             "empty axis",
             "give at least one value, or delete the axis",
         ));
@@ -223,7 +235,7 @@ pub(super) fn check_axis(
             let DeValue::Table(t) = item.get_ref() else {
                 return Err(src.err(
                     &item.span(),
-                    &format!("grid.{name}"),
+                    &format!("{section}.{name}"),
                     &format!(
                         "`{name}` is not a config key, so this must be a paired axis whose \
                          values are tables, found {}",
@@ -239,7 +251,7 @@ pub(super) fn check_axis(
             if t.is_empty() {
                 return Err(src.err(
                     &item.span(),
-                    &format!("grid.{name}"),
+                    &format!("{section}.{name}"),
                     "empty table in a paired axis",
                     "set at least one key in each table",
                 ));
@@ -256,7 +268,7 @@ pub(super) fn check_axis(
         if seen.contains(&canon) {
             return Err(src.err(
                 &item.span(),
-                &format!("grid.{name}"),
+                &format!("{section}.{name}"),
                 "duplicate axis value",
                 "remove the repeated value (each value of an axis must be different)",
             ));

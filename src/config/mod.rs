@@ -20,6 +20,19 @@
 //! block_size = 512
 //! valid_ppl = 21.9143
 //! ```
+//! A search sweep (`kind = "random"` or `"tpe"`) has no `[grid]`; its trials are points of a
+//! `[space]`, suggested while it runs (`exec::search`), within a `[search]` budget and optionally
+//! pruned (`[prune]`); profiles may override each of the three tables key by key:
+//! ```toml
+//! [search]                    # trials (budget), metric, direction, seed, startup (tpe)
+//! trials = 40
+//! metric = "valid_ppl"
+//! [space]                     # log_uniform, uniform, int (step, log), choice (any values)
+//! learning_rate = { log_uniform = [1e-5, 1e-3] }
+//! warmup_steps = { int = [0, 500], step = 50 }
+//! [prune]                     # method = "asha" (min_steps, reduction_factor) | "median" | "none"
+//! method = "asha"
+//! ```
 //! Precedence, lowest first: `[base]`, `[profile.P]`, the axis values of a trial, `--set key=value`.
 //! `--set grid.KEY=[...]` replaces (or adds) an axis instead.
 //!
@@ -30,6 +43,7 @@
 
 mod check;
 mod resolve;
+pub mod search;
 mod source;
 mod steps;
 #[cfg(test)]
@@ -49,6 +63,10 @@ pub enum Kind {
     Grid,
     /// One axis at a time around the base configuration (the paper's Tables 3-7).
     Ablation,
+    /// `[space]` sampled at random, `[search] trials` times.
+    Random,
+    /// `[space]` sampled by TPE after random start-up trials.
+    Tpe,
 }
 
 impl Kind {
@@ -56,7 +74,14 @@ impl Kind {
         match self {
             Kind::Grid => "grid",
             Kind::Ablation => "ablation",
+            Kind::Random => "random",
+            Kind::Tpe => "tpe",
         }
+    }
+
+    /// Random and TPE sweeps suggest their trials while they run.
+    pub fn is_search(self) -> bool {
+        matches!(self, Kind::Random | Kind::Tpe)
     }
 }
 
@@ -106,10 +131,46 @@ pub struct Sweep {
     pub axes: Vec<Axis>,
     pub references: Vec<Map<String, Json>>,
     /// Trials in order; configs that resolve identically appear once (first position wins).
+    /// Empty for search sweeps, whose trials are suggested while they run ([`Sweep::point`]).
     pub trials: Vec<ResolvedTrial>,
+    /// The budget, objective, space and pruning of a search sweep.
+    pub search: Option<search::Search>,
+    /// What a point of the space resolves over.
+    resolver: Resolver,
+}
+
+/// The settings every trial of the sweep starts from (for the points of a search).
+#[derive(Debug, Clone, Default)]
+struct Resolver {
+    settings: BTreeMap<String, Setting>,
+    trial_sets: Vec<(String, Setting)>,
+    base_at: String,
+}
+
+impl Resolver {
+    fn resolve(&self, extra: &[(String, Setting)]) -> anyhow::Result<TrialConfig> {
+        let mut s = self.settings.clone();
+        s.extend(extra.iter().cloned());
+        s.extend(self.trial_sets.iter().cloned());
+        resolve::resolve(&s, &self.base_at)
+    }
 }
 
 impl Sweep {
+    /// The trial at a point of a search sweep's space (`--set` values still win).
+    pub fn point(&self, point: &[f64]) -> anyhow::Result<ResolvedTrial> {
+        let search = self
+            .search
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("sweep {} is not a search sweep", self.name))?;
+        let (settings, label) = search.settings_of(point);
+        Ok(ResolvedTrial {
+            config: self.resolver.resolve(&settings)?,
+            label,
+            is_baseline: false,
+        })
+    }
+
     /// The resolved sweep as stored in `sweeps.spec_json`.
     pub fn spec_json(&self) -> Json {
         let axes: Vec<Json> = self
@@ -132,6 +193,7 @@ impl Sweep {
             "sets": self.sets,
             "axes": axes,
             "references": self.references,
+            "search": self.search.as_ref().map(search::Search::spec_json),
         })
     }
 }
@@ -252,7 +314,25 @@ pub fn parse(
     let trial_sets = steps::apply_sets(sets, &flag_base, &mut axes)?;
     let mut references = steps::references(&src, doc, &axes)?;
     map_references_onto_profile_axes(&mut references, &replaced_axes, &axes);
-    let trials = resolve::expand(meta.kind, &axes, &settings, &trial_sets, &base_at)?;
+    let resolver = Resolver {
+        settings,
+        trial_sets,
+        base_at,
+    };
+    let (trials, search) = if meta.kind.is_search() {
+        let search = search_of(&src, doc, &file_base, meta.kind, profile, &axes, &resolver)?;
+        (Vec::new(), Some(search))
+    } else {
+        refuse_search_sections(&src, doc, meta.kind)?;
+        let trials = resolve::expand(
+            meta.kind,
+            &axes,
+            &resolver.settings,
+            &resolver.trial_sets,
+            &resolver.base_at,
+        )?;
+        (trials, None)
+    };
     Ok(Sweep {
         name: meta.name,
         title: meta.title,
@@ -264,5 +344,141 @@ pub fn parse(
         axes,
         references,
         trials,
+        search,
+        resolver,
     })
+}
+
+/// `[search]`, `[space]` or `[prune]` in a grid or ablation sweep is a mistake worth naming.
+fn refuse_search_sections(src: &Source, doc: &DeTable, kind: Kind) -> anyhow::Result<()> {
+    if let Some((k, _)) = doc
+        .iter()
+        .find(|(k, _)| steps::SEARCH_SECTIONS.contains(&k.get_ref().as_ref()))
+    {
+        return Err(src.err(
+            &k.span(),
+            k.get_ref(),
+            &format!("a {} sweep has no [{}]", kind.as_str(), k.get_ref()),
+            "set `kind = \"random\"` or `kind = \"tpe\"` under [sweep] for a search, or remove \
+             the section",
+        ));
+    }
+    Ok(())
+}
+
+/// The search tables of the file and of profile `name`.
+fn search_tables<'d, 'i>(
+    src: &Source,
+    doc: &'d DeTable<'i>,
+    name: Option<&str>,
+) -> anyhow::Result<search::Tables<'d, 'i>> {
+    let mut t = search::Tables {
+        search: Vec::new(),
+        space: Vec::new(),
+        prune: Vec::new(),
+        search_key: None,
+        prune_key: None,
+    };
+    let mut add = |tbl: &'d DeTable<'i>| -> anyhow::Result<()> {
+        for section in steps::SEARCH_SECTIONS {
+            let Some((k, v)) = tbl.get_key_value(section) else {
+                continue;
+            };
+            let toml::de::DeValue::Table(st) = v.get_ref() else {
+                return Err(src.err(
+                    &v.span(),
+                    section,
+                    "expected a table",
+                    &format!("write a [{section}] section"),
+                ));
+            };
+            match section {
+                "search" => {
+                    t.search.push(st);
+                    t.search_key.get_or_insert(k);
+                }
+                "space" => t.space.push(st),
+                _ => {
+                    t.prune.push(st);
+                    t.prune_key.get_or_insert(k);
+                }
+            }
+        }
+        Ok(())
+    };
+    add(doc)?;
+    if let Some(name) = name {
+        let profile = doc.get("profile").and_then(|p| match p.get_ref() {
+            toml::de::DeValue::Table(ps) => ps.get(name),
+            _ => None,
+        });
+        if let Some(toml::de::DeValue::Table(pt)) = profile.map(|p| p.get_ref()) {
+            add(pt)?;
+        }
+    }
+    Ok(t)
+}
+
+/// The search of a random or TPE sweep, with every profile's search tables checked too.
+fn search_of(
+    src: &Source,
+    doc: &DeTable,
+    base: &PathBase,
+    kind: Kind,
+    profile: Option<&str>,
+    axes: &[Axis],
+    resolver: &Resolver,
+) -> anyhow::Result<search::Search> {
+    if let Some(axis) = axes.first() {
+        return Err(usage(format!(
+            "{}: grid.{}: a {} sweep has no grid axes; fix: move the axis into [space] as `{} = \
+             {{ choice = [...] }}`",
+            axis.at,
+            axis.name,
+            kind.as_str(),
+            axis.name
+        )));
+    }
+    let eval_every = resolver
+        .settings
+        .get("eval_every")
+        .and_then(|s| s.value.as_u64());
+    if let Some(toml::de::DeValue::Table(ps)) = doc.get("profile").map(|p| p.get_ref()) {
+        for (name, _) in ps.iter() {
+            let t = search_tables(src, doc, Some(name.get_ref()))?;
+            search::search(src, base, kind, &t, eval_every)?;
+        }
+    }
+    let t = search_tables(src, doc, profile)?;
+    let search = search::search(src, base, kind, &t, eval_every)?;
+    check_search(&search, resolver, eval_every)?;
+    Ok(search)
+}
+
+/// The rules between the space and the base: both corners of the space resolve, and pruning
+/// has validation evaluations to work on.
+fn check_search(
+    search: &search::Search,
+    resolver: &Resolver,
+    eval_every: Option<u64>,
+) -> anyhow::Result<()> {
+    for corner in [0.0, 1.0 - 1e-12] {
+        let point: Vec<f64> = search
+            .space
+            .iter()
+            .map(|p| p.dist.from_unit(corner))
+            .collect();
+        let (settings, _) = search.settings_of(&point);
+        resolver.resolve(&settings)?;
+    }
+    let evaluates = eval_every.is_some() || search.space.iter().any(|p| p.name == "eval_every");
+    if !search.prune.is_none() && !evaluates {
+        return Err(usage(format!(
+            "{}: prune.method: pruning needs validation evaluations during training, and this \
+             sweep has no eval_every; fix: add `eval_every = 50` (optimizer steps) to [base], or \
+             set `method = \"none\"`",
+            search.prune_at.as_deref().unwrap_or(&search.at)
+        )));
+    }
+    Ok(())
 }

@@ -150,7 +150,8 @@ pub(super) fn expand(
             }
             combos
         }
-        Kind::Ablation => {
+        // Search sweeps have no axes: their trials are suggested while they run.
+        Kind::Ablation | Kind::Random | Kind::Tpe => {
             let mut combos = vec![Vec::new()];
             for axis in axes {
                 for v in &axis.values {

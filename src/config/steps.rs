@@ -38,15 +38,31 @@ pub(super) fn table<'d, 'i>(
     }
 }
 
-/// Refuses sections other than the five a sweep file has.
+/// The sections of a sweep file.
+const SECTIONS: [&str; 8] = [
+    "sweep",
+    "base",
+    "grid",
+    "profile",
+    "reference",
+    "search",
+    "space",
+    "prune",
+];
+
+/// The sections only search sweeps have (also under `[profile.NAME]`).
+pub(super) const SEARCH_SECTIONS: [&str; 3] = ["search", "space", "prune"];
+
+/// Refuses sections other than those a sweep file has.
 pub(super) fn check_sections(src: &Source, doc: &DeTable) -> anyhow::Result<()> {
     for (k, _) in entries(doc) {
-        if !["sweep", "base", "grid", "profile", "reference"].contains(&k.get_ref().as_ref()) {
+        if !SECTIONS.contains(&k.get_ref().as_ref()) {
             return Err(src.err(
                 &k.span(),
                 k.get_ref(),
                 "unknown section",
-                "use [sweep], [base], [grid], [profile.NAME] and [[reference]]",
+                "use [sweep], [base], [grid], [profile.NAME] and [[reference]] (and for search \
+                 sweeps [search], [space], [prune])",
             ));
         }
     }
@@ -94,13 +110,15 @@ pub(super) fn meta(src: &Source, doc: &DeTable) -> anyhow::Result<Meta> {
     let kind = match get_str(src, meta, "kind", "sweep")?.as_deref() {
         None | Some("grid") => Kind::Grid,
         Some("ablation") => Kind::Ablation,
+        Some("random") => Kind::Random,
+        Some("tpe") => Kind::Tpe,
         Some(other) => {
             let span = meta.get("kind").map(|v| v.span()).unwrap_or(0..0);
             return Err(src.err(
                 &span,
                 "sweep.kind",
                 &format!("unknown kind `{other}`"),
-                "use \"grid\" or \"ablation\"",
+                "use \"grid\", \"ablation\", \"random\" or \"tpe\"",
             ));
         }
     };
@@ -137,7 +155,9 @@ pub(super) fn apply_profile(
                 ));
             };
             // Validate every profile, not only the selected one: a typo should not wait.
-            let p_settings = check_table(src, file_base, pt, &["grid"])?;
+            let mut skip = vec!["grid"];
+            skip.extend(SEARCH_SECTIONS);
+            let p_settings = check_table(src, file_base, pt, &skip)?;
             let p_grid = match pt.get("grid") {
                 None => Vec::new(),
                 Some(g) => match g.get_ref() {

@@ -84,7 +84,10 @@ impl Policy {
             TrialState::Pending => true,
             TrialState::Interrupted => self.interrupted,
             TrialState::Failed => self.failed_max_attempts.is_some_and(|n| t.attempts <= n),
-            TrialState::Running | TrialState::Completed | TrialState::Diverged => false,
+            TrialState::Running
+            | TrialState::Completed
+            | TrialState::Diverged
+            | TrialState::Pruned => false,
         }
     }
 }

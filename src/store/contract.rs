@@ -14,7 +14,7 @@ type Check = fn(Make) -> Result<()>;
 
 /// Run every check; the first failure is returned with the check's name.
 pub fn run_all(make: Make) -> Result<()> {
-    let checks: [(&str, Check); 10] = [
+    let checks: [(&str, Check); 13] = [
         ("record_sweep", record_sweep),
         ("shared_trials", shared_trials),
         ("claim_is_exclusive", claim_is_exclusive),
@@ -25,6 +25,12 @@ pub fn run_all(make: Make) -> Result<()> {
         ("samples", samples),
         ("sweep_reads", sweep_reads),
         ("read_only", read_only),
+        ("append_is_a_compare_and_set", append_is_a_compare_and_set),
+        (
+            "record_sweep_row_keeps_trials",
+            record_sweep_row_keeps_trials,
+        ),
+        ("pruned", pruned),
     ];
     for (name, check) in checks {
         check(make).map_err(|e| e.context(format!("store contract check `{name}` failed")))?;
@@ -438,5 +444,97 @@ fn read_only(make: Make) -> Result<()> {
     ensure!(
         s.metrics(id)?.len() == 2 && s.trial(id)?.map(|t| t.state) == Some(TrialState::Running)
     );
+    Ok(())
+}
+
+fn append_is_a_compare_and_set(make: Make) -> Result<()> {
+    let s = make()?;
+    let sweep_id = s.record_sweep_row(&sweep("search"))?;
+    ensure!(
+        s.append_trial(sweep_id, 1, &trial("a", json!({}), false))?
+            .is_none(),
+        "position 1 of an empty sweep is refused"
+    );
+    // Eight workers append different suggestions at position 0: one wins.
+    let won: Vec<Option<i64>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..8)
+            .map(|i| {
+                let s = s.clone();
+                scope.spawn(move || {
+                    s.append_trial(
+                        sweep_id,
+                        0,
+                        &trial(&format!("p{i}"), json!({"i": i}), false),
+                    )
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .map_err(|_| anyhow::anyhow!("append thread panicked"))?
+            })
+            .collect::<Result<Vec<_>>>()
+    })?;
+    ensure!(
+        won.iter().flatten().count() == 1,
+        "exactly one append wins: {won:?}"
+    );
+    let members = s.sweep_trials(sweep_id)?;
+    ensure!(members.len() == 1 && members[0].position == 0);
+    ensure!(
+        s.trials_in_state(TrialState::Pending)?.len() == 1,
+        "the losers' trials were not inserted"
+    );
+    let first = members[0].trial.hash.clone();
+    ensure!(
+        s.append_trial(sweep_id, 1, &trial(&first, json!({}), false))?
+            .is_none(),
+        "a trial is a member once"
+    );
+    let id = s
+        .append_trial(sweep_id, 1, &trial("b", json!({"lr": 1e-4}), false))?
+        .ok_or_else(|| anyhow::anyhow!("append at position 1"))?;
+    let members = s.sweep_trials(sweep_id)?;
+    ensure!(members.len() == 2 && members[1].trial.id == id);
+    ensure!(members[1].label == json!({"lr": 1e-4}));
+    // A trial known from another sweep joins without a new row.
+    let other = s.record_sweep(&sweep("grid"), &[trial("g", json!({}), false)])?;
+    let gid = s.append_trial(sweep_id, 2, &trial("g", json!({}), false))?;
+    ensure!(gid == Some(other.trial_ids[0]), "the known trial is reused");
+    Ok(())
+}
+
+fn record_sweep_row_keeps_trials(make: Make) -> Result<()> {
+    let s = make()?;
+    let id = s.record_sweep_row(&sweep("search"))?;
+    s.append_trial(id, 0, &trial("a", json!({}), false))?;
+    let mut changed = sweep("search");
+    changed.title = Some("new title".into());
+    ensure!(s.record_sweep_row(&changed)? == id, "same sweep, same id");
+    ensure!(s.sweep_trials(id)?.len() == 1, "its trials are kept");
+    let row = s
+        .sweep_by_name("search")?
+        .ok_or_else(|| anyhow::anyhow!("sweep row"))?;
+    ensure!(row.title.as_deref() == Some("new title"));
+    Ok(())
+}
+
+fn pruned(make: Make) -> Result<()> {
+    let s = make()?;
+    let r = s.record_sweep(&sweep("p"), &[trial("h", json!({}), false)])?;
+    let id = r.trial_ids[0];
+    s.claim_trial(id, "w", "cpu")?;
+    s.insert_metrics(id, &[metric(10, "valid", 4.0)])?;
+    let why = "pruned by ASHA at rung 0 (step 10)".to_string();
+    ensure!(s.finish_trial(id, "w", &Outcome::Pruned { error: why.clone() })?);
+    let t = s.trial(id)?.ok_or_else(|| anyhow::anyhow!("trial"))?;
+    ensure!(t.state == TrialState::Pruned && t.error == Some(why));
+    ensure!(
+        s.metrics(id)?.len() == 1,
+        "a pruned trial keeps its metrics"
+    );
+    ensure!(s.claim_trial(id, "w2", "cpu")?.is_none(), "pruned is final");
     Ok(())
 }

@@ -7,7 +7,7 @@
 //!   trial keeps its state, results and metrics), and replaces the sweep's membership rows
 //!   (`sweep_trials`) — all in one transaction: on error nothing is written.
 //! * **Trials** move through states `pending -> running -> completed | failed | diverged |
-//!   interrupted`. Only [`Store::claim_trial`] moves a trial to `running`; it is an atomic
+//!   interrupted | pruned`. Only [`Store::claim_trial`] moves a trial to `running`; it is an atomic
 //!   compare-and-set on the state (`pending`, `interrupted`, `failed` are claimable), so of two
 //!   concurrent claims exactly one wins and a trial never runs twice at once. A claim increments
 //!   `attempts`, sets `worker`, `device`, `started_at`, `heartbeat_at` and clears `error`.
@@ -17,6 +17,11 @@
 //!   `failed` (the caller passes the dead worker's id).
 //! * [`Store::reset_trial`] (for `--force`) returns a non-running trial to `pending` and deletes
 //!   its metrics and results; it refuses (returns `false`) while the trial is `running`.
+//! * **Search sweeps** grow one trial at a time: [`Store::append_trial`] adds a trial at
+//!   position `n` only while the sweep has exactly `n` trials (a compare-and-set on the count: of
+//!   two concurrent appends at one position exactly one wins, so concurrent workers never exceed a
+//!   budget), inserting the trial row if its hash is unknown; [`Store::record_sweep_row`] updates
+//!   the sweep row and leaves its trials alone.
 //! * **Metrics** are unique per `(trial, split, step)`: [`Store::insert_metrics`] writes a batch in
 //!   one transaction and silently ignores rows already present (a resumed trial re-sends rows), and
 //!   returns how many rows were new.
@@ -65,16 +70,19 @@ pub enum TrialState {
     Failed,
     Diverged,
     Interrupted,
+    /// Stopped early by a search sweep's pruner (it keeps its metrics and last checkpoint).
+    Pruned,
 }
 
 impl TrialState {
-    pub const ALL: [TrialState; 6] = [
+    pub const ALL: [TrialState; 7] = [
         TrialState::Pending,
         TrialState::Running,
         TrialState::Completed,
         TrialState::Failed,
         TrialState::Diverged,
         TrialState::Interrupted,
+        TrialState::Pruned,
     ];
     pub fn as_str(self) -> &'static str {
         match self {
@@ -84,6 +92,7 @@ impl TrialState {
             TrialState::Failed => "failed",
             TrialState::Diverged => "diverged",
             TrialState::Interrupted => "interrupted",
+            TrialState::Pruned => "pruned",
         }
     }
     pub fn parse(s: &str) -> Result<Self> {
@@ -101,7 +110,10 @@ impl TrialState {
     }
     /// Final states that a plain `sweep run` does not rerun.
     pub fn is_done(self) -> bool {
-        matches!(self, TrialState::Completed | TrialState::Diverged)
+        matches!(
+            self,
+            TrialState::Completed | TrialState::Diverged | TrialState::Pruned
+        )
     }
 }
 
@@ -259,6 +271,10 @@ pub enum Outcome {
         error: String,
         exit_status: Option<i64>,
     },
+    /// Stopped by a search sweep's pruner; `error` says why (rung, value, threshold).
+    Pruned {
+        error: String,
+    },
 }
 
 impl Outcome {
@@ -268,6 +284,7 @@ impl Outcome {
             Outcome::Diverged { .. } => TrialState::Diverged,
             Outcome::Interrupted { .. } => TrialState::Interrupted,
             Outcome::Failed { .. } => TrialState::Failed,
+            Outcome::Pruned { .. } => TrialState::Pruned,
         }
     }
 }
@@ -357,6 +374,11 @@ pub trait Reader: Send + Sync {
 pub trait Store: Reader {
     /// Insert/update a sweep, insert unknown trials, replace its membership; one transaction.
     fn record_sweep(&self, sweep: &NewSweep, trials: &[NewTrial]) -> Result<RecordedSweep>;
+    /// Insert/update the sweep row only (a search sweep's trials are appended while it runs).
+    fn record_sweep_row(&self, sweep: &NewSweep) -> Result<i64>;
+    /// Append `trial` to a sweep at `position` iff it has exactly `position` trials and not this
+    /// one; returns its id (`None`: another worker appended first, or it is a member already).
+    fn append_trial(&self, sweep_id: i64, position: i64, trial: &NewTrial) -> Result<Option<i64>>;
     /// Atomically move a claimable trial to `running` for `worker`; `None` if it is not claimable.
     fn claim_trial(&self, id: i64, worker: &str, device: &str) -> Result<Option<TrialRecord>>;
     /// Refresh `heartbeat_at`; `false` if the trial is not running for this worker any more.

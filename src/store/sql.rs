@@ -322,28 +322,55 @@ portable!(impl Reader for {
 });
 
 portable!(impl Store for {
+    fn record_sweep_row(&self, sweep: &NewSweep) -> Result<i64> {
+        self.rt.block_on(async {
+            let mut tx = self.begin().await?;
+            let id = Self::upsert_sweep(&mut tx, sweep, &now()).await?;
+            tx.commit().await?;
+            Ok(id)
+        })
+    }
+
+    fn append_trial(&self, sweep_id: i64, position: i64, t: &NewTrial) -> Result<Option<i64>> {
+        self.rt.block_on(async {
+            let now = now();
+            let mut tx = self.begin().await?;
+            let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sweep_trials WHERE sweep_id = $1")
+                .bind(sweep_id)
+                .fetch_one(&mut *tx)
+                .await?;
+            if count != position {
+                return Ok(None);
+            }
+            let id = Self::insert_trial(&mut tx, t, &now).await?.0;
+            // The unique (sweep_id, position) index decides between concurrent appends on
+            // PostgreSQL (SQLite's write transactions are serial already).
+            let added = DB::rows_affected(
+                &sqlx::query(
+                    "INSERT INTO sweep_trials (sweep_id, trial_id, position, label_json, is_baseline)
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                )
+                .bind(sweep_id)
+                .bind(id)
+                .bind(position)
+                .bind(t.label.to_string())
+                .bind(t.is_baseline as i64)
+                .execute(&mut *tx)
+                .await?,
+            );
+            if added == 0 {
+                return Ok(None);
+            }
+            tx.commit().await?;
+            Ok(Some(id))
+        })
+    }
+
     fn record_sweep(&self, sweep: &NewSweep, trials: &[NewTrial]) -> Result<RecordedSweep> {
         self.rt.block_on(async {
             let now = now();
             let mut tx = self.begin().await?;
-            let sweep_id: i64 = sqlx::query_scalar(
-                "INSERT INTO sweeps (name, title, description, file, profile, kind, spec_json, created_at, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)
-                 ON CONFLICT (name) DO UPDATE SET title = excluded.title, description = excluded.description,
-                   file = excluded.file, profile = excluded.profile, kind = excluded.kind,
-                   spec_json = excluded.spec_json, updated_at = excluded.updated_at
-                 RETURNING id",
-            )
-            .bind(&sweep.name)
-            .bind(&sweep.title)
-            .bind(&sweep.description)
-            .bind(&sweep.file)
-            .bind(&sweep.profile)
-            .bind(&sweep.kind)
-            .bind(sweep.spec.to_string())
-            .bind(&now)
-            .fetch_one(&mut *tx)
-            .await?;
+            let sweep_id = Self::upsert_sweep(&mut tx, sweep, &now).await?;
             sqlx::query("DELETE FROM sweep_trials WHERE sweep_id = $1")
                 .bind(sweep_id)
                 .execute(&mut *tx)
@@ -351,22 +378,8 @@ portable!(impl Store for {
             let mut trial_ids = Vec::with_capacity(trials.len());
             let mut created = 0;
             for (pos, t) in trials.iter().enumerate() {
-                let inserted = DB::rows_affected(
-                    &sqlx::query(
-                        "INSERT INTO trials (hash, config_json, state, attempts, created_at)
-                         VALUES ($1, $2, 'pending', 0, $3) ON CONFLICT (hash) DO NOTHING",
-                    )
-                    .bind(&t.hash)
-                    .bind(t.config.to_string())
-                    .bind(&now)
-                    .execute(&mut *tx)
-                    .await?,
-                );
+                let (id, inserted) = Self::insert_trial(&mut tx, t, &now).await?;
                 created += inserted as usize;
-                let id: i64 = sqlx::query_scalar("SELECT id FROM trials WHERE hash = $1")
-                    .bind(&t.hash)
-                    .fetch_one(&mut *tx)
-                    .await?;
                 sqlx::query(
                     "INSERT INTO sweep_trials (sweep_id, trial_id, position, label_json, is_baseline)
                      VALUES ($1, $2, $3, $4, $5) ON CONFLICT (sweep_id, trial_id) DO NOTHING",
@@ -429,6 +442,7 @@ portable!(impl Store for {
             Outcome::Failed { error, exit_status } => {
                 (&empty, None, Some(error.clone()), *exit_status)
             }
+            Outcome::Pruned { error } => (&empty, None, Some(error.clone()), None),
         };
         let r = self.rt.block_on(
             sqlx::query(
@@ -519,6 +533,56 @@ portable!(impl Store for {
 });
 
 portable!(impl {
+    /// Insert or update a sweep's row; its id.
+    async fn upsert_sweep(
+        tx: &mut sqlx::Transaction<'static, DB>,
+        sweep: &NewSweep,
+        now: &str,
+    ) -> Result<i64> {
+        Ok(sqlx::query_scalar(
+            "INSERT INTO sweeps (name, title, description, file, profile, kind, spec_json, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)
+             ON CONFLICT (name) DO UPDATE SET title = excluded.title, description = excluded.description,
+               file = excluded.file, profile = excluded.profile, kind = excluded.kind,
+               spec_json = excluded.spec_json, updated_at = excluded.updated_at
+             RETURNING id",
+        )
+        .bind(&sweep.name)
+        .bind(&sweep.title)
+        .bind(&sweep.description)
+        .bind(&sweep.file)
+        .bind(&sweep.profile)
+        .bind(&sweep.kind)
+        .bind(sweep.spec.to_string())
+        .bind(now.to_string())
+        .fetch_one(&mut **tx)
+        .await?)
+    }
+
+    /// Insert a trial unless its hash is known; its id and whether it was new.
+    async fn insert_trial(
+        tx: &mut sqlx::Transaction<'static, DB>,
+        t: &NewTrial,
+        now: &str,
+    ) -> Result<(i64, bool)> {
+        let inserted = DB::rows_affected(
+            &sqlx::query(
+                "INSERT INTO trials (hash, config_json, state, attempts, created_at)
+                 VALUES ($1, $2, 'pending', 0, $3) ON CONFLICT (hash) DO NOTHING",
+            )
+            .bind(&t.hash)
+            .bind(t.config.to_string())
+            .bind(now.to_string())
+            .execute(&mut **tx)
+            .await?,
+        );
+        let id: i64 = sqlx::query_scalar("SELECT id FROM trials WHERE hash = $1")
+            .bind(&t.hash)
+            .fetch_one(&mut **tx)
+            .await?;
+        Ok((id, inserted > 0))
+    }
+
     /// The rows of `sql`, whose one parameter `$1` is `id`, each decoded as it arrives (a report
     /// reads hundreds of thousands of metric rows: holding them all undecoded costs twice the
     /// memory and time).

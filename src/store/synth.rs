@@ -73,6 +73,7 @@ impl SynthTrial {
                 exit_status: None,
             },
             TrialState::Diverged => Outcome::Diverged { error },
+            TrialState::Pruned => Outcome::Pruned { error },
             TrialState::Interrupted => Outcome::Interrupted {
                 error: self.error.clone(),
             },

@@ -1,0 +1,591 @@
+//! `[search]`, `[space]` and `[prune]` of a search sweep (`kind = "random" | "tpe"`): each key
+//! checked with its location, a profile's tables applied over the file's key by key, the result a
+//! typed [`Search`].
+
+use super::check::{check_axis_in, key_kind};
+use super::source::{as_f64, as_i64, entries, get_str, type_name, PathBase, Source, SpannedKey};
+use super::{AxisValue, Kind, Setting};
+use crate::search::{Direction, Dist, Method, Pruner, METRICS};
+use crate::trial::KeyKind;
+use serde_json::{json, Map, Value as Json};
+use toml::de::{DeTable, DeValue};
+use toml::Spanned;
+
+/// One parameter of the space.
+#[derive(Debug, Clone)]
+pub struct Param {
+    /// A trial key, or (for a `choice` of tables) a name of the sweep's choosing.
+    pub name: String,
+    pub dist: Dist,
+    /// The values of a `choice`, checked like a grid axis's.
+    pub choices: Vec<AxisValue>,
+    pub at: String,
+}
+
+/// A search sweep's budget, objective, space and pruning.
+#[derive(Debug, Clone)]
+pub struct Search {
+    pub method: Method,
+    pub trials: usize,
+    pub metric: String,
+    pub direction: Direction,
+    pub seed: u64,
+    pub space: Vec<Param>,
+    pub prune: Pruner,
+    /// Where `[search]` is, for messages.
+    pub at: String,
+    /// Where `[prune]` is, if present.
+    pub prune_at: Option<String>,
+}
+
+impl Search {
+    pub fn dists(&self) -> Vec<Dist> {
+        self.space.iter().map(|p| p.dist.clone()).collect()
+    }
+
+    /// The settings and the report label of a point.
+    pub fn settings_of(&self, point: &[f64]) -> (Vec<(String, Setting)>, Map<String, Json>) {
+        let (mut settings, mut label) = (Vec::new(), Map::new());
+        for (p, &x) in self.space.iter().zip(point) {
+            match p.dist {
+                Dist::Choice { .. } => {
+                    let v = &p.choices[(x as usize).min(p.choices.len() - 1)];
+                    settings.extend(v.settings.iter().cloned());
+                    label.insert(p.name.clone(), choice_label(p, v));
+                }
+                _ => {
+                    let value = number(&p.dist, x);
+                    settings.push((
+                        p.name.clone(),
+                        Setting {
+                            value: value.clone(),
+                            at: p.at.clone(),
+                        },
+                    ));
+                    label.insert(p.name.clone(), value);
+                }
+            }
+        }
+        (settings, label)
+    }
+
+    /// The point of a trial's label (`None` when the label does not fit this space: a trial
+    /// recorded before the space changed).
+    pub fn point_of(&self, label: &Map<String, Json>) -> Option<Vec<f64>> {
+        self.space
+            .iter()
+            .map(|p| {
+                let v = label.get(&p.name)?;
+                match p.dist {
+                    Dist::Choice { .. } => p
+                        .choices
+                        .iter()
+                        .position(|c| &choice_label(p, c) == v)
+                        .map(|i| i as f64),
+                    _ => v.as_f64(),
+                }
+            })
+            .collect()
+    }
+
+    /// As recorded in the sweep's spec (`spec.search`).
+    pub fn spec_json(&self) -> Json {
+        let space: Vec<Json> = self
+            .space
+            .iter()
+            .map(|p| {
+                let mut m = json!({"name": p.name, "dist": p.dist});
+                if !p.choices.is_empty() {
+                    m["values"] = p.choices.iter().map(|c| choice_label(p, c)).collect();
+                }
+                m
+            })
+            .collect();
+        let mut m = json!({
+            "method": self.method.name(),
+            "trials": self.trials,
+            "metric": self.metric,
+            "direction": self.direction,
+            "seed": self.seed,
+            "space": space,
+            "prune": self.prune,
+        });
+        if let Method::Tpe { startup } = self.method {
+            m["startup"] = json!(startup);
+        }
+        m
+    }
+}
+
+/// How a choice shows in labels: the value itself for a trial key, the table for paired values.
+fn choice_label(p: &Param, v: &AxisValue) -> Json {
+    match v.label.get(&p.name) {
+        Some(x) if v.label.len() == 1 => x.clone(),
+        _ => Json::Object(v.label.clone()),
+    }
+}
+
+/// A numeric parameter's value as JSON: integers for `int`.
+fn number(d: &Dist, x: f64) -> Json {
+    match d {
+        Dist::Int { .. } => json!(x.round() as i64),
+        _ => json!(x),
+    }
+}
+
+/// The search tables of the file and of the selected profile.
+pub(super) struct Tables<'d, 'i> {
+    pub search: Vec<&'d DeTable<'i>>,
+    pub space: Vec<&'d DeTable<'i>>,
+    pub prune: Vec<&'d DeTable<'i>>,
+    pub search_key: Option<&'d SpannedKey<'i>>,
+    pub prune_key: Option<&'d SpannedKey<'i>>,
+}
+
+/// Checks and merges the search tables of a `kind = "random" | "tpe"` sweep.
+pub(super) fn search(
+    src: &Source,
+    base: &PathBase,
+    kind: Kind,
+    t: &Tables,
+    default_min_steps: Option<u64>,
+) -> anyhow::Result<Search> {
+    let at = t
+        .search_key
+        .map(|k| src.loc(&k.span()))
+        .unwrap_or_else(|| src.name.clone());
+    let mut s = Search {
+        method: match kind {
+            Kind::Tpe => Method::Tpe { startup: 10 },
+            _ => Method::Random,
+        },
+        trials: 0,
+        metric: "valid_loss".into(),
+        direction: Direction::Minimize,
+        seed: 0,
+        space: Vec::new(),
+        prune: Pruner::None,
+        at: at.clone(),
+        prune_at: t.prune_key.map(|k| src.loc(&k.span())),
+    };
+    for table in &t.search {
+        search_keys(src, table, &mut s)?;
+    }
+    if s.trials == 0 {
+        return Err(super::source::usage(format!(
+            "{at}: search.trials: missing; fix: add `trials = 50` (the budget) under [search]"
+        )));
+    }
+    for table in &t.space {
+        for (k, v) in entries(table) {
+            let p = param(src, base, k.get_ref(), v)?;
+            match s.space.iter_mut().find(|q| q.name == p.name) {
+                Some(q) => *q = p,
+                None => s.space.push(p),
+            }
+        }
+    }
+    if s.space.is_empty() {
+        return Err(super::source::usage(format!(
+            "{at}: space: no parameters; fix: add a [space] section, e.g. `learning_rate = {{ \
+             log_uniform = [1e-5, 1e-3] }}`"
+        )));
+    }
+    let mut prune = PruneKeys::default();
+    for table in &t.prune {
+        prune_keys(src, table, &mut prune)?;
+    }
+    s.prune = prune.pruner(default_min_steps);
+    Ok(s)
+}
+
+fn int_at_least(
+    src: &Source,
+    v: &Spanned<DeValue>,
+    key: &str,
+    min: i64,
+    example: &str,
+) -> anyhow::Result<i64> {
+    match as_i64(v.get_ref()) {
+        Some(i) if i >= min => Ok(i),
+        Some(i) => Err(src.err(
+            &v.span(),
+            key,
+            &format!("{i} is below {min}"),
+            &format!("write e.g. `{example}`"),
+        )),
+        None => Err(src.err(
+            &v.span(),
+            key,
+            &format!("expected an integer, found {}", type_name(v.get_ref())),
+            &format!("write e.g. `{example}`"),
+        )),
+    }
+}
+
+fn search_keys(src: &Source, t: &DeTable, s: &mut Search) -> anyhow::Result<()> {
+    for (k, v) in entries(t) {
+        let key = format!("search.{}", k.get_ref());
+        match k.get_ref().as_ref() {
+            "trials" => s.trials = int_at_least(src, v, &key, 1, "trials = 50")? as usize,
+            "seed" => s.seed = int_at_least(src, v, &key, 0, "seed = 0")? as u64,
+            "startup" => {
+                let n = int_at_least(src, v, &key, 0, "startup = 10")? as usize;
+                match &mut s.method {
+                    Method::Tpe { startup } => *startup = n,
+                    Method::Random => {
+                        return Err(src.err(
+                            &k.span(),
+                            &key,
+                            "random search has no start-up phase",
+                            "remove `startup`, or use kind = \"tpe\"",
+                        ))
+                    }
+                }
+            }
+            "metric" => {
+                let m = get_str(src, t, "metric", "search")?.unwrap_or_default();
+                if !METRICS.contains(&m.as_str()) {
+                    return Err(src.err(
+                        &v.span(),
+                        &key,
+                        &format!("unknown metric `{m}`"),
+                        &format!("use one of: {}", METRICS.join(", ")),
+                    ));
+                }
+                s.metric = m;
+            }
+            "direction" => {
+                s.direction = match get_str(src, t, "direction", "search")?.as_deref() {
+                    Some("minimize") => Direction::Minimize,
+                    Some("maximize") => Direction::Maximize,
+                    other => {
+                        return Err(src.err(
+                            &v.span(),
+                            &key,
+                            &format!("unknown direction `{}`", other.unwrap_or_default()),
+                            "use \"minimize\" or \"maximize\"",
+                        ))
+                    }
+                }
+            }
+            _ => {
+                return Err(src.err(
+                    &k.span(),
+                    &key,
+                    "unknown key",
+                    "use trials, metric, direction, seed, startup (tpe)",
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+const DISTS: &str = "`{ log_uniform = [1e-5, 1e-3] }`, `{ uniform = [0.0, 0.1] }`, `{ int = [0, \
+                     500], step = 50 }` or `{ choice = [1, 2, 4] }`";
+
+/// One `[space]` entry.
+fn param(src: &Source, base: &PathBase, name: &str, v: &Spanned<DeValue>) -> anyhow::Result<Param> {
+    let key = format!("space.{name}");
+    let at = src.loc(&v.span());
+    let DeValue::Table(t) = v.get_ref() else {
+        return Err(src.err(
+            &v.span(),
+            &key,
+            &format!(
+                "expected a distribution table, found {}",
+                type_name(v.get_ref())
+            ),
+            &format!("write e.g. {DISTS}"),
+        ));
+    };
+    let dist_keys: Vec<_> = entries(t)
+        .into_iter()
+        .filter(|(k, _)| !["step", "log"].contains(&k.get_ref().as_ref()))
+        .collect();
+    let [(dk, dv)] = dist_keys.as_slice() else {
+        return Err(src.err(
+            &v.span(),
+            &key,
+            "expected exactly one distribution",
+            &format!("write e.g. {DISTS}"),
+        ));
+    };
+    let kind = key_kind(name).map(|(k, _)| k);
+    if dk.get_ref() != "choice" && kind.is_none() {
+        return Err(src.err(
+            &v.span(),
+            &key,
+            "not a trial key",
+            &format!(
+                "use a trial key ({}), or `{{ choice = [{{ key = value, ... }}, ...] }}` for \
+                 values that set several keys",
+                super::check::key_list()
+            ),
+        ));
+    }
+    let (dist, choices) = match dk.get_ref().as_ref() {
+        "choice" => {
+            let axis = check_axis_in(src, base, "space", name, dv)?;
+            let n = axis.values.len();
+            (Dist::Choice { n }, axis.values)
+        }
+        "uniform" | "log_uniform" => (float_dist(src, &key, dk.get_ref(), dv, kind)?, vec![]),
+        "int" => (int_dist(src, &key, t, dv, kind)?, vec![]),
+        other => {
+            return Err(src.err(
+                &dk.span(),
+                &key,
+                &format!("unknown distribution `{other}`"),
+                &format!("use {DISTS}"),
+            ))
+        }
+    };
+    if !matches!(dist, Dist::Int { .. }) {
+        if let Some((k, _)) = entries(t)
+            .into_iter()
+            .find(|(k, _)| ["step", "log"].contains(&k.get_ref().as_ref()))
+        {
+            return Err(src.err(
+                &k.span(),
+                &format!("{key}.{}", k.get_ref()),
+                "only `int` distributions take `step` and `log`",
+                "remove it (log_uniform is the log scale of floats)",
+            ));
+        }
+    }
+    for bound in bounds(&dist) {
+        crate::trial::check_value(name, &bound)
+            .map_err(|e| src.err(&dv.span(), &key, &e, "narrow the range"))?;
+    }
+    Ok(Param {
+        name: name.to_string(),
+        dist,
+        choices,
+        at,
+    })
+}
+
+/// The two ends of a numeric range, to check against the key's rule.
+fn bounds(d: &Dist) -> Vec<Json> {
+    match *d {
+        Dist::Uniform { low, high } | Dist::LogUniform { low, high } => {
+            vec![json!(low), json!(high)]
+        }
+        Dist::Int { low, high, .. } => vec![json!(low), json!(high)],
+        Dist::Choice { .. } => vec![],
+    }
+}
+
+/// `[low, high]` as two numbers, `low < high`.
+fn pair(src: &Source, key: &str, v: &Spanned<DeValue>, ints: bool) -> anyhow::Result<(f64, f64)> {
+    let example = if ints { "[0, 500]" } else { "[1e-5, 1e-3]" };
+    let two = match v.get_ref() {
+        DeValue::Array(a) if a.len() == 2 => {
+            let get = |i: usize| {
+                if ints {
+                    as_i64(a[i].get_ref()).map(|x| x as f64)
+                } else {
+                    as_f64(a[i].get_ref())
+                }
+            };
+            get(0).zip(get(1))
+        }
+        _ => None,
+    };
+    let Some((low, high)) = two else {
+        return Err(src.err(
+            &v.span(),
+            key,
+            &format!(
+                "expected [low, high] ({}), found {}",
+                if ints { "two integers" } else { "two numbers" },
+                type_name(v.get_ref())
+            ),
+            &format!("write e.g. `{example}`"),
+        ));
+    };
+    if low >= high {
+        let what = if low > high { "reversed" } else { "empty" };
+        return Err(src.err(
+            &v.span(),
+            key,
+            &format!("{what} range [{low}, {high}]"),
+            "write [low, high] with low < high (a fixed value belongs in [base])",
+        ));
+    }
+    Ok((low, high))
+}
+
+fn float_dist(
+    src: &Source,
+    key: &str,
+    dist: &str,
+    v: &Spanned<DeValue>,
+    kind: Option<KeyKind>,
+) -> anyhow::Result<Dist> {
+    if matches!(kind, Some(KeyKind::PosInt | KeyKind::NonNegInt)) {
+        return Err(src.err(
+            &v.span(),
+            key,
+            "this key takes integers",
+            "use `{ int = [low, high] }` (with `log = true` for a log scale)",
+        ));
+    }
+    if !matches!(
+        kind,
+        Some(KeyKind::PosFloat | KeyKind::NonNegFloat | KeyKind::Dropout)
+    ) {
+        return Err(src.err(
+            &v.span(),
+            key,
+            "this key is not a number",
+            "use `{ choice = [...] }`",
+        ));
+    }
+    let (low, high) = pair(src, key, v, false)?;
+    if dist == "log_uniform" {
+        if low <= 0.0 {
+            return Err(src.err(
+                &v.span(),
+                key,
+                &format!("log_uniform needs bounds above 0, got {low}"),
+                "use a positive lower bound, e.g. [1e-6, ...], or `uniform`",
+            ));
+        }
+        return Ok(Dist::LogUniform { low, high });
+    }
+    Ok(Dist::Uniform { low, high })
+}
+
+fn int_dist(
+    src: &Source,
+    key: &str,
+    t: &DeTable,
+    v: &Spanned<DeValue>,
+    kind: Option<KeyKind>,
+) -> anyhow::Result<Dist> {
+    if !matches!(
+        kind,
+        Some(KeyKind::PosInt | KeyKind::NonNegInt | KeyKind::PosFloat | KeyKind::NonNegFloat)
+    ) {
+        return Err(src.err(
+            &v.span(),
+            key,
+            "this key is not a number",
+            "use `{ choice = [...] }`",
+        ));
+    }
+    let (low, high) = pair(src, key, v, true)?;
+    let (low, high) = (low as i64, high as i64);
+    let step = match t.get("step") {
+        Some(s) => int_at_least(src, s, &format!("{key}.step"), 1, "step = 50")?,
+        None => 1,
+    };
+    let log = match t.get("log") {
+        None => false,
+        Some(l) => match l.get_ref() {
+            DeValue::Boolean(b) => *b,
+            other => {
+                return Err(src.err(
+                    &l.span(),
+                    &format!("{key}.log"),
+                    &format!("expected true or false, found {}", type_name(other)),
+                    "write `log = true`",
+                ))
+            }
+        },
+    };
+    if step > high - low {
+        return Err(src.err(
+            &v.span(),
+            key,
+            &format!("step {step} leaves only {low} in [{low}, {high}]"),
+            "use a smaller step or a wider range",
+        ));
+    }
+    if log && (low < 1 || step != 1) {
+        return Err(src.err(
+            &v.span(),
+            key,
+            "a log-scaled int needs low >= 1 and no step",
+            "raise low to 1 or more and remove `step`, or drop `log = true`",
+        ));
+    }
+    Ok(Dist::Int {
+        low,
+        high,
+        step,
+        log,
+    })
+}
+
+#[derive(Default)]
+struct PruneKeys {
+    method: Option<String>,
+    min_steps: Option<u64>,
+    reduction_factor: Option<u64>,
+    startup_trials: Option<usize>,
+    warmup_steps: Option<u64>,
+}
+
+impl PruneKeys {
+    fn pruner(&self, default_min_steps: Option<u64>) -> Pruner {
+        match self.method.as_deref() {
+            Some("asha") => Pruner::Asha {
+                min_steps: self.min_steps.or(default_min_steps).unwrap_or(1),
+                reduction_factor: self.reduction_factor.unwrap_or(3),
+            },
+            Some("median") => Pruner::Median {
+                startup_trials: self.startup_trials.unwrap_or(5),
+                warmup_steps: self.warmup_steps.unwrap_or(0),
+            },
+            _ => Pruner::None,
+        }
+    }
+}
+
+fn prune_keys(src: &Source, t: &DeTable, p: &mut PruneKeys) -> anyhow::Result<()> {
+    for (k, v) in entries(t) {
+        let key = format!("prune.{}", k.get_ref());
+        match k.get_ref().as_ref() {
+            "method" => {
+                let m = get_str(src, t, "method", "prune")?.unwrap_or_default();
+                if !["asha", "median", "none"].contains(&m.as_str()) {
+                    return Err(src.err(
+                        &v.span(),
+                        &key,
+                        &format!("unknown pruning method `{m}`"),
+                        "use \"asha\", \"median\" or \"none\"",
+                    ));
+                }
+                p.method = Some(m);
+            }
+            "min_steps" => {
+                p.min_steps = Some(int_at_least(src, v, &key, 1, "min_steps = 50")? as u64)
+            }
+            "reduction_factor" => {
+                p.reduction_factor =
+                    Some(int_at_least(src, v, &key, 2, "reduction_factor = 3")? as u64)
+            }
+            "startup_trials" => {
+                p.startup_trials =
+                    Some(int_at_least(src, v, &key, 0, "startup_trials = 5")? as usize)
+            }
+            "warmup_steps" => {
+                p.warmup_steps = Some(int_at_least(src, v, &key, 0, "warmup_steps = 100")? as u64)
+            }
+            _ => {
+                return Err(src.err(
+                    &k.span(),
+                    &key,
+                    "unknown key",
+                    "use method, min_steps and reduction_factor (asha), startup_trials and \
+                     warmup_steps (median)",
+                ))
+            }
+        }
+    }
+    Ok(())
+}

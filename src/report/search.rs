@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
 use crate::search::{Direction, Dist};
-use crate::store::{MetricRecord, SweepRecords, SweepTrial, TrialResults};
+use crate::store::{MetricRecord, SweepRecords, SweepTrial, TrialResults, TrialState};
 
 /// One parameter of the search space as the sweep's spec records it (`spec.search.space[i]`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -55,10 +55,10 @@ pub fn search_trials(records: &SweepRecords, spec: &SearchSpec) -> Vec<SearchTri
         .trials
         .iter()
         .map(|t| {
-            let pruned = t.state.as_str() == "pruned";
+            let pruned = t.state == TrialState::Pruned;
             let value = if pruned {
                 last_reported(&records.metrics, t.id, &spec.metric)
-            } else if t.state.as_str() == "completed" {
+            } else if t.state == TrialState::Completed {
                 final_value(&t.results, &spec.metric)
             } else {
                 None
@@ -176,7 +176,12 @@ pub fn axis(p: &SpaceParam) -> Axis {
         }
         Dist::Choice { n } => {
             let labels = (0..n)
-                .map(|i| p.values.get(i).map(choice_text).unwrap_or_else(|| i.to_string()))
+                .map(|i| {
+                    p.values
+                        .get(i)
+                        .map(choice_text)
+                        .unwrap_or_else(|| i.to_string())
+                })
                 .collect();
             (Scale::Categorical(labels), 0.0, n.saturating_sub(1) as f64)
         }
@@ -258,7 +263,13 @@ pub fn parallel(trials: &[SearchTrial], spec: &SearchSpec) -> Parallel {
     let done: Vec<(&SearchTrial, Vec<f64>, f64)> = trials
         .iter()
         .filter(|t| !t.pruned)
-        .filter_map(|t| Some((t, t.params.iter().copied().collect::<Option<Vec<_>>>()?, t.value?)))
+        .filter_map(|t| {
+            Some((
+                t,
+                t.params.iter().copied().collect::<Option<Vec<_>>>()?,
+                t.value?,
+            ))
+        })
         .collect();
     let lo = done.iter().map(|d| d.2).fold(f64::INFINITY, f64::min);
     let hi = done.iter().map(|d| d.2).fold(f64::NEG_INFINITY, f64::max);
@@ -307,7 +318,11 @@ pub fn top_trials(trials: &[SearchTrial], spec: &SearchSpec, k: usize) -> Vec<To
         .filter_map(|t| Some((t, t.value?)))
         .collect();
     let key = |v: f64| spec.direction.oriented(v);
-    done.sort_by(|a, b| key(a.1).total_cmp(&key(b.1)).then(a.0.number.cmp(&b.0.number)));
+    done.sort_by(|a, b| {
+        key(a.1)
+            .total_cmp(&key(b.1))
+            .then(a.0.number.cmp(&b.0.number))
+    });
     done.into_iter()
         .take(k)
         .enumerate()

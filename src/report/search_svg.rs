@@ -56,7 +56,10 @@ pub fn svg_history(points: &[HistoryPoint], metric: &str) -> Result<String> {
         let xmax = points.iter().map(|p| p.number).max().unwrap_or(0) as f64;
         let (ylo, yhi) = pad(
             points.iter().map(|p| p.value).fold(f64::INFINITY, f64::min),
-            points.iter().map(|p| p.value).fold(f64::NEG_INFINITY, f64::max),
+            points
+                .iter()
+                .map(|p| p.value)
+                .fold(f64::NEG_INFINITY, f64::max),
             0.05,
         );
         let mut chart = ChartBuilder::on(&root)
@@ -86,7 +89,10 @@ pub fn svg_history(points: &[HistoryPoint], metric: &str) -> Result<String> {
             .label("pruned (last reported value)")
             .legend(|(x, y)| Circle::new((x + 10, y), 4, GREY.stroke_width(1)));
         chart
-            .draw_series(LineSeries::new(best_steps(points, xmax), ORANGE.stroke_width(2)))?
+            .draw_series(LineSeries::new(
+                best_steps(points, xmax),
+                ORANGE.stroke_width(2),
+            ))?
             .label("best so far")
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], ORANGE.stroke_width(2)));
         legend(&mut chart)?;
@@ -264,7 +270,10 @@ fn axis_ticks(a: &Axis) -> Vec<(f64, String)> {
         Scale::Categorical(l) if l.len() <= 12 => {
             let n = l.len().saturating_sub(1).max(1) as f64;
             let y = |i: usize| if l.len() == 1 { 0.5 } else { i as f64 / n };
-            l.iter().enumerate().map(|(i, t)| (y(i), short(t, 14))).collect()
+            l.iter()
+                .enumerate()
+                .map(|(i, t)| (y(i), short(t, 14)))
+                .collect()
         }
         Scale::Categorical(l) => {
             let end = |t: Option<&String>| short(t.map(String::as_str).unwrap_or(""), 14);

@@ -21,7 +21,7 @@ import json, statistics, sys, pathlib
 out = pathlib.Path(sys.argv[1])
 rows = [json.loads(l) for f in ("quality-sweep.jsonl", "quality-optuna.jsonl")
         for l in (out / f).read_text().splitlines() if l.strip()]
-samplers = ["sweep-random", "sweep-tpe", "optuna-random", "optuna-tpe"]
+samplers = ["sweep-random", "sweep-tpe", "optuna-random", "optuna-tpe", "optuna-tpe-univariate"]
 funcs = list(dict.fromkeys(r["function"] for r in rows))
 def stats(f, s):
     v = [r["regret"] for r in rows if r["function"] == f and r["sampler"] == s]

@@ -38,6 +38,13 @@ pub struct Search {
     pub prune_at: Option<String>,
 }
 
+impl Param {
+    /// How the values of a `choice` show (plans, reports).
+    pub fn choice_labels(&self) -> Vec<Json> {
+        self.choices.iter().map(|c| choice_label(self, c)).collect()
+    }
+}
+
 impl Search {
     pub fn dists(&self) -> Vec<Dist> {
         self.space.iter().map(|p| p.dist.clone()).collect()
@@ -96,7 +103,7 @@ impl Search {
             .map(|p| {
                 let mut m = json!({"name": p.name, "dist": p.dist});
                 if !p.choices.is_empty() {
-                    m["values"] = p.choices.iter().map(|c| choice_label(p, c)).collect();
+                    m["values"] = p.choice_labels().into();
                 }
                 m
             })
@@ -125,12 +132,27 @@ fn choice_label(p: &Param, v: &AxisValue) -> Json {
     }
 }
 
-/// A numeric parameter's value as JSON: integers for `int`.
+/// A numeric parameter's value as JSON: integers for `int`; floats to 4 significant digits (a
+/// config reads `learning_rate = 0.001109`, not `0.0011089451585091096`), kept within bounds.
 fn number(d: &Dist, x: f64) -> Json {
-    match d {
+    match *d {
         Dist::Int { .. } => json!(x.round() as i64),
-        _ => json!(x),
+        Dist::Uniform { low, high } | Dist::LogUniform { low, high } => {
+            json!(round_sig(x, 4).clamp(low, high))
+        }
+        Dist::Choice { .. } => json!(x),
     }
+}
+
+fn round_sig(x: f64, digits: i32) -> f64 {
+    if x == 0.0 || !x.is_finite() {
+        return x;
+    }
+    let scale = 10f64.powi(digits - 1 - x.abs().log10().floor() as i32);
+    // Through the decimal text: `0.001109` exactly as written, not 0.0011090000000000001.
+    format!("{}", (x * scale).round() / scale)
+        .parse()
+        .unwrap_or(x)
 }
 
 /// The search tables of the file and of the selected profile.

@@ -217,7 +217,8 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     };
     exec.check_flags()?;
     let (sweep, planned) = load_and_identify(&args.sweep, &cache)?;
-    let (ledger, batch, code) = super::run_sweep(&mut *exec, &args.ledger.url(), &sweep, &planned)?;
+    let (ledger, batch, code) =
+        super::run_sweep(&mut *exec, &args.ledger.url(), &sweep, &planned, &cache)?;
     if args.cluster.executor != "slurm" {
         write_report(&ledger.url, &batch.name, &artifacts);
     }
@@ -309,7 +310,12 @@ pub fn worker(args: WorkerArgs) -> Result<ExitCode> {
         poll_seconds: args.poll_seconds,
         artifacts,
     };
-    super::drain(&mut worker, &ledger, args.sweep.as_deref())
+    super::drain(
+        &mut worker,
+        &ledger,
+        args.sweep.as_deref(),
+        &CacheArgs::default().root(),
+    )
 }
 
 /// Workers on several machines share one ledger, so they must share the artifacts root too: a

@@ -6,6 +6,7 @@
 //! them (they resume from their last checkpoint next time). Progress: bars with rate and ETA on
 //! a terminal, a plain line every 30 s otherwise.
 
+use super::search::Ask;
 use super::{describe_exit, exit_code_of, tail_of, worker_dead, worker_id};
 use super::{Batch, Executor, Ledger, Policy, TrialCommand, EXIT_NOT_CLAIMED};
 use crate::config;
@@ -93,10 +94,19 @@ impl Executor for Local {
             self.reset(ledger, batch)?;
         }
         let (queue, done) = super::todo(&*ledger.store, batch, self.policy())?;
+        let total = batch.total(&*ledger.store)?;
+        let searching = match batch.search.first() {
+            Some(s) => format!(
+                " of a search with a budget of {} ({} suggested so far)",
+                s.budget(),
+                batch.trial_ids.len()
+            ),
+            None => String::new(),
+        };
         eprintln!(
-            "sweep {}: {} trials ({done} already done, {} new in the ledger{}), {} to run, {} job(s), ledger {}",
+            "sweep {}: {} trials{searching} ({done} already done, {} new in the ledger{}), {} to run, {} job(s), ledger {}",
             batch.name,
-            batch.trial_ids.len(),
+            total,
             batch.created,
             if batch.recovered > 0 {
                 format!(", {} interrupted by a dead worker", batch.recovered)
@@ -108,7 +118,7 @@ impl Executor for Local {
             ledger.url
         );
         signals::install(OnSecond::Count);
-        let mut run = Run::new(self, ledger, batch, queue, done)?;
+        let mut run = Run::new(self, ledger, batch, queue, done, total)?;
         run.drive()?;
         Ok(run.finish())
     }
@@ -210,6 +220,11 @@ struct Run<'a> {
     tries: HashMap<i64, usize>,
     failed: Vec<(i64, String)>,
     done: usize,
+    /// Trials when done (the searches' budgets included).
+    total: usize,
+    labels: HashMap<i64, String>,
+    /// The batch's searches that may still suggest trials (from this index on).
+    next_search: usize,
     /// A stop was requested (or --fail-fast tripped): start nothing more.
     stopping: bool,
     killed: bool,
@@ -223,6 +238,7 @@ impl<'a> Run<'a> {
         batch: &'a Batch,
         queue: Vec<i64>,
         done: usize,
+        total: usize,
     ) -> Result<Self> {
         let cores = std::thread::available_parallelism()
             .map(|n| n.get())
@@ -239,13 +255,16 @@ impl<'a> Run<'a> {
                 Some(opts.artifacts.clone()),
             )?,
             threads: (cores / opts.jobs).max(1),
-            display: Display::new(batch.trial_ids.len(), done),
+            display: Display::new(total, done),
             queue,
             running: Vec::new(),
             waiting: Vec::new(),
             tries: HashMap::new(),
             failed: Vec::new(),
             done,
+            total,
+            labels: batch.labels.clone(),
+            next_search: 0,
             stopping: false,
             killed: false,
             fail_stop: false,
@@ -264,7 +283,8 @@ impl<'a> Run<'a> {
                 self.show_progress()?;
             }
             let ending = self.stopping || self.fail_stop;
-            let idle = self.running.is_empty() && (self.queue.is_empty() || ending);
+            let searching = self.next_search < self.batch.search.len();
+            let idle = self.running.is_empty() && (self.queue.is_empty() && !searching || ending);
             if idle && (self.waiting.is_empty() || ending) {
                 return Ok(());
             }
@@ -294,11 +314,10 @@ impl<'a> Run<'a> {
     }
 
     fn start_trials(&mut self) -> Result<()> {
-        while !self.stopping
-            && !self.fail_stop
-            && self.running.len() < self.opts.jobs
-            && !self.queue.is_empty()
-        {
+        while !self.stopping && !self.fail_stop && self.running.len() < self.opts.jobs {
+            if self.queue.is_empty() && !self.suggest()? {
+                break;
+            }
             let id = self.queue.remove(0);
             let Some(t) = self.store.trial(id)? else {
                 continue;
@@ -314,6 +333,31 @@ impl<'a> Run<'a> {
             self.start(t)?;
         }
         Ok(())
+    }
+
+    /// Asks the batch's searches for their next trial, at the moment a job slot is free (so the
+    /// suggestion sees every trial that finished before it); `false` when none has one.
+    fn suggest(&mut self) -> Result<bool> {
+        while let Some(searcher) = self.batch.search.get(self.next_search) {
+            match searcher.ask(self.store)? {
+                Ask::Trial { id, label } => {
+                    self.labels.insert(id, label);
+                    self.queue.push(id);
+                    return Ok(true);
+                }
+                Ask::Spent => self.next_search += 1,
+                Ask::Exhausted => {
+                    self.display.println(&format!(
+                        "sweep {}: every suggestion repeats a trial of the search: its space is \
+                         fully explored; stopping the search early",
+                        searcher.name
+                    ));
+                    self.total = self.done + self.running.len() + self.waiting.len();
+                    self.next_search += 1;
+                }
+            }
+        }
+        Ok(false)
     }
 
     fn start(&mut self, t: TrialRecord) -> Result<()> {
@@ -346,7 +390,7 @@ impl<'a> Run<'a> {
             .ok()
             .and_then(|c| train::plan_info(&c, &self.opts.cache_root).ok())
             .map(|i| i.total_steps);
-        let label = self.batch.labels.get(&id).cloned().unwrap_or_default();
+        let label = self.labels.get(&id).cloned().unwrap_or_default();
         let bar = match &self.display {
             Display::Bars { multi, .. } => {
                 let b = multi.add(match total_steps {
@@ -453,7 +497,7 @@ impl<'a> Run<'a> {
     fn after_end(&mut self, r: &Running, t: &TrialRecord, code: Option<i32>) {
         let id = t.id;
         match t.state {
-            TrialState::Completed | TrialState::Diverged => self.done += 1,
+            TrialState::Completed | TrialState::Diverged | TrialState::Pruned => self.done += 1,
             // Failed, or ended without running (could not open the ledger, lost its claim).
             st if st == TrialState::Failed || (!self.stopping && st != TrialState::Running) => {
                 let n = self.tries.get(&id).copied().unwrap_or(0);
@@ -528,7 +572,7 @@ impl<'a> Run<'a> {
                 r.bar.set_message(last_log_line(&r.log));
             }
         }
-        let (done, total) = (self.done, self.batch.trial_ids.len());
+        let (done, total) = (self.done, self.total);
         match &mut self.display {
             Display::Bars { sweep, .. } => {
                 sweep.set_position(done as u64);
@@ -562,7 +606,7 @@ impl<'a> Run<'a> {
             "sweep {}: {}/{} trials done, {} failed{}",
             self.batch.name,
             self.done,
-            self.batch.trial_ids.len(),
+            self.total,
             self.failed.len(),
             if self.stopping { ", interrupted" } else { "" }
         );

@@ -11,6 +11,8 @@
 pub mod cli;
 pub mod local;
 pub mod plan_view;
+pub mod prune;
+pub mod search;
 pub mod sink;
 pub mod slurm;
 pub mod status;
@@ -109,6 +111,20 @@ pub struct Batch {
     pub sweep: Option<NewSweep>,
     /// The ledger rows of the trials, to re-record the sweep with.
     pub trials: Vec<NewTrial>,
+    /// The search sweeps among the batch's, which suggest more trials when these are taken.
+    pub search: Vec<search::Searcher>,
+}
+
+impl Batch {
+    /// Trials the batch will have run when done: its trials, plus the searches' remaining budget.
+    pub fn total(&self, s: &dyn Store) -> Result<usize> {
+        let mut extra = 0;
+        for searcher in &self.search {
+            let have = s.sweep_trials(searcher.sweep_id)?.len();
+            extra += searcher.budget().saturating_sub(have);
+        }
+        Ok(self.trial_ids.len() + extra)
+    }
 }
 
 /// The ledger name of a sweep: the file's name, suffixed `@profile` when a profile is applied, so
@@ -140,8 +156,14 @@ fn ledger_trials(planned: &[PlannedTrial]) -> Result<Vec<NewTrial>> {
 const EXECUTOR_SPEC_KEYS: [&str; 1] = [slurm::SPEC_KEY];
 
 /// Records a sweep file's trials (keeping the executors' annotations of an existing row) and marks
-/// the trials of dead workers interrupted.
-pub fn record(ledger: &Ledger, sweep: &config::Sweep, planned: &[PlannedTrial]) -> Result<Batch> {
+/// the trials of dead workers interrupted. A search sweep records its row only: its trials are
+/// the ones it has suggested so far, and it suggests more while it runs.
+pub fn record(
+    ledger: &Ledger,
+    sweep: &config::Sweep,
+    planned: &[PlannedTrial],
+    cache_root: &Path,
+) -> Result<Batch> {
     let s = &*ledger.store;
     let name = ledger_name(sweep);
     let mut spec = sweep.spec_json();
@@ -161,6 +183,27 @@ pub fn record(ledger: &Ledger, sweep: &config::Sweep, planned: &[PlannedTrial]) 
         kind: sweep.kind.as_str().to_string(),
         spec,
     };
+    if sweep.search.is_some() {
+        let sweep_id = s.record_sweep_row(&row)?;
+        let members = s.sweep_trials(sweep_id)?;
+        let trial_ids: Vec<i64> = members.iter().map(|m| m.trial.id).collect();
+        let labels = members
+            .iter()
+            .map(|m| (m.trial.id, label_text(&m.label)))
+            .collect();
+        let recovered = recover_dead(s, &trial_ids)?;
+        let searcher = search::Searcher::new(sweep, sweep_id, &name, cache_root);
+        return Ok(Batch {
+            name,
+            trial_ids,
+            labels,
+            created: 0,
+            recovered,
+            sweep: Some(row),
+            trials: Vec::new(),
+            search: searcher.into_iter().collect(),
+        });
+    }
     let trials = ledger_trials(planned)?;
     let recorded = s.record_sweep(&row, &trials)?;
     let labels = recorded
@@ -178,6 +221,7 @@ pub fn record(ledger: &Ledger, sweep: &config::Sweep, planned: &[PlannedTrial]) 
         recovered,
         sweep: Some(row),
         trials,
+        search: Vec::new(),
     })
 }
 
@@ -189,7 +233,11 @@ pub fn annotate(ledger: &Ledger, batch: &Batch, key: &str, value: Json) -> Resul
     if let Some(m) = row.spec.as_object_mut() {
         m.insert(key.to_string(), value);
     }
-    ledger.store.record_sweep(&row, &batch.trials)?;
+    if batch.search.is_empty() {
+        ledger.store.record_sweep(&row, &batch.trials)?;
+    } else {
+        ledger.store.record_sweep_row(&row)?;
+    }
     Ok(())
 }
 
@@ -199,16 +247,23 @@ pub fn run_sweep(
     db_url: &str,
     sweep: &config::Sweep,
     planned: &[PlannedTrial],
+    cache_root: &Path,
 ) -> Result<(Ledger, Batch, ExitCode)> {
     exec.preflight(sweep, planned)?;
     let ledger = Ledger::open(db_url)?;
-    let batch = record(&ledger, sweep, planned)?;
+    let batch = record(&ledger, sweep, planned, cache_root)?;
     let code = exec.execute(&ledger, &batch)?;
     Ok((ledger, batch, code))
 }
 
-/// `sweep worker`: hand the trials of one recorded sweep (or of all) to the executor.
-pub fn drain(exec: &mut dyn Executor, ledger: &Ledger, only: Option<&str>) -> Result<ExitCode> {
+/// `sweep worker`: hand the trials of one recorded sweep (or of all) to the executor; search
+/// sweeps among them suggest more trials as the worker takes them.
+pub fn drain(
+    exec: &mut dyn Executor,
+    ledger: &Ledger,
+    only: Option<&str>,
+    cache_root: &Path,
+) -> Result<ExitCode> {
     let s = &*ledger.store;
     let sweeps = match only {
         Some(name) => vec![s.sweep_by_name(name)?.ok_or_else(|| {
@@ -221,6 +276,7 @@ pub fn drain(exec: &mut dyn Executor, ledger: &Ledger, only: Option<&str>) -> Re
     };
     let mut ids = Vec::new();
     let mut labels = HashMap::new();
+    let search = search::searchers_of(&sweeps, cache_root)?;
     for sw in sweeps {
         for st in s.sweep_trials(sw.id)? {
             if !ids.contains(&st.trial.id) {
@@ -237,6 +293,7 @@ pub fn drain(exec: &mut dyn Executor, ledger: &Ledger, only: Option<&str>) -> Re
         recovered: 0,
         sweep: None,
         trials: Vec::new(),
+        search,
     };
     exec.execute(ledger, &batch)
 }

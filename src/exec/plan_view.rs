@@ -96,10 +96,9 @@ pub fn render(
         Some(file) if !file.is_file() => None,
         _ => Some(store::open_read_only(url)?),
     };
-    let done: Vec<TrialRecord> = match &ledger {
-        Some(s) => s.trials_in_state(TrialState::Completed)?,
-        None => Vec::new(),
-    };
+    if let Some(search) = &sweep.search {
+        return render_search(sweep, search, ledger.as_deref(), cache_root, device);
+    }
     outln!(
         out,
         "sweep {} ({}, {} trials{})",
@@ -112,6 +111,32 @@ pub fn render(
             .map(|t| format!(": {t}"))
             .unwrap_or_default()
     );
+    let (total_est, unknown_est, rate) =
+        rows(&mut out, planned, ledger.as_deref(), cache_root, device)?;
+    footer(
+        &mut out,
+        "unfinished trials",
+        total_est,
+        unknown_est,
+        &rate,
+        device,
+    );
+    Ok(out)
+}
+
+/// One line per trial (state in the ledger, tokens, steps, estimated time); the estimated time
+/// of the unfinished ones, how many have none, and the rate used.
+fn rows(
+    out: &mut String,
+    planned: &[PlannedTrial],
+    ledger: Option<&dyn Reader>,
+    cache_root: &Path,
+    device: &str,
+) -> Result<(f64, usize, Rate)> {
+    let done: Vec<TrialRecord> = match ledger {
+        Some(s) => s.trials_in_state(TrialState::Completed)?,
+        None => Vec::new(),
+    };
     outln!(
         out,
         "{:>3}  {:<40} {:<12} {:<11} {:>12} {:>8} {:>9}",
@@ -131,7 +156,7 @@ pub fn render(
     let mut total_est = 0.0;
     let mut unknown_est = 0;
     for (i, p) in planned.iter().enumerate() {
-        let state = match &ledger {
+        let state = match ledger {
             Some(s) => match s.trial_by_hash(&p.identity.hash)? {
                 Some(t) if t.state == TrialState::Completed => "done".to_string(),
                 Some(t) => t.state.to_string(),
@@ -200,10 +225,23 @@ pub fn render(
             train::pretrain::PRETRAIN_TOKENS
         );
     }
+    Ok((total_est, unknown_est, rate))
+}
+
+/// The estimated total (`what` it covers), the rate behind `~` estimates, and a note when the
+/// plan takes days.
+fn footer(
+    out: &mut String,
+    what: &str,
+    total_est: f64,
+    unknown_est: usize,
+    rate: &Rate,
+    device: &str,
+) {
     if total_est > 0.0 {
         outln!(
             out,
-            "estimated time for unfinished trials: {}{} (one job)",
+            "estimated time for {what}: {}{} (one job)",
             human_secs(total_est),
             if unknown_est > 0 {
                 format!(" + {unknown_est} trials of unknown throughput")
@@ -228,5 +266,133 @@ pub fn render(
             total_est / DAY_SECS
         );
     }
+}
+
+/// Suggestions of a search that `sweep plan` shows (and estimates the cost from).
+const PREVIEW: usize = 5;
+
+/// `sweep plan` of a search sweep: the space, the budget, what the ledger has of it, the first
+/// suggestions (those that do not depend on results: random ones, TPE's start-up draws) and the
+/// estimated cost of the remaining budget.
+fn render_search(
+    sweep: &config::Sweep,
+    search: &config::search::Search,
+    ledger: Option<&dyn Reader>,
+    cache_root: &Path,
+    device: &str,
+) -> Result<String> {
+    let mut out = String::new();
+    let name = ledger_name(sweep);
+    outln!(
+        out,
+        "sweep {name} ({} search, budget {} trials{})",
+        sweep.kind.as_str(),
+        search.trials,
+        sweep
+            .title
+            .as_ref()
+            .map(|t| format!(": {t}"))
+            .unwrap_or_default()
+    );
+    outln!(
+        out,
+        "objective: {} {}; seed {}{}",
+        search.direction.as_str(),
+        search.metric,
+        search.seed,
+        match search.method {
+            crate::search::Method::Tpe { startup } =>
+                format!("; TPE after {startup} random start-up trials"),
+            crate::search::Method::Random => String::new(),
+        }
+    );
+    outln!(out, "space:");
+    for p in &search.space {
+        outln!(
+            out,
+            "  {:<24} {}",
+            p.name,
+            p.dist.describe(&p.choice_labels())
+        );
+    }
+    outln!(out, "pruning: {}", describe_pruner(&search.prune));
+    let suggested = match ledger.and_then(|s| s.sweep_by_name(&name).ok().flatten()) {
+        Some(rec) => ledger
+            .map(|s| s.sweep_trials(rec.id))
+            .transpose()?
+            .unwrap_or_default(),
+        None => Vec::new(),
+    };
+    if !suggested.is_empty() {
+        let count = |st: TrialState| suggested.iter().filter(|m| m.state == st).count();
+        outln!(
+            out,
+            "in the ledger: {} suggested ({} completed, {} pruned, {} running)",
+            suggested.len(),
+            count(TrialState::Completed),
+            count(TrialState::Pruned),
+            count(TrialState::Running)
+        );
+    }
+    let shown = match search.method {
+        crate::search::Method::Tpe { startup } => PREVIEW.min(startup),
+        crate::search::Method::Random => PREVIEW,
+    };
+    let preview = super::search::Searcher::preview(sweep, shown.max(1))?;
+    let mut ider = crate::plan::Identifier::new(cache_root);
+    let planned: Vec<PlannedTrial> = preview
+        .into_iter()
+        .map(|resolved| {
+            let identity = ider.identify(&resolved.config)?;
+            Ok(PlannedTrial { resolved, identity })
+        })
+        .collect::<Result<_>>()?;
+    outln!(
+        out,
+        "{} suggestion(s){}:",
+        if shown == 0 { "a sample" } else { "the first" },
+        if shown == 0 {
+            " (TPE's suggestions depend on results; this one is a random draw, for the cost)"
+        } else {
+            ""
+        }
+    );
+    let (est, unknown, rate) = rows(&mut out, &planned, ledger, cache_root, device)?;
+    let remaining = search.trials.saturating_sub(suggested.len());
+    let known = planned.len().saturating_sub(unknown);
+    if known > 0 && remaining > 0 {
+        let each = est / known as f64;
+        let what = format!(
+            "the {remaining} trial(s) still to suggest, at {} each (the average of the \
+             suggestions above{})",
+            human_secs(each),
+            if search.prune.is_none() {
+                ""
+            } else {
+                "; pruning stops some early"
+            }
+        );
+        footer(&mut out, &what, each * remaining as f64, 0, &rate, device);
+    }
     Ok(out)
+}
+
+fn describe_pruner(p: &crate::search::Pruner) -> String {
+    use crate::search::Pruner;
+    match p {
+        Pruner::None => "none (every trial trains fully)".into(),
+        Pruner::Asha {
+            min_steps,
+            reduction_factor,
+        } => format!(
+            "ASHA, rungs at {min_steps} x {reduction_factor}^k steps, the best 1/{reduction_factor} \
+             continue"
+        ),
+        Pruner::Median {
+            startup_trials,
+            warmup_steps,
+        } => format!(
+            "median rule after {startup_trials} completed trials and {warmup_steps} warm-up steps"
+        ),
+    }
 }

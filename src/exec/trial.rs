@@ -6,6 +6,7 @@
 //! SIGUSR1) checkpoints and exits 130 with the trial `interrupted`; it resumes from that
 //! checkpoint next time. A crash, OOM or panic here ends only this trial.
 
+use super::prune::PruningSink;
 use super::sink::StoreSink;
 use super::{recover_dead, worker_id, Ledger, EXIT_NOT_CLAIMED};
 use crate::error::UsageError;
@@ -178,8 +179,16 @@ fn run_claimed(
     }
     s.set_env(t.id, &env)?;
     let mut sink = StoreSink::spawn(s.clone(), t.id, worker.to_string(), ctx.cancel.clone());
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        train::run_trial(cfg, ctx, &mut sink)
+    let pruner = super::prune::pruner_of(&**s, t.id)?;
+    let mut pruned = None;
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match pruner {
+        Some(p) => {
+            let mut ps = PruningSink::new(&mut sink, s.clone(), t.id, p, ctx.cancel.clone());
+            let r = train::run_trial(cfg, ctx, &mut ps);
+            pruned = ps.decision().cloned();
+            r
+        }
+        None => train::run_trial(cfg, ctx, &mut sink),
     }));
     let flushed = sink.finish();
     let end = match result {
@@ -231,6 +240,20 @@ fn run_claimed(
             },
             0,
         ),
-        TrialEnd::Interrupted => (Outcome::Interrupted { error: None }, 130),
+        TrialEnd::Interrupted => match pruned {
+            // Stopped by its pruner: final, with the decision in the environment.
+            Some(d) => {
+                let mut env = env.clone();
+                env["pruned"] = serde_json::to_value(&d)?;
+                s.set_env(t.id, &env)?;
+                (
+                    Outcome::Pruned {
+                        error: d.sentence(),
+                    },
+                    0,
+                )
+            }
+            None => (Outcome::Interrupted { error: None }, 130),
+        },
     })
 }

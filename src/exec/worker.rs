@@ -7,7 +7,12 @@
 //! again). Running trials of dead workers are marked `interrupted` and resumed from their
 //! checkpoint. A worker exits when nothing is claimable and nothing is running; a stop request
 //! asks its current trial to checkpoint, then stops it.
+//!
+//! A search sweep grows while workers drain it: a worker with nothing left to take asks the
+//! search for its next suggestion ([`super::search::Searcher::ask`]), until the budget is spent.
+//! That is also what a Slurm array task of a search runs: ask, train, tell (the ledger), repeat.
 
+use super::search::{Ask, Searcher};
 use super::{recover_dead, Batch, Executor, Ledger, Policy, TrialCommand, EXIT_NOT_CLAIMED};
 use crate::signals::{self, OnSecond};
 use crate::store::{Store, TrialRecord, TrialState};
@@ -60,16 +65,29 @@ impl Executor for Worker {
         let (mut ran, mut failed) = (0usize, 0usize);
         // Trials this worker lost a claim race on, skipped until the ledger changes their state.
         let mut lost: Vec<i64> = Vec::new();
+        let mut ids = batch.trial_ids.clone();
+        let mut searches: Vec<&Searcher> = batch.search.iter().collect();
         loop {
             if signals::requests() > 0 {
                 eprintln!("worker: stopping on {}", signals::last_signal_name());
                 return Ok(ExitCode::from(130));
             }
-            let recovered = recover_dead(s, &batch.trial_ids)?;
+            let recovered = recover_dead(s, &ids)?;
             if recovered > 0 {
                 eprintln!("worker: {recovered} trial(s) of dead workers marked interrupted");
             }
-            let (next, running) = self.next_trial(s, batch, &lost)?;
+            // Other workers' suggestions join the sweep too: take theirs when they are free.
+            for searcher in &batch.search {
+                for m in s.sweep_trials(searcher.sweep_id)? {
+                    if !ids.contains(&m.trial.id) {
+                        ids.push(m.trial.id);
+                    }
+                }
+            }
+            let (mut next, running) = self.next_trial(s, &ids, &lost)?;
+            if next.is_none() {
+                next = ask(s, &mut searches, &mut ids)?;
+            }
             let Some(t) = next else {
                 if running == 0 && lost.is_empty() {
                     break;
@@ -106,12 +124,12 @@ impl Worker {
     fn next_trial(
         &self,
         s: &dyn Store,
-        batch: &Batch,
+        ids: &[i64],
         lost: &[i64],
     ) -> Result<(Option<TrialRecord>, usize)> {
         let policy = self.policy();
         let mut running = 0;
-        for id in &batch.trial_ids {
+        for id in ids {
             let Some(t) = s.trial(*id)? else { continue };
             if t.state == TrialState::Running {
                 running += 1;
@@ -121,6 +139,27 @@ impl Worker {
         }
         Ok((None, running))
     }
+}
+
+/// The next suggestion of the first search with budget left (searches without are dropped).
+fn ask(
+    s: &dyn Store,
+    searches: &mut Vec<&Searcher>,
+    ids: &mut Vec<i64>,
+) -> Result<Option<TrialRecord>> {
+    while let Some(searcher) = searches.first() {
+        match searcher.ask(s)? {
+            Ask::Trial { id, label } => {
+                eprintln!("worker: sweep {} suggests {label}", searcher.name);
+                ids.push(id);
+                return s.trial(id);
+            }
+            Ask::Spent | Ask::Exhausted => {
+                searches.remove(0);
+            }
+        }
+    }
+    Ok(None)
 }
 
 /// Runs one trial process to its end, passing a stop request on; its exit code.

@@ -531,8 +531,11 @@ fn pruned(make: Make) -> Result<()> {
     ensure!(s.finish_trial(id, "w", &Outcome::Pruned { error: why.clone() })?);
     let t = s.trial(id)?.ok_or_else(|| anyhow::anyhow!("trial"))?;
     ensure!(t.state == TrialState::Pruned && t.error == Some(why));
+    s.insert_metrics(id, &[metric(10, "train", 4.5)])?;
+    let valid = s.sweep_split_metrics(r.sweep_id, "valid")?;
+    ensure!(valid.len() == 1 && valid[0].loss == 4.0 && valid[0].trial_id == id);
     ensure!(
-        s.metrics(id)?.len() == 1,
+        s.metrics(id)?.len() == 2,
         "a pruned trial keeps its metrics"
     );
     ensure!(s.claim_trial(id, "w2", "cpu")?.is_none(), "pruned is final");

@@ -221,6 +221,25 @@ pub struct TrialResults {
     pub valid_loss_fixed: Option<f64>,
 }
 
+impl TrialResults {
+    /// A final number by its name (`valid_ppl`, `tokens_per_s`, ...; see `search::METRICS`).
+    pub fn get(&self, name: &str) -> Option<f64> {
+        match name {
+            "wall_seconds" => self.wall_seconds,
+            "train_seconds" => self.train_seconds,
+            "tokens_per_s" => self.tokens_per_s,
+            "train_loss" => self.train_loss,
+            "valid_loss" => self.valid_loss,
+            "test_loss" => self.test_loss,
+            "train_ppl" => self.train_ppl,
+            "valid_ppl" => self.valid_ppl,
+            "test_ppl" => self.test_ppl,
+            "valid_loss_fixed" => self.valid_loss_fixed,
+            _ => None,
+        }
+    }
+}
+
 /// A trial with its membership in one sweep. Derefs to the trial (`st.state`, `st.config`).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct SweepTrial {
@@ -363,6 +382,8 @@ pub trait Reader: Send + Sync {
     fn metrics(&self, trial_id: i64) -> Result<Vec<MetricRecord>>;
     /// All metric rows of a sweep's trials, by trial id, split, step (one query, for reports).
     fn sweep_metrics(&self, sweep_id: i64) -> Result<Vec<MetricRecord>>;
+    /// The metric rows of one split of a sweep's trials, by trial id then step (pruners).
+    fn sweep_split_metrics(&self, sweep_id: i64, split: &str) -> Result<Vec<MetricRecord>>;
     /// The row with the highest step of one split, if any (progress display).
     fn last_metric(&self, trial_id: i64, split: &str) -> Result<Option<MetricRecord>>;
     fn samples(&self, trial_id: i64) -> Result<Vec<SampleRecord>>;

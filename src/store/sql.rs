@@ -295,6 +295,24 @@ portable!(impl Reader for {
         self.rows_by_id(&sql, sweep_id, Decoders::metric)
     }
 
+    fn sweep_split_metrics(&self, sweep_id: i64, split: &str) -> Result<Vec<MetricRecord>> {
+        let sql = format!(
+            "SELECT {METRIC_COLS} FROM metrics m JOIN sweep_trials st ON st.trial_id = m.trial_id
+             WHERE st.sweep_id = $1 AND m.split = $2 ORDER BY m.trial_id, m.step"
+        );
+        self.rt.block_on(async {
+            let mut rows = sqlx::query(&sql)
+                .bind(sweep_id)
+                .bind(split.to_string())
+                .fetch(&self.pool);
+            let mut out = Vec::new();
+            while let Some(row) = rows.try_next().await? {
+                out.push(Decoders::metric(&row)?);
+            }
+            Ok(out)
+        })
+    }
+
     fn last_metric(&self, trial_id: i64, split: &str) -> Result<Option<MetricRecord>> {
         let sql = format!(
             "SELECT {METRIC_COLS} FROM metrics m WHERE m.trial_id = $1 AND m.split = $2

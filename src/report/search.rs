@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
 use crate::search::{Direction, Dist};
-use crate::store::{MetricRecord, SweepRecords, SweepTrial, TrialResults, TrialState};
+use crate::store::{MetricRecord, SweepRecords, SweepTrial, TrialState};
 
 /// One parameter of the search space as the sweep's spec records it (`spec.search.space[i]`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -59,7 +59,7 @@ pub fn search_trials(records: &SweepRecords, spec: &SearchSpec) -> Vec<SearchTri
             let value = if pruned {
                 last_reported(&records.metrics, t.id, &spec.metric)
             } else if t.state == TrialState::Completed {
-                final_value(&t.results, &spec.metric)
+                t.results.get(&spec.metric)
             } else {
                 None
             };
@@ -79,23 +79,6 @@ fn coordinate(t: &SweepTrial, p: &SpaceParam) -> Option<f64> {
     match p.dist {
         Dist::Choice { .. } => p.values.iter().position(|c| c == v).map(|i| i as f64),
         _ => v.as_f64(),
-    }
-}
-
-/// A completed trial's recorded final number called `metric` (see `search::METRICS`).
-pub fn final_value(r: &TrialResults, metric: &str) -> Option<f64> {
-    match metric {
-        "valid_loss" => r.valid_loss,
-        "valid_ppl" => r.valid_ppl,
-        "valid_loss_fixed" => r.valid_loss_fixed,
-        "train_loss" => r.train_loss,
-        "train_ppl" => r.train_ppl,
-        "test_loss" => r.test_loss,
-        "test_ppl" => r.test_ppl,
-        "tokens_per_s" => r.tokens_per_s,
-        "wall_seconds" => r.wall_seconds,
-        "train_seconds" => r.train_seconds,
-        _ => None,
     }
 }
 

@@ -37,6 +37,8 @@ enum Command {
     Results(crate::query::ResultsArgs),
     /// Run read-only SQL over the results ledger.
     Query(crate::query::QueryArgs),
+    /// The best trial of a sweep by its search metric, as a TOML snippet for `[base]` (or JSON).
+    Best(crate::query::BestArgs),
     /// Export every metric row of a sweep (csv or json) to stdout.
     Export(crate::query::ExportArgs),
     /// Show the expanded trials of a sweep file (hash, state, steps, estimated time); writes nothing.
@@ -80,6 +82,7 @@ pub fn main() -> ExitCode {
         Command::Report(args) => crate::report::run(args),
         Command::Results(args) => crate::query::run_results(args),
         Command::Query(args) => crate::query::run_query(args),
+        Command::Best(args) => crate::query::run_best(args),
         Command::Export(args) => crate::query::run_export(args),
         Command::Plan(args) => crate::exec::cli::plan(args),
         Command::Run(args) => crate::exec::cli::run(args),

@@ -134,6 +134,9 @@ pub struct ScriptSpec<'a> {
     pub job_dir: &'a Path,
     pub work_dir: &'a Path,
     pub command: &'a TrialCommand,
+    /// A search sweep: each task is a `sweep worker` that asks, trains and tells until the
+    /// budget is spent, instead of one listed trial.
+    pub search: bool,
 }
 
 /// The sbatch script of a job array (pure: the same inputs give the same text).
@@ -190,10 +193,12 @@ pub fn render_script(s: &ScriptSpec) -> String {
         ": \"${SWEEP_DB:?the ledger URL is exported by sweep at submission (sbatch --export=ALL)}\""
             .into(),
     );
-    line(format!(
-        "TRIAL_ID=$(sed -n \"$((SLURM_ARRAY_TASK_ID + 1))p\" {})",
-        shell_quote(&s.job_dir.join("trials.txt").display().to_string())
-    ));
+    if !s.search {
+        line(format!(
+            "TRIAL_ID=$(sed -n \"$((SLURM_ARRAY_TASK_ID + 1))p\" {})",
+            shell_quote(&s.job_dir.join("trials.txt").display().to_string())
+        ));
+    }
     // The artifacts root: `trial run` writes to ROOT/trials/<hash> and records `trials/<hash>`.
     line(format!(
         "export SWEEP_ARTIFACTS={}",
@@ -204,6 +209,24 @@ pub fn render_script(s: &ScriptSpec) -> String {
         shell_quote(&s.exec.cache_root.display().to_string())
     ));
     line("export RAYON_NUM_THREADS=\"${SLURM_CPUS_PER_TASK:-$(nproc)}\"".into());
+    if s.search {
+        line("echo \"sweep: search task ${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID} on $(hostname)\"".into());
+        line(
+            "# A search task: ask the search for a trial, train it, record it; again until the"
+                .into(),
+        );
+        line(
+            "# budget is spent (the trials already suggested and not done are taken first).".into(),
+        );
+        line(format!(
+            "exec {} worker --sweep {} --db \"$SWEEP_DB\" --device {} --checkpoint-minutes {} --retries 0",
+            shell_quote(&s.command.exe.display().to_string()),
+            shell_quote(s.sweep_name),
+            shell_quote(&s.command.device),
+            s.command.checkpoint_minutes
+        ));
+        return out;
+    }
     line("echo \"sweep: task ${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID} on $(hostname): trial ${TRIAL_ID}\"".into());
     line("# exec: Slurm's signals reach the trial itself. --skip-if-taken: a trial that another task".into());
     line(
@@ -276,11 +299,17 @@ impl Executor for Slurm {
         }
         let (todo, _) = super::todo(s, batch, self.policy())?;
         self.say_what_is_submitted(s, batch, &todo)?;
-        if todo.is_empty() {
+        // A search's tasks each loop until the budget is spent: as many as may run at once.
+        let to_suggest = batch.total(s)?.saturating_sub(batch.trial_ids.len());
+        let tasks = match to_suggest {
+            0 => todo.len(),
+            n => (todo.len() + n).min(self.max_parallel.unwrap_or(usize::MAX)),
+        };
+        if tasks == 0 {
             eprintln!("nothing to submit");
             return Ok(ExitCode::SUCCESS);
         }
-        let (script_path, job_dir, script) = self.write_job(batch, &todo)?;
+        let (script_path, job_dir, script) = self.write_job(batch, &todo, tasks)?;
         if self.dry_run {
             print!("{script}");
             eprintln!("dry run: wrote {} (not submitted)", script_path.display());
@@ -300,8 +329,8 @@ impl Executor for Slurm {
         super::annotate(ledger, batch, SPEC_KEY, json!({ "jobs": jobs }))
             .context("recording the Slurm job id in the ledger")?;
         eprintln!(
-            "submitted job array {job_id} ({} tasks{}); script {}; `sweep status {}` shows progress",
-            todo.len(),
+            "submitted job array {job_id} ({tasks} {}{}); script {}; `sweep status {}` shows progress",
+            if batch.search.is_empty() { "tasks" } else { "search tasks" },
             self.max_parallel
                 .map(|k| format!(", at most {k} at once"))
                 .unwrap_or_default(),
@@ -375,7 +404,12 @@ impl Slurm {
     }
 
     /// The job directory with `trials.txt` and `job.sbatch`; (script path, job dir, script).
-    fn write_job(&self, batch: &Batch, todo: &[i64]) -> Result<(PathBuf, PathBuf, String)> {
+    fn write_job(
+        &self,
+        batch: &Batch,
+        todo: &[i64],
+        tasks: usize,
+    ) -> Result<(PathBuf, PathBuf, String)> {
         let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
         let job_dir = self
             .artifacts
@@ -404,11 +438,12 @@ impl Slurm {
         command.skip_if_taken = true;
         let script = render_script(&ScriptSpec {
             sweep_name: &batch.name,
-            tasks: todo.len(),
+            tasks,
             exec: self,
             job_dir: &job_dir,
             work_dir: &cwd,
             command: &command,
+            search: !batch.search.is_empty(),
         });
         let script_path = job_dir.join("job.sbatch");
         write_atomic(&script_path, &script)?;
@@ -640,6 +675,7 @@ mod tests {
             job_dir: Path::new("/shared/results/slurm/j"),
             work_dir: Path::new("/home/u/sweep"),
             command: &command,
+            search: false,
         });
         for want in [
             "#SBATCH --array=0-4%3",
@@ -660,6 +696,25 @@ mod tests {
             !text.contains("postgres://"),
             "no credentials in the script"
         );
+        // A search: every task is a worker that loops ask -> train -> tell.
+        let search = render_script(&ScriptSpec {
+            sweep_name: "lr_search@quick",
+            tasks: 3,
+            exec: &exec,
+            job_dir: Path::new("/shared/results/slurm/j"),
+            work_dir: Path::new("/home/u/sweep"),
+            command: &command,
+            search: true,
+        });
+        assert!(search.contains("#SBATCH --array=0-2%3"), "{search}");
+        assert!(
+            search.contains(
+                "exec /opt/sweep/bin/sweep worker --sweep lr_search@quick --db \"$SWEEP_DB\" \
+                 --device cuda:0 --checkpoint-minutes 10 --retries 0"
+            ),
+            "{search}"
+        );
+        assert!(!search.contains("TRIAL_ID"), "{search}");
     }
 
     #[test]

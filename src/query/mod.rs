@@ -3,6 +3,7 @@
 //! `results` formats the paper-layout table, `sql` runs read-only SQL, `export` streams metric
 //! rows; all read the ledger opened read-only by [`crate::store`].
 
+mod best;
 mod export;
 mod results;
 mod sql;
@@ -47,6 +48,27 @@ pub struct ResultsArgs {
     pub sweep: String,
     #[arg(long, value_enum, default_value = "table")]
     pub format: ResultsFormat,
+    /// Ledger database URL or SQLite path.
+    #[arg(long, env = "SWEEP_DB", default_value = DEFAULT_DB)]
+    pub db: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BestFormat {
+    Toml,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct BestArgs {
+    /// Sweep name (as `sweep status` lists it, e.g. `lr_search@quick`).
+    pub sweep: String,
+    /// `toml`: a snippet to paste into `[base]`; `json`: the trial, its value and config.
+    #[arg(long, value_enum, default_value = "toml")]
+    pub format: BestFormat,
+    /// Rank by this metric instead of the search's (default for grids: valid_ppl).
+    #[arg(long)]
+    pub metric: Option<String>,
     /// Ledger database URL or SQLite path.
     #[arg(long, env = "SWEEP_DB", default_value = DEFAULT_DB)]
     pub db: String,
@@ -128,6 +150,19 @@ pub fn run_results(args: ResultsArgs) -> Result<ExitCode> {
         format_results(&data::paper_table(&records), args.format)?
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// `sweep best SWEEP`.
+pub fn run_best(args: BestArgs) -> Result<ExitCode> {
+    let ledger = store::open_read_only(&args.db)?;
+    let records = store::load_sweep(ledger.as_ref(), &args.sweep)?;
+    drop(ledger);
+    let b = best::best(&records, args.metric.as_deref())?;
+    let text = match args.format {
+        BestFormat::Toml => best::to_toml(&b, &args.sweep)?,
+        BestFormat::Json => format!("{:#}\n", best::to_json(&b, &args.sweep)),
+    };
+    crate::util::write_stdout(&text)
 }
 
 /// `sweep query "SQL"`.

@@ -1,0 +1,234 @@
+//! `sweep best SWEEP`: the best trial of a sweep by its search metric, with its configuration as a
+//! TOML snippet to paste into `[base]` (or as JSON).
+
+use crate::error::UsageError;
+use crate::search::{Direction, METRICS};
+use crate::store::{SweepRecords, SweepTrial, TrialState};
+use anyhow::Result;
+use serde_json::{json, Value as Json};
+
+/// The best completed trial of a sweep and what it was chosen by.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Best<'a> {
+    pub trial: &'a SweepTrial,
+    pub metric: String,
+    pub direction: Direction,
+    pub value: f64,
+    /// Trials of the sweep by state, for the header line.
+    pub completed: usize,
+    pub pruned: usize,
+    pub total: usize,
+}
+
+/// The objective: the search's, else `--metric` (default `valid_ppl`, minimised).
+fn objective(r: &SweepRecords, metric: Option<&str>) -> Result<(String, Direction)> {
+    let search = r.sweep.spec.get("search").filter(|s| !s.is_null());
+    let recorded = search.and_then(|s| s.get("metric")).and_then(Json::as_str);
+    let direction = search
+        .and_then(|s| s.get("direction"))
+        .and_then(|d| serde_json::from_value(d.clone()).ok())
+        .unwrap_or_default();
+    let metric = metric.or(recorded).unwrap_or("valid_ppl").to_string();
+    if !METRICS.contains(&metric.as_str()) {
+        return Err(UsageError(format!(
+            "--metric {metric}: unknown metric; fix: use one of: {}",
+            METRICS.join(", ")
+        ))
+        .into());
+    }
+    let direction = match metric.as_str() {
+        _ if recorded == Some(metric.as_str()) => direction,
+        "tokens_per_s" => Direction::Maximize,
+        _ => Direction::Minimize,
+    };
+    Ok((metric, direction))
+}
+
+/// The best completed trial (the first of equals, by position).
+pub fn best<'a>(r: &'a SweepRecords, metric: Option<&str>) -> Result<Best<'a>> {
+    let (metric, direction) = objective(r, metric)?;
+    let count = |s: TrialState| r.trials.iter().filter(|t| t.state == s).count();
+    let mut best: Option<(&SweepTrial, f64)> = None;
+    for t in r.trials.iter().filter(|t| t.state == TrialState::Completed) {
+        let Some(v) = t.results.get(&metric).filter(|v| v.is_finite()) else {
+            continue;
+        };
+        if best.is_none_or(|(_, b)| direction.better(v, b)) {
+            best = Some((t, v));
+        }
+    }
+    let Some((trial, value)) = best else {
+        return Err(UsageError(format!(
+            "sweep {}: no completed trial has {metric} yet ({} trial(s): {} completed, {} \
+             pruned); fix: run it first (`sweep run FILE`), see `sweep status {}`",
+            r.sweep.name,
+            r.trials.len(),
+            count(TrialState::Completed),
+            count(TrialState::Pruned),
+            r.sweep.name
+        ))
+        .into());
+    };
+    Ok(Best {
+        trial,
+        metric,
+        direction,
+        value,
+        completed: count(TrialState::Completed),
+        pruned: count(TrialState::Pruned),
+        total: r.trials.len(),
+    })
+}
+
+/// The config keys in the order a `[base]` reads best: the trial's label keys (what the sweep
+/// varied) first, then the rest; `data` last, as its own table.
+fn ordered_config(b: &Best) -> Vec<(String, Json)> {
+    let config = b.trial.config.as_object().cloned().unwrap_or_default();
+    let mut out: Vec<(String, Json)> = Vec::new();
+    for k in b.trial.label_map().keys() {
+        if let Some(v) = config.get(k) {
+            out.push((k.clone(), v.clone()));
+        }
+    }
+    for (k, v) in &config {
+        if k != "data" && !v.is_null() && !out.iter().any(|(o, _)| o == k) {
+            out.push((k.clone(), v.clone()));
+        }
+    }
+    if let Some(d) = config.get("data") {
+        out.push(("data".into(), d.clone()));
+    }
+    out
+}
+
+/// One `key = value` line; tables inline (`data = { ... }`), so the snippet stays inside `[base]`.
+fn toml_line(key: &str, v: &Json) -> Result<String> {
+    let value = match v {
+        Json::Object(m) => {
+            let parts: Vec<String> = m
+                .iter()
+                .filter(|(_, x)| !x.is_null())
+                .map(|(k, x)| Ok(format!("{k} = {}", toml::Value::try_from(x)?)))
+                .collect::<Result<_>>()?;
+            format!("{{ {} }}", parts.join(", "))
+        }
+        other => toml::Value::try_from(other)?.to_string(),
+    };
+    Ok(format!("{key} = {value}\n"))
+}
+
+/// A TOML snippet for `[base]`, with a comment saying where it comes from.
+pub fn to_toml(b: &Best, sweep: &str) -> Result<String> {
+    let body: String = ordered_config(b)
+        .iter()
+        .map(|(k, v)| toml_line(k, v))
+        .collect::<Result<_>>()?;
+    Ok(format!(
+        "# best of sweep {sweep}: trial {} [{}], {} = {} ({}; {} trial(s): {} completed, {} \
+         pruned)\n# paste under [base]:\n{body}",
+        b.trial.id,
+        b.trial.short_hash(),
+        b.metric,
+        b.value,
+        b.direction.as_str(),
+        b.total,
+        b.completed,
+        b.pruned
+    ))
+}
+
+pub fn to_json(b: &Best, sweep: &str) -> Json {
+    json!({
+        "sweep": sweep,
+        "trial": b.trial.id,
+        "hash": b.trial.hash,
+        "metric": b.metric,
+        "direction": b.direction,
+        "value": b.value,
+        "label": b.trial.label,
+        "config": b.trial.config,
+        "trials": {"total": b.total, "completed": b.completed, "pruned": b.pruned},
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{SweepRecord, TrialRecord, TrialResults};
+
+    fn trial(id: i64, state: TrialState, ppl: Option<f64>, lr: f64) -> SweepTrial {
+        SweepTrial {
+            position: id,
+            label: json!({"learning_rate": lr}),
+            trial: TrialRecord {
+                id,
+                hash: format!("{id:0>12}"),
+                state,
+                config: json!({"model": "gpt2-tiny", "learning_rate": lr, "max_steps": null,
+                               "data": {"sources": ["/d/x.tsv"], "split": [9.0, 0.5, 0.5]},
+                               "batch_size": 8}),
+                results: TrialResults {
+                    valid_ppl: ppl,
+                    valid_loss: ppl.map(f64::ln),
+                    tokens_per_s: ppl.map(|p| 1000.0 / p),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    fn records(search: Json) -> SweepRecords {
+        SweepRecords {
+            sweep: SweepRecord {
+                name: "s".into(),
+                spec: json!({ "search": search }),
+                ..Default::default()
+            },
+            trials: vec![
+                trial(1, TrialState::Completed, Some(300.0), 1e-3),
+                trial(2, TrialState::Pruned, None, 2e-3),
+                trial(3, TrialState::Completed, Some(250.0), 3e-3),
+                trial(4, TrialState::Completed, Some(f64::NAN), 4e-3),
+            ],
+            metrics: vec![],
+            samples: vec![],
+        }
+    }
+
+    #[test]
+    fn picks_by_the_search_metric_and_direction() {
+        let r = records(json!({"metric": "valid_ppl", "direction": "minimize"}));
+        let b = best(&r, None).unwrap();
+        assert_eq!(
+            (b.trial.id, b.value, b.pruned, b.completed),
+            (3, 250.0, 1, 3)
+        );
+        let r = records(json!({"metric": "valid_ppl", "direction": "maximize"}));
+        assert_eq!(best(&r, None).unwrap().trial.id, 1);
+        // --metric overrides; tokens/s is maximised.
+        let r = records(Json::Null);
+        assert_eq!(best(&r, Some("tokens_per_s")).unwrap().trial.id, 3);
+        assert!(best(&r, Some("bogus")).is_err());
+    }
+
+    #[test]
+    fn the_snippet_is_toml_for_base_with_the_searched_keys_first() {
+        let r = records(json!({"metric": "valid_ppl"}));
+        let b = best(&r, None).unwrap();
+        let text = to_toml(&b, "s").unwrap();
+        let body: String = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(body.starts_with("learning_rate = 0.003\n"), "{text}");
+        assert!(body.ends_with("split = [9.0, 0.5, 0.5] }"), "{body}");
+        let parsed: toml::Table = toml::from_str(&body).unwrap();
+        assert_eq!(parsed["batch_size"].as_integer(), Some(8));
+        assert_eq!(parsed["data"]["sources"][0].as_str(), Some("/d/x.tsv"));
+        assert!(!parsed.contains_key("max_steps"), "nulls are left out");
+        assert_eq!(to_json(&b, "s")["value"], json!(250.0));
+    }
+}

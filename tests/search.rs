@@ -1,0 +1,426 @@
+//! Search sweeps end to end: bad input, plans, duplicate suggestions, kill-and-resume of a TPE
+//! search with `--jobs 2`, reproducible pruning and `sweep best` (tests/cluster.rs: two workers on
+//! one PostgreSQL ledger).
+
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+use sweep::store::{self, TrialState};
+
+mod common;
+use common::Project;
+
+/// `[base]` of a tiny trial that takes a few seconds (long enough to be paused and stopped).
+const BASE: &str = r#"[base]
+model = "gpt2-tiny"
+tokenizer = "bpe-512"
+data = { sources = ["data/x.tsv"], categories = ["cs.CL"] }
+block_size = 32
+batch_size = 4
+grad_accum = 1
+learning_rate = 1e-3
+weight_decay = 0.0
+epochs = 1
+max_steps = 40
+eval_every = 10
+eval_tokens = 1000
+"#;
+
+fn search_file(name: &str, kind: &str, search: &str, rest: &str) -> String {
+    format!("[sweep]\nname = \"{name}\"\nkind = \"{kind}\"\n{BASE}\n[search]\n{search}\n{rest}")
+}
+
+const SPACE: &str = r#"[space]
+learning_rate = { log_uniform = [1e-4, 3e-2] }
+warmup_steps = { int = [0, 10], step = 5 }
+batch_size = { choice = [2, 4] }
+"#;
+
+/// (position, label, state, error) of every trial of a sweep.
+fn trials_of(db: &str, sweep: &str) -> Vec<(i64, String, TrialState, Option<String>)> {
+    let r = store::open_read_only(db).unwrap();
+    let rec = r.sweep_by_name(sweep).unwrap().expect("sweep recorded");
+    r.sweep_trials(rec.id)
+        .unwrap()
+        .into_iter()
+        .map(|t| (t.position, t.label.to_string(), t.state, t.error.clone()))
+        .collect()
+}
+
+#[test]
+fn bad_search_files_name_the_place_and_the_fix_and_write_nothing() {
+    let p = Project::new();
+    let cases: &[(&str, &str, &str, &str)] = &[
+        // (search, rest, expected key, expected text)
+        (
+            "trials = 4",
+            "[space]\nlearning_rate = { log_uniform = [1e-3, 1e-4] }",
+            "space.learning_rate",
+            "reversed range",
+        ),
+        (
+            "trials = 4",
+            "[space]\nlearning_rate = { uniform = [1e-3, 1e-3] }",
+            "space.learning_rate",
+            "empty range",
+        ),
+        (
+            "trials = 4",
+            "[space]\nlearning_rate = { log_uniform = [0.0, 1e-3] }",
+            "space.learning_rate",
+            "above 0",
+        ),
+        (
+            "trials = 4",
+            "[space]\nlearning_rate = { normal = [0, 1] }",
+            "space.learning_rate",
+            "unknown distribution `normal`",
+        ),
+        (
+            "trials = 4\nmetric = \"bleu\"",
+            SPACE,
+            "search.metric",
+            "unknown metric `bleu`",
+        ),
+        ("trials = 0", SPACE, "search.trials", "0 is below 1"),
+        (
+            "trials = 4",
+            "[space]\nlearnin_rate = { log_uniform = [1e-4, 1e-3] }",
+            "space.learnin_rate",
+            "not a trial key",
+        ),
+        (
+            "trials = 4",
+            "[space]\nbatch_size = { int = [0, 8] }",
+            "space.batch_size",
+            "must be positive",
+        ),
+        (
+            "trials = 4",
+            "[space]\nbatch_size = { uniform = [1, 8] }",
+            "space.batch_size",
+            "takes integers",
+        ),
+        (
+            "trials = 4",
+            &format!("{SPACE}\n[prune]\nmethod = \"hyperband\""),
+            "prune.method",
+            "unknown pruning method",
+        ),
+    ];
+    for (i, (search, rest, key, text)) in cases.iter().enumerate() {
+        let file = p.write(
+            &format!("exp/bad{i}.toml"),
+            &search_file("bad", "tpe", search, rest),
+        );
+        let out = p
+            .cmd()
+            .args(["run", file.to_str().unwrap(), "--db", "bad.db"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "case {i}: {err}");
+        assert!(
+            err.contains(&format!("bad{i}.toml:")),
+            "case {i}: no location: {err}"
+        );
+        assert!(err.contains(key) && err.contains(text), "case {i}: {err}");
+        assert!(err.contains("fix:"), "case {i}: {err}");
+        assert!(
+            !p.path().join("bad.db").exists(),
+            "case {i}: a ledger was written"
+        );
+    }
+    // Pruning needs validation evaluations; the message points at [prune].
+    let no_eval = search_file(
+        "bad",
+        "tpe",
+        "trials = 4",
+        &format!("{SPACE}\n[prune]\nmethod = \"asha\""),
+    )
+    .replace("eval_every = 10\n", "");
+    let file = p.write("exp/no_eval.toml", &no_eval);
+    let out = p
+        .cmd()
+        .args(["plan", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("no_eval.toml:") && err.contains("eval_every") && err.contains("fix:"),
+        "{err}"
+    );
+    // A grid axis in a search, a [space] in a grid.
+    let file = p.write(
+        "exp/axis.toml",
+        &search_file(
+            "bad",
+            "random",
+            "trials = 4",
+            &format!("{SPACE}\n[grid]\nseed = [1, 2]"),
+        ),
+    );
+    let out = p
+        .cmd()
+        .args(["plan", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("grid.seed"));
+    let file = p.write(
+        "exp/grid.toml",
+        &search_file("bad", "grid", "trials = 4", SPACE),
+    );
+    let out = p
+        .cmd()
+        .args(["plan", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("has no [search]"));
+}
+
+#[test]
+fn plan_shows_the_space_budget_and_first_suggestions_and_writes_nothing() {
+    let p = Project::new();
+    let file = p.write(
+        "exp/s.toml",
+        &search_file("s", "random", "trials = 6\nseed = 3", SPACE),
+    );
+    let out = p
+        .cmd()
+        .args(["plan", file.to_str().unwrap(), "--db", "s.db"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for want in [
+        "random search, budget 6 trials",
+        "learning_rate            log-uniform [1e-4, 3e-2]",
+        "warmup_steps             int [0, 10] step 5",
+        "batch_size               choice [2, 4]",
+        "pruning: none",
+        "estimated time for the 6 trial(s) still to suggest",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in\n{text}");
+    }
+    // Five suggestions, each with a label of the three parameters.
+    assert_eq!(text.matches("learning_rate=").count(), 5, "{text}");
+    assert!(!p.path().join("s.db").exists(), "plan wrote a ledger");
+}
+
+#[test]
+fn a_suggestion_equal_to_a_known_trial_is_not_trained_again_and_a_small_space_ends_early() {
+    let p = Project::new();
+    // A grid trial first: batch 2 of the same base.
+    let grid = format!("[sweep]\nname = \"g\"\n{BASE}\n[grid]\nbatch_size = [2]\n");
+    let g = p.write("exp/g.toml", &grid);
+    p.cmd()
+        .args(["run", g.to_str().unwrap()])
+        .assert()
+        .success();
+    let space = "[space]\nbatch_size = { choice = [2, 4] }\n";
+    let s = p.write(
+        "exp/s.toml",
+        &search_file("s", "random", "trials = 5", space),
+    );
+    let out = p.cmd().args(["run", s.to_str().unwrap()]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("fully explored"), "{err}");
+    let db = p.path().join("results/sweep.db");
+    let db = db.to_str().unwrap();
+    let trials = trials_of(db, "s");
+    assert_eq!(trials.len(), 2, "two distinct points: {trials:?}");
+    let r = store::open_read_only(db).unwrap();
+    let all: Vec<_> = [TrialState::Completed]
+        .iter()
+        .flat_map(|s| r.trials_in_state(*s).unwrap())
+        .collect();
+    assert_eq!(all.len(), 2, "the ledger has two trials in all");
+    assert!(
+        all.iter().all(|t| t.attempts == 1),
+        "each trained once: {all:?}"
+    );
+}
+
+/// The trial processes of `sweep` that are running, by position: (position, pid).
+fn running(db: &str, sweep: &str) -> Vec<(i64, i32)> {
+    let Ok(r) = store::open_read_only(db) else {
+        return Vec::new();
+    };
+    let Ok(Some(rec)) = r.sweep_by_name(sweep) else {
+        return Vec::new();
+    };
+    r.sweep_trials(rec.id)
+        .unwrap_or_default()
+        .iter()
+        .filter(|t| t.state == TrialState::Running)
+        .filter_map(|t| {
+            let pid = t.worker.as_deref()?.rsplit_once(':')?.1.parse().ok()?;
+            Some((t.position, pid))
+        })
+        .collect()
+}
+
+/// Runs `sweep run` while pausing every running trial but the earliest (SIGSTOP/SIGCONT), so that
+/// trials finish in position order whatever their speed: the same completion order in every run.
+/// `stop_after`: send SIGINT to the run once that many trials completed. Returns its exit code.
+fn run_in_order(p: &Project, file: &str, db: &str, stop_after: Option<usize>) -> i32 {
+    let mut child: Child = p
+        .std_cmd()
+        .args(["run", file, "--jobs", "2", "--db", db])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let db_path = p.path().join(db);
+    let url = db_path.to_str().unwrap().to_string();
+    let mut stopped: Vec<i32> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st.code().unwrap_or(-1);
+        }
+        assert!(Instant::now() < deadline, "the search did not finish");
+        let mut now = running(&url, "order");
+        now.sort();
+        for (i, (_, pid)) in now.iter().enumerate() {
+            let (sig, is_stopped) = if i == 0 {
+                (libc::SIGCONT, false)
+            } else {
+                (libc::SIGSTOP, true)
+            };
+            // SAFETY: signalling a trial process of this test.
+            unsafe { libc::kill(*pid, sig) };
+            stopped.retain(|p| p != pid);
+            if is_stopped {
+                stopped.push(*pid);
+            }
+        }
+        if let Some(n) = stop_after {
+            let done = if running(&url, "order").is_empty() {
+                0
+            } else {
+                trials_of(&url, "order")
+                    .iter()
+                    .filter(|t| t.2 == TrialState::Completed)
+                    .count()
+            };
+            if done >= n {
+                for pid in &stopped {
+                    // SAFETY: as above; a paused trial must run to see the stop request.
+                    unsafe { libc::kill(*pid, libc::SIGCONT) };
+                }
+                // SAFETY: the `sweep run` child of this test.
+                unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+                let code = child.wait().unwrap().code().unwrap_or(-1);
+                return code;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_killed_tpe_search_with_two_jobs_resumes_to_the_same_trials() {
+    let file = search_file("order", "tpe", "trials = 7\nstartup = 3\nseed = 11", SPACE);
+    let whole = Project::new();
+    let f = whole.write("exp/order.toml", &file);
+    assert_eq!(run_in_order(&whole, f.to_str().unwrap(), "a.db", None), 0);
+    let killed = Project::new();
+    let f = killed.write("exp/order.toml", &file);
+    let code = run_in_order(&killed, f.to_str().unwrap(), "b.db", Some(4));
+    assert_eq!(code, 130, "the first run was stopped");
+    let partial = trials_of(killed.path().join("b.db").to_str().unwrap(), "order");
+    assert!(
+        partial.len() < 7 && partial.iter().any(|t| t.2 == TrialState::Interrupted),
+        "stopped mid-search: {partial:?}"
+    );
+    assert_eq!(run_in_order(&killed, f.to_str().unwrap(), "b.db", None), 0);
+    let a = trials_of(whole.path().join("a.db").to_str().unwrap(), "order");
+    let b = trials_of(killed.path().join("b.db").to_str().unwrap(), "order");
+    assert_eq!(a.len(), 7, "the budget: {a:?}");
+    let labels = |v: &[(i64, String, TrialState, Option<String>)]| {
+        v.iter()
+            .map(|t| (t.0, t.1.clone(), t.2))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        labels(&a),
+        labels(&b),
+        "same suggestions, same order, all completed"
+    );
+    assert!(a.iter().all(|t| t.2 == TrialState::Completed));
+}
+
+#[test]
+fn pruning_decisions_are_reproducible_and_recorded() {
+    let prune =
+        format!("{SPACE}\n[prune]\nmethod = \"asha\"\nmin_steps = 10\nreduction_factor = 2\n");
+    let file = search_file("pr", "tpe", "trials = 8\nstartup = 4\nseed = 5", &prune);
+    let runs: Vec<Vec<(i64, String, TrialState, Option<String>)>> = (0..2)
+        .map(|_| {
+            let p = Project::new();
+            let f = p.write("exp/pr.toml", &file);
+            let out = p.cmd().args(["run", f.to_str().unwrap()]).output().unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let db = p.path().join("results/sweep.db");
+            let trials = trials_of(db.to_str().unwrap(), "pr");
+            // A pruned trial keeps its metrics, its checkpoint and the decision.
+            let r = store::open_read_only(db.to_str().unwrap()).unwrap();
+            for t in r.trials_in_state(TrialState::Pruned).unwrap() {
+                let valid = r
+                    .metrics(t.id)
+                    .unwrap()
+                    .iter()
+                    .filter(|m| m.split == "valid")
+                    .count();
+                assert!(valid >= 1, "pruned after a validation");
+                let d = &t.env.as_ref().unwrap()["pruned"];
+                assert_eq!(d["method"], "asha");
+                assert!(d["threshold"].as_f64().unwrap() < d["value"].as_f64().unwrap());
+                let dir = p.path().join("results").join(
+                    t.artifact_dir
+                        .clone()
+                        .unwrap_or(format!("trials/{}", t.short_hash())),
+                );
+                assert!(
+                    dir.join("checkpoint").is_dir(),
+                    "checkpoint kept in {}",
+                    dir.display()
+                );
+            }
+            // `sweep best` names a completed trial and its config as TOML for [base].
+            let best = p.cmd().args(["best", "pr"]).output().unwrap();
+            let text = String::from_utf8_lossy(&best.stdout);
+            assert!(
+                best.status.success() && text.contains("# paste under [base]:"),
+                "{text}"
+            );
+            let body: String = text
+                .lines()
+                .filter(|l| !l.starts_with('#'))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            let parsed: toml::Table = toml::from_str(&body).unwrap();
+            assert_eq!(parsed["model"].as_str(), Some("gpt2-tiny"));
+            trials
+        })
+        .collect();
+    assert_eq!(
+        runs[0], runs[1],
+        "same seed, same suggestions and pruning decisions"
+    );
+    let pruned = runs[0].iter().filter(|t| t.2 == TrialState::Pruned).count();
+    assert!(pruned >= 1, "the test exercises pruning: {:?}", runs[0]);
+    assert!(runs[0].iter().any(|t| t.2 == TrialState::Completed));
+}

@@ -60,6 +60,9 @@ enum Command {
     /// Benchmark report rendering and ledger queries on synthetic data (issue 5).
     #[command(hide = true, name = "bench-report")]
     BenchReport(crate::bench::report::BenchReportArgs),
+    /// Search samplers' regret on test functions and cost per suggestion (issue 16).
+    #[command(hide = true, name = "bench-sampler")]
+    BenchSampler(crate::bench::sampler::BenchSamplerArgs),
     /// Write abstracts for titles with a trained model: nucleus sampling, KV cache, stored samples.
     Generate(crate::generate::cli::GenerateArgs),
     /// Generation tokens/s with and without the KV cache on random weights (issue 6).
@@ -89,6 +92,7 @@ pub fn main() -> ExitCode {
         Command::Cancel(args) => crate::exec::cli::cancel(args),
         Command::BenchLedger(args) => crate::bench::ledger::bench_ledger(args),
         Command::BenchReport(args) => crate::bench::report::run_bench(args),
+        Command::BenchSampler(args) => crate::bench::sampler::run(args),
         Command::Generate(args) => crate::generate::cli::run(args),
         Command::BenchGenerate(args) => crate::generate::bench::run(args),
     };

@@ -65,6 +65,9 @@ enum Command {
     /// Concurrent clients on a running `sweep serve`: requests/s and latency (issue 17).
     #[command(hide = true, name = "bench-serve")]
     BenchServe(crate::bench::serve::BenchServeArgs),
+    /// Search samplers' regret on test functions and cost per suggestion (issue 16).
+    #[command(hide = true, name = "bench-sampler")]
+    BenchSampler(crate::bench::sampler::BenchSamplerArgs),
     /// Write abstracts for titles with a trained model: nucleus sampling, KV cache, stored samples.
     Generate(crate::generate::cli::GenerateArgs),
     /// Generation tokens/s with and without the KV cache on random weights (issue 6).
@@ -96,6 +99,7 @@ pub fn main() -> ExitCode {
         Command::BenchLedger(args) => crate::bench::ledger::bench_ledger(args),
         Command::BenchReport(args) => crate::bench::report::run_bench(args),
         Command::BenchServe(args) => crate::bench::serve::run(args),
+        Command::BenchSampler(args) => crate::bench::sampler::run(args),
         Command::Generate(args) => crate::generate::cli::run(args),
         Command::BenchGenerate(args) => crate::generate::bench::run(args),
     };

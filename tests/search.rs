@@ -35,8 +35,11 @@ warmup_steps = { int = [0, 10], step = 5 }
 batch_size = { choice = [2, 4] }
 "#;
 
-/// (position, label, state, error) of every trial of a sweep.
-fn trials_of(db: &str, sweep: &str) -> Vec<(i64, String, TrialState, Option<String>)> {
+/// (position, label, state, error) of a trial.
+type TrialRow = (i64, String, TrialState, Option<String>);
+
+/// Every trial of a sweep.
+fn trials_of(db: &str, sweep: &str) -> Vec<TrialRow> {
     let r = store::open_read_only(db).unwrap();
     let rec = r.sweep_by_name(sweep).unwrap().expect("sweep recorded");
     r.sweep_trials(rec.id)
@@ -363,7 +366,7 @@ fn pruning_decisions_are_reproducible_and_recorded() {
     let prune =
         format!("{SPACE}\n[prune]\nmethod = \"asha\"\nmin_steps = 10\nreduction_factor = 2\n");
     let file = search_file("pr", "tpe", "trials = 8\nstartup = 4\nseed = 5", &prune);
-    let runs: Vec<Vec<(i64, String, TrialState, Option<String>)>> = (0..2)
+    let runs: Vec<Vec<TrialRow>> = (0..2)
         .map(|_| {
             let p = Project::new();
             let f = p.write("exp/pr.toml", &file);

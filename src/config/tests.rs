@@ -250,3 +250,87 @@ fn relative_paths_resolve_against_the_file_then_the_working_directory() {
     let e = format!("{:#}", load(&file, None, &[]).unwrap_err());
     assert!(e.contains("mine.toml:6:") && e.contains(" or "), "{e}");
 }
+
+#[test]
+fn search_tables_resolve_with_profiles_key_by_key() {
+    let body = BASE.replace("kind = \"ablation\"", "kind = \"tpe\"")
+        + r#"eval_every = 10
+[search]
+trials = 40
+metric = "valid_ppl"
+startup = 6
+[space]
+learning_rate = { log_uniform = [1e-5, 1e-3] }
+opt = { choice = [{ batch_size = 4, grad_accum = 2 }, { batch_size = 8, grad_accum = 1 }] }
+[prune]
+method = "asha"
+[profile.quick.search]
+trials = 8
+[profile.quick.space]
+learning_rate = { uniform = [1e-4, 2e-4] }
+[profile.quick.prune]
+reduction_factor = 2
+"#;
+    let (_d, p) = setup(&body);
+    let full = load(&p, None, &[]).unwrap();
+    let s = full.search.as_ref().unwrap();
+    assert_eq!((s.trials, s.metric.as_str()), (40, "valid_ppl"));
+    assert_eq!(s.method, crate::search::Method::Tpe { startup: 6 });
+    // ASHA's first rung defaults to the evaluation interval.
+    assert_eq!(
+        s.prune,
+        crate::search::Pruner::Asha {
+            min_steps: 10,
+            reduction_factor: 3
+        }
+    );
+    assert!(
+        full.trials.is_empty(),
+        "a search's trials are suggested while it runs"
+    );
+    let quick = load(&p, Some("quick"), &[]).unwrap();
+    let q = quick.search.as_ref().unwrap();
+    assert_eq!(
+        (q.trials, q.method),
+        (8, crate::search::Method::Tpe { startup: 6 })
+    );
+    assert_eq!(
+        q.space[0].dist,
+        crate::search::Dist::Uniform {
+            low: 1e-4,
+            high: 2e-4
+        }
+    );
+    assert!(matches!(
+        q.prune,
+        crate::search::Pruner::Asha {
+            reduction_factor: 2,
+            ..
+        }
+    ));
+    // A point resolves over [base]: a paired choice sets both of its keys, the label names it.
+    let t = quick.point(&[1.5e-4, 0.0]).unwrap();
+    assert_eq!((t.config.batch_size, t.config.grad_accum), (4, 2));
+    assert_eq!(t.config.learning_rate, 1.5e-4);
+    let label = Json::Object(t.label.clone());
+    assert_eq!(
+        label["opt"],
+        serde_json::json!({"batch_size": 4, "grad_accum": 2})
+    );
+    assert_eq!(q.point_of(&t.label), Some(vec![1.5e-4, 0.0]));
+    assert_eq!(
+        quick.spec_json()["search"]["space"][1]["values"][1],
+        serde_json::json!({"batch_size": 8, "grad_accum": 1})
+    );
+}
+
+#[test]
+fn search_errors_in_an_unused_profile_are_reported_too() {
+    let body = BASE.replace("kind = \"ablation\"", "kind = \"random\"")
+        + "[search]\ntrials = 4\n[space]\nseed = { int = [1, 9] }\n[profile.big.search]\ntrials = -1\n";
+    let e = err(&body, &[]);
+    assert!(
+        e.contains("s.toml:") && e.contains("search.trials") && e.contains("fix:"),
+        "{e}"
+    );
+}

@@ -2,13 +2,16 @@
 //!
 //! The records come from the ledger opened read-only ([`crate::store::open_read_only`]); `data`
 //! (the paper table), `compare`, `plots` and `summary` compute what is shown (pure), `svg` draws
-//! the plots and `html` renders the page.
+//! the plots and `html` renders the page. A search sweep's history, slices, parallel coordinates
+//! and top trials come from `search` (pure) and are drawn by `search_svg`.
 
 pub mod compare;
 pub mod data;
 pub mod html;
 pub mod plots;
 pub mod score;
+pub mod search;
+pub mod search_svg;
 pub mod summary;
 mod svg;
 

@@ -580,3 +580,87 @@ fn a_search_under_slurm_is_an_array_of_tasks_that_spend_the_budget() {
     }
     assert_search_done(&pg, "ss", 5);
 }
+
+/// A search's report: the search section (history, top trials, one slice per parameter, parallel
+/// coordinates) renders in headless Chromium, pruned trials marked, ledger text kept as text.
+#[test]
+#[ignore = "needs Chromium (.ci/run installs it)"]
+fn a_search_report_renders_in_headless_chromium() {
+    let browser = ["chromium", "chromium-browser", "google-chrome"]
+        .iter()
+        .find(|b| {
+            std::process::Command::new(b)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .expect("chromium not found: this test needs it (apt-get install -y chromium)");
+    let p = Project::new();
+    let prune =
+        format!("{SPACE}\n[prune]\nmethod = \"asha\"\nmin_steps = 10\nreduction_factor = 2\n");
+    let hostile = "<script>alert(1)</script><img src=x onerror=alert(2)>";
+    let file = search_file("rep", "random", "trials = 6\nseed = 4", &prune).replace(
+        "name = \"rep\"",
+        &format!("name = \"rep\"\ntitle = \"Search {hostile}\""),
+    );
+    let f = p.write("exp/rep.toml", &file);
+    let out = p.cmd().args(["run", f.to_str().unwrap()]).output().unwrap();
+    assert!(out.status.success(), "{}", out_text(&out));
+    let html = p.path().join("reports/rep.html");
+    assert!(html.is_file(), "sweep run wrote the report");
+    let dom = std::process::Command::new(browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+        ])
+        .arg(format!(
+            "--user-data-dir={}",
+            p.path().join("chrome").display()
+        ))
+        .arg("--dump-dom")
+        .arg(format!("file://{}", html.display()))
+        .output()
+        .expect("running chromium");
+    assert!(
+        dom.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dom.stderr)
+    );
+    let dom = String::from_utf8_lossy(&dom.stdout);
+    assert!(
+        !dom.contains("<script") && !dom.contains("<img"),
+        "hostile text became elements"
+    );
+    assert!(dom.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+    let search = dom
+        .split("<section id=\"search\">")
+        .nth(1)
+        .and_then(|s| s.split("</section>").next())
+        .expect("the search section");
+    for want in [
+        "Optimization history",
+        "Top trials",
+        "Slices",
+        "Parallel coordinates",
+    ] {
+        assert!(search.contains(want), "missing {want}");
+    }
+    // History + three slices + parallel coordinates, each with drawn marks.
+    let svgs: Vec<&str> = search.split("<svg").skip(1).collect();
+    assert_eq!(svgs.len(), 5, "five search plots");
+    for s in &svgs {
+        let marks = s.matches("<circle").count() + s.matches("<polyline").count();
+        assert!(marks >= 2, "an empty plot: {}", &s[..s.len().min(300)]);
+    }
+    let pruned = trials_of(p.path().join("results/sweep.db").to_str().unwrap(), "rep")
+        .iter()
+        .filter(|t| t.2 == TrialState::Pruned)
+        .count();
+    assert!(pruned >= 1, "the fixture prunes");
+    assert!(
+        search.contains(&format!("{pruned} pruned")),
+        "pruned trials counted"
+    );
+}

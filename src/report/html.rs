@@ -487,6 +487,8 @@ pub fn report_body(records: &SweepRecords) -> Markup {
     };
     html! {
         (header(records))
+        // A search's own view first: its history, best trials, slices and coordinates.
+        (super::search_html::search_section(records))
         section #table {
             h2 { "Results (" (layout) ")" }
             (paper_table_html(&table))

@@ -11,6 +11,7 @@ pub mod html;
 pub mod plots;
 pub mod score;
 pub mod search;
+pub mod search_html;
 pub mod search_svg;
 pub mod summary;
 mod svg;

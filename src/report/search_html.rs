@@ -1,0 +1,82 @@
+//! The search section of a search sweep's report (random, TPE): what optuna-dashboard shows —
+//! the optimization history with the best-so-far line, the top trials, one slice per parameter
+//! and parallel coordinates, pruned trials marked. Data from [`super::search`], plots from
+//! [`super::search_svg`].
+
+use super::html::figure;
+use super::search::{self, SearchSpec, SearchTrial};
+use super::search_svg::{svg_history, svg_parallel, svg_slice};
+use crate::store::SweepRecords;
+use maud::{html, Markup};
+
+/// Trials in the top-trials table.
+const TOP: usize = 10;
+
+/// The section; empty for grid and ablation sweeps.
+pub fn search_section(records: &SweepRecords) -> Markup {
+    let Some(spec) = SearchSpec::of(&records.sweep.spec) else {
+        return html! {};
+    };
+    let trials = search::search_trials(records, &spec);
+    let budget = records.sweep.spec["search"]["trials"].as_u64();
+    html! {
+        section #search {
+            h2 { "Search" }
+            (summary(&spec, &trials, budget, &records.sweep.name))
+            (figure(
+                svg_history(&search::history(&trials, spec.direction), &spec.metric),
+                "Optimization history: each trial's value by trial number (hollow grey: pruned, \
+                 its last validation value), and the best completed value so far.",
+            ))
+            h3 { "Top trials" }
+            (top_table(&spec, &trials))
+            h3 { "Slices" }
+            @for s in search::slices(&trials, &spec) {
+                (figure(svg_slice(&s, &spec.metric), &format!("{} against {}.", spec.metric, s.axis.name)))
+            }
+            h3 { "Parallel coordinates" }
+            (figure(
+                svg_parallel(&search::parallel(&trials, &spec)),
+                "Completed trials across the parameters (log-scaled ones in log space) and the \
+                 metric; darker lines are better.",
+            ))
+        }
+        "\n"
+    }
+}
+
+fn summary(spec: &SearchSpec, trials: &[SearchTrial], budget: Option<u64>, name: &str) -> Markup {
+    let pruned = trials.iter().filter(|t| t.pruned).count();
+    let done = trials.iter().filter(|t| t.state == "completed").count();
+    html! {
+        p {
+            (spec.method.to_uppercase()) " search: " (trials.len())
+            @if let Some(b) = budget { " of " (b) } " trials (" (done) " completed, " (pruned)
+            " pruned); " (spec.direction.as_str()) " " code { (spec.metric) } ". "
+            "The best configuration as a [base] snippet: " code { "sweep best " (name) } "."
+        }
+    }
+}
+
+fn top_table(spec: &SearchSpec, trials: &[SearchTrial]) -> Markup {
+    let top = search::top_trials(trials, spec, TOP);
+    if top.is_empty() {
+        return html! { p.muted { "No completed trial yet." } };
+    }
+    html! {
+        table {
+            thead { tr {
+                th { "rank" } th { "trial #" } th { (spec.metric) }
+                @for p in &spec.space { th { (p.name) } }
+            } }
+            tbody {
+                @for t in &top {
+                    tr {
+                        td { (t.rank) } td { (t.number) } td { (format!("{:.4}", t.value)) }
+                        @for (_, v) in &t.params { td { (v) } }
+                    }
+                }
+            }
+        }
+    }
+}

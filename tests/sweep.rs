@@ -644,6 +644,11 @@ fn every_shipped_sweep_file_and_profile_validates() {
             for profile in profiles {
                 let what = format!("{} --profile {profile:?}", path.display());
                 match sweep::config::load(&path, profile.as_deref(), &[]) {
+                    // A search has no trials before it runs: its first suggestions resolve.
+                    Ok(s) if s.search.is_some() => {
+                        let first = sweep::exec::search::Searcher::preview(&s, 3);
+                        assert!(first.is_ok_and(|t| t.len() == 3), "{what}: no suggestions");
+                    }
                     Ok(s) => assert!(!s.trials.is_empty(), "{what}: no trials"),
                     // Only a profile fine-tuning the user's own pretrained checkpoint may fail, and
                     // only by naming it.

@@ -42,16 +42,20 @@ pub fn render(s: &dyn Store, sweep: Option<&str>, root: &Path) -> Result<String>
                     .iter()
                     .filter_map(|t| t.trial.results.valid_ppl)
                     .fold(f64::INFINITY, f64::min);
+                // A search counts its budget: the suggestions still to come are to do.
+                let budget = sw.spec["search"]["trials"].as_u64().map(|b| b as usize);
+                let to_suggest = budget.map_or(0, |b| b.saturating_sub(trials.len()));
                 outln!(
                     out,
                     "{:<28} {:<9} {:>6} {:>5} {:>5} {:>5} {:>5} {:>11}  {}",
                     sw.name,
                     sw.kind.as_deref().unwrap_or("-"),
-                    trials.len(),
+                    budget.unwrap_or(trials.len()),
                     count(&|st| st.is_done()),
                     count(&|st| st == TrialState::Running),
                     count(&|st| st == TrialState::Failed),
-                    count(&|st| matches!(st, TrialState::Pending | TrialState::Interrupted)),
+                    count(&|st| matches!(st, TrialState::Pending | TrialState::Interrupted))
+                        + to_suggest,
                     if best.is_finite() {
                         format!("{best:.3}")
                     } else {

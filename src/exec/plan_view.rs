@@ -283,6 +283,39 @@ fn render_search(
 ) -> Result<String> {
     let mut out = String::new();
     let name = ledger_name(sweep);
+    describe_search(&mut out, sweep, search, &name);
+    let suggested = match ledger.and_then(|s| s.sweep_by_name(&name).ok().flatten()) {
+        Some(rec) => ledger
+            .map(|s| s.sweep_trials(rec.id))
+            .transpose()?
+            .unwrap_or_default(),
+        None => Vec::new(),
+    };
+    if !suggested.is_empty() {
+        let count = |st: TrialState| suggested.iter().filter(|m| m.state == st).count();
+        outln!(
+            out,
+            "in the ledger: {} suggested ({} completed, {} pruned, {} running)",
+            suggested.len(),
+            count(TrialState::Completed),
+            count(TrialState::Pruned),
+            count(TrialState::Running)
+        );
+    }
+    let remaining = search.trials.saturating_sub(suggested.len());
+    preview_and_cost(
+        &mut out, sweep, search, remaining, ledger, cache_root, device,
+    )?;
+    Ok(out)
+}
+
+/// The search's name, budget, objective, space and pruning.
+fn describe_search(
+    out: &mut String,
+    sweep: &config::Sweep,
+    search: &config::search::Search,
+    name: &str,
+) {
     outln!(
         out,
         "sweep {name} ({} search, budget {} trials{})",
@@ -316,24 +349,18 @@ fn render_search(
         );
     }
     outln!(out, "pruning: {}", describe_pruner(&search.prune));
-    let suggested = match ledger.and_then(|s| s.sweep_by_name(&name).ok().flatten()) {
-        Some(rec) => ledger
-            .map(|s| s.sweep_trials(rec.id))
-            .transpose()?
-            .unwrap_or_default(),
-        None => Vec::new(),
-    };
-    if !suggested.is_empty() {
-        let count = |st: TrialState| suggested.iter().filter(|m| m.state == st).count();
-        outln!(
-            out,
-            "in the ledger: {} suggested ({} completed, {} pruned, {} running)",
-            suggested.len(),
-            count(TrialState::Completed),
-            count(TrialState::Pruned),
-            count(TrialState::Running)
-        );
-    }
+}
+
+/// The first suggestions that do not depend on results, and the remaining budget's cost.
+fn preview_and_cost(
+    out: &mut String,
+    sweep: &config::Sweep,
+    search: &config::search::Search,
+    remaining: usize,
+    ledger: Option<&dyn Reader>,
+    cache_root: &Path,
+    device: &str,
+) -> Result<()> {
     let shown = match search.method {
         crate::search::Method::Tpe { startup } => PREVIEW.min(startup),
         crate::search::Method::Random => PREVIEW,
@@ -357,8 +384,7 @@ fn render_search(
             ""
         }
     );
-    let (est, unknown, rate) = rows(&mut out, &planned, ledger, cache_root, device)?;
-    let remaining = search.trials.saturating_sub(suggested.len());
+    let (est, unknown, rate) = rows(out, &planned, ledger, cache_root, device)?;
     let known = planned.len().saturating_sub(unknown);
     if known > 0 && remaining > 0 {
         let each = est / known as f64;
@@ -372,9 +398,9 @@ fn render_search(
                 "; pruning stops some early"
             }
         );
-        footer(&mut out, &what, each * remaining as f64, 0, &rate, device);
+        footer(out, &what, each * remaining as f64, 0, &rate, device);
     }
-    Ok(out)
+    Ok(())
 }
 
 fn describe_pruner(p: &crate::search::Pruner) -> String {

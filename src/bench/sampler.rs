@@ -34,11 +34,24 @@ pub struct BenchSamplerArgs {
     /// Suggestions timed per ledger size (the median is reported).
     #[arg(long, default_value_t = 20)]
     pub repeats: usize,
+    /// Time the real ask (`Searcher::ask`: ledger history, TPE, identity hash, append) with N
+    /// finished trials of a search on `--data` instead (e.g. 100 1000).
+    #[arg(long, num_args = 1..)]
+    pub ask: Vec<usize>,
+    /// The data of `--ask`'s search.
+    #[arg(long, default_value = "data/arxiv/cs.CL.tsv.xz")]
+    pub data: std::path::PathBuf,
 }
 
 /// `sweep bench-sampler`: JSON lines on stdout, one per search (quality) or per ledger size (cost).
 pub fn run(args: BenchSamplerArgs) -> Result<ExitCode> {
-    if args.cost.is_empty() {
+    if !args.ask.is_empty() {
+        let cache = crate::locations::CacheArgs::default().root();
+        for &n in &args.ask {
+            let v = super::ask::ask_cost(&args.data, &cache, n, args.repeats.max(1))?;
+            println!("{v}");
+        }
+    } else if args.cost.is_empty() {
         quality(&args)?;
     } else {
         for &n in &args.cost {

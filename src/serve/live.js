@@ -83,6 +83,8 @@
     card.querySelector("text.xmax").textContent = "step " + s.xmax;
   }
 
+  var KEEP_DONE = 2;
+
   function apply(snap) {
     var live = {};
     snap.trials.forEach(function (t) { live[t.id] = true; update(t); });
@@ -94,6 +96,9 @@
         note.textContent = "No longer running: reload the page for its final results.";
       }
     });
+    // A long sweep (a search) runs many short trials: keep only the latest finished cards.
+    var done = root.querySelectorAll(".live-trial.done");
+    for (var i = 0; i < done.length - KEEP_DONE; i++) done[i].remove();
     var none = root.querySelector(".none");
     if (none) none.hidden = snap.trials.length > 0;
   }

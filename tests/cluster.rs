@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use sweep::store::{self, postgres, Store, TrialRecord, TrialState};
 
 mod common;
-use common::Project;
+use common::{out_text, pg_url, Project};
 
 /// A fast sweep: gpt2-tiny from scratch, small BPE, `max_steps` steps per trial.
 fn sweep_file(name: &str, max_steps: u64, grid: &str) -> String {
@@ -45,14 +45,6 @@ fn long_sweep_file(name: &str, grid: &str) -> String {
         .replace("eval_tokens = 2000", "eval_tokens = 2000\neval_every = 50")
 }
 
-/// The PostgreSQL server of the ignored tests; running them without one is a failure, not a skip.
-fn pg_url() -> String {
-    std::env::var("SWEEP_TEST_PG_URL").expect(
-        "SWEEP_TEST_PG_URL is not set: this test needs PostgreSQL (start it with \
-         `. scripts/ci-cluster-services.sh`, as .ci/run does)",
-    )
-}
-
 fn pg_scratch(name: &str) -> String {
     postgres::scratch_database(&pg_url(), name).unwrap()
 }
@@ -78,14 +70,6 @@ fn slurm_up() -> bool {
         })
         .unwrap_or(false);
     ok
-}
-
-fn out_text(o: &std::process::Output) -> String {
-    format!(
-        "stdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 /// All `*.out` logs under a directory (for failure messages).

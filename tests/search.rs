@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use sweep::store::{self, TrialState};
 
 mod common;
-use common::Project;
+use common::{out_text, pg_url, Project};
 
 /// `[base]` of a tiny trial that takes a few seconds (long enough to be paused and stopped).
 const BASE: &str = r#"[base]
@@ -426,23 +426,6 @@ fn pruning_decisions_are_reproducible_and_recorded() {
     let pruned = runs[0].iter().filter(|t| t.2 == TrialState::Pruned).count();
     assert!(pruned >= 1, "the test exercises pruning: {:?}", runs[0]);
     assert!(runs[0].iter().any(|t| t.2 == TrialState::Completed));
-}
-
-/// The PostgreSQL server of the ignored tests; running them without one is a failure, not a skip.
-fn pg_url() -> String {
-    std::env::var("SWEEP_TEST_PG_URL").expect(
-        "SWEEP_TEST_PG_URL is not set: this test needs PostgreSQL (start it with \
-         `. scripts/ci-cluster-services.sh`, as .ci/run does)",
-    )
-}
-
-fn out_text(o: &std::process::Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 /// Every trial of a finished search on `db`: distinct points, within the budget, each run once.

@@ -98,13 +98,20 @@ fn verdicts(g: &ScoreGroup) -> Vec<String> {
 const FLAT_NOTE: &str = "Changes are relative to the baseline row; within ±0.1% a change is flat. \
                          Direction: same when ours moves the way the paper's does.";
 
+/// The columns of a score table: the row's model and axis values, then the two changes and
+/// whether they agree.
+fn score_headers(t: &PaperTable) -> Vec<String> {
+    let mut headers = vec!["Model".to_string()];
+    headers.extend(t.axis_headers.iter().cloned());
+    headers.extend(["Paper".into(), "Ours".into(), "Direction".into()]);
+    headers
+}
+
 /// The score as plain text tables (empty without references).
 fn score_text(t: &PaperTable, groups: &[ScoreGroup]) -> String {
     let mut s = String::new();
     for g in groups {
-        let mut headers = vec!["Model".to_string()];
-        headers.extend(t.axis_headers.iter().cloned());
-        headers.extend(["Paper".into(), "Ours".into(), "Direction".into()]);
+        let headers = score_headers(t);
         let n_left = 1 + t.axis_headers.len();
         let right: Vec<bool> = (0..headers.len())
             .map(|i| i >= n_left && i < n_left + 2)
@@ -125,9 +132,7 @@ fn score_text(t: &PaperTable, groups: &[ScoreGroup]) -> String {
 fn score_markdown(t: &PaperTable, groups: &[ScoreGroup]) -> String {
     let mut s = String::new();
     for g in groups {
-        let mut headers = vec!["Model".to_string()];
-        headers.extend(t.axis_headers.iter().cloned());
-        headers.extend(["Paper".into(), "Ours".into(), "Direction".into()]);
+        let headers = score_headers(t);
         s.push_str(&format!("\n**{}**\n\n", md_escape(&score_heading(g))));
         s.push_str(&format!(
             "| {} |\n|{}|\n",

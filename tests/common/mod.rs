@@ -40,6 +40,24 @@ impl Project {
     }
 }
 
+/// The PostgreSQL server of the ignored tests; running them without one is a failure, not a skip.
+pub fn pg_url() -> String {
+    std::env::var("SWEEP_TEST_PG_URL").expect(
+        "SWEEP_TEST_PG_URL is not set: this test needs PostgreSQL (start it with \
+         `. scripts/ci-cluster-services.sh`, as .ci/run does)",
+    )
+}
+
+/// A finished command's status and output, for assertion messages.
+pub fn out_text(o: &std::process::Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
 pub const HEADER: &str = "\tabstract\tacm_class\tarxiv_id\tauthor_text\tcategories\tcomments\tcreated\tdoi\tnum_authors\tnum_categories\tprimary_cat\ttitle\tupdated\tcategories_list\n";
 
 /// A small synthetic arXiv Archive TSV: deterministic text, one cs.CL paper per row, dates spread

@@ -664,3 +664,102 @@ fn every_shipped_sweep_file_and_profile_validates() {
     println!("{checked} sweep file/profile combinations validated");
     assert!(checked >= 15, "only {checked} combinations found");
 }
+
+/// The shipped sweep files (`experiments/`, `sweeps/`) with every profile each defines.
+fn shipped_sweep_files(root: &Path) -> Vec<(String, Vec<Option<String>>)> {
+    let mut out = Vec::new();
+    for dir in ["experiments", "sweeps"] {
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(root.join(dir))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+            .collect();
+        paths.sort();
+        for path in paths {
+            let doc: toml::Table =
+                toml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            let mut profiles = vec![None];
+            if let Some(p) = doc.get("profile").and_then(|p| p.as_table()) {
+                profiles.extend(p.keys().cloned().map(Some));
+            }
+            let rel = path.strip_prefix(root).unwrap().display().to_string();
+            out.push((rel, profiles));
+        }
+    }
+    out
+}
+
+/// What a shipped sweep file and profile resolve to: the sweep's spec (without the file's
+/// absolute path) and each trial's identity hash, label and baseline mark (for a search, its
+/// first five suggestions).
+fn shipped_identities(root: &Path, cache: &Path) -> serde_json::Value {
+    let mut ider = sweep::plan::Identifier::new(cache);
+    let mut all = serde_json::Map::new();
+    for (rel, profiles) in shipped_sweep_files(root) {
+        for profile in profiles {
+            let key = format!("{rel} --profile {}", profile.as_deref().unwrap_or("-"));
+            let sweep = sweep::config::load(&root.join(&rel), profile.as_deref(), &[]);
+            let entry = match sweep {
+                Err(e) => {
+                    let e = format!("{e:#}").replace(&root.display().to_string(), "<root>");
+                    serde_json::json!({ "error": e })
+                }
+                Ok(s) => {
+                    let trials = match &s.search {
+                        Some(_) => sweep::exec::search::Searcher::preview(&s, 5).unwrap(),
+                        None => s.trials.clone(),
+                    };
+                    let trials: Vec<serde_json::Value> = trials
+                        .iter()
+                        .map(|t| {
+                            let id = ider.identify(&t.config).unwrap();
+                            assert!(id.data_error.is_none(), "{key}: {:?}", id.data_error);
+                            serde_json::json!({
+                                "hash": id.hash,
+                                "label": t.label,
+                                "baseline": t.is_baseline,
+                            })
+                        })
+                        .collect();
+                    let mut spec = s.spec_json();
+                    let spec = spec.as_object_mut().unwrap();
+                    spec.remove("file");
+                    serde_json::json!({ "spec": spec, "trials": trials })
+                }
+            };
+            all.insert(key, entry);
+        }
+    }
+    serde_json::Value::Object(all)
+}
+
+/// Every trial of every shipped sweep file and profile keeps its identity (and the sweep its
+/// spec: axes, references, search) against `tests/fixtures/shipped_identities.json`, recorded
+/// before `experiments/` moved the shared baseline into `baseline.toml`: a refactor of the files
+/// or of `config` retrains nothing. When numbers are meant to move, rewrite the fixture with
+/// `SWEEP_WRITE_SHIPPED_IDENTITIES=1` and say in the commit which trials moved and why.
+#[test]
+#[ignore = "needs the shared arXiv data in data/arxiv (.ci/run links it)"]
+fn shipped_trial_identities_are_unchanged() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    assert!(
+        root.join("data/arxiv/cs.CL.tsv.xz").is_file(),
+        "data/arxiv/cs.CL.tsv.xz is absent: link the shared data (.ci/run does)"
+    );
+    let cache = tempfile::tempdir().unwrap();
+    let got = shipped_identities(root, cache.path());
+    let fixture = root.join("tests/fixtures/shipped_identities.json");
+    if std::env::var_os("SWEEP_WRITE_SHIPPED_IDENTITIES").is_some() {
+        std::fs::write(&fixture, serde_json::to_string_pretty(&got).unwrap() + "\n").unwrap();
+    }
+    let want: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&fixture).unwrap()).unwrap();
+    let (got, want) = (got.as_object().unwrap(), want.as_object().unwrap());
+    let got_keys: Vec<&String> = got.keys().collect();
+    let want_keys: Vec<&String> = want.keys().collect();
+    assert_eq!(got_keys, want_keys, "the shipped file/profile combinations");
+    for (key, w) in want {
+        assert_eq!(&got[key], w, "{key}");
+    }
+    assert!(got.len() >= 15, "only {} combinations", got.len());
+}

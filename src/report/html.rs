@@ -368,8 +368,18 @@ fn header(records: &SweepRecords) -> Markup {
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let rows = [
-        ("File", opt(&s.file).to_string()),
+    // The files the sweep file extends, lowest precedence first (a chain of `extends`).
+    let extends: Vec<&str> = s.spec["extends"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    let mut rows = vec![("File", opt(&s.file).to_string())];
+    if !extends.is_empty() {
+        rows.push(("Extends", extends.join(", ")));
+    }
+    rows.extend([
         ("Profile", opt(&s.profile).to_string()),
         ("Kind", opt(&s.kind).to_string()),
         ("Created", opt_text(&s.created_at).to_string()),
@@ -379,7 +389,7 @@ fn header(records: &SweepRecords) -> Markup {
         ("Trials", format!("{} ({states})", tot.trials)),
         ("GPU time", format_duration(tot.gpu_seconds)),
         ("CPU time", format_duration(tot.cpu_seconds)),
-    ];
+    ]);
     html! {
         header {
             h1 { (sweep_title(records)) }

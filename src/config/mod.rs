@@ -53,14 +53,14 @@
 mod check;
 mod explain;
 mod extends;
+#[cfg(test)]
+mod extends_tests;
 mod resolve;
 pub mod search;
 mod source;
 mod steps;
 #[cfg(test)]
 mod tests;
-#[cfg(test)]
-mod tests_extends;
 
 use crate::trial::TrialConfig;
 pub use explain::Origin;

@@ -189,19 +189,19 @@ fn error(status: u16, code: &str, commit: Option<&str>) -> Response {
         .unwrap()
 }
 
-/// The repository, or the error the Hub answers (unknown: 401 RepoNotFound; gated without the
-/// token: 401 GatedRepo, for files only).
-fn find(s: &Shared, name: &str, h: &HeaderMap, files: bool) -> Result<Repo, Response> {
+/// The repository, or the code of the 401 the Hub answers (unknown: RepoNotFound; gated without
+/// the token: GatedRepo, for files only).
+fn find(s: &Shared, name: &str, h: &HeaderMap, files: bool) -> Result<Repo, &'static str> {
     let repo = s.lock().unwrap().repos.get(name).cloned();
     let Some(repo) = repo else {
-        return Err(error(401, "RepoNotFound", None));
+        return Err("RepoNotFound");
     };
     let token = h
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .map(|a| a.trim_start_matches("Bearer "));
     if files && repo.gated_token.is_some() && token != repo.gated_token.as_deref() {
-        return Err(error(401, "GatedRepo", None));
+        return Err("GatedRepo");
     }
     Ok(repo)
 }
@@ -221,7 +221,7 @@ async fn api(
     );
     let repo = match find(&s, &repo_name, &headers, false) {
         Ok(r) => r,
-        Err(resp) => return resp,
+        Err(code) => return error(401, code, None),
     };
     if rev != "main" && rev != repo.commit {
         return error(404, "RevisionNotFound", None);
@@ -258,7 +258,7 @@ async fn resolve(
     );
     let repo = match find(&s, &repo_name, &headers, true) {
         Ok(r) => r,
-        Err(resp) => return resp,
+        Err(code) => return error(401, code, None),
     };
     if rev != "main" && rev != repo.commit {
         return error(404, "RevisionNotFound", None);

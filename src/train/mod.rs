@@ -137,11 +137,6 @@ pub fn preflight_models<'a>(configs: impl Iterator<Item = &'a TrialConfig>) -> R
         if checked.iter().any(|(s, n)| *s == start && *n >= longest) {
             continue;
         }
-        let dir = match &start {
-            Start::Hub(h) => checkpoint::hub::fetch(h).map(|r| r.dir),
-            Start::Checkpoint(d) => checkpoint::model_dir(&ModelSpec::Dir(d.clone())),
-            Start::LocalPretraining(_) | Start::Scratch => continue,
-        };
         let name = cfg.model.to_string();
         let refuse = |e: String| {
             UsageError(format!(
@@ -149,12 +144,15 @@ pub fn preflight_models<'a>(configs: impl Iterator<Item = &'a TrialConfig>) -> R
                  (`--profile quick`), which trains small presets"
             ))
         };
-        let shape = dir
-            .and_then(|d| checkpoint::read_hf_config(&d))
-            .map_err(|e| match e.downcast_ref::<UsageError>() {
-                Some(u) if u.0.starts_with("model `") => refuse(u.0.clone()),
-                _ => refuse(format!("model `{name}`: {e:#}")),
-            })?;
+        // Both name the model in their errors.
+        let dir = match &start {
+            Start::Hub(h) => checkpoint::hub::fetch(h).map(|r| r.dir),
+            Start::Checkpoint(d) => checkpoint::model_dir(&ModelSpec::Dir(d.clone())),
+            Start::LocalPretraining(_) | Start::Scratch => continue,
+        }
+        .map_err(|e| refuse(format!("{e:#}")))?;
+        let shape = checkpoint::read_hf_config(&dir)
+            .map_err(|e| refuse(format!("model `{name}`: {e:#}")))?;
         if longest > shape.n_positions {
             return Err(UsageError(format!(
                 "model `{name}`: block_size/eval_block_size {longest} exceeds its context of {} \

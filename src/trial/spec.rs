@@ -389,3 +389,41 @@ impl From<TokenizerSpec> for String {
         t.to_string()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_names_read_as_presets_hub_repositories_or_directories() {
+        let parse = |s: &str| s.parse::<ModelSpec>();
+        assert_eq!(parse("gpt2").unwrap(), ModelSpec::Preset(Preset::Gpt2));
+        let hub = |name: &str, rev: Option<&str>| {
+            ModelSpec::Hub(HubModel {
+                name: name.into(),
+                revision: rev.map(str::to_string),
+            })
+        };
+        assert_eq!(parse("gpt2@abc").unwrap(), hub("gpt2", Some("abc")));
+        assert_eq!(parse("openai-community/gpt2").unwrap(), hub("openai-community/gpt2", None));
+        assert_eq!(parse("org/my_model-1.5@refs/pr/1").unwrap(), hub("org/my_model-1.5", Some("refs/pr/1")));
+        for dir in ["/abs/ckpt", "./ckpt/x", "../results/pretrained/m", "a/b/c", "ckpt", "org--x/y"] {
+            assert_eq!(parse(dir).unwrap(), ModelSpec::Dir(dir.into()), "{dir}");
+        }
+        for bad in ["gpt2-tiny@v1", "org/name@", "org/name@a b"] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+        // The ledger keeps the name as written.
+        for s in ["gpt2", "gpt2@abc", "org/m@v1", "/abs/ckpt"] {
+            assert_eq!(parse(s).unwrap().to_string(), s);
+        }
+        // Where a preset lives on the Hub, current name first, then the legacy one.
+        assert_eq!(
+            parse("distilgpt2").unwrap().hub().unwrap().repos(),
+            ["distilbert/distilgpt2", "distilgpt2"]
+        );
+        assert_eq!(parse("org/m").unwrap().hub().unwrap().repos(), ["org/m"]);
+        assert_eq!(parse("gpt2@x").unwrap().preset(), Some(Preset::Gpt2));
+        assert!(parse("gpt2-tiny").unwrap().hub().is_none());
+    }
+}

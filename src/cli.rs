@@ -43,6 +43,8 @@ enum Command {
     Best(crate::query::BestArgs),
     /// Export every metric row of a sweep (csv or json) to stdout.
     Export(crate::query::ExportArgs),
+    /// Download Hugging Face Hub models into the HF cache ahead of time (for offline nodes).
+    Fetch(crate::checkpoint::hub::cli::FetchArgs),
     /// Show the expanded trials of a sweep file (hash, state, steps, estimated time); writes nothing.
     Plan(crate::exec::cli::PlanArgs),
     /// Record a sweep in the ledger and run every trial not yet completed.
@@ -90,6 +92,7 @@ pub fn main() -> ExitCode {
         Command::Query(args) => crate::query::run_query(args),
         Command::Best(args) => crate::query::run_best(args),
         Command::Export(args) => crate::query::run_export(args),
+        Command::Fetch(args) => crate::checkpoint::hub::cli::run_fetch(args),
         Command::Plan(args) => crate::exec::cli::plan(args),
         Command::Run(args) => crate::exec::cli::run(args),
         Command::Status(args) => crate::exec::cli::status(args),

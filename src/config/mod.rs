@@ -62,7 +62,7 @@ mod steps;
 #[cfg(test)]
 mod tests;
 
-use crate::trial::TrialConfig;
+use crate::trial::{ModelSpec, TrialConfig};
 pub use explain::Origin;
 use extends::Chain;
 use serde_json::{Map, Value as Json};
@@ -190,6 +190,53 @@ impl Sweep {
             label,
             is_baseline: false,
         })
+    }
+
+    /// Every `model` the sweep's trials may have: its trials', or a search's (the base, `--set`,
+    /// and each `choice` that sets one), each once.
+    pub fn models(&self) -> Vec<ModelSpec> {
+        let mut out: Vec<ModelSpec> = Vec::new();
+        let mut add = |v: &Json| {
+            let model = v.as_str().and_then(|s| s.parse::<ModelSpec>().ok());
+            if let Some(m) = model.filter(|m| !out.contains(m)) {
+                out.push(m);
+            }
+        };
+        for t in &self.trials {
+            add(&Json::String(t.config.model.to_string()));
+        }
+        let Some(search) = &self.search else {
+            return out;
+        };
+        let sets_model = |v: &AxisValue| v.settings.iter().any(|(k, _)| k == "model");
+        if let Some((_, s)) = self
+            .resolver
+            .trial_sets
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "model")
+        {
+            add(&s.value);
+            return out;
+        }
+        let always_chosen = search
+            .space
+            .iter()
+            .any(|p| !p.choices.is_empty() && p.choices.iter().all(sets_model));
+        if let Some(s) = self
+            .resolver
+            .settings
+            .get("model")
+            .filter(|_| !always_chosen)
+        {
+            add(&s.value);
+        }
+        for v in search.space.iter().flat_map(|p| &p.choices) {
+            for (_, s) in v.settings.iter().filter(|(k, _)| k == "model") {
+                add(&s.value);
+            }
+        }
+        out
     }
 
     /// The resolved sweep as stored in `sweeps.spec_json`.

@@ -334,3 +334,27 @@ fn search_errors_in_an_unused_profile_are_reported_too() {
         "{e}"
     );
 }
+
+#[test]
+fn models_are_every_model_a_sweep_may_train() {
+    use crate::trial::ModelSpec;
+    let names = |s: &Sweep| s.models().iter().map(ModelSpec::to_string).collect::<Vec<_>>();
+    // A grid's: its trials', each once; a Hub repository keeps its revision.
+    let body = BASE.replace("kind = \"ablation\"", "kind = \"grid\"")
+        + "[grid]\nmodel = [\"gpt2-tiny\", \"org/tiny@v1\", \"gpt2-tiny\"]\nseed = [1, 2]\n";
+    let (_d, p) = setup(&body);
+    assert_eq!(names(&load(&p, None, &[]).unwrap()), ["gpt2-tiny", "org/tiny@v1"]);
+    // A search's: the base's, and each choice that sets one (a search has no trials yet).
+    let search = BASE.replace("kind = \"ablation\"", "kind = \"random\"")
+        + "[search]\ntrials = 4\n[space]\nm = { choice = [{ model = \"gpt2-tiny\" }, { model = \"distilgpt2\", block_size = 64 }] }\n";
+    let (_d, p) = setup(&search);
+    let s = load(&p, None, &[]).unwrap();
+    assert!(s.trials.is_empty());
+    assert_eq!(names(&s), ["gpt2-tiny", "distilgpt2"]);
+    let partial = search.replace("{ model = \"gpt2-tiny\" }", "{ seed = 3 }");
+    let (_d, p) = setup(&partial);
+    assert_eq!(names(&load(&p, None, &[]).unwrap()), ["gpt2-tiny", "distilgpt2"]);
+    // --set wins over everything.
+    let s = load(&p, None, &["model=gpt2-mini".to_string()]).unwrap();
+    assert_eq!(names(&s), ["gpt2-mini"]);
+}

@@ -78,6 +78,7 @@ impl Executor for Local {
                 .into());
             }
         }
+        super::fetch_hub_models(&sweep.models())?;
         crate::train::preflight_models(planned.iter().map(|p| p.config()))
     }
 

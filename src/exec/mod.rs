@@ -241,6 +241,28 @@ pub fn annotate(ledger: &Ledger, batch: &Batch, key: &str, value: Json) -> Resul
     Ok(())
 }
 
+/// Fetches every Hub model of `models` into the Hugging Face cache (what the trial processes
+/// read offline), saying which commit each is; whether there was any. A failure is the Hub
+/// module's usage error (the repository, what was tried, the fix), before anything runs.
+pub fn fetch_hub_models(models: &[crate::trial::ModelSpec]) -> Result<bool> {
+    let mut any = false;
+    for hub in models.iter().filter_map(|m| m.hub()) {
+        let r = crate::checkpoint::hub::fetch(&hub).map_err(|e| {
+            UsageError(format!(
+                "{e:#}; nothing was recorded or run. Or run the CPU-scale version of the \
+                 experiment (`--profile quick`), which trains small presets"
+            ))
+        })?;
+        eprintln!(
+            "model {hub}: {}, in the Hugging Face cache {}",
+            r.describe(),
+            r.dir.display()
+        );
+        any = true;
+    }
+    Ok(any)
+}
+
 /// `sweep run`: validate everything, record the sweep, hand its trials to the executor.
 pub fn run_sweep(
     exec: &mut dyn Executor,
@@ -326,6 +348,11 @@ pub struct TrialCommand {
     pub artifacts: Option<PathBuf>,
     /// Exit 0 when the trial is taken (done or running elsewhere): Slurm array tasks.
     pub skip_if_taken: bool,
+    /// The Hugging Face cache the trial reads its Hub weights from (absolute). Trials run with
+    /// `HF_HUB_OFFLINE=1`: the executor fetched every Hub model of the sweep beforehand (on a
+    /// cluster, on the submitting machine), so a trial never touches the network and always
+    /// finds the commit that its sweep was planned with.
+    pub hub_cache: PathBuf,
 }
 
 impl TrialCommand {
@@ -343,7 +370,17 @@ impl TrialCommand {
             checkpoint_minutes,
             artifacts,
             skip_if_taken: false,
+            hub_cache: std::path::absolute(crate::checkpoint::hf_cache_dir())
+                .context("locating the Hugging Face cache")?,
         })
+    }
+
+    /// The environment of a trial process: where the Hub weights are, and never the network.
+    pub fn hub_env(&self) -> [(&'static str, OsString); 2] {
+        [
+            ("HF_HUB_CACHE", self.hub_cache.clone().into_os_string()),
+            ("HF_HUB_OFFLINE", "1".into()),
+        ]
     }
 
     /// The arguments after the executable; `id` and `db` are given as they should appear (a
@@ -372,7 +409,7 @@ impl TrialCommand {
             .clone()
             .unwrap_or_else(|| crate::locations::ledger_url(None));
         let mut c = Command::new(&self.exe);
-        c.args(self.args(&id.to_string(), &db));
+        c.args(self.args(&id.to_string(), &db)).envs(self.hub_env());
         c
     }
 
@@ -552,7 +589,25 @@ mod tests {
             checkpoint_minutes: 10.0,
             artifacts: Some("/r".into()),
             skip_if_taken: false,
+            hub_cache: "/hf/hub".into(),
         };
+        let envs: Vec<(String, String)> = c
+            .command(7)
+            .get_envs()
+            .map(|(k, v)| {
+                (
+                    k.to_string_lossy().into(),
+                    v.unwrap().to_string_lossy().into(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            envs,
+            [
+                ("HF_HUB_CACHE".to_string(), "/hf/hub".to_string()),
+                ("HF_HUB_OFFLINE".to_string(), "1".to_string())
+            ]
+        );
         let args: Vec<String> = c
             .command(7)
             .get_args()

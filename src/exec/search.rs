@@ -45,6 +45,11 @@ pub struct Searcher {
 }
 
 impl Searcher {
+    /// Every model its suggestions may have.
+    pub fn models(&self) -> Vec<crate::trial::ModelSpec> {
+        self.sweep.models()
+    }
+
     /// `None` for grid and ablation sweeps.
     pub fn new(
         sweep: &config::Sweep,

@@ -9,9 +9,12 @@
 //! Tasks run with `--skip-if-taken`: a trial shared by several arrays (a common baseline) is
 //! trained by the first task to claim it and the others exit 0, not 75 (which Slurm calls FAILED).
 //! `--artifacts` must be shared by the nodes: a node-local file system is refused before anything
-//! is recorded (see [`crate::artifacts::check_shared`]).
+//! is recorded (see [`crate::artifacts::check_shared`]). So must the Hugging Face cache when the
+//! sweep starts from Hub weights: they are fetched here at submission, and the tasks run with
+//! `HF_HUB_OFFLINE=1` and `HF_HUB_CACHE` pointing at it (compute nodes often have no network).
 
 use super::{Batch, Executor, Ledger, Policy, TrialCommand};
+use crate::artifacts::SharedDir;
 use crate::config;
 use crate::error::UsageError;
 use crate::plan::PlannedTrial;
@@ -208,6 +211,10 @@ pub fn render_script(s: &ScriptSpec) -> String {
         "export SWEEP_CACHE={}",
         shell_quote(&s.exec.cache_root.display().to_string())
     ));
+    // Hub weights were fetched at submission into this cache; the nodes never download.
+    for (k, v) in s.command.hub_env() {
+        line(format!("export {k}={}", shell_quote(&v.to_string_lossy())));
+    }
     line("export RAYON_NUM_THREADS=\"${SLURM_CPUS_PER_TASK:-$(nproc)}\"".into());
     if s.search {
         line("echo \"sweep: search task ${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID} on $(hostname)\"".into());
@@ -268,16 +275,30 @@ impl Executor for Slurm {
     /// The Slurm flags, the tools and the artifacts root, before anything is read or recorded.
     fn check_flags(&self) -> Result<()> {
         self.check_slurm_flags()?;
-        if let Some(warning) =
-            crate::artifacts::check_shared(&self.artifacts, self.artifacts_local_ok)?
-        {
+        if let Some(warning) = crate::artifacts::check_shared(
+            &self.artifacts,
+            self.artifacts_local_ok,
+            SharedDir::Artifacts,
+        )? {
             eprintln!("warning: {warning}");
         }
         check_writable(&self.artifacts)
     }
 
-    fn preflight(&self, _sweep: &config::Sweep, planned: &[PlannedTrial]) -> Result<()> {
-        crate::train::preflight_models(planned.iter().map(|p| p.config()))
+    /// Fetches the sweep's Hub weights here, on the submitting machine: the tasks run offline
+    /// from this cache, which the nodes must therefore share (checked like `--artifacts`).
+    fn preflight(&self, sweep: &config::Sweep, planned: &[PlannedTrial]) -> Result<()> {
+        crate::train::preflight_models(planned.iter().map(|p| p.config()))?;
+        if !super::fetch_hub_models(&sweep.models())? {
+            return Ok(());
+        }
+        let cache = crate::checkpoint::hf_cache_dir();
+        if let Some(warning) =
+            crate::artifacts::check_shared(&cache, self.artifacts_local_ok, SharedDir::HubCache)?
+        {
+            eprintln!("warning: {warning}");
+        }
+        Ok(())
     }
 
     fn policy(&self) -> Policy {
@@ -667,6 +688,7 @@ mod tests {
             checkpoint_minutes: 10.0,
             artifacts: None,
             skip_if_taken: true,
+            hub_cache: "/shared/hf/hub".into(),
         };
         let text = render_script(&ScriptSpec {
             sweep_name: "block_size@quick",
@@ -689,6 +711,7 @@ mod tests {
             "exec /opt/sweep/bin/sweep trial run \"$TRIAL_ID\" --db \"$SWEEP_DB\"",
             "--skip-if-taken",
             "export SWEEP_ARTIFACTS=/shared/results\n",
+            "export HF_HUB_CACHE=/shared/hf/hub\nexport HF_HUB_OFFLINE=1\n",
         ] {
             assert!(text.contains(want), "missing {want:?} in\n{text}");
         }
@@ -715,6 +738,7 @@ mod tests {
             "{search}"
         );
         assert!(!search.contains("TRIAL_ID"), "{search}");
+        assert!(search.contains("export HF_HUB_OFFLINE=1\n"), "{search}");
     }
 
     #[test]

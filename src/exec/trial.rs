@@ -158,10 +158,18 @@ fn run_claimed(
         m.insert("config".into(), t.config.clone());
         m.insert("worker".into(), json!(worker));
         m.insert("identity_hash".into(), json!(ident.hash));
+        // The Hub commit the weights came from (the identity holds their content hash).
+        if let Some(hub) = cfg.model.hub() {
+            let r = crate::checkpoint::hub::resolve(&hub)?;
+            m.insert("hub".into(), r.env_json());
+        }
         if ident.hash != t.hash {
             m.insert(
                 "identity_changed".into(),
-                json!("the data or tokenizer changed since the trial was recorded"),
+                json!(
+                    "the data, tokenizer or pretrained weights changed since the trial was \
+                     recorded"
+                ),
             );
         }
     }

@@ -11,11 +11,16 @@
 //! A search sweep grows while workers drain it: a worker with nothing left to take asks the
 //! search for its next suggestion ([`super::search::Searcher::ask`]), until the budget is spent.
 //! That is also what a Slurm array task of a search runs: ask, train, tell (the ledger), repeat.
+//!
+//! Before it takes a trial, a worker fetches the Hub weights of everything it may run into its
+//! machine's Hugging Face cache (or, offline, checks that they are there), and its trials run
+//! with `HF_HUB_OFFLINE=1` from that cache.
 
 use super::search::{Ask, Searcher};
 use super::{recover_dead, Batch, Executor, Ledger, Policy, TrialCommand, EXIT_NOT_CLAIMED};
 use crate::signals::{self, OnSecond};
 use crate::store::{Store, TrialRecord, TrialState};
+use crate::trial::ModelSpec;
 use anyhow::{Context, Result};
 use std::path::PathBuf;
 use std::process::{ExitCode, Stdio};
@@ -42,8 +47,11 @@ impl Executor for Worker {
     }
 
     fn execute(&mut self, ledger: &Ledger, batch: &Batch) -> Result<ExitCode> {
-        signals::install(OnSecond::Count);
         let s = &*ledger.store;
+        // The Hub weights of everything this worker may run, here and now: its trials then run
+        // offline from this machine's cache.
+        super::fetch_hub_models(&models_of(s, batch)?)?;
+        signals::install(OnSecond::Count);
         let command = TrialCommand::for_this_exe(
             Some(ledger.url.clone()),
             &self.device,
@@ -139,6 +147,24 @@ impl Worker {
         }
         Ok((None, running))
     }
+}
+
+/// The models of a batch's recorded trials (those not done) and of its searches' spaces.
+fn models_of(s: &dyn Store, batch: &Batch) -> Result<Vec<ModelSpec>> {
+    let mut out: Vec<ModelSpec> = batch.search.iter().flat_map(Searcher::models).collect();
+    for id in &batch.trial_ids {
+        let Some(t) = s.trial(*id)? else { continue };
+        if t.state.is_done() {
+            continue;
+        }
+        let model = t.config.get("model").and_then(|m| m.as_str());
+        if let Some(m) = model.and_then(|m| m.parse::<ModelSpec>().ok()) {
+            if !out.contains(&m) {
+                out.push(m);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The next suggestion of the first search with budget left (searches without are dropped).

@@ -125,29 +125,44 @@ pub struct TrialPlanInfo {
 }
 
 /// Refuses, once and before anything is recorded, a sweep whose trials start from pretrained
-/// weights that this machine does not have (an HF preset missing from the local cache, a
-/// checkpoint directory without its files): every such trial would fail the same way.
+/// weights that this machine cannot get: a Hub model that cannot be fetched (no network with an
+/// empty cache, a missing or gated repository: [`checkpoint::hub`] says which and the fix), a
+/// checkpoint directory without its files, or a block size beyond a model's context. Hub models
+/// are downloaded here (progress on stderr), so that every trial finds them in the cache.
 pub fn preflight_models<'a>(configs: impl Iterator<Item = &'a TrialConfig>) -> Result<()> {
-    let mut checked: Vec<Start> = Vec::new();
+    let mut checked: Vec<(Start, usize)> = Vec::new();
     for cfg in configs {
         let start = cfg.start()?;
-        if checked.contains(&start) {
+        let longest = cfg.block_size.max(cfg.eval_block_size.unwrap_or(0));
+        if checked.iter().any(|(s, n)| *s == start && *n >= longest) {
             continue;
         }
-        let name = match &start {
-            Start::Hub(p) => p.name().to_string(),
-            Start::Checkpoint(d) => d.display().to_string(),
-            Start::LocalPretraining(_) | Start::Scratch => continue,
+        let name = cfg.model.to_string();
+        let refuse = |e: String| {
+            UsageError(format!(
+                "{e}; nothing was recorded. Or run the CPU-scale version of the experiment \
+                 (`--profile quick`), which trains small presets"
+            ))
         };
-        checked.push(start);
-        checkpoint::resolve_model_dir(&name)
-            .and_then(|dir| checkpoint::read_hf_config(&dir).map(|_| dir))
-            .map_err(|e| {
-                UsageError(format!(
-                    "model `{name}`: {e:#}; nothing was recorded. Or run the CPU-scale version of \
-                     the experiment (`--profile quick`), which trains small presets"
-                ))
-            })?;
+        // Both name the model in their errors.
+        let dir = match &start {
+            Start::Hub(h) => checkpoint::hub::fetch(h).map(|r| r.dir),
+            Start::Checkpoint(d) => checkpoint::model_dir(&ModelSpec::Dir(d.clone())),
+            Start::LocalPretraining(_) | Start::Scratch => continue,
+        }
+        .map_err(|e| refuse(format!("{e:#}")))?;
+        let shape = checkpoint::read_hf_config(&dir)
+            .map_err(|e| refuse(format!("model `{name}`: {e:#}")))?;
+        if longest > shape.n_positions {
+            return Err(UsageError(format!(
+                "model `{name}`: block_size/eval_block_size {longest} exceeds its context of {} \
+                 positions (n_positions in its config.json); nothing was recorded. fix: use \
+                 block_size <= {}",
+                shape.n_positions, shape.n_positions
+            ))
+            .into());
+        }
+        checked.push((start, longest));
     }
     Ok(())
 }
@@ -191,7 +206,13 @@ fn model_plan(cfg: &TrialConfig, start: &Start, vocab_size: usize) -> Result<Mod
     // The checkpoint's shape: a hub preset's is known before its weights are looked up, so a
     // mismatch is reported as such on machines without the weights too.
     let (shape, dir) = match start {
-        Start::Hub(p) => (GptConfig::of(*p), None),
+        Start::Hub(h) => match h.preset() {
+            Some(p) => (GptConfig::of(p), None),
+            None => {
+                let dir = checkpoint::hub::fetch(h)?.dir;
+                (checkpoint::read_hf_config(&dir)?, Some(dir))
+            }
+        },
         Start::Checkpoint(d) if !d.is_dir() => {
             return Err(UsageError(format!(
                 "unknown model preset `{name}` (and no checkpoint directory of that name); known \
@@ -208,10 +229,15 @@ fn model_plan(cfg: &TrialConfig, start: &Start, vocab_size: usize) -> Result<Mod
         ),
         Start::Scratch => return scratch_plan(cfg, vocab_size),
     };
-    check_pretrained_shape(cfg, &shape, dir.is_some(), vocab_size)?;
+    check_pretrained_shape(
+        cfg,
+        &shape,
+        matches!(start, Start::Checkpoint(_)),
+        vocab_size,
+    )?;
     let dir = match dir {
         Some(d) => d,
-        None => checkpoint::resolve_model_dir(&name)?,
+        None => checkpoint::model_dir(&cfg.model)?,
     };
     let ck = checkpoint::read_hf_config(&dir)?;
     if vocab_size < ck.vocab_size {
@@ -232,9 +258,9 @@ fn model_plan(cfg: &TrialConfig, start: &Start, vocab_size: usize) -> Result<Mod
 
 /// A from-scratch model: the preset's (or directory's) shape with the trial's overrides.
 fn scratch_plan(cfg: &TrialConfig, vocab_size: usize) -> Result<ModelPlan> {
-    let mut gcfg = match &cfg.model {
-        ModelSpec::Preset(p) => GptConfig::of(*p),
-        ModelSpec::Dir(d) => checkpoint::read_hf_config(d)?,
+    let mut gcfg = match cfg.model.preset() {
+        Some(p) => GptConfig::of(p),
+        None => checkpoint::read_hf_config(&checkpoint::model_dir(&cfg.model)?)?,
     };
     gcfg.dropout = cfg.dropout;
     gcfg = gcfg.with_overrides(cfg.n_layer, cfg.n_embd, cfg.n_head)?;

@@ -9,7 +9,8 @@ mod spec;
 
 pub use keys::{check_value, key_rule, keys, KeyKind, KeyRule};
 pub use spec::{
-    Init, ModelSpec, Precision, Preset, Start, TokenizerSpec, MAX_BPE_VOCAB, MIN_BPE_VOCAB,
+    HubModel, Init, ModelSpec, Precision, Preset, Start, TokenizerSpec, MAX_BPE_VOCAB,
+    MIN_BPE_VOCAB,
 };
 
 use crate::error::UsageError;
@@ -46,8 +47,8 @@ pub fn default_split() -> [f64; 3] {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrialConfig {
-    /// A preset (`distilgpt2`, `gpt2`, ..., `gpt2-tiny`, `gpt2-mini`) or an HF checkpoint
-    /// directory.
+    /// A preset (`distilgpt2`, `gpt2`, ..., `gpt2-tiny`, `gpt2-mini`), a Hugging Face Hub
+    /// repository (`org/name[@revision]`) or an HF checkpoint directory.
     pub model: ModelSpec,
     /// `None` means: pretrained for hub presets and checkpoint directories, scratch for the small
     /// CPU presets (see [`TrialConfig::start`]).
@@ -119,19 +120,23 @@ impl TrialConfig {
 
     /// Where this trial's weights start (the one place that reads `model` with `init`).
     pub fn start(&self) -> Result<Start, UsageError> {
-        match (&self.model, self.init) {
-            (_, Some(Init::Scratch)) => Ok(Start::Scratch),
-            (ModelSpec::Dir(d), _) => Ok(Start::Checkpoint(d.clone())),
-            (ModelSpec::Preset(p), _) if p.on_hub() => Ok(Start::Hub(*p)),
-            (ModelSpec::Preset(p), Some(Init::Pretrained)) => Ok(Start::LocalPretraining(*p)),
-            (ModelSpec::Preset(_), None) => Ok(Start::Scratch),
+        if self.init == Some(Init::Scratch) {
+            return Ok(Start::Scratch);
         }
+        if let Some(hub) = self.model.hub() {
+            return Ok(Start::Hub(hub));
+        }
+        Ok(match (&self.model, self.init) {
+            (ModelSpec::Dir(d), _) => Start::Checkpoint(d.clone()),
+            (ModelSpec::Preset(p), Some(Init::Pretrained)) => Start::LocalPretraining(*p),
+            _ => Start::Scratch,
+        })
     }
 
     /// The identity hash of this config given its data manifest hash and tokenizer id (see
     /// `plan` for what an identity covers). `weights`: the content hash of the starting
-    /// checkpoint when `model` is a directory (a local checkpoint can be rewritten in place; hub
-    /// presets are immutable and identified by name).
+    /// checkpoint when `model` is a directory or a Hub repository (a local checkpoint can be
+    /// rewritten in place, a Hub branch moves); `None` for the small presets.
     pub fn identity_hash(
         &self,
         data_hash: &str,

@@ -52,7 +52,7 @@ def fmt(v):
 
 def svg(groups, budget, path):
     w, h, pad = 720, 420, 60
-    keys = [k for k in groups if k[1] == "tpe"]
+    keys = [k for k in groups if k[1] == "tpe" and k[0] in ("sweep", "optuna")]
     xs = [budget * f / 20 for f in range(1, 21)]
     curves = {k: [statistics.median(regret_at(r, x) for r in groups[k]) for x in xs] for k in keys}
     top = max(max(v for v in c if v != float("inf")) for c in curves.values())
@@ -102,20 +102,22 @@ def main():
     seeds = {k: len(v) for k, v in groups.items()}
     print(f"budget {budget:,} tokens; seeds per row: {sorted(set(seeds.values()))}")
 
-    print("\n### Final regret at equal tokens (the budget): median [IQR]\n")
-    print("| sampler | pruner | sweep | Optuna | sweep trials (median) | Optuna trials (median) |")
-    print("|---|---|---|---|---|---|")
+    sides = [s for s in ["sweep", "optuna", "sweep-worst"] if any(k[0] == s for k in groups)]
+    print("\n### Final regret at equal tokens (the budget): median [IQR], mean\n")
+    print("| sampler | pruner | " + " | ".join(sides) + " | "
+          + " | ".join(f"{s} trials (median)" for s in sides) + " |")
+    print("|---" * (2 + 2 * len(sides)) + "|")
     at_budget = {}
     for sampler in ["random", "tpe"]:
         for pruner in PRUNERS:
             cells, ns = [], []
-            for side in ["sweep", "optuna"]:
+            for side in sides:
                 g = groups.get((side, sampler, pruner), [])
                 v = [regret_at(r, budget) for r in g]
                 at_budget[(side, sampler, pruner)] = v
-                cells.append(fmt(v) if v else "-")
-                ns.append(statistics.median(len(r["trials"]) for r in g) if g else "-")
-            print(f"| {sampler} | {pruner} | {cells[0]} | {cells[1]} | {ns[0]} | {ns[1]} |")
+                cells.append(f"{fmt(v)}, {statistics.mean(v):.2f}" if v else "-")
+                ns.append(f"{statistics.median(len(r['trials']) for r in g):g}" if g else "-")
+            print(f"| {sampler} | {pruner} | " + " | ".join(cells) + " | " + " | ".join(ns) + " |")
 
     print("\n### Regret vs tokens: median regret at each fraction of the budget\n")
     head = " | ".join(f"{f:g} x ({budget * f / 1e6:.2f}M)" for f in FRACTIONS)
@@ -130,7 +132,9 @@ def main():
     print("| side | sampler | pruner | regret median [IQR] | tokens (median) | vs unpruned |")
     print("|---|---|---|---|---|---|")
     for sampler in ["random", "tpe"]:
-        for side in ["sweep", "optuna"]:
+        for side in sides:
+            if (side, sampler, "none") not in groups:
+                continue
             base = statistics.median(after_trials(r, 30)[1] for r in groups[(side, sampler, "none")])
             for pruner in PRUNERS:
                 g = groups[(side, sampler, pruner)]

@@ -429,9 +429,12 @@ fn a_killed_tpe_search_with_two_jobs_resumes_to_the_same_trials() {
 /// bracket 2 never prunes), shares 4:3:3.
 const HYPERBAND: &str = "[prune]\nmethod = \"hyperband\"\nmin_steps = 10\nreduction_factor = 2\n";
 
+/// (position, bracket, a pruned trial's decision as (rung, step)) of a Hyperband trial.
+type Placed = (i64, u64, Option<(u64, u64)>);
+
 /// Every trial's bracket (`env.hyperband`), the pure function of seed and position, and each
-/// pruned trial's decision in its bracket: (position, bracket, the decision's (rung, step)).
-fn brackets_of(db: &str, name: &str, seed: u64) -> Vec<(i64, u64, Option<(u64, u64)>)> {
+/// pruned trial's decision in its bracket.
+fn brackets_of(db: &str, name: &str, seed: u64) -> Vec<Placed> {
     let r = store::open_read_only(db).unwrap();
     let rec = r.sweep_by_name(name).unwrap().expect("recorded");
     r.sweep_trials(rec.id)

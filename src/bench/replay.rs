@@ -42,6 +42,11 @@ pub struct BenchReplayArgs {
     /// And never more than this many trials.
     #[arg(long, default_value_t = 400)]
     pub max_trials: usize,
+    /// Tell the sampler a pruned trial as the worst value (the rule before issue 25) instead of
+    /// by its last evaluation: the ablation of Optuna's ranking. Labels the lines
+    /// `"side": "sweep-worst"`.
+    #[arg(long)]
+    pub pruned_as_worst: bool,
 }
 
 /// One recorded configuration and its validation curve.
@@ -122,19 +127,24 @@ pub fn run(args: BenchReplayArgs) -> Result<ExitCode> {
         ("random", crate::search::Method::Random),
         ("tpe", search.method),
     ];
+    let side = if args.pruned_as_worst {
+        "sweep-worst"
+    } else {
+        "sweep"
+    };
     for (sampler, method) in samplers {
         for (pruner_name, pruner) in pruners(&search.prune) {
             for seed in 0..args.seeds {
-                let trials = replay(
-                    &table,
-                    search,
+                let run = Run {
                     method,
                     pruner,
                     seed,
                     budget,
-                    args.max_trials,
-                );
-                let line = json!({"side": "sweep", "sampler": sampler, "pruner": pruner_name,
+                    max_trials: args.max_trials,
+                    pruned_as_worst: args.pruned_as_worst,
+                };
+                let trials = replay(&table, search, &run);
+                let line = json!({"side": side, "sampler": sampler, "pruner": pruner_name,
                                   "seed": seed, "budget": budget, "best_recorded": table.best,
                                   "trials": trials});
                 println!("{line}");
@@ -207,28 +217,30 @@ impl Table {
     }
 }
 
-/// One sequential search (suggestion `i` sees trials `0..i` finished) until `budget` tokens are
-/// spent: per trial, the tokens it trained, its final value (none when pruned) and where it was
-/// pruned.
-fn replay(
-    table: &Table,
-    search: &Search,
+/// One replayed search's settings.
+struct Run {
     method: crate::search::Method,
     pruner: Pruner,
     seed: u64,
     budget: u64,
     max_trials: usize,
-) -> Vec<Value> {
+    pruned_as_worst: bool,
+}
+
+/// One sequential search (suggestion `i` sees trials `0..i` finished) until `budget` tokens are
+/// spent: per trial, the tokens it trained, its final value (none when pruned) and where it was
+/// pruned.
+fn replay(table: &Table, search: &Search, run: &Run) -> Vec<Value> {
     let (mut history, mut curves, mut out) = (Vec::new(), Vec::<Curve>::new(), Vec::new());
     let mut spent = 0u64;
-    for i in 0..max_trials {
-        if spent >= budget {
+    for i in 0..run.max_trials {
+        if spent >= run.budget {
             break;
         }
-        let point = suggest(&table.dists, method, seed, i as u64, 0, &history);
+        let point = suggest(&table.dists, run.method, run.seed, i as u64, 0, &history);
         let rec = table.nearest(&point);
-        let mine = pruner.for_trial(rec.steps);
-        let placement = mine.bracket(seed, i as u64);
+        let mine = run.pruner.for_trial(rec.steps);
+        let placement = mine.bracket(run.seed, i as u64);
         let mut me = Curve {
             trial: i as i64,
             points: Vec::new(),
@@ -248,7 +260,12 @@ fn replay(
                 let (step, value) = d.last_point();
                 let line = json!({"tokens": tokens, "pruned_at": step,
                                   "bracket": d.bracket});
-                (Outcome::Pruned { step, value }, tokens, line)
+                let outcome = if run.pruned_as_worst {
+                    Outcome::Bad
+                } else {
+                    Outcome::Pruned { step, value }
+                };
+                (outcome, tokens, line)
             }
             None => {
                 me.completed = true;

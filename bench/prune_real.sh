@@ -21,12 +21,13 @@ for seed in $seeds; do
     files+=("$f")
     sed -e "s/^seed = 0/seed = $seed/" -e "s/^method = .*/method = \"$m\"/" \
         -e '/^\[prune\]/,/^\[/{/^max_steps = /d}' sweeps/lr_search.toml > "$f"
-    [ -s "$out/$name.db" ] && { echo "== $name: done before"; continue; }
+    [ -e "$out/$name.done" ] && { echo "== $name: done before"; continue; }
     echo "== $name"
     start=$(date +%s)
-    "$bin" run "$f" --profile quick --db "$out/$name.db.tmp" --artifacts "$out/$name" \
-      2>"$out/$name.log" || { tail -5 "$out/$name.log"; exit 1; }
-    mv "$out/$name.db.tmp" "$out/$name.db"
+    # A run stopped half-way resumes from its ledger when the script runs again.
+    "$bin" run "$f" --profile quick --db "$out/$name.db" --artifacts "$out/$name" \
+      2>>"$out/$name.log" || { tail -5 "$out/$name.log"; exit 1; }
+    touch "$out/$name.done"
     echo "   $(( $(date +%s) - start )) s (wall time under load: not a result)"
   done
 done

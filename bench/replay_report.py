@@ -7,6 +7,7 @@ An SVG of the TPE curves goes to OUT/replay_curve.svg.
 """
 import argparse
 import json
+import random
 import statistics
 
 PRUNERS = ["none", "median", "asha", "hyperband"]
@@ -50,18 +51,30 @@ def fmt(v):
     return f"{m:.2f} [{a:.2f} - {b:.2f}]"
 
 
+def median_diff(a, b, resamples=2000):
+    """Median of `a` minus median of `b`, with a 95% percentile-bootstrap interval (seeded)."""
+    rng = random.Random(0)
+    diffs = sorted(
+        statistics.median(rng.choices(a, k=len(a))) - statistics.median(rng.choices(b, k=len(b)))
+        for _ in range(resamples))
+    return (statistics.median(a) - statistics.median(b),
+            diffs[int(0.025 * resamples)], diffs[int(0.975 * resamples) - 1])
+
+
 def svg(groups, budget, path):
     w, h, pad = 720, 420, 60
     keys = [k for k in groups if k[1] == "tpe" and k[0] in ("sweep", "optuna")]
     xs = [budget * f / 20 for f in range(1, 21)]
     curves = {k: [statistics.median(regret_at(r, x) for r in groups[k]) for x in xs] for k in keys}
-    top = max(max(v for v in c if v != float("inf")) for c in curves.values())
+    # Clipped: the first few trials' regrets would flatten everything after them.
+    top = min(60.0, max(max(v for v in c if v != float("inf")) for c in curves.values()))
     colors = {"none": "#444", "median": "#1b9e77", "asha": "#d95f02", "hyperband": "#7570b3"}
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" '
              f'font-family="sans-serif" font-size="12">',
              f'<rect width="{w}" height="{h}" fill="white"/>',
              f'<text x="{w / 2}" y="20" text-anchor="middle">Median regret (valid PPL) vs training '
-             f'tokens, TPE, {len(next(iter(groups.values())))} seeds: solid sweep, dashed Optuna</text>']
+             f'tokens, TPE, {len(next(iter(groups.values())))} seeds: solid sweep, dashed Optuna '
+             f'(clipped at {top:.0f})</text>']
     X = lambda x: pad + (w - 2 * pad) * x / budget
     Y = lambda y: h - pad - (h - 2 * pad) * min(y, top) / top
     parts.append(f'<line x1="{pad}" y1="{h - pad}" x2="{w - pad}" y2="{h - pad}" stroke="black"/>')
@@ -148,15 +161,24 @@ def main():
     pruned = ["median", "asha", "hyperband"]
     s_best = min(pruned, key=lambda p: med(("sweep", "tpe", p)))
     o_best = min(pruned, key=lambda p: med(("optuna", "tpe", p)))
+    def diff(a, b):
+        d, lo, hi = median_diff(at_budget[a], at_budget[b])
+        return f"difference of medians {d:+.2f}, 95% bootstrap interval [{lo:+.2f}, {hi:+.2f}]"
     print("\n### Targets (at the budget)\n")
     ok = med(("sweep", "tpe", s_best)) <= med(("optuna", "tpe", o_best))
     print(f"- sweep's best pruner x TPE ({s_best}: {med(('sweep', 'tpe', s_best)):.2f}) <= "
           f"Optuna's best pruner x TPESampler ({o_best}: {med(('optuna', 'tpe', o_best)):.2f}): "
-          f"{'met' if ok else 'missed'}")
+          f"{'met' if ok else 'missed'}; "
+          f"{diff(('sweep', 'tpe', s_best), ('optuna', 'tpe', o_best))}")
     for sampler in ["tpe", "random"]:
         h, a = med(("sweep", sampler, "hyperband")), med(("sweep", sampler, "asha"))
         print(f"- sweep Hyperband ({h:.2f}) <= sweep ASHA ({a:.2f}) with {sampler}: "
-              f"{'met' if h <= a else 'missed'}")
+              f"{'met' if h <= a else 'missed'}; "
+              f"{diff(('sweep', sampler, 'hyperband'), ('sweep', sampler, 'asha'))}")
+    for side in ["sweep", "optuna"]:
+        n, h = med((side, "tpe", "none")), med((side, "tpe", "hyperband"))
+        print(f"- {side}: unpruned TPE ({n:.2f}) vs Hyperband x TPE ({h:.2f}): "
+              f"{diff((side, 'tpe', 'none'), (side, 'tpe', 'hyperband'))}")
     if args.svg:
         svg(groups, budget, args.svg)
         print(f"\n(curve: {args.svg})")

@@ -70,6 +70,9 @@ enum Command {
     /// Search samplers' regret on test functions and cost per suggestion (issue 16).
     #[command(hide = true, name = "bench-sampler")]
     BenchSampler(crate::bench::sampler::BenchSamplerArgs),
+    /// Searches replayed against recorded learning curves: samplers x pruners (issue 25).
+    #[command(hide = true, name = "bench-replay")]
+    BenchReplay(crate::bench::replay::BenchReplayArgs),
     /// Write abstracts for titles with a trained model: nucleus sampling, KV cache, stored samples.
     Generate(crate::generate::cli::GenerateArgs),
     /// Generation tokens/s with and without the KV cache on random weights (issue 6).
@@ -103,6 +106,7 @@ pub fn main() -> ExitCode {
         Command::BenchReport(args) => crate::bench::report::run_bench(args),
         Command::BenchServe(args) => crate::bench::serve::run(args),
         Command::BenchSampler(args) => crate::bench::sampler::run(args),
+        Command::BenchReplay(args) => crate::bench::replay::run(args),
         Command::Generate(args) => crate::generate::cli::run(args),
         Command::BenchGenerate(args) => crate::generate::bench::run(args),
     };

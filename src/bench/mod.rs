@@ -4,6 +4,7 @@
 pub mod ask;
 pub mod functions;
 pub mod ledger;
+pub mod replay;
 pub mod report;
 pub mod sampler;
 pub mod serve;

@@ -515,8 +515,8 @@ fn search_of(
     Ok(search)
 }
 
-/// The rules between the space and the base: both corners of the space resolve, and pruning
-/// has validation evaluations to work on.
+/// The rules between the space and the base: both corners of the space resolve, pruning has
+/// validation evaluations to work on, and Hyperband's brackets fit the trials' steps and budget.
 fn check_search(
     search: &search::Search,
     resolver: &Resolver,
@@ -539,6 +539,20 @@ fn check_search(
              set `method = \"none\"`",
             search.prune_at.as_deref().unwrap_or(&search.at)
         )));
+    }
+    if matches!(search.prune, crate::search::Pruner::Hyperband { .. }) {
+        // A point the resolver refuses counts as unknown: the corners above already name it.
+        let steps: Vec<Option<u64>> = search
+            .extreme_points()
+            .iter()
+            .map(|p| {
+                resolver
+                    .resolve(&search.settings_of(p).0)
+                    .ok()?
+                    .step_bound()
+            })
+            .collect();
+        search.check_prune(&steps)?;
     }
     Ok(())
 }

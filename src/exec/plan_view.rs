@@ -512,5 +512,23 @@ fn describe_pruner(p: &crate::search::Pruner) -> String {
         } => format!(
             "median rule after {startup_trials} completed trials and {warmup_steps} warm-up steps"
         ),
+        Pruner::Hyperband {
+            min_steps,
+            max_steps,
+            reduction_factor: eta,
+        } => {
+            let brackets = match max_steps {
+                Some(m) => {
+                    let n = crate::search::prune::bracket_count(*min_steps, *m, *eta);
+                    let shares = crate::search::prune::bracket_shares(n, *eta);
+                    format!("{n} brackets (trial shares {shares:?}) up to {m} steps")
+                }
+                None => "brackets up to each trial's own step count".into(),
+            };
+            format!(
+                "Hyperband, {brackets}: bracket b halves from {min_steps} x {eta}^b steps, the \
+                 best 1/{eta} of its bracket continue"
+            )
+        }
     }
 }

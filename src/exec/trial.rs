@@ -188,15 +188,22 @@ fn run_claimed(
             m.insert("resumed_from_step".into(), json!(step));
         }
     }
+    let pruning = match super::prune::pruner_of(&**s, t.id)? {
+        Some(p) => Some(p.place(cfg, &ctx.cache_root)?),
+        None => None,
+    };
+    if let (Some(placement), Some(m)) = (pruning.and_then(|p| p.placement), env.as_object_mut()) {
+        // Before any metric row: the other trials of the search read the bracket from here.
+        m.insert("hyperband".into(), serde_json::to_value(placement)?);
+    }
     s.set_env(t.id, &env)?;
     let mut sink = StoreSink::spawn(s.clone(), t.id, worker.to_string(), ctx.cancel.clone());
     let label = vec![(tensorboard::LABEL_TAG.to_string(), tb_label(&**s, t))];
     let mut tb = TbSink::new(ctx.work_dir.join(tensorboard::TB_SUBDIR), label);
-    let pruner = super::prune::pruner_of(&**s, t.id)?;
     let mut pruned = None;
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let mut both = Tee(vec![&mut sink, &mut tb]);
-        match pruner {
+        match pruning {
             Some(p) => {
                 let mut ps = PruningSink::new(&mut both, s.clone(), t.id, p, ctx.cancel.clone());
                 let r = train::run_trial(cfg, ctx, &mut ps);

@@ -337,26 +337,18 @@ pub fn plan_info(cfg: &TrialConfig, cache_root: &Path) -> Result<TrialPlanInfo> 
     })
 }
 
-/// (training blocks used per epoch, optimizer steps per epoch, total steps). Incomplete
-/// accumulation groups at an epoch's end are dropped.
+/// (training blocks used per epoch, optimizer steps per epoch, total steps)
+/// ([`TrialConfig::schedule`]), refusing a split too small for one optimizer step.
 fn schedule_sizes(cfg: &TrialConfig, available_blocks: usize) -> Result<(usize, u64, u64)> {
-    let mut blocks = available_blocks;
-    if let Some(cap) = cfg.max_train_tokens {
-        blocks = blocks.min(cap as usize / cfg.block_size);
-    }
-    let per_step = cfg.batch_size * cfg.grad_accum;
-    let spe = (blocks / per_step) as u64;
+    let (blocks, spe, total) = cfg.schedule(available_blocks);
     if spe == 0 {
         return Err(UsageError(format!(
             "only {blocks} training blocks of {} tokens, but one optimizer step needs \
-             batch_size x grad_accum = {per_step}",
-            cfg.block_size
+             batch_size x grad_accum = {}",
+            cfg.block_size,
+            cfg.batch_size * cfg.grad_accum
         ))
         .into());
-    }
-    let mut total = spe * cfg.epochs as u64;
-    if let Some(m) = cfg.max_steps {
-        total = total.min(m);
     }
     Ok((blocks, spe, total))
 }

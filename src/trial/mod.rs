@@ -118,6 +118,29 @@ impl TrialConfig {
         Ok(())
     }
 
+    /// (training blocks used per epoch, optimizer steps per epoch, total steps) given the blocks
+    /// the training split has. Incomplete accumulation groups at an epoch's end are dropped.
+    pub fn schedule(&self, available_blocks: usize) -> (usize, u64, u64) {
+        let mut blocks = available_blocks;
+        if let Some(cap) = self.max_train_tokens {
+            blocks = blocks.min(cap as usize / self.block_size.max(1));
+        }
+        let spe = (blocks / (self.batch_size * self.grad_accum).max(1)) as u64;
+        let mut total = spe.saturating_mul(self.epochs as u64);
+        if let Some(m) = self.max_steps {
+            total = total.min(m);
+        }
+        (blocks, spe, total)
+    }
+
+    /// The most optimizer steps this trial takes whatever the data's size (`None` when only the
+    /// data bounds them: neither `max_train_tokens` nor `max_steps`). With data of at least
+    /// `max_train_tokens` tokens it is the trial's step count.
+    pub fn step_bound(&self) -> Option<u64> {
+        (self.max_train_tokens.is_some() || self.max_steps.is_some())
+            .then(|| self.schedule(usize::MAX).2)
+    }
+
     /// Where this trial's weights start (the one place that reads `model` with `init`).
     pub fn start(&self) -> Result<Start, UsageError> {
         if self.init == Some(Init::Scratch) {

@@ -196,7 +196,7 @@ fn score_html(t: &PaperTable, groups: &[ScoreGroup]) -> Markup {
         }
         p.muted {
             "Δ = change from the baseline row " (first.baseline_model) " " (first.baseline_axis.join(" "))
-            ", relative; within ±" (score::FLAT * 100.0) "% it is flat. A row moves in the paper's direction when both changes are up, both down or both flat. Spearman: rank correlation of our column with the paper's, baseline included."
+            ", relative; within ±" (crate::stats::FLAT * 100.0) "% it is flat. A row moves in the paper's direction when both changes are up, both down or both flat. Spearman: rank correlation of our column with the paper's, baseline included."
         }
     }
 }
@@ -443,7 +443,7 @@ fn paper_section(records: &SweepRecords, table: &PaperTable) -> Markup {
             @for n in &notes { p.note { (n) } }
             @match &cmp {
                 Some(c) => {
-                    (score_html(table, &score::score(table, c)))
+                    (score_html(table, &score::score(table, c, &super::effects::effects(records, table))))
                     (comparison_html(table, c))
                 },
                 None => p.muted { "The sweep file has no [[reference]] rows." },

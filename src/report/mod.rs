@@ -7,6 +7,7 @@
 
 pub mod compare;
 pub mod data;
+pub mod effects;
 pub mod html;
 pub mod plots;
 pub mod score;

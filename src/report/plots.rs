@@ -9,11 +9,11 @@ use super::data::{
 };
 use crate::store::{MetricRecord, SweepRecords};
 
-/// One line of a plot, with optional error bars (std over seeds).
+/// One line of a plot, with optional error bars (the 95% interval over seeds).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Series {
     pub name: String,
-    /// (x, y, std)
+    /// (x, y, the 95% interval's half-width)
     pub points: Vec<(f64, f64, Option<f64>)>,
 }
 
@@ -123,7 +123,7 @@ pub fn axis_plot(table: &PaperTable) -> Option<AxisPlot> {
             .rows
             .iter()
             .zip(&xs)
-            .filter_map(|(r, x)| r.cells[c].map(|s| (*x, s.mean, s.std)))
+            .filter_map(|(r, x)| r.cells[c].map(|s| (*x, s.mean, s.half_width())))
             .collect();
         points.sort_by(|a, b| a.0.total_cmp(&b.0));
         series.push(Series {

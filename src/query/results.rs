@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use serde_json::{json, Map, Value};
 
 use super::{format_text_table, ResultsFormat};
-use crate::report::data::{PaperTable, Stat};
+use crate::report::data::{Metric, PaperTable, Stat};
 use crate::report::effects::{self, Effects};
 use crate::report::score::{self, ScoreGroup};
 
@@ -125,64 +125,15 @@ fn score_headers(t: &PaperTable) -> Vec<String> {
     headers
 }
 
-/// The rows' changes from the baseline row in the headline metric (valid PPL), for sweeps with
-/// seeds: row, n, change ± half-width, p-values, P(better), verdict.
+/// The effects table of valid perplexity: headers and rows of cells.
 fn effect_rows(t: &PaperTable, e: &Effects) -> (Vec<String>, Vec<Vec<String>>) {
-    let mut headers = vec!["Model".to_string()];
-    headers.extend(t.axis_headers.iter().cloned());
-    headers.extend(
-        ["n", "Change", "95% interval", "p (t)", "p (sign flip)", "P(better)", "Verdict"]
-            .map(String::from),
-    );
-    let metric = crate::report::data::Metric::ValidPpl;
-    let p = |v: Option<f64>| v.map_or("—".to_string(), |v| format!("{v:.3}"));
-    let rows = e
-        .rows
-        .iter()
-        .filter(|r| r.metric == metric)
-        .map(|r| {
-            let row = &t.rows[r.row];
-            let x = &r.effect;
-            let mut cells = vec![row.model.clone()];
-            cells.extend(row.axis.iter().cloned());
-            let n = match x.method {
-                crate::stats::Method::Welch => format!("{} (Welch)", x.n),
-                _ => x.n.to_string(),
-            };
-            cells.push(n);
-            cells.push(score::percent(Some(x.change)));
-            cells.push(x.ci95.map_or("—".to_string(), |[lo, hi]| {
-                format!("[{}, {}]", score::percent(Some(lo)), score::percent(Some(hi)))
-            }));
-            cells.push(p(x.p_value));
-            cells.push(p(x.p_permutation));
-            cells.push(p(x.prob_improvement));
-            cells.push(x.verdict.as_str().into());
-            cells
-        })
-        .collect();
-    (headers, rows)
-}
-
-/// The heading of the effects table.
-fn effects_heading(t: &PaperTable, e: &Effects) -> String {
-    let base = e.baseline.map(|b| t.left_cells(&t.rows[b])).unwrap_or_default();
-    format!(
-        "Valid PPL change from the baseline row {} (paired by seed; Welch where the baseline \
-         lacks a seed), flat within ±{}%",
-        base[..base.len().min(1 + t.axis_headers.len())].join(" "),
-        e.flat * 100.0
-    )
-}
-
-/// Whether the effects table is worth showing: some row has seeds to compare.
-fn shows_effects(t: &PaperTable, e: &Effects) -> bool {
-    t.replicated && !e.rows.is_empty()
+    let (headers, rows) = effects::effect_table(t, e, Metric::ValidPpl);
+    (headers, rows.into_iter().map(|(_, cells)| cells).collect())
 }
 
 /// The effects as a plain text table (empty without seeds).
 fn effects_text(t: &PaperTable, e: &Effects) -> String {
-    if !shows_effects(t, e) {
+    if !effects::shows_effects(t, e) {
         return String::new();
     }
     let (headers, rows) = effect_rows(t, e);
@@ -192,20 +143,20 @@ fn effects_text(t: &PaperTable, e: &Effects) -> String {
         .collect();
     format!(
         "\n{}\n{}",
-        effects_heading(t, e),
+        effects::effect_caption(t, e, Metric::ValidPpl),
         format_text_table(&headers, &rows, &right)
     )
 }
 
 /// The effects as a Markdown table (empty without seeds).
 fn effects_markdown(t: &PaperTable, e: &Effects) -> String {
-    if !shows_effects(t, e) {
+    if !effects::shows_effects(t, e) {
         return String::new();
     }
     let (headers, rows) = effect_rows(t, e);
     format!(
-        "\n**{}**\n\n{}",
-        md_escape(&effects_heading(t, e)),
+        "\n{}\n\n{}",
+        md_escape(&effects::effect_caption(t, e, Metric::ValidPpl)),
         md_table(&headers, &rows)
     )
 }
@@ -431,6 +382,8 @@ pub fn format_results(
             for m in &t.metrics {
                 head.push(m.key().to_string());
                 head.push(format!("{}_std", m.key()));
+                head.push(format!("{}_ci95_lo", m.key()));
+                head.push(format!("{}_ci95_hi", m.key()));
             }
             head.push("n".into());
             head.push("states".into());

@@ -129,3 +129,69 @@ pub fn table_evp(table: &PaperTable) -> Option<Evp> {
         .collect();
     evp(Metric::ValidPpl.key(), &means, true)
 }
+
+/// The effects table of one metric as display text: headers and, per row, its name and cells
+/// (the table's left cells, n, change, interval, p-values, P(better), verdict). `sweep results`,
+/// the report and the live dashboard show these same cells.
+pub fn effect_table(
+    t: &PaperTable,
+    e: &Effects,
+    metric: Metric,
+) -> (Vec<String>, Vec<(String, Vec<String>)>) {
+    let mut headers = vec!["Model".to_string()];
+    headers.extend(t.axis_headers.iter().cloned());
+    headers.extend(
+        ["n", "Change", "95% interval", "p (t)", "p (sign flip)", "P(better)", "Verdict"]
+            .map(String::from),
+    );
+    let pct = |v: f64| format!("{:+.2}%", v * 100.0);
+    let p = |v: Option<f64>| v.map_or("—".to_string(), |v| format!("{v:.3}"));
+    let rows = e
+        .rows
+        .iter()
+        .filter(|r| r.metric == metric)
+        .map(|r| {
+            let row = &t.rows[r.row];
+            let x = &r.effect;
+            let mut cells = vec![row.model.clone()];
+            cells.extend(row.axis.iter().cloned());
+            cells.push(match x.method {
+                stats::Method::Welch => format!("{} (Welch)", x.n),
+                _ => x.n.to_string(),
+            });
+            cells.push(pct(x.change));
+            cells.push(x.ci95.map_or("—".to_string(), |[lo, hi]| {
+                format!("[{}, {}]", pct(lo), pct(hi))
+            }));
+            cells.push(p(x.p_value));
+            cells.push(p(x.p_permutation));
+            cells.push(p(x.prob_improvement));
+            cells.push(x.verdict.as_str().into());
+            (super::plots::row_name(t, row), cells)
+        })
+        .collect();
+    (headers, rows)
+}
+
+/// The effects table's caption: against which row, how, at which threshold.
+pub fn effect_caption(t: &PaperTable, e: &Effects, metric: Metric) -> String {
+    let base = e
+        .baseline
+        .map(|b| super::plots::row_name(t, &t.rows[b]))
+        .unwrap_or_default();
+    format!(
+        "{} change from the baseline row {base}, paired by seed (Welch's interval where the \
+         baseline lacks one of the row's seeds); flat within ±{}%. Verdict: up or down when the \
+         whole 95% interval lies beyond ±{}%, flat when it lies within, else inconclusive. \
+         P(better): the probability that a seed of the row beats a seed of the baseline \
+         (rliable's probability of improvement).",
+        metric.header(),
+        e.flat * 100.0,
+        e.flat * 100.0
+    )
+}
+
+/// Whether a table's effects are worth a table of their own: some row has seeds.
+pub fn shows_effects(t: &PaperTable, e: &Effects) -> bool {
+    t.replicated && !e.rows.is_empty()
+}

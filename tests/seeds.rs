@@ -166,7 +166,10 @@ fn an_ablation_with_seeds_gets_each_of_the_four_verdicts() {
     let html = std::fs::read_to_string(&html_path).unwrap();
     assert!(html.contains("id=\"effects-table\""), "the effects table");
     assert!(html.contains("Forest plot:"), "a forest plot");
-    assert!(html.contains("the paper's change"), "the paper's markers in its legend");
+    assert!(
+        html.contains("Block Size: Valid PPL change from the baseline, ours and the paper"),
+        "the forest plot of the paper's Table, with the paper's changes"
+    );
     assert!(html.contains("Expected validation performance"));
     assert!(html.contains("trend does not reproduce: 1/3 decided rows"));
 }

@@ -36,6 +36,24 @@ pub struct Forest {
     pub omitted: usize,
 }
 
+/// A row's label in a forest plot: its axis values (`block_size=64`), with the model only
+/// when the table varies it.
+fn axis_name(t: &PaperTable, i: usize) -> String {
+    let r = &t.rows[i];
+    let mut parts: Vec<String> = Vec::new();
+    if t.axis_keys.iter().any(|k| k == "model") {
+        parts.push(r.model.clone());
+    }
+    for (k, v) in t.axis_columns().iter().zip(&r.axis) {
+        parts.push(format!("{k}={v}"));
+    }
+    if parts.is_empty() {
+        row_name(t, r)
+    } else {
+        parts.join(" ")
+    }
+}
+
 /// One forest per score group (a table of the paper, on its headline metric, with the paper's
 /// changes); without references, one for all rows on valid perplexity. Empty without effects.
 pub fn forests(t: &PaperTable, e: &Effects, groups: &[ScoreGroup]) -> Vec<Forest> {
@@ -54,7 +72,7 @@ pub fn forests(t: &PaperTable, e: &Effects, groups: &[ScoreGroup]) -> Vec<Forest
     };
     let row = |i: usize, metric: Metric, paper: Option<f64>| {
         e.get(i, metric).map(|x| ForestRow {
-            name: row_name(t, &t.rows[i]),
+            name: axis_name(t, i),
             change: x.change,
             ci95: x.ci95,
             paper,

@@ -82,8 +82,9 @@ fn effects_section(t: &PaperTable, e: &Effects, groups: &[ScoreGroup]) -> Markup
             }
             @for f in &forests {
                 (figure(svg_forest(f), &format!(
-                    "Forest plot: each row's change from the baseline (dot) with its 95% interval over seeds (no bar: one seed); \
-                     cross: the paper's change; grey band: ±{}%, no effect.{}",
+                    "Forest plot: each row's change from the baseline (dot) with its 95% interval over seeds (no bar: one seed), \
+                     coloured by its verdict (red up, green down, grey flat, amber inconclusive); blue cross: the paper's change; \
+                     grey band: ±{}%, no effect.{}",
                     f.flat * 100.0,
                     if f.omitted > 0 { format!(" The first {} rows; {} more in the table.", f.rows.len(), f.omitted) } else { String::new() }
                 )))

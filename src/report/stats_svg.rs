@@ -32,10 +32,11 @@ fn short(s: &str, max: usize) -> String {
     }
 }
 
-/// A forest plot: one line per row (top to bottom), x the relative change in percent.
+/// A forest plot: one line per row (top to bottom), x the relative change in percent. The colours
+/// and marks are explained in the figure's caption (a legend would cover rows).
 pub fn svg_forest(f: &Forest) -> Result<String> {
     let n = f.rows.len().max(1);
-    let height = (110 + 30 * n) as u32;
+    let height = (150 + 34 * n).max(260) as u32;
     let pct = |v: f64| v * 100.0;
     let mut lo = -pct(f.flat);
     let mut hi = pct(f.flat);
@@ -51,6 +52,8 @@ pub fn svg_forest(f: &Forest) -> Result<String> {
     }
     let pad = (hi - lo).max(1e-9) * 0.08;
     let (lo, hi) = (lo - pad, hi + pad);
+    let names: Vec<String> = f.rows.iter().map(|r| short(&r.name, 40)).collect();
+    let label_width = names.iter().map(|s| s.chars().count()).max().unwrap_or(8);
     let mut buf = String::new();
     {
         let root = SVGBackend::with_string(&mut buf, (PLOT_W, height)).into_drawing_area();
@@ -59,9 +62,8 @@ pub fn svg_forest(f: &Forest) -> Result<String> {
             .caption(short(&f.title, 90), ("sans-serif", 18))
             .margin(14)
             .x_label_area_size(44)
-            .y_label_area_size(230)
+            .y_label_area_size((label_width * 7 + 20).clamp(80, 320) as u32)
             .build_cartesian_2d(lo..hi, -0.5f64..n as f64 - 0.5)?;
-        let names: Vec<String> = f.rows.iter().map(|r| short(&r.name, 34)).collect();
         let fmt_y = |y: &f64| {
             let i = y.round();
             // Row 0 at the top.
@@ -79,23 +81,16 @@ pub fn svg_forest(f: &Forest) -> Result<String> {
             .y_labels(n)
             .y_label_formatter(&fmt_y)
             .disable_y_mesh()
-            .light_line_style(RGBColor(238, 238, 238))
+            .light_line_style(WHITE)
+            .bold_line_style(RGBColor(232, 232, 232))
             .label_style(("sans-serif", 13))
             .axis_desc_style(("sans-serif", 14))
             .draw()?;
         // The flat band: changes within it count as no effect.
-        chart
-            .draw_series(std::iter::once(Rectangle::new(
-                [(-pct(f.flat), -0.5), (pct(f.flat), n as f64 - 0.5)],
-                RGBColor(200, 200, 200).mix(0.35).filled(),
-            )))?
-            .label(format!("±{}% (flat)", pct(f.flat)))
-            .legend(|(x, y)| {
-                Rectangle::new(
-                    [(x, y - 5), (x + 16, y + 5)],
-                    RGBColor(200, 200, 200).filled(),
-                )
-            });
+        chart.draw_series(std::iter::once(Rectangle::new(
+            [(-pct(f.flat), -0.5), (pct(f.flat), n as f64 - 0.5)],
+            RGBColor(190, 190, 190).mix(0.45).filled(),
+        )))?;
         chart.draw_series(std::iter::once(PathElement::new(
             vec![(0.0, -0.5), (0.0, n as f64 - 0.5)],
             BLACK.stroke_width(1),
@@ -114,34 +109,14 @@ pub fn svg_forest(f: &Forest) -> Result<String> {
                 )))?;
             }
             chart.draw_series(std::iter::once(Circle::new((pct(r.change), y), 5, c.filled())))?;
+            if let Some(p) = r.paper {
+                chart.draw_series(std::iter::once(Cross::new(
+                    (pct(p), y),
+                    6,
+                    RGBColor(31, 119, 180).stroke_width(2),
+                )))?;
+            }
         }
-        let papers: Vec<(f64, f64)> = f
-            .rows
-            .iter()
-            .enumerate()
-            .filter_map(|(i, r)| r.paper.map(|p| (pct(p), n as f64 - 1.0 - i as f64)))
-            .collect();
-        if !papers.is_empty() {
-            chart
-                .draw_series(
-                    papers
-                        .iter()
-                        .map(|p| Cross::new(*p, 6, RGBColor(31, 119, 180).stroke_width(2))),
-                )?
-                .label("the paper's change")
-                .legend(|(x, y)| Cross::new((x + 8, y), 5, RGBColor(31, 119, 180).stroke_width(2)));
-        }
-        chart
-            .draw_series(std::iter::empty::<Circle<(f64, f64), i32>>())?
-            .label("ours, 95% interval (red up, green down, grey flat, amber inconclusive)")
-            .legend(|(x, y)| Circle::new((x + 8, y), 5, RGBColor(200, 130, 0).filled()));
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .label_font(("sans-serif", 13))
-            .draw()?;
         root.present()?;
     }
     Ok(buf)
@@ -167,11 +142,19 @@ pub fn svg_evp(e: &Evp, title: &str) -> Result<String> {
             .x_label_area_size(44)
             .y_label_area_size(72)
             .build_cartesian_2d(0.5f64..n + 0.5, ylo - pad..yhi + pad)?;
+        let whole = |x: &f64| {
+            if (x - x.round()).abs() < 1e-6 {
+                format!("{x:.0}")
+            } else {
+                String::new()
+            }
+        };
         chart
             .configure_mesh()
             .x_desc("Configurations tried (k)")
             .y_desc(format!("Expected best {}", e.metric))
-            .x_label_formatter(&|x| format!("{x:.0}"))
+            .x_labels((n as usize).clamp(2, 12))
+            .x_label_formatter(&whole)
             .y_label_formatter(&|y| format!("{y:.2}"))
             .light_line_style(RGBColor(238, 238, 238))
             .label_style(("sans-serif", 13))

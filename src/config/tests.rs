@@ -502,3 +502,151 @@ fn the_bracket_check_names_the_budget_that_fills_every_bracket() {
     let (_d, p) = setup(&open);
     assert!(load(&p, None, &[]).is_ok());
 }
+
+/// `BASE` with `lines` under `[sweep]` (they land on line 4 and below).
+fn with_sweep_keys(lines: &str) -> String {
+    BASE.replace("kind = \"ablation\"\n", &format!("kind = \"ablation\"\n{lines}"))
+}
+
+#[test]
+fn seeds_replicate_every_row_and_keep_the_rows_own_trials() {
+    let grid = "[grid]\nblock_size = [128, 64]\n";
+    let (_d, plain) = setup(&format!("{BASE}seed = 42\n{grid}"));
+    let plain = load(&plain, None, &[]).unwrap();
+    assert_eq!(plain.seeds, None);
+    assert_eq!(plain.flat, crate::stats::FLAT);
+    assert_eq!(plain.spec_json()["seeds"], Json::Null);
+    let body = format!("{}seed = 42\n{grid}", with_sweep_keys("seeds = [42, 1, 2]\n"));
+    let p = _d.path().join("exp/seeds.toml");
+    std::fs::write(&p, body).unwrap();
+    let s = load(&p, None, &[]).unwrap();
+    assert_eq!(s.seeds, Some(vec![42, 1, 2]));
+    assert_eq!(s.spec_json()["seeds"], serde_json::json!([42, 1, 2]));
+    // Seed by seed: the first seed's whole table, then the next seed's.
+    let rows: Vec<(String, u64, bool)> = s
+        .trials
+        .iter()
+        .map(|t| {
+            (
+                Json::Object(t.label.clone()).to_string(),
+                t.config.seed,
+                t.is_baseline,
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            (r#"{"block_size":128,"seed":42}"#.to_string(), 42, true),
+            (r#"{"block_size":64,"seed":42}"#.to_string(), 42, false),
+            (r#"{"block_size":128,"seed":1}"#.to_string(), 1, true),
+            (r#"{"block_size":64,"seed":1}"#.to_string(), 1, false),
+            (r#"{"block_size":128,"seed":2}"#.to_string(), 2, true),
+            (r#"{"block_size":64,"seed":2}"#.to_string(), 2, false),
+        ]
+    );
+    // The seed-42 replicates are the trials of the sweep without seeds (same config, same hash).
+    assert_eq!(s.trials[0].config, plain.trials[0].config);
+    assert_eq!(s.trials[1].config, plain.trials[1].config);
+    // A profile's seeds replace [sweep]'s; --seeds replaces both. Flat likewise.
+    let body = format!(
+        "{}{grid}[profile.q]\nseeds = [7, 8]\nflat = 0.01\n",
+        with_sweep_keys("seeds = [42, 1, 2]\nflat = 0.002\n")
+    );
+    let (_d, p) = setup(&body);
+    assert_eq!(load(&p, None, &[]).unwrap().flat, 0.002);
+    let q = load(&p, Some("q"), &[]).unwrap();
+    assert_eq!((q.seeds, q.flat), (Some(vec![7, 8]), 0.01));
+    assert_eq!(q.trials.len(), 4);
+    let f = load_with(&p, Some("q"), &[], Some("3, 4,5")).unwrap();
+    assert_eq!(f.seeds, Some(vec![3, 4, 5]));
+    let f = load_with(&p, None, &[], Some("9")).unwrap();
+    assert_eq!(f.trials.iter().map(|t| t.config.seed).collect::<Vec<_>>(), [9, 9]);
+}
+
+#[test]
+fn bad_seeds_and_flat_name_the_place_and_the_fix() {
+    let grid = "[grid]\nblock_size = [128, 64]\n";
+    let cases: &[(&str, &str, &str)] = &[
+        ("seeds = []", ":4:9: sweep.seeds: empty list of seeds; fix: give at least one", ""),
+        ("seeds = 42", ":4:9: sweep.seeds: expected a list of seeds, found an integer", ""),
+        ("seeds = [42, \"1\"]", ":4:14: sweep.seeds: a seed is a non-negative integer, found a string", ""),
+        ("seeds = [42, 1.5]", ":4:14: sweep.seeds: a seed is a non-negative integer, found a float", ""),
+        ("seeds = [42, -1]", ":4:14: sweep.seeds: a seed is a non-negative integer, found a negative integer", ""),
+        ("seeds = [42, 1, 42]", ":4:17: sweep.seeds: seed 42 is listed twice; fix: list each seed once", ""),
+        ("flat = 0", ":4:8: sweep.flat: 0 is outside (0, 0.5)", ""),
+        ("flat = 0.5", ":4:8: sweep.flat: 0.5 is outside (0, 0.5)", ""),
+        ("flat = -0.1", ":4:8: sweep.flat: -0.1 is outside (0, 0.5)", ""),
+        ("flat = \"1%\"", ":4:8: sweep.flat: expected a number, found a string; fix: write e.g. `flat = 0.001`", ""),
+        ("seedz = [1]", ":4:1: sweep.seedz: unknown key; fix: use name, title, description, kind, seeds, flat", ""),
+    ];
+    for (line, want, _) in cases {
+        let e = err(&format!("{}{grid}", with_sweep_keys(&format!("{line}\n"))), &[]);
+        assert!(e.contains(want), "{line}: {e}");
+    }
+    // An unused profile is checked too.
+    let e = err(&format!("{BASE}{grid}[profile.q]\nseeds = [1, 1]\n"), &[]);
+    assert!(e.contains(":16:13: profile.q.seeds: seed 1 is listed twice"), "{e}");
+    // `seed` as an axis (or set for every trial) and `seeds` together.
+    let seeds = with_sweep_keys("seeds = [42, 1]\n");
+    let e = err(&format!("{seeds}[grid]\nseed = [1, 2]\n"), &[]);
+    assert!(
+        e.contains(":15:8: grid.seed: sets `seed`, and `seeds` (") && e.contains("s.toml:4:9)"),
+        "{e}"
+    );
+    assert!(e.contains("fix: keep one"), "{e}");
+    let e = err(
+        &format!("{seeds}[grid]\npair = [{{ seed = 3, block_size = 64 }}]\n"),
+        &[],
+    );
+    assert!(e.contains("grid.pair: sets `seed`"), "{e}");
+    let e = err(&format!("{seeds}{grid}"), &["seed=7"]);
+    assert!(
+        e.contains("--set seed=7: seed: sets one seed for every trial") && e.contains("fix:"),
+        "{e}"
+    );
+    // --seeds: the flag is the place.
+    let (_d, p) = setup(&format!("{BASE}{grid}"));
+    for (flag, want) in [
+        ("1,x", "--seeds 1,x: not a list of seeds; fix: write e.g. `--seeds 42,1,2`"),
+        ("1,1", "--seeds 1,1: --seeds: seed 1 is listed twice"),
+        ("-3", "--seeds -3: --seeds: a seed is a non-negative integer"),
+        ("", "--seeds : --seeds: empty list of seeds"),
+    ] {
+        let e = load_with(&p, None, &[], Some(flag)).unwrap_err();
+        assert!(e.downcast_ref::<UsageError>().is_some());
+        assert!(format!("{e:#}").contains(want), "{flag}: {e:#}");
+    }
+    // A search has no rows to replicate.
+    let search = BASE.replace("kind = \"ablation\"", "kind = \"random\"\nseeds = [1, 2]")
+        + "[search]\ntrials = 3\n[space]\nlearning_rate = { log_uniform = [1e-4, 1e-2] }\n";
+    let e = err(&search, &[]);
+    assert!(e.contains(":4:9: seeds: a random search suggests its trials one at a time"), "{e}");
+}
+
+#[test]
+fn until_decided_needs_a_baseline_row_and_two_seeds() {
+    let (_d, p) = setup(&format!(
+        "{}[grid]\nblock_size = [128, 64]\n",
+        with_sweep_keys("seeds = [42, 1, 2]\n")
+    ));
+    let s = load(&p, None, &[]).unwrap();
+    s.check_until_decided(10).unwrap();
+    let e = format!("{:#}", s.check_until_decided(1).unwrap_err());
+    assert!(e.contains("--max-seeds 1: an interval needs at least 2 seeds; fix: use --max-seeds 3 or more"), "{e}");
+    let e = format!("{:#}", s.check_until_decided(2).unwrap_err());
+    assert!(e.contains("--max-seeds 2: ") && e.contains("already runs 3 seeds"), "{e}");
+    // A grid whose axis leaves out [base]'s value has no baseline row.
+    let (_d, p) = setup(&format!(
+        "{}[grid]\nblock_size = [64, 32]\n",
+        BASE.replace("kind = \"ablation\"", "kind = \"grid\"")
+    ));
+    let s = load(&p, None, &[]).unwrap();
+    let e = s.check_until_decided(10).unwrap_err();
+    assert!(e.downcast_ref::<UsageError>().is_some());
+    let e = format!("{e:#}");
+    assert!(
+        e.contains("--until-decided: ") && e.contains("has no baseline row") && e.contains("fix:"),
+        "{e}"
+    );
+}

@@ -25,6 +25,9 @@ pub struct SweepFileArgs {
     /// Override a key for every trial (`--set learning_rate=1e-4`), or an axis (`--set grid.seed=[1,2]`).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub sets: Vec<String>,
+    /// Run every row once per seed (`--seeds 42,1,2`), replacing the file's `seeds`.
+    #[arg(long, value_name = "S1,S2,...", allow_hyphen_values = true)]
+    pub seeds: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -104,6 +107,13 @@ pub struct RunArgs {
     /// Checkpoint a running trial at least this often (minutes; epoch ends always checkpoint).
     #[arg(long, default_value_t = 10.0)]
     pub checkpoint_minutes: f64,
+    /// Add seeds (42 or the file's seeds, then 1, 2, 3, ...) to each row whose valid-PPL change
+    /// from the baseline row is still inconclusive, until it is up, down or flat.
+    #[arg(long)]
+    pub until_decided: bool,
+    /// With --until-decided: at most this many seeds per row.
+    #[arg(long, default_value_t = 10, requires = "until_decided")]
+    pub max_seeds: usize,
     #[command(flatten)]
     pub cluster: ExecutorArgs,
 }
@@ -187,7 +197,12 @@ fn load_and_identify(
     args: &SweepFileArgs,
     cache_root: &Path,
 ) -> Result<(config::Sweep, Vec<PlannedTrial>)> {
-    let sweep = config::load(&args.file, args.profile.as_deref(), &args.sets)?;
+    let sweep = config::load_with(
+        &args.file,
+        args.profile.as_deref(),
+        &args.sets,
+        args.seeds.as_deref(),
+    )?;
     let planned = plan::identify(&sweep, cache_root)?;
     Ok((sweep, planned))
 }
@@ -230,9 +245,27 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         Box::new(local_executor(&args, &artifacts, &cache))
     };
     exec.check_flags()?;
-    let (sweep, planned) = load_and_identify(&args.sweep, &cache)?;
-    let (ledger, batch, code) =
-        super::run_sweep(&mut *exec, &args.ledger.url(), &sweep, &planned, &cache)?;
+    let sweep = config::load_with(
+        &args.sweep.file,
+        args.sweep.profile.as_deref(),
+        &args.sweep.sets,
+        args.sweep.seeds.as_deref(),
+    )?;
+    let until = if args.until_decided {
+        sweep.check_until_decided(args.max_seeds)?;
+        Some(super::decide::UntilDecided::new(&sweep, args.max_seeds))
+    } else {
+        None
+    };
+    let planned = plan::identify(&sweep, &cache)?;
+    let (ledger, batch, code) = super::run_sweep(
+        &mut *exec,
+        &args.ledger.url(),
+        &sweep,
+        &planned,
+        &cache,
+        until.as_ref(),
+    )?;
     if args.cluster.executor != "slurm" {
         write_report(&ledger.url, &batch.name, &artifacts);
     }

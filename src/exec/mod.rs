@@ -9,6 +9,7 @@
 //! worker` the third through [`drain`].
 
 pub mod cli;
+pub mod decide;
 pub mod local;
 pub mod plan_view;
 pub mod prune;
@@ -113,6 +114,9 @@ pub struct Batch {
     pub trials: Vec<NewTrial>,
     /// The search sweeps among the batch's, which suggest more trials when these are taken.
     pub search: Vec<search::Searcher>,
+    /// The sweeps among the batch's that run until decided, which add seeds while rows are
+    /// undecided.
+    pub decide: Vec<decide::Decider>,
 }
 
 impl Batch {
@@ -157,22 +161,28 @@ const EXECUTOR_SPEC_KEYS: [&str; 1] = [slurm::SPEC_KEY];
 
 /// Records a sweep file's trials (keeping the executors' annotations of an existing row) and marks
 /// the trials of dead workers interrupted. A search sweep records its row only: its trials are
-/// the ones it has suggested so far, and it suggests more while it runs.
+/// the ones it has suggested so far, and it suggests more while it runs. A sweep run `until`
+/// decided keeps the seed replicates it added before (its trials are the file's plus those).
 pub fn record(
     ledger: &Ledger,
     sweep: &config::Sweep,
     planned: &[PlannedTrial],
     cache_root: &Path,
+    until: Option<&decide::UntilDecided>,
 ) -> Result<Batch> {
     let s = &*ledger.store;
     let name = ledger_name(sweep);
     let mut spec = sweep.spec_json();
-    if let (Some(old), Some(new)) = (s.sweep_by_name(&name)?, spec.as_object_mut()) {
+    let old = s.sweep_by_name(&name)?;
+    if let (Some(old), Some(new)) = (&old, spec.as_object_mut()) {
         for key in EXECUTOR_SPEC_KEYS {
             if let Some(v) = old.spec.get(key) {
                 new.insert(key.to_string(), v.clone());
             }
         }
+    }
+    if let (Some(u), Some(new)) = (until, spec.as_object_mut()) {
+        new.insert(decide::SPEC_KEY.to_string(), u.spec_json());
     }
     let row = NewSweep {
         name: name.clone(),
@@ -202,9 +212,13 @@ pub fn record(
             sweep: Some(row),
             trials: Vec::new(),
             search: searcher.into_iter().collect(),
+            decide: Vec::new(),
         });
     }
-    let trials = ledger_trials(planned)?;
+    let mut trials = ledger_trials(planned)?;
+    if let (Some(old), Some(_)) = (&old, until) {
+        trials.extend(added_replicates(&s.sweep_trials(old.id)?, &trials));
+    }
     let recorded = s.record_sweep(&row, &trials)?;
     let labels = recorded
         .trial_ids
@@ -213,6 +227,18 @@ pub fn record(
         .map(|(id, t)| (*id, label_text(&t.label)))
         .collect();
     let recovered = recover_dead(s, &recorded.trial_ids)?;
+    let decide = until
+        .map(|u| {
+            decide::Decider::new(
+                u.clone(),
+                recorded.sweep_id,
+                &name,
+                sweep.flat,
+                cache_root,
+            )
+        })
+        .into_iter()
+        .collect();
     Ok(Batch {
         name,
         trial_ids: recorded.trial_ids,
@@ -222,7 +248,29 @@ pub fn record(
         sweep: Some(row),
         trials,
         search: Vec::new(),
+        decide,
     })
+}
+
+/// The members of a recorded sweep that `--until-decided` added: seed replicates of a planned
+/// row (same label but for `seed`) that the plan itself does not have.
+fn added_replicates(old: &[store::SweepTrial], planned: &[NewTrial]) -> Vec<NewTrial> {
+    let row_of = |label: &Json| -> serde_json::Map<String, Json> {
+        let mut m = label.as_object().cloned().unwrap_or_default();
+        m.remove("seed");
+        m
+    };
+    let rows: Vec<_> = planned.iter().map(|t| row_of(&t.label)).collect();
+    old.iter()
+        .filter(|m| !planned.iter().any(|t| t.hash == m.hash))
+        .filter(|m| rows.contains(&m.row_key()))
+        .map(|m| NewTrial {
+            hash: m.hash.clone(),
+            config: m.config.clone(),
+            label: m.label.clone(),
+            is_baseline: m.is_baseline,
+        })
+        .collect()
 }
 
 /// Re-records a batch's sweep with `value` under an executor's spec key.
@@ -270,10 +318,11 @@ pub fn run_sweep(
     sweep: &config::Sweep,
     planned: &[PlannedTrial],
     cache_root: &Path,
+    until: Option<&decide::UntilDecided>,
 ) -> Result<(Ledger, Batch, ExitCode)> {
     exec.preflight(sweep, planned)?;
     let ledger = Ledger::open(db_url)?;
-    let batch = record(&ledger, sweep, planned, cache_root)?;
+    let batch = record(&ledger, sweep, planned, cache_root, until)?;
     let code = exec.execute(&ledger, &batch)?;
     Ok((ledger, batch, code))
 }
@@ -299,6 +348,7 @@ pub fn drain(
     let mut ids = Vec::new();
     let mut labels = HashMap::new();
     let search = search::searchers_of(&sweeps, cache_root)?;
+    let decide = decide::deciders_of(&sweeps, cache_root);
     for sw in sweeps {
         for st in s.sweep_trials(sw.id)? {
             if !ids.contains(&st.trial.id) {
@@ -316,6 +366,7 @@ pub fn drain(
         sweep: None,
         trials: Vec::new(),
         search,
+        decide,
     };
     exec.execute(ledger, &batch)
 }

@@ -137,8 +137,9 @@ pub struct ScriptSpec<'a> {
     pub job_dir: &'a Path,
     pub work_dir: &'a Path,
     pub command: &'a TrialCommand,
-    /// A search sweep: each task is a `sweep worker` that asks, trains and tells until the
-    /// budget is spent, instead of one listed trial.
+    /// A sweep that grows while it runs (a search, or one run until decided): each task is a
+    /// `sweep worker` that takes, adds, trains and records trials until none is left, instead of
+    /// one listed trial.
     pub search: bool,
 }
 
@@ -219,12 +220,14 @@ pub fn render_script(s: &ScriptSpec) -> String {
     if s.search {
         line("echo \"sweep: search task ${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID} on $(hostname)\"".into());
         line(
-            "# A search task: ask the search for a trial, train it, record it; again until the"
+            "# A search task: ask the search for a trial (or, run until decided, add the next seed"
                 .into(),
         );
         line(
-            "# budget is spent (the trials already suggested and not done are taken first).".into(),
+            "# of an undecided row), train it, record it; again until the budget is spent or every"
+                .into(),
         );
+        line("# row is decided (the trials already added and not done are taken first).".into());
         line(format!(
             "exec {} worker --sweep {} --db \"$SWEEP_DB\" --device {} --checkpoint-minutes {} --retries 0",
             shell_quote(&s.command.exe.display().to_string()),
@@ -320,8 +323,12 @@ impl Executor for Slurm {
         }
         let (todo, _) = super::todo(s, batch, self.policy())?;
         self.say_what_is_submitted(s, batch, &todo)?;
-        // A search's tasks each loop until the budget is spent: as many as may run at once.
-        let to_suggest = batch.total(s)?.saturating_sub(batch.trial_ids.len());
+        // A search's tasks each loop until the budget is spent: as many as may run at once. A
+        // sweep run until decided may add up to max_seeds replicates of each row likewise.
+        let mut to_suggest = batch.total(s)?.saturating_sub(batch.trial_ids.len());
+        for d in &batch.decide {
+            to_suggest += d.until.max_seeds() * batch.trial_ids.len();
+        }
         let tasks = match to_suggest {
             0 => todo.len(),
             n => (todo.len() + n).min(self.max_parallel.unwrap_or(usize::MAX)),
@@ -351,7 +358,11 @@ impl Executor for Slurm {
             .context("recording the Slurm job id in the ledger")?;
         eprintln!(
             "submitted job array {job_id} ({tasks} {}{}); script {}; `sweep status {}` shows progress",
-            if batch.search.is_empty() { "tasks" } else { "search tasks" },
+            match (batch.search.is_empty(), batch.decide.is_empty()) {
+                (true, true) => "tasks",
+                (false, _) => "search tasks",
+                (true, false) => "worker tasks, adding seeds until decided",
+            },
             self.max_parallel
                 .map(|k| format!(", at most {k} at once"))
                 .unwrap_or_default(),
@@ -464,7 +475,7 @@ impl Slurm {
             job_dir: &job_dir,
             work_dir: &cwd,
             command: &command,
-            search: !batch.search.is_empty(),
+            search: !batch.search.is_empty() || !batch.decide.is_empty(),
         });
         let script_path = job_dir.join("job.sbatch");
         write_atomic(&script_path, &script)?;

@@ -15,7 +15,12 @@
 //! Before it takes a trial, a worker fetches the Hub weights of everything it may run into its
 //! machine's Hugging Face cache (or, offline, checks that they are there), and its trials run
 //! with `HF_HUB_OFFLINE=1` from that cache.
+//!
+//! A sweep run until decided grows the same way ([`super::decide::Decider::ask`]): a worker with
+//! nothing to take adds the next seed of an undecided row, or waits for the trials a decision
+//! needs while other workers run them.
 
+use super::decide::{self, Decider};
 use super::search::{Ask, Searcher};
 use super::{recover_dead, Batch, Executor, Ledger, Policy, TrialCommand, EXIT_NOT_CLAIMED};
 use crate::signals::{self, OnSecond};
@@ -75,6 +80,7 @@ impl Executor for Worker {
         let mut lost: Vec<i64> = Vec::new();
         let mut ids = batch.trial_ids.clone();
         let mut searches: Vec<&Searcher> = batch.search.iter().collect();
+        let mut deciders: Vec<&Decider> = batch.decide.iter().collect();
         loop {
             if signals::requests() > 0 {
                 eprintln!("worker: stopping on {}", signals::last_signal_name());
@@ -85,8 +91,9 @@ impl Executor for Worker {
                 eprintln!("worker: {recovered} trial(s) of dead workers marked interrupted");
             }
             // Other workers' suggestions join the sweep too: take theirs when they are free.
-            for searcher in &batch.search {
-                for m in s.sweep_trials(searcher.sweep_id)? {
+            let growing = batch.search.iter().map(|x| x.sweep_id);
+            for sweep_id in growing.chain(batch.decide.iter().map(|d| d.sweep_id)) {
+                for m in s.sweep_trials(sweep_id)? {
                     if !ids.contains(&m.trial.id) {
                         ids.push(m.trial.id);
                     }
@@ -96,8 +103,12 @@ impl Executor for Worker {
             if next.is_none() {
                 next = ask(s, &mut searches, &mut ids)?;
             }
+            let mut waiting = false;
+            if next.is_none() {
+                (next, waiting) = add_seed(s, &mut deciders, &mut ids)?;
+            }
             let Some(t) = next else {
-                if running == 0 && lost.is_empty() {
+                if running == 0 && lost.is_empty() && !waiting {
                     break;
                 }
                 lost.clear();
@@ -186,6 +197,40 @@ fn ask(
         }
     }
     Ok(None)
+}
+
+/// The next seed replicate of the first sweep run until decided that needs one; `true` while a
+/// decision waits for trials that are still running (sweeps with neither are dropped).
+fn add_seed(
+    s: &dyn Store,
+    deciders: &mut Vec<&Decider>,
+    ids: &mut Vec<i64>,
+) -> Result<(Option<TrialRecord>, bool)> {
+    let mut waiting = false;
+    let mut i = 0;
+    while let Some(decider) = deciders.get(i) {
+        match decider.ask(s)? {
+            decide::Ask::Trial { id, label } => {
+                eprintln!("worker: sweep {} is undecided: adding {label}", decider.name);
+                ids.push(id);
+                return Ok((s.trial(id)?, waiting));
+            }
+            decide::Ask::Wait(pending) => {
+                // Running elsewhere: wait. Not running (pending, interrupted): ours to take.
+                for id in pending {
+                    if !ids.contains(&id) {
+                        ids.push(id);
+                    }
+                }
+                waiting = true;
+                i += 1;
+            }
+            decide::Ask::Spent => {
+                deciders.remove(i);
+            }
+        }
+    }
+    Ok((None, waiting))
 }
 
 /// Runs one trial process to its end, passing a stop request on; its exit code.

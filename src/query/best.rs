@@ -1,9 +1,11 @@
 //! `sweep best SWEEP`: the best trial of a sweep by its search metric, with its configuration as a
-//! TOML snippet to paste into `[base]` (or as JSON).
+//! TOML snippet to paste into `[base]` (or as JSON). With seed replicates the best *row* wins, by
+//! its mean over seeds, so one lucky seed does not pick the configuration.
 
 use crate::error::UsageError;
 use crate::search::{Direction, METRICS};
 use crate::store::{SweepRecords, SweepTrial, TrialState};
+use crate::stats::Summary;
 use anyhow::Result;
 use serde_json::{json, Value as Json};
 
@@ -13,7 +15,12 @@ pub struct Best<'a> {
     pub trial: &'a SweepTrial,
     pub metric: String,
     pub direction: Direction,
+    /// The trial's value, or with replicates the row's mean over its seeds.
     pub value: f64,
+    /// The seeds behind `value` (1 without replicates).
+    pub n: usize,
+    /// With replicates: the half-width of the mean's 95% interval.
+    pub half_width: Option<f64>,
     /// Trials of the sweep by state, for the header line.
     pub completed: usize,
     pub pruned: usize,
@@ -44,20 +51,34 @@ fn objective(r: &SweepRecords, metric: Option<&str>) -> Result<(String, Directio
     Ok((metric, direction))
 }
 
-/// The best completed trial (the first of equals, by position).
+/// The best completed trial (the first of equals, by position); with seed replicates, the first
+/// trial of the row with the best mean.
 pub fn best<'a>(r: &'a SweepRecords, metric: Option<&str>) -> Result<Best<'a>> {
     let (metric, direction) = objective(r, metric)?;
     let count = |s: TrialState| r.trials.iter().filter(|t| t.state == s).count();
-    let mut best: Option<(&SweepTrial, f64)> = None;
+    // Rows (label without seed) in position order, each with its completed values.
+    let mut rows: Vec<(serde_json::Map<String, Json>, Vec<(&SweepTrial, f64)>)> = Vec::new();
     for t in r.trials.iter().filter(|t| t.state == TrialState::Completed) {
         let Some(v) = t.results.get(&metric).filter(|v| v.is_finite()) else {
             continue;
         };
-        if best.is_none_or(|(_, b)| direction.better(v, b)) {
-            best = Some((t, v));
+        let key = t.row_key();
+        match rows.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, vs)) => vs.push((t, v)),
+            None => rows.push((key, vec![(t, v)])),
         }
     }
-    let Some((trial, value)) = best else {
+    let mut best: Option<(&SweepTrial, Summary)> = None;
+    for (_, vs) in &rows {
+        let values: Vec<f64> = vs.iter().map(|(_, v)| *v).collect();
+        let Some(s) = Summary::of(&values) else {
+            continue;
+        };
+        if best.is_none_or(|(_, b)| direction.better(s.mean, b.mean)) {
+            best = Some((vs[0].0, s));
+        }
+    }
+    let Some((trial, s)) = best else {
         return Err(UsageError(format!(
             "sweep {}: no completed trial has {metric} yet ({} trial(s): {} completed, {} \
              pruned); fix: run it first (`sweep run FILE`), see `sweep status {}`",
@@ -73,7 +94,9 @@ pub fn best<'a>(r: &'a SweepRecords, metric: Option<&str>) -> Result<Best<'a>> {
         trial,
         metric,
         direction,
-        value,
+        value: s.mean,
+        n: s.n,
+        half_width: s.half_width(),
         completed: count(TrialState::Completed),
         pruned: count(TrialState::Pruned),
         total: r.trials.len(),
@@ -123,13 +146,16 @@ pub fn to_toml(b: &Best, sweep: &str) -> Result<String> {
         .iter()
         .map(|(k, v)| toml_line(k, v))
         .collect::<Result<_>>()?;
+    let value = match b.half_width {
+        Some(h) => format!("{} ± {h} (mean of {} seeds, 95% interval)", b.value, b.n),
+        None => b.value.to_string(),
+    };
     Ok(format!(
-        "# best of sweep {sweep}: trial {} [{}], {} = {} ({}; {} trial(s): {} completed, {} \
+        "# best of sweep {sweep}: trial {} [{}], {} = {value} ({}; {} trial(s): {} completed, {} \
          pruned)\n# paste under [base]:\n{body}",
         b.trial.id,
         b.trial.short_hash(),
         b.metric,
-        b.value,
         b.direction.as_str(),
         b.total,
         b.completed,
@@ -145,6 +171,8 @@ pub fn to_json(b: &Best, sweep: &str) -> Json {
         "metric": b.metric,
         "direction": b.direction,
         "value": b.value,
+        "n": b.n,
+        "half_width": b.half_width,
         "label": b.trial.label,
         "config": b.trial.config,
         "trials": {"total": b.total, "completed": b.completed, "pruned": b.pruned},
@@ -230,5 +258,30 @@ mod tests {
         assert_eq!(parsed["data"]["sources"][0].as_str(), Some("/d/x.tsv"));
         assert!(!parsed.contains_key("max_steps"), "nulls are left out");
         assert_eq!(to_json(&b, "s")["value"], json!(250.0));
+    }
+
+    #[test]
+    fn with_seeds_the_best_row_mean_wins_over_a_lucky_seed() {
+        let mut r = records(json!({"metric": "valid_ppl"}));
+        // Row lr=1e-3 gets seeds 1 and 2 (300, 200, 220: mean 240); row 3e-3 stays at 250 with
+        // one seed. The single best trial (200) is in the first row, and so is the best mean.
+        for (id, ppl) in [(5, 200.0), (6, 220.0)] {
+            let mut t = trial(id, TrialState::Completed, Some(ppl), 1e-3);
+            t.label = json!({"learning_rate": 1e-3, "seed": id});
+            r.trials.push(t);
+        }
+        let b = best(&r, None).unwrap();
+        assert_eq!((b.trial.id, b.n), (1, 3));
+        assert!((b.value - 240.0).abs() < 1e-9);
+        assert!(b.half_width.is_some_and(|h| h > 0.0));
+        assert!(to_toml(&b, "s").unwrap().contains("(mean of 3 seeds, 95% interval)"));
+        // A lucky seed: row 3e-3 now has 400 and 100 (mean 250). Its 100 is the best single
+        // trial, but the row's mean loses to 1e-3's 240.
+        let mut t = trial(7, TrialState::Completed, Some(100.0), 3e-3);
+        t.label = json!({"learning_rate": 3e-3, "seed": 7});
+        r.trials.push(t);
+        r.trials[2].results.valid_ppl = Some(400.0);
+        let b = best(&r, None).unwrap();
+        assert_eq!((b.trial.id, b.n), (1, 3), "mean 240 beats mean 250");
     }
 }

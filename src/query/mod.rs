@@ -152,8 +152,9 @@ pub fn run_results(args: ResultsArgs) -> Result<ExitCode> {
     let records = store::load_sweep(ledger.as_ref(), &args.sweep)?;
     drop(ledger);
     let table = data::paper_table(&records);
-    let groups = crate::report::score::reproduction(&table, &records.sweep.spec);
-    print!("{}", format_results(&table, &groups, args.format)?);
+    let effects = crate::report::effects::effects(&records, &table);
+    let groups = crate::report::score::reproduction(&table, &records.sweep.spec, &effects);
+    print!("{}", format_results(&table, &groups, &effects, args.format)?);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -291,7 +292,8 @@ mod tests {
             store::load_sweep(ledger.as_ref(), "block_size").unwrap()
         };
         let t = data::paper_table(&records);
-        let groups = crate::report::score::reproduction(&t, &records.sweep.spec);
+        let effects = crate::report::effects::effects(&records, &t);
+        let groups = crate::report::score::reproduction(&t, &records.sweep.spec, &effects);
         for (name, f) in [
             ("results_table", ResultsFormat::Table),
             ("results_markdown", ResultsFormat::Markdown),
@@ -299,13 +301,13 @@ mod tests {
             ("results_csv", ResultsFormat::Csv),
             ("results_json", ResultsFormat::Json),
         ] {
-            insta::assert_snapshot!(name, format_results(&t, &groups, f).unwrap());
+            insta::assert_snapshot!(name, format_results(&t, &groups, &effects, f).unwrap());
         }
-        let md = format_results(&t, &groups, ResultsFormat::Markdown).unwrap();
+        let md = format_results(&t, &groups, &effects, ResultsFormat::Markdown).unwrap();
         assert!(md.starts_with(
             "| Model | Block Size | Train Loss | Valid Loss | Train PPL | Valid PPL |"
         ));
-        assert!(md.contains("gpt2-tiny\\* | 512 | **3.9200 ± 0.0283**"));
+        assert!(md.contains("gpt2-tiny\\* | 512 | 2 | **3.9200 ± 0.2541**"));
     }
 
     #[test]
@@ -317,7 +319,9 @@ mod tests {
         assert_eq!(n, 122);
         let text = String::from_utf8(csv_out).unwrap();
         assert_eq!(text.lines().count(), 123);
-        assert!(text.starts_with("trial_id,trial_hash,label,step,epoch,split,loss,ppl,tokens_seen,lr,tokens_per_s,created_at,sweep\n"));
+        assert!(text.starts_with("trial_id,trial_hash,label,step,epoch,split,loss,ppl,tokens_seen,lr,tokens_per_s,created_at,sweep,row,seed\n"));
+        // The baseline's two seeds share a row.
+        assert!(text.lines().nth(1).unwrap().ends_with(",block_size,\"{\"\"block_size\"\":512}\",1"), "{}", text.lines().nth(1).unwrap());
         let mut json_out = Vec::new();
         export(&db, "block_size", ExportFormat::Json, &mut json_out).unwrap();
         let v: Value = serde_json::from_slice(&json_out).unwrap();
@@ -325,6 +329,7 @@ mod tests {
         assert_eq!(arr.len(), 122);
         assert_eq!(arr[0]["label"]["block_size"], 512);
         assert_eq!(arr[0]["sweep"], "block_size");
+        assert_eq!((arr[0]["row"].clone(), arr[0]["seed"].clone()), (serde_json::json!({"block_size": 512}), serde_json::json!(1)));
         let err = export(&db, "missing", ExportFormat::Csv, &mut Vec::new()).unwrap_err();
         assert!(format!("{err:#}").contains("known sweeps: block_size"));
     }

@@ -1,4 +1,5 @@
-// sweep serve: keeps the running trials' loss curves of a sweep page current without a reload.
+// sweep serve: keeps the running trials' loss curves of a sweep page current without a reload,
+// and its effects table (each row against the baseline over seeds) as seeds finish.
 // Long-polls /api/sweep/NAME/running?v=VERSION (the server answers when a trial records a row,
 // starts or stops) and redraws each trial's inline SVG with the geometry of src/serve/live.rs.
 // Ledger text is only ever set with textContent.
@@ -101,6 +102,24 @@
     for (var i = 0; i < done.length - KEEP_DONE; i++) done[i].remove();
     var none = root.querySelector(".none");
     if (none) none.hidden = snap.trials.length > 0;
+    applyEffects(snap.effects);
+  }
+
+  // The report's effects table (valid PPL against the baseline over seeds), refilled as seeds
+  // finish; the forest plots below it are the page's (reload for new ones).
+  function applyEffects(rows) {
+    var table = document.getElementById("effects-table");
+    if (!table || !rows || !rows.length) return;
+    var left = table.querySelectorAll("thead th.l").length;
+    var body = table.querySelector("tbody");
+    while (body.firstChild) body.removeChild(body.firstChild);
+    rows.forEach(function (r) {
+      var tr = el(null, "tr", { "data-row": r.row }, body);
+      r.cells.forEach(function (c, i) {
+        el(null, "td", i < left ? { "class": "l" } : {}, tr).textContent = c;
+      });
+    });
+    table.setAttribute("data-updates", String(updates + 1));
   }
 
   function poll() {

@@ -1,5 +1,6 @@
-//! The running trials of a sweep, live: their snapshot (pure over the ledger's records), the
-//! JSON endpoint that long-polls for a change, the inline SVG of a curve and the page script.
+//! The running trials of a sweep, live: their snapshot (pure over the ledger's records) with the
+//! rows' effects over seeds, the JSON endpoint that long-polls for a change, the inline SVG of a
+//! curve and the page script.
 
 use anyhow::Result;
 use axum::extract::{Path as UrlPath, Query, State};
@@ -12,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use super::{AppError, AppState};
 use crate::report::data::format_value;
+use crate::report::effects;
 use crate::report::markup::num;
 use crate::report::plots::thin;
 use crate::store::{self, MetricRecord, Reader, SweepTrial, TrialState};
@@ -40,12 +42,42 @@ pub struct LiveTrial {
     pub valid: Vec<(f64, f64)>,
 }
 
-/// The running trials of one sweep; `version` changes whenever a trial starts, stops or records
-/// a row.
+/// The running trials of one sweep and its rows' effects; `version` changes whenever a trial
+/// starts, stops, records a row or completes.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Snapshot {
     pub version: String,
     pub trials: Vec<LiveTrial>,
+    /// The report's effects table (valid PPL against the baseline, over seeds), row by row as
+    /// text: `live.js` refills the table with it as seeds finish. Empty without seeds.
+    pub effects: Vec<LiveEffect>,
+}
+
+/// One row of the effects table: the row's name and its cells as the report shows them.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct LiveEffect {
+    pub row: String,
+    pub cells: Vec<String>,
+}
+
+/// The effects table of a sweep's members (their final numbers; no metric rows needed).
+fn live_effects(sweep: &store::SweepRecord, members: Vec<SweepTrial>) -> Vec<LiveEffect> {
+    let records = store::SweepRecords {
+        sweep: sweep.clone(),
+        trials: members,
+        metrics: Vec::new(),
+        samples: Vec::new(),
+    };
+    let table = crate::report::data::paper_table(&records);
+    let e = effects::effects(&records, &table);
+    if !effects::shows_effects(&table, &e) {
+        return Vec::new();
+    }
+    effects::effect_table(&table, &e, crate::report::data::Metric::ValidPpl)
+        .1
+        .into_iter()
+        .map(|(row, cells)| LiveEffect { row, cells })
+        .collect()
 }
 
 /// `#id k=v ...` from a trial's row label.
@@ -86,17 +118,25 @@ pub fn snapshot(reader: &dyn Reader, name: &str) -> Result<Snapshot> {
     let sweep = store::read::sweep_named(reader, name)?;
     let mut trials = Vec::new();
     let mut version = Vec::new();
-    for t in reader.sweep_trials(sweep.id)? {
+    let members = reader.sweep_trials(sweep.id)?;
+    for t in &members {
         if t.state != TrialState::Running {
             continue;
         }
         let metrics = reader.metrics(t.id)?;
         version.push(format!("{}:{}:{}", t.id, t.attempts, metrics.len()));
-        trials.push(live_trial(&t, &metrics));
+        trials.push(live_trial(t, &metrics));
     }
+    // A seed that completes changes the effects even when no trial is running any more.
+    let completed = members
+        .iter()
+        .filter(|t| t.state == TrialState::Completed)
+        .count();
+    version.push(format!("done:{completed}"));
     Ok(Snapshot {
         version: version.join(","),
         trials,
+        effects: live_effects(&sweep, members),
     })
 }
 

@@ -204,6 +204,7 @@ fn curves_of(t: &TrialRecord, metrics: &[MetricRecord]) -> Vec<Curve> {
                 name: split.to_string(),
                 split: split.to_string(),
                 points: thin(&pts, MAX_CURVE_POINTS),
+                err: None,
             })
         })
         .collect()

@@ -6,7 +6,8 @@
 //! covers the sources' content, so moving the data or the project does not change identities),
 //! `data_manifest` is the prepared data's manifest hash, `tokenizer` the tokenizer's id and
 //! `model_weights` the sha256 of `model.safetensors` when `model` is a checkpoint directory (whose
-//! path then leaves the hash, like `data.sources`).
+//! path then leaves the hash, like `data.sources`), or the recipe of the local pretraining it
+//! fine-tunes from (`train::pretrain::recipe_id`).
 //! Canonical JSON sorts keys and drops nulls, so adding an optional field with a `None` default
 //! to `TrialConfig` keeps existing identities.
 
@@ -129,6 +130,12 @@ impl<'a> Identifier<'a> {
                 ModelSpec::Preset(_) => None,
             })
             .clone();
+        // A local pretraining's weights are named by its recipe (config, data, tokenizer, trainer
+        // numerics): a trial must not keep its identity when the start it fine-tunes from changes.
+        let weights = match crate::train::pretrain::recipe_id(cfg, &data_hash, &tokenizer_id) {
+            Some(id) => Some(id?),
+            None => weights,
+        };
         Ok(Identity {
             hash: cfg.identity_hash(&data_hash, &tokenizer_id, weights.as_deref())?,
             data_hash,
@@ -214,6 +221,7 @@ mod tests {
             seed: 42,
             dropout: 0.1,
             max_train_tokens: None,
+            skip_train_tokens: None,
             max_steps: Some(5),
             eval_every: None,
             eval_tokens: None,

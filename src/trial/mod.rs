@@ -84,6 +84,10 @@ pub struct TrialConfig {
     /// Train on at most this many tokens per epoch (a prefix of the training blocks).
     #[serde(default)]
     pub max_train_tokens: Option<u64>,
+    /// Leave out this many tokens at the start of the training split: training reads the blocks
+    /// after them (a local pretraining skips the prefix that quick trials fine-tune on).
+    #[serde(default)]
+    pub skip_train_tokens: Option<u64>,
     /// Stop after this many optimizer steps in total.
     #[serde(default)]
     pub max_steps: Option<u64>,

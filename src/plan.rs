@@ -6,7 +6,8 @@
 //! covers the sources' content, so moving the data or the project does not change identities),
 //! `data_manifest` is the prepared data's manifest hash, `tokenizer` the tokenizer's id and
 //! `model_weights` the content of the starting weights: the sha256 of `model.safetensors` when
-//! `model` is a checkpoint directory, and for a Hugging Face Hub model (a hub preset such as
+//! `model` is a checkpoint directory, the recipe of the local pretraining a
+//! trial fine-tunes from (`train::pretrain::recipe_id`), and for a Hugging Face Hub model (a hub preset such as
 //! `distilgpt2`, or `org/name[@revision]`) the SHA-256 of its `model.safetensors` and of its
 //! `config.json` at the commit the revision resolves to ([`crate::checkpoint::hub`]). The name or
 //! path then leaves the hash, like `data.sources`: `distilgpt2`, `distilbert/distilgpt2@main` and
@@ -154,6 +155,12 @@ impl<'a> Identifier<'a> {
             }
         };
         let weights = self.weights_of(&cfg.model)?;
+        // A local pretraining's weights are named by its recipe (config, data, tokenizer, trainer
+        // numerics): a trial must not keep its identity when the start it fine-tunes from changes.
+        let weights = match crate::train::pretrain::recipe_id(cfg, &data_hash, &tokenizer_id) {
+            Some(id) => Some(id?),
+            None => weights,
+        };
         Ok(Identity {
             hash: cfg.identity_hash(&data_hash, &tokenizer_id, weights.as_deref())?,
             data_hash,
@@ -249,6 +256,7 @@ mod tests {
             seed: 42,
             dropout: 0.1,
             max_train_tokens: None,
+            skip_train_tokens: None,
             max_steps: Some(5),
             eval_every: None,
             eval_tokens: None,

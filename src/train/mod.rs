@@ -436,3 +436,46 @@ pub fn environment(ctx: &RunContext) -> serde_json::Value {
         "os": std::env::consts::OS,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(max_train_tokens: Option<u64>, skip: Option<u64>) -> TrialConfig {
+        serde_json::from_value(serde_json::json!({
+            "model": "gpt2-tiny", "data": {"sources": ["x.tsv"]}, "block_size": 100,
+            "batch_size": 2, "grad_accum": 1, "learning_rate": 1e-3, "weight_decay": 0.0,
+            "epochs": 2, "max_train_tokens": max_train_tokens, "skip_train_tokens": skip,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn skipped_tokens_leave_the_schedule_in_whole_blocks() {
+        // 50 blocks; skipping 1,050 tokens leaves out 10 whole blocks.
+        assert_eq!(schedule_sizes(&cfg(None, None), 50).unwrap(), (50, 25, 50));
+        assert_eq!(
+            schedule_sizes(&cfg(None, Some(1_050)), 50).unwrap(),
+            (40, 20, 40)
+        );
+        // The cap counts from the first block after the skipped ones.
+        assert_eq!(
+            schedule_sizes(&cfg(Some(600), Some(1_000)), 50).unwrap(),
+            (6, 3, 6)
+        );
+        let err = schedule_sizes(&cfg(None, Some(5_000)), 50).unwrap_err();
+        assert!(err.to_string().contains("only 0 training blocks"), "{err}");
+    }
+
+    #[test]
+    fn only_local_pretrainings_name_their_recipe_in_the_identity() {
+        let scratch = cfg(None, None);
+        assert!(pretrain::recipe_id(&scratch, "d", "t").is_none());
+        let mut fine = scratch.clone();
+        fine.init = Some(crate::trial::Init::Pretrained);
+        let id = pretrain::recipe_id(&fine, "d", "t").unwrap().unwrap();
+        assert!(id.starts_with("local-pretraining "), "{id}");
+        // The recipe follows the data it pretrains on.
+        assert_ne!(id, pretrain::recipe_id(&fine, "d2", "t").unwrap().unwrap());
+    }
+}

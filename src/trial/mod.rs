@@ -85,6 +85,10 @@ pub struct TrialConfig {
     /// Train on at most this many tokens per epoch (a prefix of the training blocks).
     #[serde(default)]
     pub max_train_tokens: Option<u64>,
+    /// Leave out this many tokens at the start of the training split: training reads the blocks
+    /// after them (a local pretraining skips the prefix that quick trials fine-tune on).
+    #[serde(default)]
+    pub skip_train_tokens: Option<u64>,
     /// Stop after this many optimizer steps in total.
     #[serde(default)]
     pub max_steps: Option<u64>,
@@ -121,7 +125,7 @@ impl TrialConfig {
     /// (training blocks used per epoch, optimizer steps per epoch, total steps) given the blocks
     /// the training split has. Incomplete accumulation groups at an epoch's end are dropped.
     pub fn schedule(&self, available_blocks: usize) -> (usize, u64, u64) {
-        let mut blocks = available_blocks;
+        let mut blocks = available_blocks.saturating_sub(self.skipped_blocks());
         if let Some(cap) = self.max_train_tokens {
             blocks = blocks.min(cap as usize / self.block_size.max(1));
         }
@@ -131,6 +135,11 @@ impl TrialConfig {
             total = total.min(m);
         }
         (blocks, spe, total)
+    }
+
+    /// Training blocks left out at the start of the split (`skip_train_tokens`, in whole blocks).
+    pub fn skipped_blocks(&self) -> usize {
+        self.skip_train_tokens.unwrap_or(0) as usize / self.block_size.max(1)
     }
 
     /// The most optimizer steps this trial takes whatever the data's size (`None` when only the

@@ -819,8 +819,8 @@ fn shipped_sweep_files(root: &Path) -> Vec<(String, Vec<Option<String>>)> {
 }
 
 /// What a shipped sweep file and profile resolve to: the sweep's spec (without the file's
-/// absolute path) and each trial's identity hash, label and baseline mark (for a search, its
-/// first five suggestions).
+/// absolute path) and each trial's identity hash (its resolved config for a Hub model), label and
+/// baseline mark (for a search, its first five suggestions).
 fn shipped_identities(root: &Path, cache: &Path) -> serde_json::Value {
     let mut ider = sweep::plan::Identifier::new(cache);
     let mut all = serde_json::Map::new();
@@ -841,6 +841,18 @@ fn shipped_identities(root: &Path, cache: &Path) -> serde_json::Value {
                     let trials: Vec<serde_json::Value> = trials
                         .iter()
                         .map(|t| {
+                            // A Hub model's identity holds its weights' SHA-256, which only the
+                            // Hub knows (no network here): what the files decide is the resolved
+                            // config, so that is what is kept for those.
+                            if t.config.model.hub().is_some() {
+                                let mut config = serde_json::to_value(&t.config).unwrap();
+                                config["data"].as_object_mut().unwrap().remove("sources");
+                                return serde_json::json!({
+                                    "config": config,
+                                    "label": t.label,
+                                    "baseline": t.is_baseline,
+                                });
+                            }
                             let id = ider.identify(&t.config).unwrap();
                             assert!(id.data_error.is_none(), "{key}: {:?}", id.data_error);
                             serde_json::json!({

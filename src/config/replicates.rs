@@ -123,11 +123,7 @@ fn flat_of(src: &Source, v: &Spanned<DeValue>, key: &str) -> anyhow::Result<f64>
 pub(super) fn seeds_flag(flag: &str) -> anyhow::Result<(Vec<u64>, String)> {
     let name = format!("--seeds {flag}");
     let text = format!("[{flag}]");
-    let src = Source {
-        name: name.clone(),
-        text: &text,
-        is_flag: true,
-    };
+    let src = Source::of_flag(name.clone(), &text);
     let value = DeValue::parse(&text).map_err(|_| {
         usage(format!(
             "{name}: not a list of seeds; fix: write e.g. `--seeds 42,1,2`"

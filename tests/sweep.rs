@@ -774,21 +774,32 @@ fn the_paper_tables_extend_one_baseline_and_share_its_trial() {
     for table in ablations {
         assert_eq!(first(table, None), full, "{table}");
     }
+    // At quick scale both regimes share one baseline trial across Tables 3-7: `quick` fine-tunes
+    // the locally pretrained gpt2-tiny, `quick-scratch` trains it from scratch.
     let quick = first("grad_accum", Some("quick"));
-    for table in ablations.iter().filter(|t| **t != "block_size") {
+    let scratch = first("grad_accum", Some("quick-scratch"));
+    for table in ablations {
         assert_eq!(first(table, Some("quick")), quick, "{table}");
+        assert_eq!(first(table, Some("quick-scratch")), scratch, "{table}");
     }
-    assert_eq!(first("block_size", Some("quick-scratch")), quick);
-    // Table 8's quick grid starts at the tiny preset: the very same trial.
-    assert_eq!(first("model_size", Some("quick")), quick);
-    // block_size's quick profile fine-tunes: the baseline's, but pretrained at its own rate.
-    let pretrained = first("block_size", Some("quick"));
-    assert_ne!(pretrained, quick);
-    assert_eq!(pretrained.learning_rate, 3e-4);
+    assert_eq!(quick.init, Some(sweep::trial::Init::Pretrained));
+    assert_eq!((quick.learning_rate, scratch.learning_rate), (3e-4, 1e-3));
+    assert_eq!(scratch.init, None);
     assert_eq!(
-        (pretrained.block_size, pretrained.epochs),
-        (quick.block_size, quick.epochs)
+        (quick.block_size, quick.epochs, quick.max_train_tokens),
+        (scratch.block_size, scratch.epochs, scratch.max_train_tokens)
     );
+    // Table 8's quick grid starts at the tiny preset trained from scratch: `init = "scratch"`
+    // names the preset's own start, so it is the same trial as the from-scratch baseline.
+    let tiny = first("model_size", Some("quick"));
+    assert_eq!(tiny.init, Some(sweep::trial::Init::Scratch));
+    let cache = tempfile::tempdir().unwrap();
+    let mut ider = sweep::plan::Identifier::new(cache.path());
+    assert_eq!(
+        ider.identify(&tiny).unwrap().hash,
+        ider.identify(&scratch).unwrap().hash
+    );
+    assert_eq!(first("model_size", Some("quick-scratch")), scratch);
 }
 
 /// The shipped sweep files (`experiments/`, `sweeps/`) with every profile each defines (its own
@@ -907,8 +918,9 @@ fn shipped_trial_identities_are_unchanged() {
     assert!(got.len() >= 15, "only {} combinations", got.len());
 }
 
-/// `sweeps/seeds.toml` replicates the quick baseline shared by Tables 3, 5, 6 and 7: its seed-42
-/// trial has the same resolved configuration (so the same identity hash) as that baseline.
+/// `sweeps/seeds.toml` replicates the from-scratch quick baseline shared by Tables 3-7
+/// (`quick-scratch`): its seed-42 trial has the same resolved configuration (so the same identity
+/// hash) as that baseline.
 #[test]
 #[ignore = "needs the shared arXiv data in data/arxiv (.ci/run links it)"]
 fn the_seeds_sweep_replicates_the_quick_baseline() {
@@ -918,7 +930,7 @@ fn the_seeds_sweep_replicates_the_quick_baseline() {
     assert_eq!(seeds.trials.len(), 5);
     for table in ["weight_decay", "grad_accum", "epochs", "batch_size"] {
         let path = root.join(format!("experiments/{table}.toml"));
-        let t = sweep::config::load(&path, Some("quick"), &[]).unwrap();
+        let t = sweep::config::load(&path, Some("quick-scratch"), &[]).unwrap();
         let base = t.trials.iter().find(|t| t.is_baseline).unwrap();
         assert_eq!(seeds.trials[0].config, base.config, "{table}");
     }

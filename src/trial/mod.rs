@@ -179,6 +179,20 @@ impl TrialConfig {
         if let Some(data) = config.get_mut("data").and_then(Json::as_object_mut) {
             data.remove("sources");
         }
+        // `init` naming the start the model has anyway (`scratch` for a small preset,
+        // `pretrained` for a Hub model) is the same trial as no `init`: the resolved start is
+        // what identifies it, so a profile may say `init = "scratch"` over an inherited
+        // `init = "pretrained"` and keep the trials it shares with files that never set it.
+        let default_start = TrialConfig {
+            init: None,
+            ..self.clone()
+        }
+        .start();
+        if self.init.is_some() && self.start().ok() == default_start.ok() {
+            if let Some(obj) = config.as_object_mut() {
+                obj.remove("init");
+            }
+        }
         if weights.is_some() {
             // The weights identify a checkpoint directory; its (absolute) path must not, or moving
             // the project would retrain everything.
@@ -202,4 +216,37 @@ pub fn default_seed() -> u64 {
 }
 pub fn default_dropout() -> f64 {
     0.1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(model: &str, init: Option<&str>) -> TrialConfig {
+        let mut v = json!({
+            "model": model, "data": {"sources": ["a.tsv"]}, "block_size": 128,
+            "batch_size": 8, "grad_accum": 1, "learning_rate": 1e-3, "weight_decay": 0.0,
+            "epochs": 5,
+        });
+        if let Some(i) = init {
+            v["init"] = json!(i);
+        }
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn init_naming_the_models_own_start_keeps_the_identity() {
+        let hash = |c: &TrialConfig| c.identity_hash("d", "t", None).unwrap();
+        let plain = hash(&config("gpt2-tiny", None));
+        // A small preset starts from scratch anyway.
+        assert_eq!(hash(&config("gpt2-tiny", Some("scratch"))), plain);
+        assert_ne!(hash(&config("gpt2-tiny", Some("pretrained"))), plain);
+        // A Hub model starts pretrained anyway; from scratch it is another trial.
+        let hub = hash(&config("distilgpt2", None));
+        assert_eq!(hash(&config("distilgpt2", Some("pretrained"))), hub);
+        assert_ne!(hash(&config("distilgpt2", Some("scratch"))), hub);
+        // A checkpoint directory starts from its weights; from scratch it is another trial.
+        let dir = hash(&config("/ckpt/m", None));
+        assert_ne!(hash(&config("/ckpt/m", Some("scratch"))), dir);
+    }
 }

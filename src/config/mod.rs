@@ -42,6 +42,7 @@
 //! the working directory. Resolved configs carry absolute paths.
 
 mod check;
+mod recorded;
 mod resolve;
 pub mod search;
 mod source;
@@ -50,7 +51,9 @@ mod steps;
 mod tests;
 
 use crate::trial::TrialConfig;
+pub use recorded::{ledger_name, recorded_name, sweep_arg_name, sweep_file_arg, ProfileArg};
 use serde_json::{Map, Value as Json};
+pub use source::{checkout_of, spelled_in};
 use source::{parse_set, usage, PathBase, Source};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -171,6 +174,11 @@ impl Sweep {
         })
     }
 
+    /// The name the ledger records this sweep under (`name@profile` with a profile).
+    pub fn ledger_name(&self) -> String {
+        ledger_name(&self.name, self.profile.as_deref())
+    }
+
     /// The resolved sweep as stored in `sweeps.spec_json`.
     pub fn spec_json(&self) -> Json {
         let axes: Vec<Json> = self
@@ -240,13 +248,31 @@ pub const REFERENCE_METRICS: &[&str] = &[
 
 /// Read, validate and resolve a sweep file.
 pub fn load(path: &Path, profile: Option<&str>, sets: &[String]) -> anyhow::Result<Sweep> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    parse(path, &read_text(path)?, profile, sets)
+}
+
+/// A sweep file's text (a usage error naming the path if it cannot be read).
+fn read_text(path: &Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).map_err(|e| {
         usage(format!(
             "{}: cannot read the sweep file: {e}; fix: check the path",
             path.display()
         ))
-    })?;
-    parse(path, &text, profile, sets)
+    })
+}
+
+/// The TOML document of a sweep file (a syntax error names `file:line:column`).
+fn toml_doc<'i>(src: &Source<'i>) -> anyhow::Result<toml::Spanned<DeTable<'i>>> {
+    DeTable::parse(src.text).map_err(|e| {
+        let loc = e
+            .span()
+            .map(|s| src.loc(&s))
+            .unwrap_or_else(|| src.name.clone());
+        usage(format!(
+            "{loc}: TOML syntax error: {}; fix: correct the TOML syntax",
+            e.message().trim()
+        ))
+    })
 }
 
 /// Validate and resolve sweep-file text (`path` is used for messages and relative data paths).
@@ -261,16 +287,7 @@ pub fn parse(
         text,
         is_flag: false,
     };
-    let doc = DeTable::parse(text).map_err(|e| {
-        let loc = e
-            .span()
-            .map(|s| src.loc(&s))
-            .unwrap_or_else(|| src.name.clone());
-        usage(format!(
-            "{loc}: TOML syntax error: {}; fix: correct the TOML syntax",
-            e.message().trim()
-        ))
-    })?;
+    let doc = toml_doc(&src)?;
     let doc = doc.get_ref();
     let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));

@@ -123,6 +123,38 @@ impl PathBase<'_> {
     }
 }
 
+/// How a sweep file in `dir` spells `path` (an absolute path of a resolved config) so that
+/// [`PathBase::resolve`] finds it again from any copy of the checkout: relative to `dir`
+/// (`../data/arxiv/cs.CL.tsv.xz`) when the path is inside `root`, the project that holds the
+/// file ([`checkout_of`]); absolute when it is outside (data on a shared disk is at the same
+/// place everywhere).
+pub fn spelled_in(path: &Path, dir: &Path, root: &Path) -> PathBuf {
+    let (path, dir, root) = (
+        crate::util::absolute_clean(path),
+        crate::util::absolute_clean(dir),
+        crate::util::absolute_clean(root),
+    );
+    if !path.starts_with(&root) || !dir.starts_with(&root) {
+        return path;
+    }
+    pathdiff::diff_paths(&path, &dir).unwrap_or(path)
+}
+
+/// The project a sweep file's directory belongs to: its git checkout (the nearest ancestor with a
+/// `.git`), else the working directory when the directory is inside it, else the directory.
+pub fn checkout_of(dir: &Path) -> PathBuf {
+    let dir = crate::util::absolute_clean(dir);
+    if let Some(git) = dir.ancestors().find(|d| d.join(".git").exists()) {
+        return git.to_path_buf();
+    }
+    let cwd = crate::util::absolute_clean(Path::new("."));
+    if dir.starts_with(&cwd) {
+        cwd
+    } else {
+        dir
+    }
+}
+
 pub(super) fn get_str(
     src: &Source,
     t: &DeTable,

@@ -186,24 +186,34 @@ pub(super) fn apply_profile(
             }
         }
     }
-    if let Some(p) = profile {
-        let defined: Vec<String> = profiles
-            .map(|(_, ps)| ps.iter().map(|(k, _)| k.get_ref().to_string()).collect())
-            .unwrap_or_default();
-        if !defined.iter().any(|d| d == p) {
-            return Err(usage(format!(
-                "--profile {p}: {}: no [profile.{p}] in this file; fix: use one of: {}",
-                src.name,
-                if defined.is_empty() {
-                    "(none defined)".to_string()
-                } else {
-                    defined.join(", ")
-                }
-            )));
-        }
-    }
-
+    check_profile(src, doc, profile)?;
     Ok(replaced_axes)
+}
+
+/// `--profile P` names a `[profile.P]` of the file (else a usage error listing those it has).
+pub(super) fn check_profile(
+    src: &Source,
+    doc: &DeTable,
+    profile: Option<&str>,
+) -> anyhow::Result<()> {
+    let Some(p) = profile else {
+        return Ok(());
+    };
+    let defined: Vec<String> = table(src, doc, "profile")?
+        .map(|(_, ps)| ps.iter().map(|(k, _)| k.get_ref().to_string()).collect())
+        .unwrap_or_default();
+    if defined.iter().any(|d| d == p) {
+        return Ok(());
+    }
+    Err(usage(format!(
+        "--profile {p}: {}: no [profile.{p}] in this file; fix: use one of: {}",
+        src.name,
+        if defined.is_empty() {
+            "(none defined)".to_string()
+        } else {
+            defined.join(", ")
+        }
+    )))
 }
 
 /// `--set key=value` (a trial key) and `--set grid.KEY=[...]` (an axis, replaced or added);

@@ -334,3 +334,63 @@ fn search_errors_in_an_unused_profile_are_reported_too() {
         "{e}"
     );
 }
+
+#[test]
+fn a_reader_names_a_sweep_by_name_profile_or_file() {
+    let with_profile = format!("{BASE}[profile.quick]\nmodel = \"gpt2-mini\"\n");
+    let (dir, path) = setup(&with_profile);
+    let file = path.to_str().unwrap();
+    assert_eq!(sweep_arg_name("t", None).unwrap(), "t");
+    assert_eq!(sweep_arg_name("t", Some("quick")).unwrap(), "t@quick");
+    assert_eq!(sweep_arg_name("t@quick", None).unwrap(), "t@quick");
+    assert_eq!(sweep_arg_name("t@quick", Some("quick")).unwrap(), "t@quick");
+    assert_eq!(sweep_arg_name(file, Some("quick")).unwrap(), "t@quick");
+    assert_eq!(sweep_arg_name(file, None).unwrap(), "t");
+    let usage = |arg: &str, profile: Option<&str>| {
+        let e = sweep_arg_name(arg, profile).unwrap_err();
+        assert!(e.downcast_ref::<UsageError>().is_some(), "{e:#}");
+        format!("{e:#}")
+    };
+    let e = usage("t@quick", Some("full"));
+    assert!(e.contains("`t@full`") && e.contains("fix"), "{e}");
+    let e = usage(file, Some("nope"));
+    assert!(
+        e.contains("no [profile.nope]") && e.contains("quick"),
+        "{e}"
+    );
+    let e = usage(
+        &dir.path().join("exp/gone.toml").display().to_string(),
+        None,
+    );
+    assert!(e.contains("cannot read the sweep file"), "{e}");
+    // Only [sweep] and the profile names are read: a file whose data is missing still names
+    // its sweep.
+    std::fs::remove_file(dir.path().join("data/x.tsv")).unwrap();
+    assert!(load(&path, Some("quick"), &[]).is_err());
+    assert_eq!(recorded_name(&path, Some("quick")).unwrap(), "t@quick");
+}
+
+#[test]
+fn paths_are_spelled_relative_to_the_sweep_file_inside_its_project() {
+    fn p(s: &str) -> &Path {
+        Path::new(s)
+    }
+    let root = p("/proj");
+    assert_eq!(
+        spelled_in(p("/proj/data/x.tsv"), p("/proj/sweeps"), root),
+        p("../data/x.tsv")
+    );
+    assert_eq!(
+        spelled_in(p("/proj/sweeps/d/x.tsv"), p("/proj/sweeps"), root),
+        p("d/x.tsv")
+    );
+    assert_eq!(
+        spelled_in(p("/shared/data/x.tsv"), p("/proj/sweeps"), root),
+        p("/shared/data/x.tsv")
+    );
+    // The project of a directory: its git checkout.
+    let (dir, path) = setup(BASE);
+    std::fs::create_dir(dir.path().join(".git")).unwrap();
+    let exp = path.parent().unwrap();
+    assert_eq!(checkout_of(exp), crate::util::absolute_clean(dir.path()));
+}

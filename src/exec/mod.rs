@@ -127,15 +127,6 @@ impl Batch {
     }
 }
 
-/// The ledger name of a sweep: the file's name, suffixed `@profile` when a profile is applied, so
-/// that the quick and full versions of an experiment are kept apart.
-pub fn ledger_name(sweep: &config::Sweep) -> String {
-    match &sweep.profile {
-        Some(p) => format!("{}@{p}", sweep.name),
-        None => sweep.name.clone(),
-    }
-}
-
 /// The ledger rows of planned trials.
 fn ledger_trials(planned: &[PlannedTrial]) -> Result<Vec<NewTrial>> {
     planned
@@ -165,7 +156,7 @@ pub fn record(
     cache_root: &Path,
 ) -> Result<Batch> {
     let s = &*ledger.store;
-    let name = ledger_name(sweep);
+    let name = sweep.ledger_name();
     let mut spec = sweep.spec_json();
     if let (Some(old), Some(new)) = (s.sweep_by_name(&name)?, spec.as_object_mut()) {
         for key in EXECUTOR_SPEC_KEYS {

@@ -77,7 +77,11 @@ fn every_reader_takes_the_profile_or_the_sweep_file() {
             "{reader:?} differs between the forms: {outputs:#?}"
         );
         if reader[0] == "results" {
-            assert!(outputs[0].contains("learning_rate"), "{}", outputs[0]);
+            assert!(
+                outputs[0].contains("0.003") && outputs[0].contains("Valid PPL"),
+                "{}",
+                outputs[0]
+            );
         }
     }
     // A worker drains the named sweep (nothing left here); cancel finds it and says that it ran

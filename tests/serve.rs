@@ -633,23 +633,21 @@ fn attr_values<'a>(html: &'a str, attr: &str) -> Vec<&'a str> {
 #[test]
 #[ignore = "needs Chromium (.ci/run installs it)"]
 fn the_overlay_compares_running_trials_in_headless_chromium() {
-    use sweep::store::{NewMetric, NewTrial, Store};
+    use sweep::store::{NewMetric, NewTrial};
     let browser = chromium();
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("sweep.db");
     let store = create_ledger(&db).unwrap();
-    let valid = |step: i64, lr: f64| {
-        (
-            step,
-            "valid".to_string(),
-            6.0 - lr * 100.0 - step as f64 / 100.0,
-        )
-    };
+    // Both splits' loss at a step; a trial with a larger learning rate is lower.
+    let loss = |step: i64, lr: f64| 6.0 - lr * 100.0 - step as f64 / 100.0;
     let trial = |lr: f64| SynthTrial {
         label: serde_json::json!({ "learning_rate": lr }),
         config: serde_json::json!({ "model": "gpt2-tiny", "learning_rate": lr }),
         state: TrialState::Running,
-        metrics: vec![valid(10, lr), valid(20, lr)],
+        metrics: [10, 20]
+            .iter()
+            .flat_map(|&s| ["train", "valid"].map(|split| (s, split.to_string(), loss(s, lr))))
+            .collect(),
         ..Default::default()
     };
     let sweep = SynthSweep {
@@ -661,11 +659,25 @@ fn the_overlay_compares_running_trials_in_headless_chromium() {
     let sweep_id = insert_sweep(store.as_ref(), &sweep, &[trial(0.001), trial(0.003)]).unwrap();
     let srv = Server::start(&db, dir.path(), &[]);
     // While the page is open, a new trial starts every 1.5 s and every running trial records a
-    // validation row every 0.5 s: some trials start after the page was rendered.
+    // train and a validation row every 0.5 s: some trials start after the page was rendered. A
+    // trial is running only once it has two rows of each split, so every card the server renders
+    // has `data-initial-points` >= 1 and every line has two points or more.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = {
         let stop = stop.clone();
         std::thread::spawn(move || {
+            let rows = |step: i64, lr: f64| {
+                ["train", "valid"].map(|split| NewMetric {
+                    step,
+                    epoch: 0.0,
+                    split: split.into(),
+                    loss: loss(step, lr),
+                    ppl: loss(step, lr).exp(),
+                    tokens_seen: step * 128,
+                    lr: 1e-3,
+                    tokens_per_s: 1000.0,
+                })
+            };
             let mut ids: Vec<(i64, f64)> = Vec::new();
             let mut step = 30;
             for tick in 0..80 {
@@ -684,22 +696,13 @@ fn the_overlay_compares_running_trials_in_headless_chromium() {
                         .append_trial(sweep_id, 2 + ids.len() as i64, &new)
                         .unwrap()
                         .expect("appended");
+                    store.insert_metrics(id, &rows(step - 5, lr)).unwrap();
+                    store.insert_metrics(id, &rows(step, lr)).unwrap();
                     store.claim_trial(id, "w2", "cpu").unwrap();
                     ids.push((id, lr));
                 }
                 for &(id, lr) in &ids {
-                    let (s, _, loss) = valid(step, lr);
-                    let row = NewMetric {
-                        step: s,
-                        epoch: 0.0,
-                        split: "valid".into(),
-                        loss,
-                        ppl: loss.exp(),
-                        tokens_seen: s * 128,
-                        lr: 1e-3,
-                        tokens_per_s: 1000.0,
-                    };
-                    store.insert_metrics(id, &[row]).unwrap();
+                    store.insert_metrics(id, &rows(step, lr)).unwrap();
                 }
                 step += 10;
                 std::thread::sleep(Duration::from_millis(500));

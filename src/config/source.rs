@@ -137,7 +137,20 @@ pub fn spelled_in(path: &Path, dir: &Path, root: &Path) -> PathBuf {
     if !path.starts_with(&root) || !dir.starts_with(&root) {
         return path;
     }
-    pathdiff::diff_paths(&path, &dir).unwrap_or(path)
+    relative(&path, &dir)
+}
+
+/// `path` from `dir`, both absolute and clean: `..` for each component of `dir` past their common
+/// prefix, then the rest of `path` (`.` when they are the same).
+fn relative(path: &Path, dir: &Path) -> PathBuf {
+    let (p, d): (Vec<_>, Vec<_>) = (path.components().collect(), dir.components().collect());
+    let common = p.iter().zip(&d).take_while(|(a, b)| a == b).count();
+    let mut out: PathBuf = d[common..].iter().map(|_| "..").collect();
+    out.extend(&p[common..]);
+    if out.as_os_str().is_empty() {
+        out.push(".");
+    }
+    out
 }
 
 /// The project a sweep file's directory belongs to: its git checkout (the nearest ancestor with a

@@ -388,6 +388,10 @@ fn paths_are_spelled_relative_to_the_sweep_file_inside_its_project() {
         spelled_in(p("/shared/data/x.tsv"), p("/proj/sweeps"), root),
         p("/shared/data/x.tsv")
     );
+    assert_eq!(
+        spelled_in(p("/proj/sweeps"), p("/proj/sweeps"), root),
+        p(".")
+    );
     // The project of a directory: its git checkout.
     let (dir, path) = setup(BASE);
     std::fs::create_dir(dir.path().join(".git")).unwrap();

@@ -95,14 +95,17 @@ pub struct PasteTarget {
 
 impl PasteTarget {
     /// The sweep file `file` and those beside it (a relative path is from the working directory).
+    /// An absolute `file` inside its project (the one the sweep was recorded from) is named from
+    /// the project's root, so the snippet's comment names no path of this machine.
     pub fn beside(file: &Path) -> PasteTarget {
         let abs = crate::util::absolute_clean(file);
-        let dir = abs.parent().map(Path::to_path_buf).unwrap_or(abs);
-        PasteTarget {
-            file: file.to_path_buf(),
-            root: checkout_of(&dir),
-            dir,
-        }
+        let dir = abs.parent().map(Path::to_path_buf).unwrap_or(abs.clone());
+        let root = checkout_of(&dir);
+        let file = match abs.strip_prefix(&root) {
+            Ok(inside) if file.is_absolute() => inside.to_path_buf(),
+            _ => file.to_path_buf(),
+        };
+        PasteTarget { file, root, dir }
     }
 
     /// A path value of the config as a sweep file there spells it.

@@ -83,7 +83,16 @@ fn an_ablation_with_seeds_gets_each_of_the_four_verdicts() {
     // Recorded from the file (5 rows x 4 seeds), without training.
     let out = run(
         &p,
-        &["run", f, "--executor", "slurm", "--dry-run", "--artifacts-local-ok", "--db", db],
+        &[
+            "run",
+            f,
+            "--executor",
+            "slurm",
+            "--dry-run",
+            "--artifacts-local-ok",
+            "--db",
+            db,
+        ],
     );
     assert!(out.status.success(), "{}", out_text(&out));
     complete_with_designed_results(db, "verdicts");
@@ -124,9 +133,16 @@ fn an_ablation_with_seeds_gets_each_of_the_four_verdicts() {
         assert_eq!(e["method"], "paired");
         assert_eq!(e["baseline"], serde_json::json!({"block_size": 128}));
         let ci = e["ci95"].as_array().unwrap();
-        let (lo, hi, c) = (ci[0].as_f64().unwrap(), ci[1].as_f64().unwrap(), e["change"].as_f64().unwrap());
+        let (lo, hi, c) = (
+            ci[0].as_f64().unwrap(),
+            ci[1].as_f64().unwrap(),
+            e["change"].as_f64().unwrap(),
+        );
         assert!(lo <= c && c <= hi, "{e}");
-        assert!(e["p_value"].is_number() && e["p_permutation"].is_number(), "{e}");
+        assert!(
+            e["p_value"].is_number() && e["p_permutation"].is_number(),
+            "{e}"
+        );
         assert!(e["prob_improvement"].is_number(), "{e}");
     }
     // Up is worse perplexity: no seed of the row beats a seed of the baseline... at least
@@ -142,7 +158,10 @@ fn an_ablation_with_seeds_gets_each_of_the_four_verdicts() {
         .map(|r| r["change"]["valid_ppl"]["outcome"].as_str().unwrap())
         .collect();
     assert_eq!(outcomes, ["same", "opposite", "no_effect", "undecided"]);
-    assert_eq!(score["metrics"]["valid_ppl"]["verdict"], "does_not_reproduce");
+    assert_eq!(
+        score["metrics"]["valid_ppl"]["verdict"],
+        "does_not_reproduce"
+    );
     assert_eq!(doc["expected_validation"]["configurations"], 5);
     assert_eq!(doc["rows"][0]["valid_ppl"]["n"], 4);
 
@@ -150,17 +169,33 @@ fn an_ablation_with_seeds_gets_each_of_the_four_verdicts() {
     let table = run(&p, &["results", "verdicts", "--db", db]);
     let text = String::from_utf8_lossy(&table.stdout);
     assert!(text.contains(" ± ") && text.contains("Verdict"), "{text}");
-    assert!(text.contains("inconclusive") && text.contains("no effect"), "{text}");
-    let md = run(&p, &["results", "verdicts", "--format", "markdown", "--db", db]);
+    assert!(
+        text.contains("inconclusive") && text.contains("no effect"),
+        "{text}"
+    );
+    let md = run(
+        &p,
+        &["results", "verdicts", "--format", "markdown", "--db", db],
+    );
     assert!(String::from_utf8_lossy(&md.stdout).contains("| n |"));
-    let tex = run(&p, &["results", "verdicts", "--format", "latex", "--db", db]);
+    let tex = run(
+        &p,
+        &["results", "verdicts", "--format", "latex", "--db", db],
+    );
     assert!(String::from_utf8_lossy(&tex.stdout).contains("$\\pm$"));
 
     // The report: the effects table, one forest plot for the table, error bars, the verdicts.
     let html_path = p.path().join("r.html");
     let out = run(
         &p,
-        &["report", "verdicts", "--db", db, "--out", html_path.to_str().unwrap()],
+        &[
+            "report",
+            "verdicts",
+            "--db",
+            db,
+            "--out",
+            html_path.to_str().unwrap(),
+        ],
     );
     assert!(out.status.success(), "{}", out_text(&out));
     let html = std::fs::read_to_string(&html_path).unwrap();
@@ -184,14 +219,53 @@ fn bad_seeds_flat_and_until_decided_input_exit_2_and_record_nothing() {
         "[sweep]\nname = \"g\"\nkind = \"grid\"\n{BASE}\n[grid]\nlearning_rate = [1e-4, 1e-2]\n"
     );
     let cases: Vec<(String, Vec<&str>, &str)> = vec![
-        (ok.replace("kind = \"ablation\"", "kind = \"ablation\"\nseeds = []"), vec![], "sweep.seeds: empty list of seeds"),
-        (ok.replace("kind = \"ablation\"", "kind = \"ablation\"\nseeds = [1, \"2\"]"), vec![], "sweep.seeds: a seed is a non-negative integer"),
-        (ok.replace("kind = \"ablation\"", "kind = \"ablation\"\nseeds = [1, 2, 1]"), vec![], "sweep.seeds: seed 1 is listed twice"),
-        (ok.replace("kind = \"ablation\"", "kind = \"ablation\"\nflat = 0.5"), vec![], "sweep.flat: 0.5 is outside (0, 0.5)"),
-        (ok.replace("kind = \"ablation\"", "kind = \"ablation\"\nseeds = [1, 2]") + "seed = [3, 4]\n", vec![], "grid.seed: sets `seed`, and `seeds`"),
-        (ok.clone(), vec!["--seeds", "4,x"], "--seeds 4,x: not a list of seeds"),
-        (grid_no_base.clone(), vec!["--until-decided"], "has no baseline row"),
-        (ok.clone(), vec!["--until-decided", "--max-seeds", "1"], "--max-seeds 1: an interval needs at least 2 seeds"),
+        (
+            ok.replace("kind = \"ablation\"", "kind = \"ablation\"\nseeds = []"),
+            vec![],
+            "sweep.seeds: empty list of seeds",
+        ),
+        (
+            ok.replace(
+                "kind = \"ablation\"",
+                "kind = \"ablation\"\nseeds = [1, \"2\"]",
+            ),
+            vec![],
+            "sweep.seeds: a seed is a non-negative integer",
+        ),
+        (
+            ok.replace(
+                "kind = \"ablation\"",
+                "kind = \"ablation\"\nseeds = [1, 2, 1]",
+            ),
+            vec![],
+            "sweep.seeds: seed 1 is listed twice",
+        ),
+        (
+            ok.replace("kind = \"ablation\"", "kind = \"ablation\"\nflat = 0.5"),
+            vec![],
+            "sweep.flat: 0.5 is outside (0, 0.5)",
+        ),
+        (
+            ok.replace("kind = \"ablation\"", "kind = \"ablation\"\nseeds = [1, 2]")
+                + "seed = [3, 4]\n",
+            vec![],
+            "grid.seed: sets `seed`, and `seeds`",
+        ),
+        (
+            ok.clone(),
+            vec!["--seeds", "4,x"],
+            "--seeds 4,x: not a list of seeds",
+        ),
+        (
+            grid_no_base.clone(),
+            vec!["--until-decided"],
+            "has no baseline row",
+        ),
+        (
+            ok.clone(),
+            vec!["--until-decided", "--max-seeds", "1"],
+            "--max-seeds 1: an interval needs at least 2 seeds",
+        ),
         (ok.clone(), vec!["--max-seeds", "4"], "--until-decided"),
     ];
     for (i, (text, flags, want)) in cases.iter().enumerate() {
@@ -207,13 +281,26 @@ fn bad_seeds_flat_and_until_decided_input_exit_2_and_record_nothing() {
             assert!(err.contains("fix"), "{want}: names the fix: {err}");
         }
         if want.starts_with("sweep.") {
-            assert!(err.contains(&format!("bad{i}.toml:4:")), "file:line:column: {err}");
+            assert!(
+                err.contains(&format!("bad{i}.toml:4:")),
+                "file:line:column: {err}"
+            );
         }
         assert!(!p.path().join(&db).exists(), "{want}: nothing recorded");
     }
     // `sweep plan --seeds` shows the replicates without recording anything.
     let file = p.write("exp/plan.toml", &ok);
-    let out = run(&p, &["plan", file.to_str().unwrap(), "--seeds", "42,7", "--db", "plan.db"]);
+    let out = run(
+        &p,
+        &[
+            "plan",
+            file.to_str().unwrap(),
+            "--seeds",
+            "42,7",
+            "--db",
+            "plan.db",
+        ],
+    );
     assert!(out.status.success(), "{}", out_text(&out));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("seed=7"), "{text}");
@@ -236,11 +323,18 @@ type Member = (String, i64, TrialState, Option<f64>);
 /// processes may run on another number of threads than `sweep run`'s).
 #[track_caller]
 fn assert_same(got: &[Member], want: &[Member], what: &str) {
-    let key = |m: &[Member]| m.iter().map(|t| (t.0.clone(), t.1, t.2)).collect::<Vec<_>>();
+    let key = |m: &[Member]| {
+        m.iter()
+            .map(|t| (t.0.clone(), t.1, t.2))
+            .collect::<Vec<_>>()
+    };
     assert_eq!(key(got), key(want), "{what}");
     for (g, w) in got.iter().zip(want) {
         let (g, w) = (g.3.unwrap_or(f64::NAN), w.3.unwrap_or(f64::NAN));
-        assert!((g - w).abs() <= 1e-4 * w.abs(), "{what}: valid PPL {g} vs {w}");
+        assert!(
+            (g - w).abs() <= 1e-4 * w.abs(),
+            "{what}: valid PPL {g} vs {w}"
+        );
     }
 }
 
@@ -315,7 +409,10 @@ fn until_decided_is_the_same_uninterrupted_killed_and_resumed_or_on_a_worker() {
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(900);
     loop {
-        assert!(child.try_wait().unwrap().is_none(), "finished before the kill");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "finished before the kill"
+        );
         assert!(Instant::now() < deadline, "no seed was added in time");
         let grown = Path::new(&b).exists()
             && store::open_read_only(&b)
@@ -364,7 +461,15 @@ fn until_decided_is_the_same_uninterrupted_killed_and_resumed_or_on_a_worker() {
     assert!(String::from_utf8_lossy(&out.stdout).contains(" worker --sweep ud "));
     let out = run(
         &worked,
-        &["worker", "--sweep", "ud", "--poll-seconds", "0.2", "--db", &c],
+        &[
+            "worker",
+            "--sweep",
+            "ud",
+            "--poll-seconds",
+            "0.2",
+            "--db",
+            &c,
+        ],
     );
     assert!(out.status.success(), "worker: {}", out_text(&out));
     assert_same(&members(&c, "ud"), &expected, "drained by a worker");
@@ -389,7 +494,15 @@ fn until_decided_under_slurm_adds_the_same_seeds() {
     let a = url(&local, "a.db");
     let out = run(
         &local,
-        &["run", f.to_str().unwrap(), "--db", &a, "--until-decided", "--max-seeds", "3"],
+        &[
+            "run",
+            f.to_str().unwrap(),
+            "--db",
+            &a,
+            "--until-decided",
+            "--max-seeds",
+            "3",
+        ],
     );
     assert!(out.status.success(), "{}", out_text(&out));
     let expected = members(&a, "ud");
@@ -402,8 +515,21 @@ fn until_decided_under_slurm_adds_the_same_seeds() {
         .cmd()
         .arg("run")
         .arg(&f)
-        .args(["--executor", "slurm", "--max-parallel", "2", "--time", "00:10:00"])
-        .args(["--until-decided", "--max-seeds", "3", "--artifacts-local-ok", "--artifacts"])
+        .args([
+            "--executor",
+            "slurm",
+            "--max-parallel",
+            "2",
+            "--time",
+            "00:10:00",
+        ])
+        .args([
+            "--until-decided",
+            "--max-seeds",
+            "3",
+            "--artifacts-local-ok",
+            "--artifacts",
+        ])
         .arg(&shared)
         .args(["--db", &pg])
         .output()

@@ -53,11 +53,21 @@ fn bench_seeds(dir: &Path, rows: usize, seeds: usize, metrics: usize) -> Result<
     let commands: [(&str, Vec<String>); 2] = [
         (
             "sweep results --format json",
-            vec!["results".into(), "bench".into(), "--format".into(), "json".into()],
+            vec![
+                "results".into(),
+                "bench".into(),
+                "--format".into(),
+                "json".into(),
+            ],
         ),
         (
             "sweep report",
-            vec!["report".into(), "bench".into(), "--out".into(), out.display().to_string()],
+            vec![
+                "report".into(),
+                "bench".into(),
+                "--out".into(),
+                out.display().to_string(),
+            ],
         ),
     ];
     for (name, args) in commands {

@@ -55,6 +55,7 @@ mod explain;
 mod extends;
 #[cfg(test)]
 mod extends_tests;
+mod recorded;
 mod replicates;
 mod resolve;
 pub mod search;
@@ -66,7 +67,9 @@ mod tests;
 use crate::trial::{ModelSpec, TrialConfig};
 pub use explain::Origin;
 use extends::Chain;
+pub use recorded::{ledger_name, recorded_name, sweep_arg_name, sweep_file_arg, ProfileArg};
 use serde_json::{Map, Value as Json};
+pub use source::{checkout_of, spelled_in};
 use source::{parse_set, usage, PathBase, Source};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -274,6 +277,11 @@ impl Sweep {
         Ok(())
     }
 
+    /// The name the ledger records this sweep under (`name@profile` with a profile).
+    pub fn ledger_name(&self) -> String {
+        ledger_name(&self.name, self.profile.as_deref())
+    }
+
     /// The resolved sweep as stored in `sweeps.spec_json`.
     pub fn spec_json(&self) -> Json {
         let axes: Vec<Json> = self
@@ -356,13 +364,17 @@ pub fn load_with(
     sets: &[String],
     seeds: Option<&str>,
 ) -> anyhow::Result<Sweep> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    parse_with(path, &read_text(path)?, profile, sets, seeds)
+}
+
+/// A sweep file's text (a usage error naming the path if it cannot be read).
+fn read_text(path: &Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).map_err(|e| {
         usage(format!(
             "{}: cannot read the sweep file: {e}; fix: check the path",
             path.display()
         ))
-    })?;
-    parse_with(path, &text, profile, sets, seeds)
+    })
 }
 
 /// Validate and resolve sweep-file text (`path` is used for messages, relative paths and the

@@ -37,7 +37,10 @@ pub(super) const KEYS: [&str; 2] = ["seeds", "flat"];
 pub(super) fn read(src: &Source, t: &DeTable, section: &str) -> anyhow::Result<Replicates> {
     let mut out = Replicates::default();
     if let Some(v) = t.get("seeds") {
-        out.seeds = Some((seeds_of(src, v, &format!("{section}.seeds"))?, src.loc(&v.span())));
+        out.seeds = Some((
+            seeds_of(src, v, &format!("{section}.seeds"))?,
+            src.loc(&v.span()),
+        ));
     }
     if let Some(v) = t.get("flat") {
         out.flat = Some(flat_of(src, v, &format!("{section}.flat"))?);
@@ -66,22 +69,20 @@ fn seeds_of(src: &Source, v: &Spanned<DeValue>, key: &str) -> anyhow::Result<Vec
     }
     let mut seeds: Vec<u64> = Vec::new();
     for item in items.iter() {
-        let seed = as_i64(item.get_ref())
-            .filter(|s| *s >= 0)
-            .ok_or_else(|| {
-                src.err(
-                    &item.span(),
-                    key,
-                    &format!(
-                        "a seed is a non-negative integer, found {}",
-                        match item.get_ref() {
-                            DeValue::Integer(_) => "a negative integer",
-                            other => type_name(other),
-                        }
-                    ),
-                    &format!("write e.g. `{example}`"),
-                )
-            })? as u64;
+        let seed = as_i64(item.get_ref()).filter(|s| *s >= 0).ok_or_else(|| {
+            src.err(
+                &item.span(),
+                key,
+                &format!(
+                    "a seed is a non-negative integer, found {}",
+                    match item.get_ref() {
+                        DeValue::Integer(_) => "a negative integer",
+                        other => type_name(other),
+                    }
+                ),
+                &format!("write e.g. `{example}`"),
+            )
+        })? as u64;
         if seeds.contains(&seed) {
             return Err(src.err(
                 &item.span(),
@@ -142,7 +143,11 @@ pub(super) fn check_no_seed_elsewhere(
     let fix = "keep one: `seeds = [...]` runs every row once per seed (and reports their mean \
                and interval), a `seed` axis makes each seed its own row";
     for axis in axes {
-        if axis.values.iter().any(|v| v.settings.iter().any(|(k, _)| k == "seed")) {
+        if axis
+            .values
+            .iter()
+            .any(|v| v.settings.iter().any(|(k, _)| k == "seed"))
+        {
             return Err(usage(format!(
                 "{}: grid.{}: sets `seed`, and `seeds` ({seeds_at}) replicates every row over \
                  seeds too; fix: {fix}",

@@ -2,10 +2,10 @@
 //! `[grid]`, `--set` overrides and `[[reference]]` rows.
 
 use super::check::{check_axis, check_grid, check_table, check_value, key_kind, misplaced_extends};
+use super::replicates::{self, Replicates};
 use super::source::{
     as_f64, de_to_json, entries, get_str, parse_set, type_name, usage, PathBase, Source, SpannedKey,
 };
-use super::replicates::{self, Replicates};
 use super::{Axis, Kind, Setting, REFERENCE_METRICS};
 use serde_json::{Map, Value as Json};
 use std::collections::BTreeMap;
@@ -88,13 +88,15 @@ pub(super) fn meta(src: &Source, doc: &DeTable) -> anyhow::Result<Meta> {
     };
     for (k, _) in entries(meta) {
         let known = ["name", "title", "description", "kind"];
-        if !known.contains(&k.get_ref().as_ref()) && !replicates::KEYS.contains(&k.get_ref().as_ref())
+        if !known.contains(&k.get_ref().as_ref())
+            && !replicates::KEYS.contains(&k.get_ref().as_ref())
         {
             return Err(src.err(
                 &k.span(),
                 &format!("sweep.{}", k.get_ref()),
                 "unknown key",
-                misplaced_extends(k.get_ref()).unwrap_or("use name, title, description, kind, seeds, flat"),
+                misplaced_extends(k.get_ref())
+                    .unwrap_or("use name, title, description, kind, seeds, flat"),
             ));
         }
     }
@@ -205,22 +207,7 @@ pub(super) fn apply_profile(
             }
         }
     }
-    if let Some(p) = profile {
-        let defined = profile_names(doc);
-        if !defined.iter().any(|d| d == p) {
-            return Err(usage(format!(
-                "--profile {p}: {}: no [profile.{p}] in this file or the files it extends; fix: \
-                 use one of: {}",
-                src.name,
-                if defined.is_empty() {
-                    "(none defined)".to_string()
-                } else {
-                    defined.join(", ")
-                }
-            )));
-        }
-    }
-
+    check_profile(src, doc, profile)?;
     Ok((replaced_axes, selected))
 }
 
@@ -233,6 +220,32 @@ pub(super) fn profile_names(doc: &DeTable) -> Vec<String> {
             .collect(),
         _ => Vec::new(),
     }
+}
+
+/// `--profile P` names a `[profile.P]` of the file or of a file it extends (else a usage error
+/// listing those there are).
+pub(super) fn check_profile(
+    src: &Source,
+    doc: &DeTable,
+    profile: Option<&str>,
+) -> anyhow::Result<()> {
+    let Some(p) = profile else {
+        return Ok(());
+    };
+    let defined = profile_names(doc);
+    if defined.iter().any(|d| d == p) {
+        return Ok(());
+    }
+    Err(usage(format!(
+        "--profile {p}: {}: no [profile.{p}] in this file or the files it extends; fix: use one \
+         of: {}",
+        src.name,
+        if defined.is_empty() {
+            "(none defined)".to_string()
+        } else {
+            defined.join(", ")
+        }
+    )))
 }
 
 /// `--set key=value` (a trial key) and `--set grid.KEY=[...]` (an axis, replaced or added);

@@ -338,12 +338,20 @@ fn search_errors_in_an_unused_profile_are_reported_too() {
 #[test]
 fn models_are_every_model_a_sweep_may_train() {
     use crate::trial::ModelSpec;
-    let names = |s: &Sweep| s.models().iter().map(ModelSpec::to_string).collect::<Vec<_>>();
+    let names = |s: &Sweep| {
+        s.models()
+            .iter()
+            .map(ModelSpec::to_string)
+            .collect::<Vec<_>>()
+    };
     // A grid's: its trials', each once; a Hub repository keeps its revision.
     let body = BASE.replace("kind = \"ablation\"", "kind = \"grid\"")
-        + "[grid]\nmodel = [\"gpt2-tiny\", \"org/tiny@v1\", \"gpt2-tiny\"]\nseed = [1, 2]\n";
+        + "[grid]\nmodel = [\"gpt2-tiny\", \"org/tiny@v1\"]\nseed = [1, 2]\n";
     let (_d, p) = setup(&body);
-    assert_eq!(names(&load(&p, None, &[]).unwrap()), ["gpt2-tiny", "org/tiny@v1"]);
+    assert_eq!(
+        names(&load(&p, None, &[]).unwrap()),
+        ["gpt2-tiny", "org/tiny@v1"]
+    );
     // A search's: the base's, and each choice that sets one (a search has no trials yet).
     let search = BASE.replace("kind = \"ablation\"", "kind = \"random\"")
         + "[search]\ntrials = 4\n[space]\nm = { choice = [{ model = \"gpt2-tiny\" }, { model = \"distilgpt2\", block_size = 64 }] }\n";
@@ -353,7 +361,10 @@ fn models_are_every_model_a_sweep_may_train() {
     assert_eq!(names(&s), ["gpt2-tiny", "distilgpt2"]);
     let partial = search.replace("{ model = \"gpt2-tiny\" }", "{ seed = 3 }");
     let (_d, p) = setup(&partial);
-    assert_eq!(names(&load(&p, None, &[]).unwrap()), ["gpt2-tiny", "distilgpt2"]);
+    assert_eq!(
+        names(&load(&p, None, &[]).unwrap()),
+        ["gpt2-tiny", "distilgpt2"]
+    );
     // --set wins over everything.
     let s = load(&p, None, &["model=gpt2-mini".to_string()]).unwrap();
     assert_eq!(names(&s), ["gpt2-mini"]);
@@ -505,7 +516,10 @@ fn the_bracket_check_names_the_budget_that_fills_every_bracket() {
 
 /// `BASE` with `lines` under `[sweep]` (they land on line 4 and below).
 fn with_sweep_keys(lines: &str) -> String {
-    BASE.replace("kind = \"ablation\"\n", &format!("kind = \"ablation\"\n{lines}"))
+    BASE.replace(
+        "kind = \"ablation\"\n",
+        &format!("kind = \"ablation\"\n{lines}"),
+    )
 }
 
 #[test]
@@ -516,7 +530,10 @@ fn seeds_replicate_every_row_and_keep_the_rows_own_trials() {
     assert_eq!(plain.seeds, None);
     assert_eq!(plain.flat, crate::stats::FLAT);
     assert_eq!(plain.spec_json()["seeds"], Json::Null);
-    let body = format!("{}seed = 42\n{grid}", with_sweep_keys("seeds = [42, 1, 2]\n"));
+    let body = format!(
+        "{}seed = 42\n{grid}",
+        with_sweep_keys("seeds = [42, 1, 2]\n")
+    );
     let p = _d.path().join("exp/seeds.toml");
     std::fs::write(&p, body).unwrap();
     let s = load(&p, None, &[]).unwrap();
@@ -561,32 +578,81 @@ fn seeds_replicate_every_row_and_keep_the_rows_own_trials() {
     let f = load_with(&p, Some("q"), &[], Some("3, 4,5")).unwrap();
     assert_eq!(f.seeds, Some(vec![3, 4, 5]));
     let f = load_with(&p, None, &[], Some("9")).unwrap();
-    assert_eq!(f.trials.iter().map(|t| t.config.seed).collect::<Vec<_>>(), [9, 9]);
+    assert_eq!(
+        f.trials.iter().map(|t| t.config.seed).collect::<Vec<_>>(),
+        [9, 9]
+    );
 }
 
 #[test]
 fn bad_seeds_and_flat_name_the_place_and_the_fix() {
     let grid = "[grid]\nblock_size = [128, 64]\n";
     let cases: &[(&str, &str, &str)] = &[
-        ("seeds = []", ":4:9: sweep.seeds: empty list of seeds; fix: give at least one", ""),
-        ("seeds = 42", ":4:9: sweep.seeds: expected a list of seeds, found an integer", ""),
-        ("seeds = [42, \"1\"]", ":4:14: sweep.seeds: a seed is a non-negative integer, found a string", ""),
-        ("seeds = [42, 1.5]", ":4:14: sweep.seeds: a seed is a non-negative integer, found a float", ""),
-        ("seeds = [42, -1]", ":4:14: sweep.seeds: a seed is a non-negative integer, found a negative integer", ""),
-        ("seeds = [42, 1, 42]", ":4:17: sweep.seeds: seed 42 is listed twice; fix: list each seed once", ""),
+        (
+            "seeds = []",
+            ":4:9: sweep.seeds: empty list of seeds; fix: give at least one",
+            "",
+        ),
+        (
+            "seeds = 42",
+            ":4:9: sweep.seeds: expected a list of seeds, found an integer",
+            "",
+        ),
+        (
+            "seeds = [42, \"1\"]",
+            ":4:14: sweep.seeds: a seed is a non-negative integer, found a string",
+            "",
+        ),
+        (
+            "seeds = [42, 1.5]",
+            ":4:14: sweep.seeds: a seed is a non-negative integer, found a float",
+            "",
+        ),
+        (
+            "seeds = [42, -1]",
+            ":4:14: sweep.seeds: a seed is a non-negative integer, found a negative integer",
+            "",
+        ),
+        (
+            "seeds = [42, 1, 42]",
+            ":4:17: sweep.seeds: seed 42 is listed twice; fix: list each seed once",
+            "",
+        ),
         ("flat = 0", ":4:8: sweep.flat: 0 is outside (0, 0.5)", ""),
-        ("flat = 0.5", ":4:8: sweep.flat: 0.5 is outside (0, 0.5)", ""),
-        ("flat = -0.1", ":4:8: sweep.flat: -0.1 is outside (0, 0.5)", ""),
-        ("flat = \"1%\"", ":4:8: sweep.flat: expected a number, found a string; fix: write e.g. `flat = 0.001`", ""),
-        ("seedz = [1]", ":4:1: sweep.seedz: unknown key; fix: use name, title, description, kind, seeds, flat", ""),
+        (
+            "flat = 0.5",
+            ":4:8: sweep.flat: 0.5 is outside (0, 0.5)",
+            "",
+        ),
+        (
+            "flat = -0.1",
+            ":4:8: sweep.flat: -0.1 is outside (0, 0.5)",
+            "",
+        ),
+        (
+            "flat = \"1%\"",
+            ":4:8: sweep.flat: expected a number, found a string; fix: write e.g. `flat = 0.001`",
+            "",
+        ),
+        (
+            "seedz = [1]",
+            ":4:1: sweep.seedz: unknown key; fix: use name, title, description, kind, seeds, flat",
+            "",
+        ),
     ];
     for (line, want, _) in cases {
-        let e = err(&format!("{}{grid}", with_sweep_keys(&format!("{line}\n"))), &[]);
+        let e = err(
+            &format!("{}{grid}", with_sweep_keys(&format!("{line}\n"))),
+            &[],
+        );
         assert!(e.contains(want), "{line}: {e}");
     }
     // An unused profile is checked too.
     let e = err(&format!("{BASE}{grid}[profile.q]\nseeds = [1, 1]\n"), &[]);
-    assert!(e.contains(":16:13: profile.q.seeds: seed 1 is listed twice"), "{e}");
+    assert!(
+        e.contains(":16:13: profile.q.seeds: seed 1 is listed twice"),
+        "{e}"
+    );
     // `seed` as an axis (or set for every trial) and `seeds` together.
     let seeds = with_sweep_keys("seeds = [42, 1]\n");
     let e = err(&format!("{seeds}[grid]\nseed = [1, 2]\n"), &[]);
@@ -608,9 +674,15 @@ fn bad_seeds_and_flat_name_the_place_and_the_fix() {
     // --seeds: the flag is the place.
     let (_d, p) = setup(&format!("{BASE}{grid}"));
     for (flag, want) in [
-        ("1,x", "--seeds 1,x: not a list of seeds; fix: write e.g. `--seeds 42,1,2`"),
+        (
+            "1,x",
+            "--seeds 1,x: not a list of seeds; fix: write e.g. `--seeds 42,1,2`",
+        ),
         ("1,1", "--seeds 1,1: --seeds: seed 1 is listed twice"),
-        ("-3", "--seeds -3: --seeds: a seed is a non-negative integer"),
+        (
+            "-3",
+            "--seeds -3: --seeds: a seed is a non-negative integer",
+        ),
         ("", "--seeds : --seeds: empty list of seeds"),
     ] {
         let e = load_with(&p, None, &[], Some(flag)).unwrap_err();
@@ -621,7 +693,10 @@ fn bad_seeds_and_flat_name_the_place_and_the_fix() {
     let search = BASE.replace("kind = \"ablation\"", "kind = \"random\"\nseeds = [1, 2]")
         + "[search]\ntrials = 3\n[space]\nlearning_rate = { log_uniform = [1e-4, 1e-2] }\n";
     let e = err(&search, &[]);
-    assert!(e.contains(":4:9: seeds: a random search suggests its trials one at a time"), "{e}");
+    assert!(
+        e.contains(":4:9: seeds: a random search suggests its trials one at a time"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -633,9 +708,17 @@ fn until_decided_needs_a_baseline_row_and_two_seeds() {
     let s = load(&p, None, &[]).unwrap();
     s.check_until_decided(10).unwrap();
     let e = format!("{:#}", s.check_until_decided(1).unwrap_err());
-    assert!(e.contains("--max-seeds 1: an interval needs at least 2 seeds; fix: use --max-seeds 3 or more"), "{e}");
+    assert!(
+        e.contains(
+            "--max-seeds 1: an interval needs at least 2 seeds; fix: use --max-seeds 3 or more"
+        ),
+        "{e}"
+    );
     let e = format!("{:#}", s.check_until_decided(2).unwrap_err());
-    assert!(e.contains("--max-seeds 2: ") && e.contains("already runs 3 seeds"), "{e}");
+    assert!(
+        e.contains("--max-seeds 2: ") && e.contains("already runs 3 seeds"),
+        "{e}"
+    );
     // A grid whose axis leaves out [base]'s value has no baseline row.
     let (_d, p) = setup(&format!(
         "{}[grid]\nblock_size = [64, 32]\n",
@@ -649,4 +732,68 @@ fn until_decided_needs_a_baseline_row_and_two_seeds() {
         e.contains("--until-decided: ") && e.contains("has no baseline row") && e.contains("fix:"),
         "{e}"
     );
+}
+
+#[test]
+fn a_reader_names_a_sweep_by_name_profile_or_file() {
+    let with_profile = format!("{BASE}[profile.quick]\nmodel = \"gpt2-mini\"\n");
+    let (dir, path) = setup(&with_profile);
+    let file = path.to_str().unwrap();
+    assert_eq!(sweep_arg_name("t", None).unwrap(), "t");
+    assert_eq!(sweep_arg_name("t", Some("quick")).unwrap(), "t@quick");
+    assert_eq!(sweep_arg_name("t@quick", None).unwrap(), "t@quick");
+    assert_eq!(sweep_arg_name("t@quick", Some("quick")).unwrap(), "t@quick");
+    assert_eq!(sweep_arg_name(file, Some("quick")).unwrap(), "t@quick");
+    assert_eq!(sweep_arg_name(file, None).unwrap(), "t");
+    let usage = |arg: &str, profile: Option<&str>| {
+        let e = sweep_arg_name(arg, profile).unwrap_err();
+        assert!(e.downcast_ref::<UsageError>().is_some(), "{e:#}");
+        format!("{e:#}")
+    };
+    let e = usage("t@quick", Some("full"));
+    assert!(e.contains("`t@full`") && e.contains("fix"), "{e}");
+    let e = usage(file, Some("nope"));
+    assert!(
+        e.contains("no [profile.nope]") && e.contains("quick"),
+        "{e}"
+    );
+    let e = usage(
+        &dir.path().join("exp/gone.toml").display().to_string(),
+        None,
+    );
+    assert!(e.contains("cannot read the sweep file"), "{e}");
+    // Only [sweep] and the profile names are read: a file whose data is missing still names
+    // its sweep.
+    std::fs::remove_file(dir.path().join("data/x.tsv")).unwrap();
+    assert!(load(&path, Some("quick"), &[]).is_err());
+    assert_eq!(recorded_name(&path, Some("quick")).unwrap(), "t@quick");
+}
+
+#[test]
+fn paths_are_spelled_relative_to_the_sweep_file_inside_its_project() {
+    fn p(s: &str) -> &Path {
+        Path::new(s)
+    }
+    let root = p("/proj");
+    assert_eq!(
+        spelled_in(p("/proj/data/x.tsv"), p("/proj/sweeps"), root),
+        p("../data/x.tsv")
+    );
+    assert_eq!(
+        spelled_in(p("/proj/sweeps/d/x.tsv"), p("/proj/sweeps"), root),
+        p("d/x.tsv")
+    );
+    assert_eq!(
+        spelled_in(p("/shared/data/x.tsv"), p("/proj/sweeps"), root),
+        p("/shared/data/x.tsv")
+    );
+    assert_eq!(
+        spelled_in(p("/proj/sweeps"), p("/proj/sweeps"), root),
+        p(".")
+    );
+    // The project of a directory: its git checkout.
+    let (dir, path) = setup(BASE);
+    std::fs::create_dir(dir.path().join(".git")).unwrap();
+    let exp = path.parent().unwrap();
+    assert_eq!(checkout_of(exp), crate::util::absolute_clean(dir.path()));
 }

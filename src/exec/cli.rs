@@ -7,7 +7,7 @@ use super::slurm::Slurm;
 use super::trial::TrialRun;
 use super::worker::Worker;
 use super::{Executor, Ledger};
-use crate::config;
+use crate::config::{self, ProfileArg};
 use crate::locations::{ArtifactsArgs, CacheArgs, LedgerArgs};
 use crate::plan::{self, PlannedTrial};
 use anyhow::Result;
@@ -120,8 +120,11 @@ pub struct RunArgs {
 
 #[derive(Args, Debug)]
 pub struct StatusArgs {
-    /// A sweep name (as recorded: `name`, or `name@profile` when run with --profile).
+    /// A sweep: its recorded name (`name`, or `name@profile` when run with --profile) or its
+    /// sweep file.
     pub sweep: Option<String>,
+    #[command(flatten)]
+    pub profile: ProfileArg,
     #[command(flatten)]
     pub ledger: LedgerArgs,
     #[command(flatten)]
@@ -163,9 +166,11 @@ pub struct TrialRunArgs {
 pub struct WorkerArgs {
     #[command(flatten)]
     pub ledger: LedgerArgs,
-    /// Only this sweep (as recorded); default: every sweep in the ledger.
+    /// Only this sweep (its recorded name or its sweep file); default: every sweep in the ledger.
     #[arg(long)]
     pub sweep: Option<String>,
+    #[command(flatten)]
+    pub profile: ProfileArg,
     /// `cpu` or `cuda:N`.
     #[arg(long, default_value = "cpu")]
     pub device: String,
@@ -186,8 +191,11 @@ pub struct WorkerArgs {
 
 #[derive(Args, Debug)]
 pub struct CancelArgs {
-    /// The sweep whose Slurm jobs to cancel (as recorded, see `sweep status`).
+    /// The sweep whose Slurm jobs to cancel: its recorded name (see `sweep status`) or its sweep
+    /// file.
     pub sweep: String,
+    #[command(flatten)]
+    pub profile: ProfileArg,
     #[command(flatten)]
     pub ledger: LedgerArgs,
 }
@@ -227,12 +235,9 @@ pub fn plan(args: PlanArgs) -> Result<ExitCode> {
 }
 
 pub fn status(args: StatusArgs) -> Result<ExitCode> {
+    let sweep = args.profile.sweep_opt(args.sweep.as_deref())?;
     let ledger = Ledger::open(&args.ledger.url())?;
-    let text = super::status::render(
-        &*ledger.store,
-        args.sweep.as_deref(),
-        &args.artifacts.root(),
-    )?;
+    let text = super::status::render(&*ledger.store, sweep.as_deref(), &args.artifacts.root())?;
     crate::util::write_stdout(&text)
 }
 
@@ -345,6 +350,7 @@ pub fn trial(cmd: TrialCommand) -> Result<ExitCode> {
 }
 
 pub fn worker(args: WorkerArgs) -> Result<ExitCode> {
+    let sweep = args.profile.sweep_opt(args.sweep.as_deref())?;
     let ledger = Ledger::open(&args.ledger.url())?;
     let artifacts = args.artifacts.root();
     if crate::store::is_postgres(&ledger.url) {
@@ -360,7 +366,7 @@ pub fn worker(args: WorkerArgs) -> Result<ExitCode> {
     super::drain(
         &mut worker,
         &ledger,
-        args.sweep.as_deref(),
+        sweep.as_deref(),
         &CacheArgs::default().root(),
     )
 }
@@ -387,6 +393,7 @@ fn warn_if_node_local(root: &Path) {
 }
 
 pub fn cancel(args: CancelArgs) -> Result<ExitCode> {
+    let sweep = args.profile.sweep(&args.sweep)?;
     let ledger = Ledger::open(&args.ledger.url())?;
-    super::slurm::cancel(&ledger, &args.sweep)
+    super::slurm::cancel(&ledger, &sweep)
 }

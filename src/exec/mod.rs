@@ -131,15 +131,6 @@ impl Batch {
     }
 }
 
-/// The ledger name of a sweep: the file's name, suffixed `@profile` when a profile is applied, so
-/// that the quick and full versions of an experiment are kept apart.
-pub fn ledger_name(sweep: &config::Sweep) -> String {
-    match &sweep.profile {
-        Some(p) => format!("{}@{p}", sweep.name),
-        None => sweep.name.clone(),
-    }
-}
-
 /// The ledger rows of planned trials.
 fn ledger_trials(planned: &[PlannedTrial]) -> Result<Vec<NewTrial>> {
     planned
@@ -171,7 +162,7 @@ pub fn record(
     until: Option<&decide::UntilDecided>,
 ) -> Result<Batch> {
     let s = &*ledger.store;
-    let name = ledger_name(sweep);
+    let name = sweep.ledger_name();
     let mut spec = sweep.spec_json();
     let old = s.sweep_by_name(&name)?;
     if let (Some(old), Some(new)) = (&old, spec.as_object_mut()) {
@@ -228,15 +219,7 @@ pub fn record(
         .collect();
     let recovered = recover_dead(s, &recorded.trial_ids)?;
     let decide = until
-        .map(|u| {
-            decide::Decider::new(
-                u.clone(),
-                recorded.sweep_id,
-                &name,
-                sweep.flat,
-                cache_root,
-            )
-        })
+        .map(|u| decide::Decider::new(u.clone(), recorded.sweep_id, &name, sweep.flat, cache_root))
         .into_iter()
         .collect();
     Ok(Batch {

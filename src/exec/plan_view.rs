@@ -1,7 +1,6 @@
 //! `sweep plan`: what a sweep file expands to, what the ledger already has of it, and what the
 //! rest would cost on this machine; writes nothing.
 
-use super::ledger_name;
 use crate::config;
 use crate::outln;
 use crate::plan::{human_secs, label_text, PlannedTrial};
@@ -102,7 +101,7 @@ pub fn render(
     outln!(
         out,
         "sweep {} ({}, {} trials{})",
-        ledger_name(sweep),
+        sweep.ledger_name(),
         sweep.kind.as_str(),
         planned.len(),
         sweep
@@ -158,7 +157,7 @@ pub fn render_explain(
     outln!(
         out,
         "sweep {}, trial 1 ({}{}): each key, what set it and where",
-        ledger_name(sweep),
+        sweep.ledger_name(),
         label_text(&Json::Object(trial.label.clone())),
         if trial.is_baseline { "*" } else { "" }
     );
@@ -372,7 +371,7 @@ fn render_search(
     device: &str,
 ) -> Result<String> {
     let mut out = String::new();
-    let name = ledger_name(sweep);
+    let name = sweep.ledger_name();
     describe_search(&mut out, sweep, search, &name);
     hub_models(&mut out, sweep)?;
     let suggested = match ledger.and_then(|s| s.sweep_by_name(&name).ok().flatten()) {

@@ -211,7 +211,10 @@ fn add_seed(
     while let Some(decider) = deciders.get(i) {
         match decider.ask(s)? {
             decide::Ask::Trial { id, label } => {
-                eprintln!("worker: sweep {} is undecided: adding {label}", decider.name);
+                eprintln!(
+                    "worker: sweep {} is undecided: adding {label}",
+                    decider.name
+                );
                 ids.push(id);
                 return Ok((s.trial(id)?, waiting));
             }

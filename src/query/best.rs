@@ -2,12 +2,15 @@
 //! TOML snippet to paste into `[base]` (or as JSON). With seed replicates the best *row* wins, by
 //! its mean over seeds, so one lucky seed does not pick the configuration.
 
+use crate::config::{checkout_of, spelled_in};
 use crate::error::UsageError;
 use crate::search::{Direction, METRICS};
-use crate::store::{SweepRecords, SweepTrial, TrialState};
 use crate::stats::Summary;
+use crate::store::{SweepRecords, SweepTrial, TrialState};
+use crate::trial::{key_rule, KeyKind};
 use anyhow::Result;
 use serde_json::{json, Value as Json};
+use std::path::{Path, PathBuf};
 
 /// The best completed trial of a sweep and what it was chosen by.
 #[derive(Debug, Clone, PartialEq)]
@@ -103,10 +106,77 @@ pub fn best<'a>(r: &'a SweepRecords, metric: Option<&str>) -> Result<Best<'a>> {
     })
 }
 
+/// Where the TOML snippet is meant to go: a sweep file's directory and the checkout it is in,
+/// which decide how its paths are written ([`spelled_in`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PasteTarget {
+    /// The sweep file as given (for the snippet's comment).
+    pub file: PathBuf,
+    pub dir: PathBuf,
+    pub root: PathBuf,
+}
+
+impl PasteTarget {
+    /// The sweep file `file` and those beside it (a relative path is from the working directory).
+    /// An absolute `file` inside its project (the one the sweep was recorded from) is named from
+    /// the project's root, so the snippet's comment names no path of this machine.
+    pub fn beside(file: &Path) -> PasteTarget {
+        let abs = crate::util::absolute_clean(file);
+        let dir = abs.parent().map(Path::to_path_buf).unwrap_or(abs.clone());
+        let root = checkout_of(&dir);
+        let file = match abs.strip_prefix(&root) {
+            Ok(inside) if file.is_absolute() => inside.to_path_buf(),
+            _ => file.to_path_buf(),
+        };
+        PasteTarget { file, root, dir }
+    }
+
+    /// A path value of the config as a sweep file there spells it.
+    fn spell(&self, v: &Json) -> Json {
+        match v.as_str() {
+            Some(s) if Path::new(s).is_absolute() => Json::String(
+                spelled_in(Path::new(s), &self.dir, &self.root)
+                    .display()
+                    .to_string(),
+            ),
+            _ => v.clone(),
+        }
+    }
+
+    /// The config with its paths spelled for here: the files of `data.sources` (and any other
+    /// key whose rule says paths) and a checkpoint directory given as `model`.
+    fn config(&self, config: &Json) -> Json {
+        let mut out = config.clone();
+        let Some(map) = out.as_object_mut() else {
+            return out;
+        };
+        for (k, v) in map.iter_mut() {
+            match key_rule(k).map(|r| r.kind) {
+                Some(KeyKind::Model) => *v = self.spell(v),
+                Some(KeyKind::DataTable) => {
+                    for (dk, dv) in v.as_object_mut().into_iter().flatten() {
+                        if key_rule(&format!("data.{dk}")).map(|r| r.kind) == Some(KeyKind::Paths) {
+                            for item in dv.as_array_mut().into_iter().flatten() {
+                                *item = self.spell(item);
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+}
+
 /// The config keys in the order a `[base]` reads best: the trial's label keys (what the sweep
-/// varied) first, then the rest; `data` last, as its own table.
-fn ordered_config(b: &Best) -> Vec<(String, Json)> {
-    let config = b.trial.config.as_object().cloned().unwrap_or_default();
+/// varied) first, then the rest; `data` last, as its own table. Paths are spelled for `target`.
+fn ordered_config(b: &Best, target: Option<&PasteTarget>) -> Vec<(String, Json)> {
+    let config = match target {
+        Some(t) => t.config(&b.trial.config),
+        None => b.trial.config.clone(),
+    };
+    let config = config.as_object().cloned().unwrap_or_default();
     let mut out: Vec<(String, Json)> = Vec::new();
     for k in b.trial.label_map().keys() {
         if let Some(v) = config.get(k) {
@@ -140,9 +210,10 @@ fn toml_line(key: &str, v: &Json) -> Result<String> {
     Ok(format!("{key} = {value}\n"))
 }
 
-/// A TOML snippet for `[base]`, with a comment saying where it comes from.
-pub fn to_toml(b: &Best, sweep: &str) -> Result<String> {
-    let body: String = ordered_config(b)
+/// A TOML snippet for `[base]`, with a comment saying where it comes from; its paths are
+/// written for a sweep file in `target` (absolute without one).
+pub fn to_toml(b: &Best, sweep: &str, target: Option<&PasteTarget>) -> Result<String> {
+    let body: String = ordered_config(b, target)
         .iter()
         .map(|(k, v)| toml_line(k, v))
         .collect::<Result<_>>()?;
@@ -150,9 +221,16 @@ pub fn to_toml(b: &Best, sweep: &str) -> Result<String> {
         Some(h) => format!("{} ± {h} (mean of {} seeds, 95% interval)", b.value, b.n),
         None => b.value.to_string(),
     };
+    let place = match target {
+        Some(t) => format!(
+            "# paths are written for a sweep file beside {}\n",
+            t.file.display()
+        ),
+        None => String::new(),
+    };
     Ok(format!(
         "# best of sweep {sweep}: trial {} [{}], {} = {value} ({}; {} trial(s): {} completed, {} \
-         pruned)\n# paste under [base]:\n{body}",
+         pruned)\n{place}# paste under [base]:\n{body}",
         b.trial.id,
         b.trial.short_hash(),
         b.metric,
@@ -245,7 +323,7 @@ mod tests {
     fn the_snippet_is_toml_for_base_with_the_searched_keys_first() {
         let r = records(json!({"metric": "valid_ppl"}));
         let b = best(&r, None).unwrap();
-        let text = to_toml(&b, "s").unwrap();
+        let text = to_toml(&b, "s", None).unwrap();
         let body: String = text
             .lines()
             .filter(|l| !l.starts_with('#'))
@@ -274,7 +352,9 @@ mod tests {
         assert_eq!((b.trial.id, b.n), (1, 3));
         assert!((b.value - 240.0).abs() < 1e-9);
         assert!(b.half_width.is_some_and(|h| h > 0.0));
-        assert!(to_toml(&b, "s").unwrap().contains("(mean of 3 seeds, 95% interval)"));
+        assert!(to_toml(&b, "s", None)
+            .unwrap()
+            .contains("(mean of 3 seeds, 95% interval)"));
         // A lucky seed: row 3e-3 now has 400 and 100 (mean 250). Its 100 is the best single
         // trial, but the row's mean loses to 1e-3's 240.
         let mut t = trial(7, TrialState::Completed, Some(100.0), 3e-3);
@@ -283,5 +363,40 @@ mod tests {
         r.trials[2].results.valid_ppl = Some(400.0);
         let b = best(&r, None).unwrap();
         assert_eq!((b.trial.id, b.n), (1, 3), "mean 240 beats mean 250");
+    }
+
+    #[test]
+    fn paths_are_written_for_the_sweep_file_they_are_pasted_into() {
+        let mut r = records(json!({"metric": "valid_ppl"}));
+        r.trials[2].trial.config["model"] = json!("/d/models/ckpt");
+        let b = best(&r, None).unwrap();
+        let snippet = |dir: &str, root: &str| {
+            let target = PasteTarget {
+                file: PathBuf::from("sweeps/s.toml"),
+                dir: dir.into(),
+                root: root.into(),
+            };
+            let text = to_toml(&b, "s", Some(&target)).unwrap();
+            assert!(text.contains("# paths are written for a sweep file beside sweeps/s.toml\n"));
+            toml::from_str::<toml::Table>(&text).unwrap()
+        };
+        // Inside the project: relative to the file's directory, as the file resolves them.
+        let t = snippet("/d/sweeps", "/d");
+        assert_eq!(t["data"]["sources"][0].as_str(), Some("../x.tsv"));
+        assert_eq!(t["model"].as_str(), Some("../models/ckpt"));
+        // Outside it (data on a shared disk): absolute.
+        let t = snippet("/d/sweeps", "/d/sweeps");
+        assert_eq!(t["data"]["sources"][0].as_str(), Some("/d/x.tsv"));
+        // A model name is not a path.
+        let r = records(json!({"metric": "valid_ppl"}));
+        let b = best(&r, None).unwrap();
+        let target = PasteTarget {
+            file: PathBuf::from("s.toml"),
+            dir: "/d".into(),
+            root: "/d".into(),
+        };
+        let t: toml::Table = toml::from_str(&to_toml(&b, "s", Some(&target)).unwrap()).unwrap();
+        assert_eq!(t["model"].as_str(), Some("gpt2-tiny"));
+        assert_eq!(t["data"]["sources"][0].as_str(), Some("x.tsv"));
     }
 }

@@ -120,7 +120,15 @@ fn score_headers(t: &PaperTable) -> Vec<String> {
     let mut headers = vec!["Model".to_string()];
     headers.extend(t.axis_headers.iter().cloned());
     headers.extend(
-        ["Paper", "Ours", "n", "Verdict", "Outcome", "Seeds to decide"].map(String::from),
+        [
+            "Paper",
+            "Ours",
+            "n",
+            "Verdict",
+            "Outcome",
+            "Seeds to decide",
+        ]
+        .map(String::from),
     );
     headers
 }
@@ -424,8 +432,10 @@ pub fn format_results(
                     for (m, c) in t.metrics.iter().zip(&r.cells) {
                         o.insert(
                             m.key().into(),
-                            c.map(|s| json!({"mean": s.mean, "std": s.std, "n": s.n, "ci95": s.ci95}))
-                                .unwrap_or(Value::Null),
+                            c.map(
+                                |s| json!({"mean": s.mean, "std": s.std, "n": s.n, "ci95": s.ci95}),
+                            )
+                            .unwrap_or(Value::Null),
                         );
                     }
                     o.insert(

@@ -141,8 +141,16 @@ pub fn effect_table(
     let mut headers = vec!["Model".to_string()];
     headers.extend(t.axis_headers.iter().cloned());
     headers.extend(
-        ["n", "Change", "95% interval", "p (t)", "p (sign flip)", "P(better)", "Verdict"]
-            .map(String::from),
+        [
+            "n",
+            "Change",
+            "95% interval",
+            "p (t)",
+            "p (sign flip)",
+            "P(better)",
+            "Verdict",
+        ]
+        .map(String::from),
     );
     let pct = |v: f64| format!("{:+.2}%", v * 100.0);
     let p = |v: Option<f64>| v.map_or("—".to_string(), |v| format!("{v:.3}"));

@@ -12,8 +12,8 @@ use super::forest;
 use super::markup::{curves_figure, figure, footer, kv_table, num, opt, opt_text, page};
 use super::plots::{self, Curve};
 use super::score::{self, ScoreGroup};
-use super::summary::{self, format_duration};
 use super::stats_svg::{svg_evp, svg_forest};
+use super::summary::{self, format_duration};
 use super::svg::{svg_axis_plot, svg_throughput};
 use crate::store::{SweepRecords, SweepTrial, TrialRecord};
 

@@ -34,9 +34,12 @@ use crate::store::{self, SweepRecords, TrialState};
 
 #[derive(Debug, Args)]
 pub struct ReportArgs {
-    /// Sweep name (see `sweep query "SELECT name FROM sweeps"`).
+    /// The sweep: its recorded name (`block_size`, `block_size@quick`; `sweep status` lists them)
+    /// or its sweep file.
     #[arg(required_unless_present = "all", conflicts_with = "all")]
     pub sweep: Option<String>,
+    #[command(flatten)]
+    pub profile: crate::config::ProfileArg,
     /// Report every sweep in the ledger and write `index.html` beside them.
     #[arg(long)]
     pub all: bool,
@@ -197,6 +200,7 @@ pub fn run(args: ReportArgs) -> Result<ExitCode> {
         let sweep = args
             .sweep
             .ok_or_else(|| UsageError("name a sweep or pass --all".into()))?;
+        let sweep = args.profile.sweep(&sweep)?;
         let out = args.out.unwrap_or_else(|| {
             PathBuf::from("reports").join(format!("{}.html", file_stem(&sweep)))
         });

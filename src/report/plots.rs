@@ -281,7 +281,10 @@ pub fn throughput(records: &SweepRecords, table: &PaperTable) -> Vec<Bar> {
             .iter()
             .filter_map(|&tid| {
                 let t = records.trials.iter().find(|t| t.id == tid)?;
-                let v = t.results.tokens_per_s.filter(|v| v.is_finite() && *v > 0.0)?;
+                let v = t
+                    .results
+                    .tokens_per_s
+                    .filter(|v| v.is_finite() && *v > 0.0)?;
                 Some((tid, v))
             })
             .collect();
@@ -320,7 +323,10 @@ mod tests {
         // The baseline's two seeds as one mean curve per split, 3 single-seed rows x 2 splits,
         // and the failed trial's train rows.
         assert_eq!(curves.len(), 9);
-        assert_eq!(curves[0].name, "gpt2-tiny* block_size=512 (mean of 2 seeds)");
+        assert_eq!(
+            curves[0].name,
+            "gpt2-tiny* block_size=512 (mean of 2 seeds)"
+        );
         let err = curves[0].err.as_ref().unwrap();
         assert_eq!(err.len(), curves[0].points.len());
         // Seeds 1 and 2 differ by 0.04 in loss at every step: sd 0.04/sqrt(2), half-width

@@ -579,13 +579,19 @@ mod tests {
         // Block 256 ran seed 1 only: paired with the baseline's seed 1, exp(4.21) / exp(4.10).
         let c = g.rows[0].changes[v];
         assert!(close(c.ours, 0.11f64.exp() - 1.0));
-        assert_eq!((c.n, c.ci95, c.verdict), (1, None, Some(Decision::Inconclusive)));
+        assert_eq!(
+            (c.n, c.ci95, c.verdict),
+            (1, None, Some(Decision::Inconclusive))
+        );
         assert_eq!(c.outcome, Some(Outcome::Undecided));
         assert_eq!(agreement(&c), "undecided (same)");
         assert_eq!(seeds_text(&c), "2+ (one seed shows no spread yet)");
         let s = &g.scores[v];
         assert_eq!((s.agree, s.rows, s.undecided), (0, 0, 3));
-        assert_eq!((s.point_agree, s.point_rows, s.verdict), (3, 3, Verdict::Undecided));
+        assert_eq!(
+            (s.point_agree, s.point_rows, s.verdict),
+            (3, 3, Verdict::Undecided)
+        );
         assert!(close(s.spearman, 1.0));
         assert_eq!(
             s.summary(),
@@ -615,7 +621,13 @@ mod tests {
         let rows: Vec<(String, Option<Decision>, Option<Outcome>)> = g
             .rows
             .iter()
-            .map(|r| (r.axis[0].clone(), r.changes[v].verdict, r.changes[v].outcome))
+            .map(|r| {
+                (
+                    r.axis[0].clone(),
+                    r.changes[v].verdict,
+                    r.changes[v].outcome,
+                )
+            })
             .collect();
         use Decision::*;
         assert_eq!(
@@ -624,7 +636,11 @@ mod tests {
                 ("64".to_string(), Some(Up), Some(Outcome::Same)),
                 ("256".to_string(), Some(Down), Some(Outcome::Opposite)),
                 ("96".to_string(), Some(Flat), Some(Outcome::NoEffect)),
-                ("32".to_string(), Some(Inconclusive), Some(Outcome::Undecided)),
+                (
+                    "32".to_string(),
+                    Some(Inconclusive),
+                    Some(Outcome::Undecided)
+                ),
             ]
         );
         let up = g.rows[0].changes[v];
@@ -637,7 +653,10 @@ mod tests {
         let need = und.seeds_needed.unwrap();
         assert_eq!(need.ours, None, "{need:?}");
         assert!(need.paper.is_some_and(|n| (2..=4).contains(&n)), "{need:?}");
-        assert_eq!(seeds_text(&und), format!(">1000 (paper's change: {})", need.paper.unwrap()));
+        assert_eq!(
+            seeds_text(&und),
+            format!(">1000 (paper's change: {})", need.paper.unwrap())
+        );
         let s = &g.scores[v];
         assert_eq!(
             (s.agree, s.rows, s.no_effect, s.undecided),
@@ -670,7 +689,10 @@ mod tests {
         let s = &g.scores[0];
         // Paper ranks (2, 3, 1, 4) against ours (1, 2, 3, 4): 2 / 5.
         assert!(close(s.spearman, 0.4), "{:?}", s.spearman);
-        assert_eq!((s.point_agree, s.point_rows, s.verdict), (1, 3, Verdict::Undecided));
+        assert_eq!(
+            (s.point_agree, s.point_rows, s.verdict),
+            (1, 3, Verdict::Undecided)
+        );
         assert_eq!(direction(0.000_999, 1e-3), 0);
         assert_eq!(direction(-0.001, 1e-3), -1);
         // Both flat agree.

@@ -19,22 +19,26 @@ pub fn search_section(records: &SweepRecords) -> Markup {
         return html! {};
     };
     let trials = search::search_trials(records, &spec);
+    let y = search::search_metric_axis(&trials, &spec);
     let budget = records.sweep.spec["search"]["trials"].as_u64();
     html! {
         section #search {
             h2 { "Search" }
             (summary(&spec, &trials, budget, &records.sweep.name))
             (figure(
-                svg_history(&search::history(&trials, spec.direction), &spec.metric),
-                "Optimization history: each trial's value by trial number (hollow grey: pruned, \
-                 its last validation value), and the best completed value so far.",
+                svg_history(&search::history(&trials, spec.direction), &y),
+                &format!(
+                    "Optimization history: each trial's value by trial number (hollow grey: \
+                     pruned, its last validation value), and the best completed value so far.{}",
+                    log_note(&y)
+                ),
             ))
             (expected_best(&spec, &trials))
             h3 { "Top trials" }
             (top_table(&spec, &trials))
             h3 { "Slices" }
             @for s in search::slices(&trials, &spec) {
-                (figure(svg_slice(&s, &spec.metric), &format!("{} against {}.", spec.metric, s.axis.name)))
+                (figure(svg_slice(&s, &y), &format!("{} against {}.{}", spec.metric, s.axis.name, log_note(&y))))
             }
             h3 { "Parallel coordinates" }
             (figure(
@@ -70,6 +74,17 @@ fn expected_best(spec: &SearchSpec, trials: &[SearchTrial]) -> Markup {
                 spec.metric, e.configurations
             ),
         ))
+    }
+}
+
+/// Why the metric's axis is logarithmic, when it is.
+fn log_note(y: &search::Axis) -> &'static str {
+    match y.scale {
+        search::Scale::Log => {
+            " Perplexity on a log scale (equal steps are equal steps of loss), so a pruned trial \
+             far above does not flatten the rest."
+        }
+        _ => "",
     }
 }
 

@@ -41,10 +41,15 @@ pub fn svg_forest(f: &Forest) -> Result<String> {
     let mut lo = -pct(f.flat);
     let mut hi = pct(f.flat);
     for r in &f.rows {
-        for v in [Some(r.change), r.ci95.map(|c| c[0]), r.ci95.map(|c| c[1]), r.paper]
-            .into_iter()
-            .flatten()
-            .filter(|v| v.is_finite())
+        for v in [
+            Some(r.change),
+            r.ci95.map(|c| c[0]),
+            r.ci95.map(|c| c[1]),
+            r.paper,
+        ]
+        .into_iter()
+        .flatten()
+        .filter(|v| v.is_finite())
         {
             lo = lo.min(pct(v));
             hi = hi.max(pct(v));
@@ -76,7 +81,10 @@ pub fn svg_forest(f: &Forest) -> Result<String> {
         };
         chart
             .configure_mesh()
-            .x_desc(format!("{} change from the baseline (%)", f.metric.header()))
+            .x_desc(format!(
+                "{} change from the baseline (%)",
+                f.metric.header()
+            ))
             .x_label_formatter(&|x| format!("{x:+.1}"))
             .y_labels(n)
             .y_label_formatter(&fmt_y)
@@ -108,7 +116,11 @@ pub fn svg_forest(f: &Forest) -> Result<String> {
                     10,
                 )))?;
             }
-            chart.draw_series(std::iter::once(Circle::new((pct(r.change), y), 5, c.filled())))?;
+            chart.draw_series(std::iter::once(Circle::new(
+                (pct(r.change), y),
+                5,
+                c.filled(),
+            )))?;
             if let Some(p) = r.paper {
                 chart.draw_series(std::iter::once(Cross::new(
                     (pct(p), y),
@@ -170,7 +182,9 @@ pub fn svg_evp(e: &Evp, title: &str) -> Result<String> {
         chart
             .draw_series(std::iter::once(Polygon::new(band, c.mix(0.18).filled())))?
             .label("± one standard deviation")
-            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 16, y + 5)], c.mix(0.3).filled()));
+            .legend(move |(x, y)| {
+                Rectangle::new([(x, y - 5), (x + 16, y + 5)], c.mix(0.3).filled())
+            });
         chart
             .draw_series(LineSeries::new(
                 e.points.iter().map(|p| (p.k as f64, p.mean)),

@@ -218,7 +218,12 @@ pub fn svg_curves(title: &str, curves: &[&Curve]) -> Result<String> {
         let (mut xmax, mut ylo, mut yhi) = (0f64, f64::INFINITY, f64::NEG_INFINITY);
         for c in curves {
             for (i, (x, y)) in c.points.iter().enumerate() {
-                let e = c.err.as_ref().and_then(|e| e.get(i)).copied().unwrap_or(0.0);
+                let e = c
+                    .err
+                    .as_ref()
+                    .and_then(|e| e.get(i))
+                    .copied()
+                    .unwrap_or(0.0);
                 xmax = xmax.max(*x);
                 ylo = ylo.min(y - e);
                 yhi = yhi.max(y + e);

@@ -1,7 +1,8 @@
 // sweep serve: keeps the running trials' loss curves of a sweep page current without a reload,
 // and its effects table (each row against the baseline over seeds) as seeds finish.
 // Long-polls /api/sweep/NAME/running?v=VERSION (the server answers when a trial records a row,
-// starts or stops) and redraws each trial's inline SVG with the geometry of src/serve/live.rs.
+// starts or stops) and redraws each trial's inline SVG with the geometry of src/serve/live.rs,
+// and the overlaid validation-loss chart from the lines the server computed (`overlay`).
 // Ledger text is only ever set with textContent.
 (function () {
   "use strict";
@@ -84,11 +85,36 @@
     card.querySelector("text.xmax").textContent = "step " + s.xmax;
   }
 
+  // The overlaid chart: every line and legend entry rebuilt from the snapshot's `overlay`.
+  function drawOverlay(o) {
+    var fig = root.querySelector(".live-overlay");
+    if (!fig || !o) return;
+    var lines = fig.querySelector("g.lines"), legend = fig.querySelector("ul.legend");
+    while (lines.firstChild) lines.removeChild(lines.firstChild);
+    while (legend.firstChild) legend.removeChild(legend.firstChild);
+    o.lines.forEach(function (l) {
+      var id = String(l.id);
+      el(SVG, "polyline", { "data-trial": id, points: l.points, fill: "none", stroke: l.colour, "stroke-width": 2 }, lines);
+      el(SVG, "circle", { "data-trial": id, cx: l.last[0], cy: l.last[1], r: 3, fill: l.colour }, lines);
+      var li = el(null, "li", { "data-trial": id }, legend);
+      var swatch = el(SVG, "svg", { width: 14, height: 10 }, li);
+      el(SVG, "rect", { width: 14, height: 10, fill: l.colour }, swatch);
+      li.appendChild(document.createTextNode(" "));
+      el(null, "span", { "class": "name" }, li).textContent = l.name;
+    });
+    fig.querySelector("text.hi").textContent = o.frame.hi.toFixed(3);
+    fig.querySelector("text.lo").textContent = o.frame.lo.toFixed(3);
+    fig.querySelector("text.xmax").textContent = "step " + o.frame.xmax;
+    fig.setAttribute("data-lines", String(o.lines.length));
+    fig.hidden = o.lines.length === 0;
+  }
+
   var KEEP_DONE = 2;
 
   function apply(snap) {
     var live = {};
     snap.trials.forEach(function (t) { live[t.id] = true; update(t); });
+    drawOverlay(snap.overlay);
     root.querySelectorAll(".live-trial").forEach(function (card) {
       var id = card.getAttribute("data-trial");
       if (!live[id] && !card.classList.contains("done")) {

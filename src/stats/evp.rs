@@ -43,7 +43,11 @@ pub fn expected_max(values: &[f64]) -> Vec<Expected> {
                 prev = f;
             }
             let mean: f64 = pdf.iter().zip(&v).map(|(p, x)| p * x).sum();
-            let var: f64 = pdf.iter().zip(&v).map(|(p, x)| p * (x - mean).powi(2)).sum();
+            let var: f64 = pdf
+                .iter()
+                .zip(&v)
+                .map(|(p, x)| p * (x - mean).powi(2))
+                .sum();
             Expected { k, mean, var }
         })
         .collect()
@@ -58,9 +62,6 @@ pub fn expected_best(values: &[f64], lower_is_better: bool) -> Vec<Expected> {
     let neg: Vec<f64> = values.iter().map(|x| -x).collect();
     expected_max(&neg)
         .into_iter()
-        .map(|e| Expected {
-            mean: -e.mean,
-            ..e
-        })
+        .map(|e| Expected { mean: -e.mean, ..e })
         .collect()
 }

@@ -91,8 +91,8 @@ impl Summary {
         let m = mean(xs);
         let s = sd(xs);
         let ci95 = s.map(|s| {
-            let hw = t_quantile(0.5 + LEVEL / 2.0, (xs.len() - 1) as f64) * s
-                / (xs.len() as f64).sqrt();
+            let hw =
+                t_quantile(0.5 + LEVEL / 2.0, (xs.len() - 1) as f64) * s / (xs.len() as f64).sqrt();
             [m - hw, m + hw]
         });
         Some(Summary {
@@ -277,7 +277,6 @@ pub fn seeds_needed(sd: f64, margin: f64, cap: usize) -> Option<usize> {
     if !(margin > 0.0) || !sd.is_finite() {
         return None;
     }
-    (2..=cap).find(|&n| {
-        t_quantile(0.5 + LEVEL / 2.0, (n - 1) as f64) * sd / (n as f64).sqrt() < margin
-    })
+    (2..=cap)
+        .find(|&n| t_quantile(0.5 + LEVEL / 2.0, (n - 1) as f64) * sd / (n as f64).sqrt() < margin)
 }

@@ -53,7 +53,11 @@ fn t_quantiles_and_p_values_match_scipy() {
     }
     for c in fx["t_two_sided_p"].as_array().unwrap() {
         let (t, df) = (f(&c["t"]), f(&c["df"]));
-        close(t_two_sided_p(t, df), f(&c["p"]), &format!("2 t.sf(|{t}|, {df})"));
+        close(
+            t_two_sided_p(t, df),
+            f(&c["p"]),
+            &format!("2 t.sf(|{t}|, {df})"),
+        );
     }
 }
 
@@ -163,7 +167,11 @@ fn expected_maximum_matches_scipy_and_enumeration() {
         }
         // The best of all N is the maximum, with no spread; of one, the mean.
         let last = e.last().unwrap();
-        close(last.mean, v.iter().cloned().fold(f64::MIN, f64::max), "k = N");
+        close(
+            last.mean,
+            v.iter().cloned().fold(f64::MIN, f64::max),
+            "k = N",
+        );
         close(last.var, 0.0, "k = N variance");
         close(e[0].mean, mean(&v), "k = 1");
     }

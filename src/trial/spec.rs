@@ -405,9 +405,22 @@ mod tests {
             })
         };
         assert_eq!(parse("gpt2@abc").unwrap(), hub("gpt2", Some("abc")));
-        assert_eq!(parse("openai-community/gpt2").unwrap(), hub("openai-community/gpt2", None));
-        assert_eq!(parse("org/my_model-1.5@refs/pr/1").unwrap(), hub("org/my_model-1.5", Some("refs/pr/1")));
-        for dir in ["/abs/ckpt", "./ckpt/x", "../results/pretrained/m", "a/b/c", "ckpt", "org--x/y"] {
+        assert_eq!(
+            parse("openai-community/gpt2").unwrap(),
+            hub("openai-community/gpt2", None)
+        );
+        assert_eq!(
+            parse("org/my_model-1.5@refs/pr/1").unwrap(),
+            hub("org/my_model-1.5", Some("refs/pr/1"))
+        );
+        for dir in [
+            "/abs/ckpt",
+            "./ckpt/x",
+            "../results/pretrained/m",
+            "a/b/c",
+            "ckpt",
+            "org--x/y",
+        ] {
             assert_eq!(parse(dir).unwrap(), ModelSpec::Dir(dir.into()), "{dir}");
         }
         for bad in ["gpt2-tiny@v1", "org/name@", "org/name@a b"] {

@@ -68,6 +68,9 @@ enum Command {
     /// Search samplers' regret on test functions and cost per suggestion (issue 16).
     #[command(hide = true, name = "bench-sampler")]
     BenchSampler(crate::bench::sampler::BenchSamplerArgs),
+    /// Checkpoint write, hash and verify times at a model's size (issue 23).
+    #[command(hide = true, name = "bench-checkpoint")]
+    BenchCheckpoint(crate::bench::checkpoint::BenchCheckpointArgs),
     /// Write abstracts for titles with a trained model: nucleus sampling, KV cache, stored samples.
     Generate(crate::generate::cli::GenerateArgs),
     /// Generation tokens/s with and without the KV cache on random weights (issue 6).
@@ -100,6 +103,7 @@ pub fn main() -> ExitCode {
         Command::BenchReport(args) => crate::bench::report::run_bench(args),
         Command::BenchServe(args) => crate::bench::serve::run(args),
         Command::BenchSampler(args) => crate::bench::sampler::run(args),
+        Command::BenchCheckpoint(args) => crate::bench::checkpoint::run(args),
         Command::Generate(args) => crate::generate::cli::run(args),
         Command::BenchGenerate(args) => crate::generate::bench::run(args),
     };

@@ -198,9 +198,10 @@ pub fn plan(args: PlanArgs) -> Result<ExitCode> {
 }
 
 pub fn status(args: StatusArgs) -> Result<ExitCode> {
-    let ledger = Ledger::open(&args.ledger.url())?;
+    // Read-only, like every reader: a missing SQLite file is an error naming it, not created.
+    let ledger = crate::store::open_read_only(&args.ledger.url())?;
     let text = super::status::render(
-        &*ledger.store,
+        &*ledger,
         args.sweep.as_deref(),
         &args.artifacts.root(),
     )?;

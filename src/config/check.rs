@@ -18,6 +18,13 @@ pub(super) fn key_list() -> String {
     keys.join(", ")
 }
 
+/// The fix for `extends` written below a section header (TOML makes it a key of that section).
+pub(super) fn misplaced_extends(key: &str) -> Option<&'static str> {
+    (key == "extends").then_some(
+        "move `extends = \"...\"` above the first [section]: it is a top-level key of the file",
+    )
+}
+
 /// Check one value of a known key and convert it to JSON. A `data` table expands into several
 /// `data.*` settings, so this returns a list.
 pub(super) fn check_value(
@@ -71,7 +78,7 @@ pub(super) fn check_value(
         KeyKind::Model => match check_value_rule(key, value) {
             Ok(Json::String(s)) => {
                 let p = Path::new(&s);
-                let (full, found) = base.resolve(p, Path::is_dir);
+                let (full, found) = base.resolve(src, &span, p, Path::is_dir);
                 if Preset::from_name(&s).is_none() && !p.is_absolute() && found {
                     let full = crate::util::absolute_clean(&full);
                     Json::String(full.display().to_string())
@@ -114,12 +121,12 @@ pub(super) fn resolve_paths(
     for item in items.iter() {
         let s = item.get_ref().as_str().unwrap_or_default();
         let p = Path::new(s);
-        let (full, found) = base.resolve(p, Path::is_file);
+        let (full, found) = base.resolve(src, &item.span(), p, Path::is_file);
         if !found && !base.replaced.iter().any(|k| k == key) {
             let looked = if p.is_absolute() {
                 full.display().to_string()
             } else {
-                base.tried(p)
+                base.tried(src, &item.span(), p)
             };
             return Err(src.err(
                 &item.span(),
@@ -148,12 +155,11 @@ pub(super) fn check_table(
             continue;
         }
         if key_kind(k.get_ref()).is_none() {
-            return Err(src.err(
-                &k.span(),
-                k.get_ref(),
-                "unknown key",
-                &format!("use one of: {}", key_list()),
-            ));
+            let fix = match misplaced_extends(k.get_ref()) {
+                Some(fix) => fix.to_string(),
+                None => format!("use one of: {}", key_list()),
+            };
+            return Err(src.err(&k.span(), k.get_ref(), "unknown key", &fix));
         }
         out.extend(check_value(src, base, k.get_ref(), v)?);
     }

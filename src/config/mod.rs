@@ -36,12 +36,25 @@
 //! Precedence, lowest first: `[base]`, `[profile.P]`, the axis values of a trial, `--set key=value`.
 //! `--set grid.KEY=[...]` replaces (or adds) an axis instead.
 //!
+//! A file may build on others: `extends = "baseline.toml"` (or a list, applied in order), above
+//! the first section. The extended files' `[base]`, `[profile.*]`, `[search]`, `[space]`,
+//! `[prune]` and `[[reference]]` come first and the file's own tables override them key by key
+//! (`extends.rs`); so the order above holds for the merged tables, lowest first: the extended
+//! files' `[base]`, the file's `[base]`, their `[profile.P]`, its `[profile.P]`, axis values,
+//! `--set`. `[sweep]` is never inherited and an extended file has none; nor axes (`[grid]`).
+//! Every value keeps the file, line and column it came from, in errors and in
+//! [`Sweep::explain`].
+//!
 //! Relative paths in a file (`data.sources`, a checkpoint directory as `model`) resolve against
 //! the sweep file's own directory, else the working directory, as Cargo and Hydra resolve theirs
 //! (the shipped files say `../data/arxiv/...`); relative paths given with `--set` resolve against
 //! the working directory. Resolved configs carry absolute paths.
 
 mod check;
+mod explain;
+mod extends;
+#[cfg(test)]
+mod extends_tests;
 mod resolve;
 pub mod search;
 mod source;
@@ -50,6 +63,8 @@ mod steps;
 mod tests;
 
 use crate::trial::TrialConfig;
+pub use explain::Origin;
+use extends::Chain;
 use serde_json::{Map, Value as Json};
 use source::{parse_set, usage, PathBase, Source};
 use std::collections::BTreeMap;
@@ -126,7 +141,11 @@ pub struct Sweep {
     pub description: Option<String>,
     pub kind: Kind,
     pub file: PathBuf,
+    /// The files `file` extends, lowest precedence first (absolute; empty when it extends none).
+    pub extends: Vec<PathBuf>,
     pub profile: Option<String>,
+    /// Every profile the file and the files it extends define.
+    pub profiles: Vec<String>,
     pub sets: Vec<String>,
     pub axes: Vec<Axis>,
     pub references: Vec<Map<String, Json>>,
@@ -145,6 +164,8 @@ struct Resolver {
     settings: BTreeMap<String, Setting>,
     trial_sets: Vec<(String, Setting)>,
     base_at: String,
+    /// The table that set each key of `settings` (`[base]`, `[profile.P]`), for `--explain`.
+    layers: BTreeMap<String, String>,
 }
 
 impl Resolver {
@@ -189,6 +210,7 @@ impl Sweep {
             "description": self.description,
             "kind": self.kind.as_str(),
             "file": self.file.display().to_string(),
+            "extends": self.extends.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
             "profile": self.profile,
             "sets": self.sets,
             "axes": axes,
@@ -249,48 +271,35 @@ pub fn load(path: &Path, profile: Option<&str>, sets: &[String]) -> anyhow::Resu
     parse(path, &text, profile, sets)
 }
 
-/// Validate and resolve sweep-file text (`path` is used for messages and relative data paths).
+/// Validate and resolve sweep-file text (`path` is used for messages, relative paths and the
+/// files it extends).
 pub fn parse(
     path: &Path,
     text: &str,
     profile: Option<&str>,
     sets: &[String],
 ) -> anyhow::Result<Sweep> {
-    let src = Source {
-        name: path.display().to_string(),
-        text,
-        is_flag: false,
-    };
-    let doc = DeTable::parse(text).map_err(|e| {
-        let loc = e
-            .span()
-            .map(|s| src.loc(&s))
-            .unwrap_or_else(|| src.name.clone());
-        usage(format!(
-            "{loc}: TOML syntax error: {}; fix: correct the TOML syntax",
-            e.message().trim()
-        ))
-    })?;
-    let doc = doc.get_ref();
-    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let chain = extends::read(path, text)?;
+    parse_chain(&chain, profile, sets).map_err(|e| chain.name_the_chain(e))
+}
+
+/// The sweep of a file and the files it extends, merged into one document.
+fn parse_chain(chain: &Chain, profile: Option<&str>, sets: &[String]) -> anyhow::Result<Sweep> {
+    let src = chain.source();
+    let doc = extends::merge(chain, &src)?;
+    let doc = &doc;
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
-    let file_dirs = [
-        abs.parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from(".")),
-        cwd.clone(),
-    ];
     let replaced: Vec<String> = sets
         .iter()
         .filter_map(|f| parse_set(f).ok().map(|(k, _)| k))
         .collect();
+    let dirs = [cwd];
     let file_base = PathBase {
-        dirs: &file_dirs,
+        dirs: &dirs,
         replaced: &replaced,
     };
-    let flag_dirs = [cwd];
     let flag_base = PathBase {
-        dirs: &flag_dirs,
+        dirs: &dirs,
         replaced: &[],
     };
     steps::check_sections(&src, doc)?;
@@ -302,9 +311,10 @@ pub fn parse(
         )));
     };
     let base_at = format!("{} [base]", src.loc(&base_key.span()));
-    let mut settings: BTreeMap<String, Setting> = check::check_table(&src, &file_base, base, &[])?
+    let base_settings: BTreeMap<String, Setting> = check::check_table(&src, &file_base, base, &[])?
         .into_iter()
         .collect();
+    let mut settings = base_settings.clone();
     let mut axes = match steps::table(&src, doc, "grid")? {
         Some((_, g)) => check::check_grid(&src, &file_base, g)?,
         None => Vec::new(),
@@ -315,6 +325,7 @@ pub fn parse(
     let mut references = steps::references(&src, doc, &axes)?;
     map_references_onto_profile_axes(&mut references, &replaced_axes, &axes);
     let resolver = Resolver {
+        layers: explain::table_layers(&base_settings, &settings, profile),
         settings,
         trial_sets,
         base_at,
@@ -338,8 +349,10 @@ pub fn parse(
         title: meta.title,
         description: meta.description,
         kind: meta.kind,
-        file: abs,
+        file: chain.file(),
+        extends: chain.extended(),
         profile: profile.map(str::to_string),
+        profiles: steps::profile_names(doc),
         sets: sets.to_vec(),
         axes,
         references,

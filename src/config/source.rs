@@ -14,21 +14,79 @@ pub(super) fn usage(msg: String) -> anyhow::Error {
     anyhow::Error::new(UsageError(msg))
 }
 
+/// One file of a sweep's text ([`Source::text`] holds the files of an `extends` chain one after
+/// another): where its text starts there, and the directory its relative paths resolve against.
+#[derive(Debug, Clone)]
+pub(super) struct SourceFile {
+    pub(super) name: String,
+    pub(super) start: usize,
+    pub(super) dir: PathBuf,
+}
+
 /// Where a value came from: the text it was parsed from, to turn byte spans into locations.
 pub(super) struct Source<'a> {
-    /// A file path, or the full `--set key=value` flag.
+    /// The sweep file (messages about no one key), or the full `--set key=value` flag.
     pub(super) name: String,
     pub(super) text: &'a str,
     pub(super) is_flag: bool,
+    /// The files of `text`, in order (none for a flag).
+    pub(super) files: Vec<SourceFile>,
 }
 
-impl Source<'_> {
+impl<'a> Source<'a> {
+    /// The text of one file.
+    pub(super) fn of_file(name: String, text: &'a str) -> Self {
+        let dir = Path::new(&name).parent().map(Path::to_path_buf);
+        Self::of_files(
+            name.clone(),
+            text,
+            &[SourceFile {
+                name,
+                start: 0,
+                dir: dir.unwrap_or_default(),
+            }],
+        )
+    }
+
+    /// The texts of several files, one after another (an `extends` chain).
+    pub(super) fn of_files(name: String, text: &'a str, files: &[SourceFile]) -> Self {
+        Source {
+            name,
+            text,
+            is_flag: false,
+            files: files.to_vec(),
+        }
+    }
+
+    /// The value of a `--set` flag.
+    pub(super) fn of_flag(flag: String, text: &'a str) -> Self {
+        Source {
+            name: flag,
+            text,
+            is_flag: true,
+            files: Vec::new(),
+        }
+    }
+
+    /// The file a span lies in.
+    fn file(&self, span: &Range<usize>) -> Option<&SourceFile> {
+        self.files.iter().rev().find(|f| f.start <= span.start)
+    }
+
+    /// The directory of the file a value was written in (`None` for a flag).
+    pub(super) fn dir(&self, span: &Range<usize>) -> Option<&Path> {
+        self.file(span).map(|f| f.dir.as_path())
+    }
+
     pub(super) fn loc(&self, span: &Range<usize>) -> String {
         if self.is_flag {
             return self.name.clone();
         }
-        let start = span.start.min(self.text.len());
-        let before = &self.text[..start];
+        let (name, from) = self
+            .file(span)
+            .map_or((self.name.as_str(), 0), |f| (f.name.as_str(), f.start));
+        let start = span.start.clamp(from, self.text.len());
+        let before = &self.text[from..start];
         let line = before.matches('\n').count() + 1;
         let col = before
             .rsplit('\n')
@@ -36,7 +94,7 @@ impl Source<'_> {
             .map(|s| s.chars().count())
             .unwrap_or(0)
             + 1;
-        format!("{}:{line}:{col}", self.name)
+        format!("{name}:{line}:{col}")
     }
 
     pub(super) fn err(
@@ -48,6 +106,20 @@ impl Source<'_> {
     ) -> anyhow::Error {
         usage(format!("{}: {key}: {msg}; fix: {fix}", self.loc(span)))
     }
+}
+
+/// A file's TOML, a syntax error located in it.
+pub(super) fn parse_toml<'i>(src: &Source<'i>) -> anyhow::Result<Spanned<DeTable<'i>>> {
+    DeTable::parse(src.text).map_err(|e| {
+        let loc = e
+            .span()
+            .map(|s| src.loc(&s))
+            .unwrap_or_else(|| src.name.clone());
+        usage(format!(
+            "{loc}: TOML syntax error: {}; fix: correct the TOML syntax",
+            e.message().trim()
+        ))
+    })
 }
 
 pub(super) fn type_name(v: &DeValue) -> &'static str {
@@ -89,9 +161,10 @@ pub(super) fn entries<'t, 'i>(
     e
 }
 
-/// Where relative paths resolve: the sweep file's own directory, then the working directory (as
-/// Cargo and Hydra do); `--set` values against the working directory only.
+/// Where relative paths resolve: the directory of the file that wrote the value, then the
+/// working directory (as Cargo and Hydra do); `--set` values against the working directory only.
 pub(super) struct PathBase<'a> {
+    /// Where a relative path is looked for after the directory of its own file.
     pub(super) dirs: &'a [PathBuf],
     /// Path keys that a `--set` replaces: the file's value is never read, so a missing file
     /// there is no error (e.g. `--set data.sources=[...]` on a machine without the default data).
@@ -99,25 +172,45 @@ pub(super) struct PathBase<'a> {
 }
 
 impl PathBase<'_> {
-    /// The first of `dirs/p` that passes `exists` (`p` itself when absolute); else the first
-    /// candidate, for the message.
-    pub(super) fn resolve(&self, p: &Path, exists: impl Fn(&Path) -> bool) -> (PathBuf, bool) {
+    fn candidates(&self, src: &Source, span: &Range<usize>, p: &Path) -> Vec<PathBuf> {
+        src.dir(span)
+            .into_iter()
+            .chain(self.dirs.iter().map(PathBuf::as_path))
+            .map(|d| d.join(p))
+            .collect()
+    }
+
+    /// The first place `p` (written at `span`) passes `exists` (`p` itself when absolute);
+    /// else the first candidate, for the message.
+    pub(super) fn resolve(
+        &self,
+        src: &Source,
+        span: &Range<usize>,
+        p: &Path,
+        exists: impl Fn(&Path) -> bool,
+    ) -> (PathBuf, bool) {
         if p.is_absolute() {
             return (p.to_path_buf(), exists(p));
         }
-        let candidates: Vec<PathBuf> = self.dirs.iter().map(|d| d.join(p)).collect();
+        let candidates = self.candidates(src, span, p);
         match candidates.iter().find(|c| exists(c)) {
             Some(c) => (c.clone(), true),
-            None => (candidates[0].clone(), false),
+            None => (
+                candidates
+                    .first()
+                    .cloned()
+                    .unwrap_or_else(|| p.to_path_buf()),
+                false,
+            ),
         }
     }
 
     /// Where a relative path was looked for, for messages.
-    pub(super) fn tried(&self, p: &Path) -> String {
+    pub(super) fn tried(&self, src: &Source, span: &Range<usize>, p: &Path) -> String {
         let dirs: Vec<String> = self
-            .dirs
+            .candidates(src, span, p)
             .iter()
-            .map(|d| d.join(p).display().to_string())
+            .map(|d| d.display().to_string())
             .collect();
         dirs.join(" or ")
     }

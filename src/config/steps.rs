@@ -1,7 +1,7 @@
 //! The sections of a sweep file, one step each: `[sweep]`, `[profile.NAME]` over `[base]` and
 //! `[grid]`, `--set` overrides and `[[reference]]` rows.
 
-use super::check::{check_axis, check_grid, check_table, check_value, key_kind};
+use super::check::{check_axis, check_grid, check_table, check_value, key_kind, misplaced_extends};
 use super::source::{
     as_f64, de_to_json, entries, get_str, parse_set, type_name, usage, PathBase, Source, SpannedKey,
 };
@@ -61,8 +61,8 @@ pub(super) fn check_sections(src: &Source, doc: &DeTable) -> anyhow::Result<()> 
                 &k.span(),
                 k.get_ref(),
                 "unknown section",
-                "use [sweep], [base], [grid], [profile.NAME] and [[reference]] (and for search \
-                 sweeps [search], [space], [prune])",
+                "use `extends`, [sweep], [base], [grid], [profile.NAME] and [[reference]] (and \
+                 for search sweeps [search], [space], [prune])",
             ));
         }
     }
@@ -71,9 +71,16 @@ pub(super) fn check_sections(src: &Source, doc: &DeTable) -> anyhow::Result<()> 
 
 pub(super) fn meta(src: &Source, doc: &DeTable) -> anyhow::Result<Meta> {
     let Some((_, meta)) = table(src, doc, "sweep")? else {
+        // A file without [sweep] is what other sweep files extend (experiments/baseline.toml).
         return Err(usage(format!(
-            "{}: sweep: missing [sweep] section; fix: add `[sweep]` with `name = \"...\"`",
-            src.name
+            "{}: sweep: no [sweep] section: a file without one is a base that sweep files \
+             extend (`extends = \"{}\"`), not a sweep to run; fix: run a sweep file that \
+             extends it, or add `[sweep]` with `name = \"...\"`",
+            src.name,
+            std::path::Path::new(&src.name)
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_default()
         )));
     };
     for (k, _) in entries(meta) {
@@ -82,7 +89,7 @@ pub(super) fn meta(src: &Source, doc: &DeTable) -> anyhow::Result<Meta> {
                 &k.span(),
                 &format!("sweep.{}", k.get_ref()),
                 "unknown key",
-                "use name, title, description, kind",
+                misplaced_extends(k.get_ref()).unwrap_or("use name, title, description, kind"),
             ));
         }
     }
@@ -187,12 +194,11 @@ pub(super) fn apply_profile(
         }
     }
     if let Some(p) = profile {
-        let defined: Vec<String> = profiles
-            .map(|(_, ps)| ps.iter().map(|(k, _)| k.get_ref().to_string()).collect())
-            .unwrap_or_default();
+        let defined = profile_names(doc);
         if !defined.iter().any(|d| d == p) {
             return Err(usage(format!(
-                "--profile {p}: {}: no [profile.{p}] in this file; fix: use one of: {}",
+                "--profile {p}: {}: no [profile.{p}] in this file or the files it extends; fix: \
+                 use one of: {}",
                 src.name,
                 if defined.is_empty() {
                     "(none defined)".to_string()
@@ -204,6 +210,17 @@ pub(super) fn apply_profile(
     }
 
     Ok(replaced_axes)
+}
+
+/// The profiles a sweep file defines (with those of the files it extends), in order.
+pub(super) fn profile_names(doc: &DeTable) -> Vec<String> {
+    match doc.get("profile").map(|p| p.get_ref()) {
+        Some(DeValue::Table(ps)) => entries(ps)
+            .into_iter()
+            .map(|(k, _)| k.get_ref().to_string())
+            .collect(),
+        _ => Vec::new(),
+    }
 }
 
 /// `--set key=value` (a trial key) and `--set grid.KEY=[...]` (an axis, replaced or added);
@@ -226,11 +243,7 @@ pub(super) fn apply_sets(
                 &owned_raw
             }
         };
-        let fsrc = Source {
-            name: flag_text.clone(),
-            text: value_src,
-            is_flag: true,
-        };
+        let fsrc = Source::of_flag(flag_text.clone(), value_src);
         let value = DeValue::parse(value_src).map_err(|e| {
             usage(format!(
                 "{flag_text}: {key}: cannot parse the value: {}; fix: quote it",

@@ -36,6 +36,10 @@ pub struct PlanArgs {
     /// The device the estimates are for (`cpu` or `cuda:N`).
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Print each key of the first trial with where it was set (file:line:column of the file,
+    /// or the extended file, that set it; the profile, axis or `--set`), instead of the plan.
+    #[arg(long)]
+    pub explain: bool,
 }
 
 /// Executor flags of `sweep run`.
@@ -189,6 +193,16 @@ fn load_and_identify(
 }
 
 pub fn plan(args: PlanArgs) -> Result<ExitCode> {
+    if args.explain {
+        // Where values come from needs the file only: no data is prepared, no ledger read.
+        let s = &args.sweep;
+        let sweep = config::load(&s.file, s.profile.as_deref(), &s.sets)?;
+        let point = super::search::Searcher::preview_points(&sweep, 1).pop();
+        let (trial, origins) = sweep.explain(point.as_deref())?;
+        return crate::util::write_stdout(&super::plan_view::render_explain(
+            &sweep, &trial, &origins,
+        ));
+    }
     let cache = CacheArgs::default().root();
     let (sweep, planned) = load_and_identify(&args.sweep, &cache)?;
     crate::backend::DeviceSpec::parse(&args.device)?.check("--device")?;

@@ -111,6 +111,7 @@ pub fn render(
             .map(|t| format!(": {t}"))
             .unwrap_or_default()
     );
+    chain_line(&mut out, sweep);
     let (total_est, unknown_est, rate) =
         rows(&mut out, planned, ledger.as_deref(), cache_root, device)?;
     footer(
@@ -122,6 +123,60 @@ pub fn render(
         device,
     );
     Ok(out)
+}
+
+/// A path as the user would type it: relative to the working directory when under it.
+fn shown(path: &Path) -> String {
+    let cwd = std::env::current_dir().unwrap_or_default();
+    path.strip_prefix(&cwd)
+        .unwrap_or(path)
+        .display()
+        .to_string()
+}
+
+/// The files a sweep file extends (nothing for one that extends none).
+fn chain_line(out: &mut String, sweep: &config::Sweep) {
+    if !sweep.extends.is_empty() {
+        let extended: Vec<String> = sweep.extends.iter().map(|p| shown(p)).collect();
+        outln!(
+            out,
+            "from {}, extending {} (lowest precedence first)",
+            shown(&sweep.file),
+            extended.join(", ")
+        );
+    }
+}
+
+/// `sweep plan --explain`: each key of the first trial, its value and where it was set.
+pub fn render_explain(
+    sweep: &config::Sweep,
+    trial: &config::ResolvedTrial,
+    origins: &[config::Origin],
+) -> String {
+    let mut out = String::new();
+    outln!(
+        out,
+        "sweep {}, trial 1 ({}{}): each key, what set it and where",
+        ledger_name(sweep),
+        label_text(&Json::Object(trial.label.clone())),
+        if trial.is_baseline { "*" } else { "" }
+    );
+    chain_line(&mut out, sweep);
+    let width = |f: fn(&config::Origin) -> usize| origins.iter().map(f).max().unwrap_or(0);
+    let (kw, lw, aw) = (
+        width(|o| o.key.len()),
+        width(|o| o.layer.len()),
+        width(|o| o.at.len()),
+    );
+    for o in origins {
+        let value = match &o.value {
+            Json::String(v) => v.clone(),
+            v => v.to_string(),
+        };
+        let line = format!("  {:<kw$}  {:<lw$}  {:<aw$}  {value}", o.key, o.layer, o.at);
+        outln!(out, "{}", line.trim_end());
+    }
+    out
 }
 
 /// One line per trial (state in the ledger, tokens, steps, estimated time); the estimated time
@@ -327,6 +382,7 @@ fn describe_search(
             .map(|t| format!(": {t}"))
             .unwrap_or_default()
     );
+    chain_line(out, sweep);
     outln!(
         out,
         "objective: {} {}; seed {}{}",

@@ -200,21 +200,20 @@ impl Searcher {
     /// The first suggestions of a fresh random search (what `sweep plan` shows), without the
     /// ledger: random suggestions do not depend on the history.
     pub fn preview(sweep: &config::Sweep, count: usize) -> Result<Vec<config::ResolvedTrial>> {
+        Self::preview_points(sweep, count)
+            .iter()
+            .map(|p| sweep.point(p))
+            .collect()
+    }
+
+    /// The points of [`Self::preview`]'s trials.
+    pub fn preview_points(sweep: &config::Sweep, count: usize) -> Vec<Vec<f64>> {
         let Some(search) = &sweep.search else {
-            return Ok(Vec::new());
+            return Vec::new();
         };
         let dists = search.dists();
         (0..count.min(search.trials))
-            .map(|i| {
-                sweep.point(&suggest(
-                    &dists,
-                    search.method,
-                    search.seed,
-                    i as u64,
-                    0,
-                    &[],
-                ))
-            })
+            .map(|i| suggest(&dists, search.method, search.seed, i as u64, 0, &[]))
             .collect()
     }
 }

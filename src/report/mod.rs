@@ -2,12 +2,14 @@
 //!
 //! The records come from the ledger opened read-only ([`crate::store::open_read_only`]); `data`
 //! (the paper table), `compare`, `plots` and `summary` compute what is shown (pure), `svg` draws
-//! the plots and `html` renders the page. A search sweep's history, slices, parallel coordinates
-//! and top trials come from `search` (pure) and are drawn by `search_svg`.
+//! the plots and `html` renders the page from the building blocks in `markup` (which the live
+//! dashboard uses too). A search sweep's history, slices, parallel coordinates and top trials come
+//! from `search` (pure), are drawn by `search_svg` and laid out by `search_html`.
 
 pub mod compare;
 pub mod data;
 pub mod html;
+pub mod markup;
 pub mod plots;
 pub mod score;
 pub mod search;

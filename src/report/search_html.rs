@@ -3,7 +3,7 @@
 //! and parallel coordinates, pruned trials marked. Data from [`super::search`], plots from
 //! [`super::search_svg`].
 
-use super::html::figure;
+use super::markup::figure;
 use super::search::{self, SearchSpec, SearchTrial};
 use super::search_svg::{svg_history, svg_parallel, svg_slice};
 use crate::store::SweepRecords;

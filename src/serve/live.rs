@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use super::{AppError, AppState};
 use crate::report::data::format_value;
+use crate::report::markup::num;
 use crate::report::plots::thin;
 use crate::store::{self, MetricRecord, Reader, SweepTrial, TrialState};
 
@@ -214,8 +215,8 @@ pub fn trial_card(t: &LiveTrial) -> Markup {
             p {
                 a href={ "/trial/" (t.id) } { b.name { (t.name) } }
                 " · step " span.step { (t.step) }
-                " · loss " span.loss { (super::pages::num(t.loss, 4)) }
-                " · " span.tps { (super::pages::num(t.tokens_per_s, 0)) } " tokens/s"
+                " · loss " span.loss { (num(t.loss, 4)) }
+                " · " span.tps { (num(t.tokens_per_s, 0)) } " tokens/s"
             }
             svg viewBox={ "0 0 " (W) " " (H) } width=(W) height=(H) role="img" aria-label="loss vs optimizer step" {
                 rect x="0" y="0" width=(W) height=(H) fill="#fff" stroke="#ddd" {}

@@ -1,5 +1,6 @@
-//! The dashboard's HTML pages, all built from the report's templates (`report::html`): the sweep
-//! list, a sweep (the report's body plus its running trials, live), a trial, and errors.
+//! The dashboard's HTML pages, all built from the report's templates (`report::html`,
+//! `report::markup`): the sweep list, a sweep (the report's body plus its running trials, live),
+//! a trial, and errors.
 
 use axum::extract::{Path as UrlPath, State};
 use axum::http::StatusCode;
@@ -9,12 +10,11 @@ use std::sync::Arc;
 
 use super::live::{self, Snapshot};
 use super::{files, path_segment, AppError, AppState};
-use crate::report::html::{self as rh, page};
+use crate::report::html as rh;
+use crate::report::markup::{curves_figure, footer, kv_table, num, opt, page};
 use crate::report::plots::{thin, Curve, MAX_CURVE_POINTS};
 use crate::report::summary;
 use crate::store::{self, MetricRecord, SweepRecords, SweepTrial, TrialRecord, TrialState};
-
-pub use crate::report::html::num;
 
 /// The last bytes of a trial's log shown on its page.
 const LOG_TAIL_BYTES: u64 = 16 << 10;
@@ -96,14 +96,14 @@ pub async fn index(State(state): State<Arc<AppState>>) -> Result<Html<String>, A
                 thead { tr { th.l { "Sweep" } th.l { "Title" } th.l { "State" } th.l { "Progress" } th.l { "Trials" } } }
                 tbody { @for l in &lines { tr {
                     td.l { a href={ "/sweep/" (path_segment(&l.name)) } { (l.name) } }
-                    td.l { (rh::opt(&l.title)) }
+                    td.l { (opt(&l.title)) }
                     td.l { (l.state) @if l.running > 0 { " (" (l.running) " running)" } }
                     td.l { progress value=(l.done) max=(l.total.max(1)) {} " " (l.done) "/" (l.total) }
                     td.l { (if l.counts.is_empty() { "none" } else { l.counts.as_str() }) }
                 } } }
             }
         }
-        (rh::footer(&now()))
+        (footer(&now()))
     };
     Ok(Html(
         page("Sweeps — sweep serve", html! {}, body).into_string(),
@@ -144,7 +144,7 @@ fn sweep_page(state: &AppState, name: &str) -> Result<String, AppError> {
         (live_section(name, &snap))
         (trial_links(&records))
         (rh::report_body(&records))
-        (rh::footer(&now()))
+        (footer(&now()))
     };
     Ok(page(&title, head, body).into_string())
 }
@@ -210,17 +210,14 @@ fn curves_of(t: &TrialRecord, metrics: &[MetricRecord]) -> Vec<Curve> {
 }
 
 fn history(t: &TrialRecord) -> Markup {
-    rh::kv_table([
-        ("Created (pending)", rh::opt(&t.created_at).to_string()),
+    kv_table([
+        ("Created (pending)", opt(&t.created_at).to_string()),
         (
             "Last attempt started (running)",
-            rh::opt(&t.started_at).to_string(),
+            opt(&t.started_at).to_string(),
         ),
-        ("Last heartbeat", rh::opt(&t.heartbeat_at).to_string()),
-        (
-            "Finished",
-            format!("{} ({})", rh::opt(&t.finished_at), t.state),
-        ),
+        ("Last heartbeat", opt(&t.heartbeat_at).to_string()),
+        ("Finished", format!("{} ({})", opt(&t.finished_at), t.state)),
         ("Attempts", t.attempts.to_string()),
     ])
 }
@@ -259,7 +256,7 @@ fn trial_page(state: &AppState, id: i64) -> Result<String, AppError> {
         h2 { "State history" }
         (history(&t))
         h2 { "Metrics" }
-        @if !refs.is_empty() { (rh::curves_figure("Loss vs optimizer step", &refs, "Train and valid loss of this trial.")) }
+        @if !refs.is_empty() { (curves_figure("Loss vs optimizer step", &refs, "Train and valid loss of this trial.")) }
         (metrics_table(&metrics))
         h2 { "Log" }
         @match &log {
@@ -273,7 +270,7 @@ fn trial_page(state: &AppState, id: i64) -> Result<String, AppError> {
         h2 { "Details" }
         (rh::trial_facts(&t))
         (rh::trial_samples(&records, t.id))
-        (rh::footer(&now()))
+        (footer(&now()))
     };
     Ok(page(&format!("Trial {id} — sweep serve"), html! {}, body).into_string())
 }

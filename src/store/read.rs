@@ -18,25 +18,6 @@ pub fn open_read_only(url: &str) -> Result<Box<dyn Reader>> {
     }
 }
 
-/// The SQLite file behind `url`, which must exist (read-only opens never create one).
-pub(super) fn existing_sqlite_file(url: &str) -> Result<&str> {
-    let path = LedgerUrl::parse(url)
-        .sqlite_file()
-        .and_then(|p| p.to_str())
-        .ok_or_else(|| {
-            UsageError(format!(
-                "--db {url}: the ledger needs a file; fix: pass a path such as results/sweep.db"
-            ))
-        })?;
-    if !std::path::Path::new(path).exists() {
-        return Err(UsageError(format!(
-            "no ledger database at `{path}` (from --db/SWEEP_DB `{url}`); run `sweep run` first or pass --db URL"
-        ))
-        .into());
-    }
-    Ok(path)
-}
-
 /// A read-only connection for arbitrary SQL (`sweep query`): rows come back untyped.
 pub struct ReadOnlySql {
     rt: tokio::runtime::Runtime,
@@ -51,7 +32,7 @@ impl ReadOnlySql {
         let (any_url, is_pg) = match LedgerUrl::parse(url) {
             LedgerUrl::Postgres(u) => (u.to_string(), true),
             LedgerUrl::Sqlite(_) => (
-                format!("sqlite://{}?mode=ro", existing_sqlite_file(url)?),
+                format!("sqlite://{}?mode=ro", sqlite::existing_file(url)?),
                 false,
             ),
         };

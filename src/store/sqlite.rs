@@ -19,14 +19,7 @@ pub type SqliteStore = SqlStore<Sqlite>;
 impl SqlStore<Sqlite> {
     pub fn open(url: &str) -> Result<Self> {
         let rt = super::sql::runtime()?;
-        let path = LedgerUrl::parse(url)
-            .sqlite_file()
-            .and_then(Path::to_str)
-            .ok_or_else(|| {
-                crate::error::UsageError(format!(
-                    "--db {url}: the ledger needs a file; fix: pass a path such as results/sweep.db"
-                ))
-            })?;
+        let path = file_of(url)?;
         if let Some(dir) = Path::new(path)
             .parent()
             .filter(|d| !d.as_os_str().is_empty())
@@ -71,7 +64,7 @@ impl SqlStore<Sqlite> {
 
     /// The existing ledger at `url` with `mode=ro`: never created, migrated or written.
     pub fn open_read_only(url: &str) -> Result<Self> {
-        let path = super::read::existing_sqlite_file(url)?;
+        let path = existing_file(url)?;
         let rt = super::sql::runtime()?;
         let opts = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))
             .with_context(|| format!("--db {url}: not a valid SQLite URL"))?
@@ -89,6 +82,31 @@ impl SqlStore<Sqlite> {
             url: url.to_string(),
         })
     }
+}
+
+/// The SQLite file behind `url` (a usage error for PostgreSQL or in-memory URLs).
+fn file_of(url: &str) -> Result<&str> {
+    LedgerUrl::parse(url)
+        .sqlite_file()
+        .and_then(Path::to_str)
+        .ok_or_else(|| {
+            crate::error::UsageError(format!(
+                "--db {url}: the ledger needs a file; fix: pass a path such as results/sweep.db"
+            ))
+            .into()
+        })
+}
+
+/// The SQLite file behind `url`, which must exist (read-only opens never create one).
+pub(super) fn existing_file(url: &str) -> Result<&str> {
+    let path = file_of(url)?;
+    if !Path::new(path).exists() {
+        return Err(crate::error::UsageError(format!(
+            "no ledger database at `{path}` (from --db/SWEEP_DB `{url}`); run `sweep run` first or pass --db URL"
+        ))
+        .into());
+    }
+    Ok(path)
 }
 
 impl Backend for Sqlite {

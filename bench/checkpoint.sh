@@ -5,7 +5,8 @@
 # same bytes, and resuming (read + verify + parse) beside a plain read, both from a cold cache.
 #   bench/checkpoint.sh [DIR] [MODEL]   (after `cargo build`; DIR on the disk to measure,
 #                                       default results/bench-checkpoint; REPS=3)
-# Needs ~9 GB of free memory for gpt2-medium and 2x its checkpoint on disk.
+# Needs ~7 GB of free memory for gpt2-medium (peak measured 7.0 GB; gpt2: 2.5 GB) and twice its
+# checkpoint on disk.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SWEEP=${SWEEP:-target/debug/sweep}

@@ -44,6 +44,17 @@ fn ledger(p: &Project) -> Arc<dyn Store> {
     Arc::from(store::open(db.to_str().unwrap()).unwrap())
 }
 
+/// Closes the test's ledger connection and waits until SQLite has folded its WAL back into the
+/// file (the pool closes its connections on their own threads): only then is `results/` one
+/// consistent thing to copy or replace.
+fn close(s: Arc<dyn Store>, p: &Project) {
+    drop(s);
+    let side = |ext: &str| p.path().join(format!("results/sweep.db-{ext}"));
+    wait_for("the ledger to close", Duration::from_secs(60), || {
+        !side("wal").exists() && !side("shm").exists()
+    });
+}
+
 fn the_trial(s: &dyn Store, sweep: &str) -> Option<TrialRecord> {
     let sw = s.sweep_by_name(sweep).unwrap()?;
     s.sweep_trials(sw.id)
@@ -146,7 +157,10 @@ fn flip_byte(path: &Path) {
 
 /// What a rerun found in the trial's checkpoints, from its environment in the ledger.
 fn resume_of(t: &TrialRecord) -> serde_json::Value {
-    t.env.as_ref().map(|e| e["resume"].clone()).unwrap_or_default()
+    t.env
+        .as_ref()
+        .map(|e| e["resume"].clone())
+        .unwrap_or_default()
 }
 
 #[test]
@@ -194,7 +208,7 @@ fn torn_checkpoints_after_kill_9_fall_back_to_the_older_one_or_the_start() {
     let (older, newer) = (kept[kept.len() - 2].clone(), kept[kept.len() - 1].clone());
     assert!(older.1 < newer.1 && older.1 % spe as u64 == 0, "{kept:?}");
     let oldest: Vec<String> = kept[..kept.len() - 1].iter().map(|k| k.0.clone()).collect();
-    drop(s);
+    close(s, &p);
     let pristine = p.path().join("pristine");
     cp_r(&p.path().join("results"), &pristine);
     let want = reference("torn", epochs, spe);
@@ -202,14 +216,46 @@ fn torn_checkpoints_after_kill_9_fall_back_to_the_older_one_or_the_start() {
     // (what, damage to the newest checkpoint, whether the older ones are damaged too)
     type Damage = fn(&Path);
     let cases: [(&str, Damage, bool); 8] = [
-        ("manifest deleted", |n| std::fs::remove_file(n.join("manifest.json")).unwrap(), false),
-        ("manifest truncated", |n| truncate(&n.join("manifest.json")), false),
-        ("state truncated", |n| truncate(&n.join("state.json")), false),
-        ("config truncated", |n| truncate(&n.join("model/config.json")), false),
-        ("weights truncated", |n| truncate(&n.join("model/model.safetensors")), false),
-        ("optimizer truncated", |n| truncate(&n.join("optimizer.safetensors")), false),
-        ("optimizer byte flipped", |n| flip_byte(&n.join("optimizer.safetensors")), false),
-        ("both bad", |n| flip_byte(&n.join("optimizer.safetensors")), true),
+        (
+            "manifest deleted",
+            |n| std::fs::remove_file(n.join("manifest.json")).unwrap(),
+            false,
+        ),
+        (
+            "manifest truncated",
+            |n| truncate(&n.join("manifest.json")),
+            false,
+        ),
+        (
+            "state truncated",
+            |n| truncate(&n.join("state.json")),
+            false,
+        ),
+        (
+            "config truncated",
+            |n| truncate(&n.join("model/config.json")),
+            false,
+        ),
+        (
+            "weights truncated",
+            |n| truncate(&n.join("model/model.safetensors")),
+            false,
+        ),
+        (
+            "optimizer truncated",
+            |n| truncate(&n.join("optimizer.safetensors")),
+            false,
+        ),
+        (
+            "optimizer byte flipped",
+            |n| flip_byte(&n.join("optimizer.safetensors")),
+            false,
+        ),
+        (
+            "both bad",
+            |n| flip_byte(&n.join("optimizer.safetensors")),
+            true,
+        ),
     ];
     for (what, damage, older_bad_too) in cases {
         cp_r(&pristine, &p.path().join("results"));
@@ -244,7 +290,10 @@ fn torn_checkpoints_after_kill_9_fall_back_to_the_older_one_or_the_start() {
         for x in &rejected {
             let name = x["name"].as_str().unwrap();
             let damaged = name == newer.0 || (older_bad_too && oldest.iter().any(|o| o == name));
-            assert!(damaged || x["problem"].as_str().unwrap().contains("never completed"), "{r}");
+            assert!(
+                damaged || x["problem"].as_str().unwrap().contains("never completed"),
+                "{r}"
+            );
         }
         let shown = match step {
             Some(s) => format!("checkpoint {} (step {s}): ", newer.0),
@@ -257,7 +306,10 @@ fn torn_checkpoints_after_kill_9_fall_back_to_the_older_one_or_the_start() {
             assert_eq!(r["checkpoint"]["step"], older.1, "{what}: {r}");
             assert_eq!(done.env.as_ref().unwrap()["resumed_from_step"], older.1);
             assert!(
-                log.contains(&format!("resuming from checkpoint {} (step {})", older.0, older.1)),
+                log.contains(&format!(
+                    "resuming from checkpoint {} (step {})",
+                    older.0, older.1
+                )),
                 "{what}: {log}"
             );
             older.1
@@ -280,8 +332,16 @@ fn torn_checkpoints_after_kill_9_fall_back_to_the_older_one_or_the_start() {
                 && text.contains(&shown["checkpoint ".len()..]),
             "{what}: {text}"
         );
-        assert_same_numbers(&numbers(&*s, &done), &want, &format!("{what} (from step {from_step})"));
-        assert!(!dir.join("checkpoints").exists(), "{what}: removed once done");
+        assert_same_numbers(
+            &numbers(&*s, &done),
+            &want,
+            &format!("{what} (from step {from_step})"),
+        );
+        close(s, &p);
+        assert!(
+            !dir.join("checkpoints").exists(),
+            "{what}: removed once done"
+        );
     }
 }
 
@@ -412,7 +472,11 @@ fn a_full_disk_while_checkpointing_keeps_the_previous_checkpoint_and_the_rerun_r
         assert!(error.contains(want), "missing `{want}` in: {error}");
     }
     // Untouched, and the partial one removed: nothing else in the folder.
-    assert_eq!(snapshot(&ckpts), before, "the previous checkpoint is untouched");
+    assert_eq!(
+        snapshot(&ckpts),
+        before,
+        "the previous checkpoint is untouched"
+    );
     let mut left: Vec<String> = std::fs::read_dir(&ckpts)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -440,8 +504,14 @@ fn status_on_a_missing_ledger_writes_nothing() {
     let before = snapshot(p.path());
     for (args, path) in [
         (vec!["status"], "results/sweep.db"),
-        (vec!["status", "--db", "nowhere/sweep.db"], "nowhere/sweep.db"),
-        (vec!["status", "some_sweep", "--db", "nowhere/x.db"], "nowhere/x.db"),
+        (
+            vec!["status", "--db", "nowhere/sweep.db"],
+            "nowhere/sweep.db",
+        ),
+        (
+            vec!["status", "some_sweep", "--db", "nowhere/x.db"],
+            "nowhere/x.db",
+        ),
     ] {
         let out = p.cmd().args(&args).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", out_text(&out));

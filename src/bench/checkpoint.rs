@@ -213,7 +213,12 @@ fn data_files(dir: &Path) -> Result<Vec<(PathBuf, u64)>> {
 
 /// The same files as `save_training` writes, through the safetensors crate's own writer (which
 /// keeps a byte copy of every tensor), as sweep wrote checkpoints before manifests.
-fn plain_save(dir: &Path, model: &crate::model::Gpt<Cpu>, opt: &[NamedTensor], sync: bool) -> Result<()> {
+fn plain_save(
+    dir: &Path,
+    model: &crate::model::Gpt<Cpu>,
+    opt: &[NamedTensor],
+    sync: bool,
+) -> Result<()> {
     let write = |path: &Path, tensors: &[NamedTensor]| -> Result<()> {
         let bytes: Vec<Vec<u8>> = tensors
             .iter()
@@ -222,7 +227,12 @@ fn plain_save(dir: &Path, model: &crate::model::Gpt<Cpu>, opt: &[NamedTensor], s
         let views = tensors
             .iter()
             .zip(&bytes)
-            .map(|(t, b)| Ok((t.name.clone(), TensorView::new(Dtype::F32, t.shape.clone(), b)?)))
+            .map(|(t, b)| {
+                Ok((
+                    t.name.clone(),
+                    TensorView::new(Dtype::F32, t.shape.clone(), b)?,
+                ))
+            })
             .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()?;
         safetensors::serialize_to_file(views, None, path)?;
         if sync {
@@ -230,7 +240,10 @@ fn plain_save(dir: &Path, model: &crate::model::Gpt<Cpu>, opt: &[NamedTensor], s
         }
         Ok(())
     };
-    write(&dir.join("model.safetensors"), &checkpoint::hf_tensors(model))?;
+    write(
+        &dir.join("model.safetensors"),
+        &checkpoint::hf_tensors(model),
+    )?;
     write(&dir.join("optimizer.safetensors"), opt)?;
     fs::write(dir.join("state.json"), b"{\"step\": 1}")?;
     Ok(())

@@ -150,7 +150,10 @@ mod tests {
 
         std::fs::write(&path, &bytes[..100]).unwrap();
         let err = read_verified(&path, &w).unwrap_err().to_string();
-        assert!(err.contains("has 100 bytes") && err.contains("truncated"), "{err}");
+        assert!(
+            err.contains("has 100 bytes") && err.contains("truncated"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -173,7 +176,9 @@ mod tests {
             size: 0,
             path: "/dev/full".into(),
         };
-        let e = f.write(&[0; 2 * CHUNK]).and_then(|_| f.finish().map(|_| ()));
+        let e = f
+            .write(&[0; 2 * CHUNK])
+            .and_then(|_| f.finish().map(|_| ()));
         assert!(is_no_space(&e.unwrap_err()));
     }
 }

@@ -19,8 +19,8 @@ mod training;
 pub use files::{is_no_space, Written};
 pub use hub::{dir_tokenizer, hf_cache_dir, resolve_model_dir, weights_dir};
 pub use training::{
-    load_newest, save_training, CheckpointId, Found, NoSpace, Rejected, Resumption,
-    TrainingCheckpoint, KEEP, LEGACY_SUBDIR, TRAINING_SUBDIR,
+    load_newest, save_training, CheckpointId, Found, Newest, NoSpace, Rejected, Resumption,
+    TrainingCheckpoint, LEGACY_SUBDIR, TRAINING_SUBDIR,
 };
 
 use crate::error::UsageError;
@@ -579,7 +579,10 @@ fn write_hf_files<B: Backend>(
     let weights = write_safetensors(&dir.join("model.safetensors"), &hf_tensors(model), meta)?;
     let json = serde_json::to_string_pretty(&hf_config_json(cfg, eot_id))? + "\n";
     let config = files::write_synced(&dir.join("config.json"), json.as_bytes())?;
-    Ok(vec![("config.json", config), ("model.safetensors", weights)])
+    Ok(vec![
+        ("config.json", config),
+        ("model.safetensors", weights),
+    ])
 }
 
 /// Sorted parameter names -> shapes (for messages and tests).

@@ -29,8 +29,6 @@ pub const TRAINING_SUBDIR: &str = "checkpoints";
 /// Where sweep kept its one checkpoint before manifests: never loaded (it cannot be verified),
 /// reported when found, deleted once a new checkpoint is complete.
 pub const LEGACY_SUBDIR: &str = "checkpoint";
-/// Good checkpoints kept: the newest and the one before it.
-pub const KEEP: usize = 2;
 
 const MANIFEST: &str = "manifest.json";
 const PREFIX: &str = "ckpt-";
@@ -160,7 +158,9 @@ fn checkpoint_dirs(root: &Path) -> Result<Vec<(u64, String)>> {
     for entry in entries {
         let entry = entry.with_context(|| format!("listing {}", root.display()))?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        let seq = name.strip_prefix(PREFIX).and_then(|n| n.parse::<u64>().ok());
+        let seq = name
+            .strip_prefix(PREFIX)
+            .and_then(|n| n.parse::<u64>().ok());
         if let Some(seq) = seq.filter(|_| entry.path().is_dir()) {
             dirs.push((seq, name));
         }
@@ -191,10 +191,11 @@ pub fn save_training<B: Backend, S: Serialize>(
     let written = write_checkpoint(root, &dir, step, |stage| {
         let model_dir = stage.join("model");
         fs::create_dir_all(&model_dir)?;
-        let mut files: BTreeMap<String, Written> = super::write_hf_files(model, cfg, None, &model_dir)?
-            .into_iter()
-            .map(|(name, w)| (format!("model/{name}"), w))
-            .collect();
+        let mut files: BTreeMap<String, Written> =
+            super::write_hf_files(model, cfg, None, &model_dir)?
+                .into_iter()
+                .map(|(name, w)| (format!("model/{name}"), w))
+                .collect();
         sync_dir(&model_dir)?;
         let opt = super::write_safetensors(&stage.join(OPTIMIZER), optimizer, Default::default())?;
         files.insert(OPTIMIZER.into(), opt);
@@ -282,6 +283,10 @@ pub struct Found<B: Backend, S> {
     pub checkpoint: TrainingCheckpoint<S>,
 }
 
+/// What [`load_newest`] found: the checkpoint to resume from, if one is good, and the ones
+/// passed over.
+pub type Newest<B, S> = (Option<Found<B, S>>, Vec<Rejected>);
+
 /// Loads the newest checkpoint in `root` whose manifest is complete and whose files all have
 /// their recorded size and SHA-256 and parse; the ones tried before it, newest first, with what
 /// was wrong with each. `None` when no checkpoint is good (or there is none).
@@ -289,7 +294,7 @@ pub fn load_newest<B: Backend, S: for<'de> Deserialize<'de>>(
     root: &Path,
     dropout: f64,
     device: &B::Device,
-) -> Result<(Option<Found<B, S>>, Vec<Rejected>)> {
+) -> Result<Newest<B, S>> {
     let mut rejected = Vec::new();
     for (_, name) in checkpoint_dirs(root)? {
         let dir = root.join(&name);
@@ -423,7 +428,10 @@ mod tests {
         save_training(root, &model, &cfg, &moments(step), &St { step }, step, keep).unwrap()
     }
 
-    fn load(root: &Path) -> (Option<(CheckpointId, u64, Vec<NamedTensor>)>, Vec<Rejected>) {
+    /// The checkpoint loaded (id, state's step, moments) and the ones passed over.
+    type Loaded = (Option<(CheckpointId, u64, Vec<NamedTensor>)>, Vec<Rejected>);
+
+    fn load(root: &Path) -> Loaded {
         let (found, rejected) = load_newest::<B, St>(root, 0.0, &Default::default()).unwrap();
         let found = found.map(|f| (f.id, f.checkpoint.state.step, f.checkpoint.optimizer));
         (found, rejected)
@@ -465,8 +473,11 @@ mod tests {
     /// there is nothing to resume.
     #[test]
     fn a_torn_or_changed_checkpoint_falls_back_to_the_older_one() {
-        let damages: [(&str, fn(&Path)); 7] = [
-            ("no manifest", |d| fs::remove_file(d.join(MANIFEST)).unwrap()),
+        type Damage = fn(&Path);
+        let damages: [(&str, Damage); 7] = [
+            ("no manifest", |d| {
+                fs::remove_file(d.join(MANIFEST)).unwrap()
+            }),
             ("manifest cut", |d| truncate(&d.join(MANIFEST))),
             ("state cut", |d| truncate(&d.join(STATE))),
             ("config cut", |d| truncate(&d.join(CONFIG))),
@@ -503,7 +514,7 @@ mod tests {
 
             // The next save keeps only itself (no good one to keep) and removes the bad ones.
             let c = save(&root, 10, None);
-            assert_eq!(names(&root), [c.name.clone()], "{what}");
+            assert_eq!(names(&root), std::slice::from_ref(&c.name), "{what}");
         }
     }
 

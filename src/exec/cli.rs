@@ -214,11 +214,7 @@ pub fn plan(args: PlanArgs) -> Result<ExitCode> {
 pub fn status(args: StatusArgs) -> Result<ExitCode> {
     // Read-only, like every reader: a missing SQLite file is an error naming it, not created.
     let ledger = crate::store::open_read_only(&args.ledger.url())?;
-    let text = super::status::render(
-        &*ledger,
-        args.sweep.as_deref(),
-        &args.artifacts.root(),
-    )?;
+    let text = super::status::render(&*ledger, args.sweep.as_deref(), &args.artifacts.root())?;
     crate::util::write_stdout(&text)
 }
 

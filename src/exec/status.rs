@@ -2,10 +2,10 @@
 //! attempts, progress, valid PPL, throughput, worker heartbeat, error) and its Slurm jobs.
 
 use super::age_secs;
+use crate::checkpoint::Resumption;
 use crate::error::UsageError;
 use crate::outln;
 use crate::plan::label_text;
-use crate::checkpoint::Resumption;
 use crate::store::{Reader, SweepTrial, TrialState};
 use anyhow::Result;
 use std::path::Path;
@@ -180,9 +180,18 @@ fn checkpoint_section(trials: &[SweepTrial]) -> String {
             continue;
         };
         if out.is_empty() {
-            outln!(out, "\ncheckpoints that failed verification (the trials went on):");
+            outln!(
+                out,
+                "\ncheckpoints that failed verification (the trials went on):"
+            );
         }
-        outln!(out, "  trial {} [{}]: {}", t.id, t.short_hash(), r.summary());
+        outln!(
+            out,
+            "  trial {} [{}]: {}",
+            t.id,
+            t.short_hash(),
+            r.summary()
+        );
         for bad in &r.rejected {
             outln!(out, "    {bad}");
         }

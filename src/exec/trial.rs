@@ -11,11 +11,11 @@
 use super::prune::PruningSink;
 use super::sink::StoreSink;
 use super::{recover_dead, worker_id, Ledger, EXIT_NOT_CLAIMED};
+use crate::checkpoint::{self, NoSpace, Resumption};
 use crate::error::UsageError;
 use crate::signals::{self, OnSecond};
 use crate::store::{Outcome, Store, TrialRecord, TrialResults, TrialState};
 use crate::tensorboard::{self, TbSink};
-use crate::checkpoint::{self, NoSpace, Resumption};
 use crate::train::sinks::Tee;
 use crate::train::{self, MetricRow, MetricSink, RunContext, TrialEnd};
 use crate::trial::TrialConfig;

@@ -122,7 +122,12 @@ pub(super) fn resume_or_start<AB: FusedAutodiff>(
         .into());
     }
     opt.load_named(ck.optimizer, ck.state.updates(), device)
-        .with_context(|| format!("restoring optimizer from {}", dir.join(&found.id.name).display()))?;
+        .with_context(|| {
+            format!(
+                "restoring optimizer from {}",
+                dir.join(&found.id.name).display()
+            )
+        })?;
     Ok(Start {
         model: found.model,
         opt,

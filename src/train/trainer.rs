@@ -379,7 +379,14 @@ impl<AB: FusedAutodiff> Trainer<'_, AB> {
     fn checkpoint(&mut self, model: &Gpt<AB>) -> Result<()> {
         self.sink.flush()?;
         let keep = self.last_good.as_ref();
-        let id = state::save(&self.ctx.work_dir, model, &self.gcfg, &self.opt, &self.st, keep)?;
+        let id = state::save(
+            &self.ctx.work_dir,
+            model,
+            &self.gcfg,
+            &self.opt,
+            &self.st,
+            keep,
+        )?;
         self.last_good = Some(id);
         self.last_ckpt = Instant::now();
         Ok(())

@@ -51,7 +51,10 @@ pub fn complete_checkpoints(trial_dir: &Path) -> Vec<(String, u64)> {
         .filter_map(|e| {
             let m = std::fs::read(e.path().join("manifest.json")).ok()?;
             let m: serde_json::Value = serde_json::from_slice(&m).ok()?;
-            Some((e.file_name().to_string_lossy().into_owned(), m["step"].as_u64()?))
+            Some((
+                e.file_name().to_string_lossy().into_owned(),
+                m["step"].as_u64()?,
+            ))
         })
         .collect();
     out.sort();

@@ -185,10 +185,56 @@ pub fn fs_magic(dir: &Path) -> Result<(i64, PathBuf)> {
     Ok((st.f_type as i64, probe))
 }
 
-/// Refuse (usage error) an artifacts directory that cannot be shared between nodes; return a
-/// warning for one that probably is not. `local_ok` (`--artifacts-local-ok`) accepts both, for
-/// single-node clusters.
-pub fn check_shared(dir: &Path, local_ok: bool) -> Result<Option<String>> {
+/// A directory that a cluster's nodes must share, for the shared-file-system check's messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SharedDir {
+    /// `--artifacts`: checkpoints, exported models, job logs.
+    Artifacts,
+    /// The Hugging Face cache that the submitting machine fetched the Hub weights into.
+    HubCache,
+}
+
+impl SharedDir {
+    fn name(self, dir: &Path) -> String {
+        match self {
+            SharedDir::Artifacts => format!("--artifacts {}", dir.display()),
+            SharedDir::HubCache => {
+                format!("the Hugging Face cache {} (HF_HUB_CACHE)", dir.display())
+            }
+        }
+    }
+
+    /// What the tasks on other nodes could not do.
+    fn lost(self) -> &'static str {
+        match self {
+            SharedDir::Artifacts => {
+                "array tasks on other nodes could not read its checkpoints or write their models \
+                 there"
+            }
+            SharedDir::HubCache => {
+                "array tasks on other nodes (which run offline, HF_HUB_OFFLINE=1) would not find \
+                 the pretrained weights fetched into it"
+            }
+        }
+    }
+
+    fn fix(self) -> &'static str {
+        match self {
+            SharedDir::Artifacts => {
+                "pass --artifacts on a file system every node mounts (NFS, Lustre, GPFS, ...)"
+            }
+            SharedDir::HubCache => {
+                "set HF_HUB_CACHE (or HF_HOME) to a directory on a file system every node mounts \
+                 (NFS, Lustre, GPFS, ...)"
+            }
+        }
+    }
+}
+
+/// Refuse (usage error) a directory that cannot be shared between nodes; return a warning for
+/// one that probably is not. `local_ok` (`--artifacts-local-ok`) accepts both, for single-node
+/// clusters.
+pub fn check_shared(dir: &Path, local_ok: bool, what: SharedDir) -> Result<Option<String>> {
     if local_ok {
         return Ok(None);
     }
@@ -203,29 +249,28 @@ pub fn check_shared(dir: &Path, local_ok: bool) -> Result<Option<String>> {
             )
         }
     };
+    let name = what.name(dir);
     Ok(match classify(magic) {
         FsKind::NodeLocalMemory(kind) => {
             return Err(UsageError(format!(
-                "--artifacts {}: {}, which is private to this node: array tasks on other nodes \
-                 could not read its checkpoints or write their models there; fix: pass \
-                 --artifacts on a file system every node mounts (NFS, Lustre, GPFS, ...), or add \
+                "{name}: {}, which is private to this node: {}; fix: {}, or add \
                  --artifacts-local-ok if the cluster is this one node",
-                dir.display(),
-                on(kind)
+                on(kind),
+                what.lost(),
+                what.fix()
             ))
             .into())
         }
         FsKind::LocalDisk(kind) => Some(format!(
-            "--artifacts {}: {}, usually a disk of this node only; if the cluster has other \
-             nodes, their tasks will not see checkpoints and models written here (use a shared \
-             file system, or add --artifacts-local-ok to silence this on a single-node cluster)",
-            dir.display(),
-            on(kind)
+            "{name}: {}, usually a disk of this node only; if the cluster has other nodes, {} \
+             (to fix: {}; add --artifacts-local-ok to silence this on a single-node cluster)",
+            on(kind),
+            what.lost(),
+            what.fix()
         )),
         FsKind::Unknown(kind) => Some(format!(
-            "--artifacts {}: {}, a file system kind that sweep cannot tell is shared; make sure \
-             every node mounts it (add --artifacts-local-ok to silence this)",
-            dir.display(),
+            "{name}: {}, a file system kind that sweep cannot tell is shared; make sure every \
+             node mounts it (add --artifacts-local-ok to silence this)",
             on(&kind)
         )),
         FsKind::Network(_) => None,
@@ -279,6 +324,24 @@ mod tests {
         let (m2, probe) = fs_magic(&tmp.path().join("a/b/c")).unwrap();
         assert_eq!(m1, m2);
         assert_eq!(probe, tmp.path());
-        assert!(check_shared(&tmp.path().join("x"), true).unwrap().is_none());
+        assert!(
+            check_shared(&tmp.path().join("x"), true, SharedDir::Artifacts)
+                .unwrap()
+                .is_none()
+        );
+        // What the messages name (the outcome depends on this machine's file system).
+        for what in [SharedDir::Artifacts, SharedDir::HubCache] {
+            let said = match check_shared(tmp.path(), false, what) {
+                Ok(Some(w)) => w,
+                Ok(None) => continue,
+                Err(e) => e.to_string(),
+            };
+            let want = if what == SharedDir::HubCache {
+                "HF_HUB_CACHE"
+            } else {
+                "--artifacts"
+            };
+            assert!(said.contains(want), "{said}");
+        }
     }
 }

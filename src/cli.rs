@@ -43,6 +43,8 @@ enum Command {
     Best(crate::query::BestArgs),
     /// Export every metric row of a sweep (csv or json) to stdout.
     Export(crate::query::ExportArgs),
+    /// Download Hugging Face Hub models into the HF cache ahead of time (for offline nodes).
+    Fetch(crate::checkpoint::hub::cli::FetchArgs),
     /// Show the expanded trials of a sweep file (hash, state, steps, estimated time); writes nothing.
     Plan(crate::exec::cli::PlanArgs),
     /// Record a sweep in the ledger and run every trial not yet completed.
@@ -71,6 +73,9 @@ enum Command {
     /// Checkpoint write, hash and verify times at a model's size (issue 23).
     #[command(hide = true, name = "bench-checkpoint")]
     BenchCheckpoint(crate::bench::checkpoint::BenchCheckpointArgs),
+    /// Searches replayed against recorded learning curves: samplers x pruners (issue 25).
+    #[command(hide = true, name = "bench-replay")]
+    BenchReplay(crate::bench::replay::BenchReplayArgs),
     /// Write abstracts for titles with a trained model: nucleus sampling, KV cache, stored samples.
     Generate(crate::generate::cli::GenerateArgs),
     /// Generation tokens/s with and without the KV cache on random weights (issue 6).
@@ -93,6 +98,7 @@ pub fn main() -> ExitCode {
         Command::Query(args) => crate::query::run_query(args),
         Command::Best(args) => crate::query::run_best(args),
         Command::Export(args) => crate::query::run_export(args),
+        Command::Fetch(args) => crate::checkpoint::hub::cli::run_fetch(args),
         Command::Plan(args) => crate::exec::cli::plan(args),
         Command::Run(args) => crate::exec::cli::run(args),
         Command::Status(args) => crate::exec::cli::status(args),
@@ -104,6 +110,7 @@ pub fn main() -> ExitCode {
         Command::BenchServe(args) => crate::bench::serve::run(args),
         Command::BenchSampler(args) => crate::bench::sampler::run(args),
         Command::BenchCheckpoint(args) => crate::bench::checkpoint::run(args),
+        Command::BenchReplay(args) => crate::bench::replay::run(args),
         Command::Generate(args) => crate::generate::cli::run(args),
         Command::BenchGenerate(args) => crate::generate::bench::run(args),
     };

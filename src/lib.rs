@@ -25,6 +25,7 @@ pub mod report;
 pub mod search;
 pub mod serve;
 pub mod signals;
+pub mod stats;
 pub mod store;
 pub mod tensorboard;
 pub mod tokenizer;

@@ -5,8 +5,19 @@
 //! `config` is the resolved `TrialConfig` *without* `data.sources` (the data manifest hash already
 //! covers the sources' content, so moving the data or the project does not change identities),
 //! `data_manifest` is the prepared data's manifest hash, `tokenizer` the tokenizer's id and
-//! `model_weights` the sha256 of `model.safetensors` when `model` is a checkpoint directory (whose
-//! path then leaves the hash, like `data.sources`).
+//! `model_weights` the content of the starting weights: the sha256 of `model.safetensors` when
+//! `model` is a checkpoint directory, the recipe of the local pretraining a
+//! trial fine-tunes from (`train::pretrain::recipe_id`), and for a Hugging Face Hub model (a hub preset such as
+//! `distilgpt2`, or `org/name[@revision]`) the SHA-256 of its `model.safetensors` and of its
+//! `config.json` at the commit the revision resolves to ([`crate::checkpoint::hub`]). The name or
+//! path then leaves the hash, like `data.sources`: `distilgpt2`, `distilbert/distilgpt2@main` and
+//! `distilgpt2@<that commit>` are one trial. The content hash is kept rather than the commit
+//! because it is the stronger identity: it names exactly the bytes a trial starts from, is
+//! checked on download, and changes only when they change, while a commit (a SHA-1 of the whole
+//! repository) pins the weights only through the LFS pointer it contains and moves with every
+//! unrelated edit (a README, an ONNX export), which would retrain identical trials. The commit
+//! is recorded in the trial's environment (`hub`). The small presets (`gpt2-tiny`, ...) have no
+//! weights to hash (`model_weights` null), so their identities are as before Hub models existed.
 //! Canonical JSON sorts keys and drops nulls, so adding an optional field with a `None` default
 //! to `TrialConfig` keeps existing identities.
 
@@ -54,6 +65,17 @@ pub struct Identifier<'a> {
     weights: HashMap<ModelSpec, Option<String>>,
 }
 
+/// What identifies a trial's starting weights (see the module doc).
+fn weights_id(model: &ModelSpec) -> Result<Option<String>> {
+    if let Some(hub) = model.hub() {
+        return Ok(Some(crate::checkpoint::hub::resolve(&hub)?.content_id()));
+    }
+    Ok(match model {
+        ModelSpec::Dir(dir) => weights_hash(dir),
+        _ => None,
+    })
+}
+
 /// sha256 of a checkpoint directory's `model.safetensors`; `None` when `model` is not a directory
 /// or the file cannot be read (the trial then fails on its own with the loader's error).
 fn weights_hash(dir: &Path) -> Option<String> {
@@ -74,6 +96,17 @@ impl<'a> Identifier<'a> {
             tokenizers: HashMap::new(),
             weights: HashMap::new(),
         }
+    }
+
+    /// The identity of `model`'s weights, resolved once per model (a Hub model: pinned to a
+    /// commit, [`crate::checkpoint::hub::resolve`]).
+    pub fn weights_of(&mut self, model: &ModelSpec) -> Result<Option<String>> {
+        if let Some(w) = self.weights.get(model) {
+            return Ok(w.clone());
+        }
+        let w = weights_id(model)?;
+        self.weights.insert(model.clone(), w.clone());
+        Ok(w)
     }
 
     pub fn identify(&mut self, cfg: &TrialConfig) -> Result<Identity> {
@@ -121,14 +154,13 @@ impl<'a> Identifier<'a> {
                 )
             }
         };
-        let weights = self
-            .weights
-            .entry(cfg.model.clone())
-            .or_insert_with(|| match &cfg.model {
-                ModelSpec::Dir(dir) => weights_hash(dir),
-                ModelSpec::Preset(_) => None,
-            })
-            .clone();
+        let weights = self.weights_of(&cfg.model)?;
+        // A local pretraining's weights are named by its recipe (config, data, tokenizer, trainer
+        // numerics): a trial must not keep its identity when the start it fine-tunes from changes.
+        let weights = match crate::train::pretrain::recipe_id(cfg, &data_hash, &tokenizer_id) {
+            Some(id) => Some(id?),
+            None => weights,
+        };
         Ok(Identity {
             hash: cfg.identity_hash(&data_hash, &tokenizer_id, weights.as_deref())?,
             data_hash,
@@ -139,8 +171,18 @@ impl<'a> Identifier<'a> {
 }
 
 /// Identify every trial of a sweep; trials with the same identity appear once (first wins).
+/// Every Hub model the sweep may use (a search's choices too) is resolved first, so that a
+/// missing network, repository or token is one usage error before any data is prepared.
 pub fn identify(sweep: &Sweep, cache_root: &Path) -> Result<Vec<PlannedTrial>> {
     let mut ider = Identifier::new(cache_root);
+    for model in sweep.models() {
+        ider.weights_of(&model).map_err(|e| {
+            crate::error::UsageError(format!(
+                "{e:#}; nothing was recorded. Or run the CPU-scale version of the experiment \
+                 (`--profile quick`), which trains small presets"
+            ))
+        })?;
+    }
     let mut out: Vec<PlannedTrial> = Vec::new();
     for t in &sweep.trials {
         let identity = ider.identify(&t.config)?;
@@ -214,6 +256,7 @@ mod tests {
             seed: 42,
             dropout: 0.1,
             max_train_tokens: None,
+            skip_train_tokens: None,
             max_steps: Some(5),
             eval_every: None,
             eval_tokens: None,

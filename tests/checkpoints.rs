@@ -180,7 +180,9 @@ fn torn_checkpoints_after_kill_9_fall_back_to_the_older_one_or_the_start() {
             .process_group(0);
         c.spawn().unwrap()
     };
-    wait_for("the ledger", Duration::from_secs(60), || {
+    // Generous: before the ledger, `sweep run` plans the sweep (data, tokenizer) on a shared,
+    // loaded machine.
+    wait_for("the ledger", Duration::from_secs(300), || {
         p.path().join("results/sweep.db").exists()
     });
     let s = ledger(&p);
@@ -424,11 +426,11 @@ fn a_full_disk_while_checkpointing_keeps_the_previous_checkpoint_and_the_rerun_r
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    wait_for("the ledger", Duration::from_secs(60), || {
+    wait_for("the ledger", Duration::from_secs(300), || {
         p.path().join("results/sweep.db").exists()
     });
     let s = ledger(&p);
-    wait_for("training to start", Duration::from_secs(120), || {
+    wait_for("training to start", Duration::from_secs(300), || {
         the_trial(&*s, "full").is_some_and(|t| s.last_metric(t.id, "train").unwrap().is_some())
     });
     // SAFETY: kill(2) on our child; like a terminal's Ctrl-C, the trial process gets it too.

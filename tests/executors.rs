@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 
 mod common;
+#[path = "common/hub.rs"]
+mod hub;
 use common::Project;
 
 /// `[sweep]` + `[base]` of a fast trial (gpt2-tiny from scratch, small BPE, few steps).
@@ -163,7 +165,8 @@ fn plan_shows_the_state_recorded_in_postgres() {
     assert!(stdout_of(&out).contains(" done "), "{}", stdout_of(&out));
 }
 
-/// Bug 5: a paper-scale sweep on a machine without the pretrained weights recorded every trial,
+/// Bug 5: a paper-scale sweep on a machine without the pretrained weights (and here without a
+/// network to fetch them from) recorded every trial,
 /// failed each with the same message and exited 1. It is refused in preflight, once, exit 2,
 /// with nothing recorded.
 #[test]
@@ -194,8 +197,22 @@ fn missing_pretrained_weights_are_refused_before_anything_is_recorded() {
 #[test]
 fn plan_estimates_paper_scale_trials_and_warns_about_days() {
     let p = Project::new();
+    // The plan resolves distilgpt2 on the Hub (a test Hub here, serving a tiny stand-in).
+    let test_hub = hub::TestHub::start();
+    test_hub.add(
+        "distilbert/distilgpt2",
+        hub::Repo::new(hub::tiny_gpt2(0, 128)),
+    );
+    let plan = |file: &Path| {
+        p.cmd()
+            .env("HF_ENDPOINT", &test_hub.url)
+            .arg("plan")
+            .arg(file)
+            .output()
+            .unwrap()
+    };
     let file = p.write("exp/s.toml", &paper_scale("paper", 1));
-    let out = p.cmd().arg("plan").arg(&file).output().unwrap();
+    let out = plan(&file);
     let text = stdout_of(&out);
     assert!(out.status.success(), "{}", stderr_of(&out));
     assert!(
@@ -208,8 +225,14 @@ fn plan_estimates_paper_scale_trials_and_warns_about_days() {
         "one epoch of 300 papers: {text}"
     );
     let file = p.write("exp/s.toml", &paper_scale("paper", 20_000));
-    let out = p.cmd().arg("plan").arg(&file).output().unwrap();
+    let out = plan(&file);
     let text = stdout_of(&out);
     assert!(text.contains("days on cpu"), "{text}");
     assert!(text.contains("--profile quick"), "{text}");
+    // The GPU path it recommends is LibTorch's, the fastest this build can have.
+    assert!(text.contains("--devices tch:cuda:0"), "{text}");
+    assert!(
+        cfg!(feature = "tch") || text.contains("--features tch"),
+        "{text}"
+    );
 }

@@ -275,6 +275,7 @@ fn tiny_trial(source: &Path) -> TrialConfig {
         seed: 7,
         dropout: 0.1,
         max_train_tokens: Some(32 * 8 * 6),
+        skip_train_tokens: None,
         max_steps: None,
         eval_every: Some(4),
         eval_tokens: Some(32 * 8),

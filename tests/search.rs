@@ -1,6 +1,6 @@
 //! Search sweeps end to end: bad input, plans, duplicate suggestions, kill-and-resume of a TPE
-//! search with `--jobs 2`, reproducible pruning and `sweep best` (tests/cluster.rs: two workers on
-//! one PostgreSQL ledger).
+//! search with `--jobs 2` (SIGINT) and of a Hyperband search (SIGKILL), reproducible pruning and
+//! `sweep best`; two workers on one PostgreSQL ledger and a Slurm array, both under Hyperband.
 
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -105,16 +105,44 @@ fn bad_search_files_name_the_place_and_the_fix_and_write_nothing() {
         ),
         (
             "trials = 4",
-            &format!("{SPACE}\n[prune]\nmethod = \"hyperband\""),
+            &format!("{SPACE}\n[prune]\nmethod = \"hyperhand\""),
             "prune.method",
             "unknown pruning method",
         ),
+        // Hyperband: reduction factor, max_steps against min_steps (eval_every, 10), and a
+        // budget that leaves a bracket without a trial (10, 20, 40 <= max_steps 40: three).
+        (
+            "trials = 4",
+            &format!("{SPACE}\n[prune]\nmethod = \"hyperband\"\nreduction_factor = 1"),
+            "prune.reduction_factor",
+            "1 is below 2",
+        ),
+        (
+            "trials = 4",
+            &format!("{SPACE}\n[prune]\nmethod = \"hyperband\"\nmax_steps = 10"),
+            "prune.max_steps",
+            "10 is not above min_steps 10",
+        ),
+        (
+            "trials = 2",
+            &format!("{SPACE}\n[prune]\nmethod = \"hyperband\"\nreduction_factor = 2"),
+            "prune.method",
+            "has 3 brackets",
+        ),
     ];
-    for (i, (search, rest, key, text)) in cases.iter().enumerate() {
-        let file = p.write(
-            &format!("exp/bad{i}.toml"),
-            &search_file("bad", "tpe", search, rest),
-        );
+    let mut files: Vec<(String, &str, &str)> = cases
+        .iter()
+        .map(|(search, rest, key, text)| (search_file("bad", "tpe", search, rest), *key, *text))
+        .collect();
+    // Pruning needs validation evaluations; the message points at [prune].
+    for method in ["asha", "hyperband"] {
+        let rest = format!("{SPACE}\n[prune]\nmethod = \"{method}\"");
+        let no_eval =
+            search_file("bad", "tpe", "trials = 4", &rest).replace("eval_every = 10\n", "");
+        files.push((no_eval, "prune.method", "no eval_every"));
+    }
+    for (i, (body, key, text)) in files.iter().enumerate() {
+        let file = p.write(&format!("exp/bad{i}.toml"), body);
         let out = p
             .cmd()
             .args(["run", file.to_str().unwrap(), "--db", "bad.db"])
@@ -133,26 +161,6 @@ fn bad_search_files_name_the_place_and_the_fix_and_write_nothing() {
             "case {i}: a ledger was written"
         );
     }
-    // Pruning needs validation evaluations; the message points at [prune].
-    let no_eval = search_file(
-        "bad",
-        "tpe",
-        "trials = 4",
-        &format!("{SPACE}\n[prune]\nmethod = \"asha\""),
-    )
-    .replace("eval_every = 10\n", "");
-    let file = p.write("exp/no_eval.toml", &no_eval);
-    let out = p
-        .cmd()
-        .args(["plan", file.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(
-        err.contains("no_eval.toml:") && err.contains("eval_every") && err.contains("fix:"),
-        "{err}"
-    );
     // A grid axis in a search, a [space] in a grid.
     let file = p.write(
         "exp/axis.toml",
@@ -270,15 +278,34 @@ fn running(db: &str, sweep: &str) -> Vec<(i64, i32)> {
         .collect()
 }
 
+/// How [`run_in_order`] stops a run early.
+#[derive(Clone, Copy)]
+enum Stop {
+    /// SIGINT to `sweep run`: it asks its trials to checkpoint and records them interrupted.
+    Interrupt,
+    /// SIGKILL to `sweep run` and its trial processes at once: nobody records anything.
+    Kill,
+}
+
 /// Runs `sweep run` while pausing every running trial but the earliest (SIGSTOP/SIGCONT), so that
 /// trials finish in position order whatever their speed: the same completion order in every run.
-/// `stop_after`: send SIGINT to the run once that many trials completed. Returns its exit code.
-fn run_in_order(p: &Project, file: &str, db: &str, stop_after: Option<usize>) -> i32 {
+/// `stop_after`: stop the run that way once that many trials completed or were pruned. Returns
+/// its exit code (`None` when killed).
+fn run_in_order(
+    p: &Project,
+    file: &str,
+    db: &str,
+    name: &str,
+    stop_after: Option<(usize, Stop)>,
+) -> Option<i32> {
+    use std::os::unix::process::CommandExt;
     let mut child: Child = p
         .std_cmd()
         .args(["run", file, "--jobs", "2", "--db", db])
+        .args(["--checkpoint-minutes", "0.005"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
+        .process_group(0)
         .spawn()
         .unwrap();
     let db_path = p.path().join(db);
@@ -287,10 +314,10 @@ fn run_in_order(p: &Project, file: &str, db: &str, stop_after: Option<usize>) ->
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
         if let Some(st) = child.try_wait().unwrap() {
-            return st.code().unwrap_or(-1);
+            return st.code();
         }
         assert!(Instant::now() < deadline, "the search did not finish");
-        let mut now = running(&url, "order");
+        let mut now = running(&url, name);
         now.sort();
         for (i, (_, pid)) in now.iter().enumerate() {
             let (sig, is_stopped) = if i == 0 {
@@ -305,24 +332,31 @@ fn run_in_order(p: &Project, file: &str, db: &str, stop_after: Option<usize>) ->
                 stopped.push(*pid);
             }
         }
-        if let Some(n) = stop_after {
-            let done = if running(&url, "order").is_empty() {
+        if let Some((n, how)) = stop_after {
+            let done = if running(&url, name).is_empty() {
                 0
             } else {
-                trials_of(&url, "order")
+                trials_of(&url, name)
                     .iter()
-                    .filter(|t| t.2 == TrialState::Completed)
+                    .filter(|t| matches!(t.2, TrialState::Completed | TrialState::Pruned))
                     .count()
             };
             if done >= n {
-                for pid in &stopped {
-                    // SAFETY: as above; a paused trial must run to see the stop request.
-                    unsafe { libc::kill(*pid, libc::SIGCONT) };
+                match how {
+                    Stop::Interrupt => {
+                        for pid in &stopped {
+                            // SAFETY: as above; a paused trial must run to see the stop request.
+                            unsafe { libc::kill(*pid, libc::SIGCONT) };
+                        }
+                        // SAFETY: the `sweep run` child of this test.
+                        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+                    }
+                    // SAFETY: the process group this test created (the run and its trials).
+                    Stop::Kill => unsafe {
+                        libc::kill(-(child.id() as i32), libc::SIGKILL);
+                    },
                 }
-                // SAFETY: the `sweep run` child of this test.
-                unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-                let code = child.wait().unwrap().code().unwrap_or(-1);
-                return code;
+                return child.wait().unwrap().code();
             }
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -334,17 +368,29 @@ fn a_killed_tpe_search_with_two_jobs_resumes_to_the_same_trials() {
     let file = search_file("order", "tpe", "trials = 7\nstartup = 3\nseed = 11", SPACE);
     let whole = Project::new();
     let f = whole.write("exp/order.toml", &file);
-    assert_eq!(run_in_order(&whole, f.to_str().unwrap(), "a.db", None), 0);
+    assert_eq!(
+        run_in_order(&whole, f.to_str().unwrap(), "a.db", "order", None),
+        Some(0)
+    );
     let killed = Project::new();
     let f = killed.write("exp/order.toml", &file);
-    let code = run_in_order(&killed, f.to_str().unwrap(), "b.db", Some(4));
-    assert_eq!(code, 130, "the first run was stopped");
+    let code = run_in_order(
+        &killed,
+        f.to_str().unwrap(),
+        "b.db",
+        "order",
+        Some((4, Stop::Interrupt)),
+    );
+    assert_eq!(code, Some(130), "the first run was stopped");
     let partial = trials_of(killed.path().join("b.db").to_str().unwrap(), "order");
     assert!(
         partial.len() < 7 && partial.iter().any(|t| t.2 == TrialState::Interrupted),
         "stopped mid-search: {partial:?}"
     );
-    assert_eq!(run_in_order(&killed, f.to_str().unwrap(), "b.db", None), 0);
+    assert_eq!(
+        run_in_order(&killed, f.to_str().unwrap(), "b.db", "order", None),
+        Some(0)
+    );
     let a = trials_of(whole.path().join("a.db").to_str().unwrap(), "order");
     let b = trials_of(killed.path().join("b.db").to_str().unwrap(), "order");
     assert_eq!(a.len(), 7, "the budget: {a:?}");
@@ -359,6 +405,108 @@ fn a_killed_tpe_search_with_two_jobs_resumes_to_the_same_trials() {
         "same suggestions, same order, all completed"
     );
     assert!(a.iter().all(|t| t.2 == TrialState::Completed));
+}
+
+/// Hyperband's `[prune]` of the tests: first rungs at 10, 20 and 40 (= every trial's 40 steps, so
+/// bracket 2 never prunes), shares 4:3:3.
+const HYPERBAND: &str = "[prune]\nmethod = \"hyperband\"\nmin_steps = 10\nreduction_factor = 2\n";
+
+/// (position, bracket, a pruned trial's decision as (rung, step)) of a Hyperband trial.
+type Placed = (i64, u64, Option<(u64, u64)>);
+
+/// Every trial's bracket (`env.hyperband`), the pure function of seed and position, and each
+/// pruned trial's decision in its bracket.
+fn brackets_of(db: &str, name: &str, seed: u64) -> Vec<Placed> {
+    let r = store::open_read_only(db).unwrap();
+    let rec = r.sweep_by_name(name).unwrap().expect("recorded");
+    r.sweep_trials(rec.id)
+        .unwrap()
+        .iter()
+        .map(|t| {
+            let env = t.env.clone().unwrap_or_default();
+            let hb = &env["hyperband"];
+            let bracket = hb["bracket"]
+                .as_u64()
+                .expect("every trial records its bracket");
+            assert_eq!(
+                (hb["brackets"].as_u64(), hb["max_steps"].as_u64()),
+                (Some(3), Some(40))
+            );
+            let want = sweep::search::prune::bracket_of(seed, t.position as u64, 3, 2);
+            assert_eq!(bracket, want as u64, "position {}: {hb}", t.position);
+            assert_eq!(hb["first_rung"].as_u64(), Some(10 << bracket));
+            let decision = (t.state == TrialState::Pruned).then(|| {
+                let d = &env["pruned"];
+                assert_eq!(d["method"], "hyperband");
+                assert_eq!(d["bracket"].as_u64(), Some(bracket), "{d}");
+                let (rung, step) = (d["rung"].as_u64().unwrap(), d["step"].as_u64().unwrap());
+                assert_eq!(step, 10 << (bracket + rung), "its bracket's rung: {d}");
+                (rung, step)
+            });
+            (t.position, bracket, decision)
+        })
+        .collect()
+}
+
+#[test]
+fn a_hyperband_search_killed_with_sigkill_resumes_within_its_budget() {
+    let file = search_file(
+        "hb",
+        "tpe",
+        "trials = 10\nstartup = 4\nseed = 6",
+        &format!("{SPACE}\n{HYPERBAND}"),
+    );
+    let whole = Project::new();
+    let f = whole.write("exp/hb.toml", &file);
+    let f = f.to_str().unwrap();
+    assert_eq!(run_in_order(&whole, f, "a.db", "hb", None), Some(0));
+    let killed = Project::new();
+    let g = killed.write("exp/hb.toml", &file);
+    let g = g.to_str().unwrap();
+    let code = run_in_order(&killed, g, "b.db", "hb", Some((5, Stop::Kill)));
+    assert_eq!(code, None, "killed by SIGKILL");
+    let b = killed.path().join("b.db");
+    let b = b.to_str().unwrap();
+    let partial = trials_of(b, "hb");
+    assert!(
+        partial.len() < 10 && partial.iter().any(|t| t.2 == TrialState::Running),
+        "killed mid-search, a trial left running with nobody to record its end: {partial:?}"
+    );
+    assert_eq!(run_in_order(&killed, g, "b.db", "hb", None), Some(0));
+    let a = whole.path().join("a.db");
+    let a = a.to_str().unwrap();
+    assert_search_done(a, "hb", 10);
+    let (ta, tb) = (trials_of(a, "hb"), trials_of(b, "hb"));
+    assert_eq!(tb.len(), 10, "the budget, not more: {tb:?}");
+    let r = store::open_read_only(b).unwrap();
+    let members = r
+        .sweep_trials(r.sweep_by_name("hb").unwrap().unwrap().id)
+        .unwrap();
+    assert!(members.iter().all(|t| t.state.is_done()), "{tb:?}");
+    assert!(
+        members.iter().any(|t| t.attempts == 2),
+        "a killed trial ran again: {members:?}"
+    );
+    let rows = |v: &[TrialRow]| {
+        v.iter()
+            .map(|t| (t.0, t.1.clone(), t.2))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        rows(&ta),
+        rows(&tb),
+        "same suggestions, brackets and pruning decisions"
+    );
+    let (ba, bb) = (brackets_of(a, "hb", 6), brackets_of(b, "hb", 6));
+    assert_eq!(ba, bb);
+    assert!(
+        ba.iter().any(|t| t.2.is_some()) && ta.iter().any(|t| t.2 == TrialState::Completed),
+        "the search prunes some trials and completes others: {ba:?}"
+    );
+    assert!(
+        ba.iter().all(|t| t.1 < 2 || t.2.is_none()),
+        "bracket 2's only rung is the trials' last step: {ba:?}"
+    );
 }
 
 #[test]
@@ -451,7 +599,12 @@ fn two_workers_on_one_postgres_ledger_share_a_search_within_its_budget() {
     let p = Project::new();
     let file = p.write(
         "exp/ws.toml",
-        &search_file("ws", "tpe", "trials = 6\nstartup = 2\nseed = 1", SPACE),
+        &search_file(
+            "ws",
+            "tpe",
+            "trials = 6\nstartup = 2\nseed = 1",
+            &format!("{SPACE}\n{HYPERBAND}"),
+        ),
     );
     // Record the search without running anything.
     let out = p
@@ -491,6 +644,8 @@ fn two_workers_on_one_postgres_ledger_share_a_search_within_its_budget() {
     assert!(a.status.success(), "worker a: {}", out_text(&a));
     assert!(b.status.success(), "worker b: {}", out_text(&b));
     assert_search_done(&pg, "ws", 6);
+    // Hyperband across processes: each trial placed in its bracket, decisions within it.
+    brackets_of(&pg, "ws", 1);
     let asked = |o: &std::process::Output| {
         String::from_utf8_lossy(&o.stderr)
             .matches("suggests ")
@@ -521,7 +676,12 @@ fn a_search_under_slurm_is_an_array_of_tasks_that_spend_the_budget() {
     let p = Project::new();
     let file = p.write(
         "exp/ss.toml",
-        &search_file("ss", "random", "trials = 5\nseed = 2", SPACE),
+        &search_file(
+            "ss",
+            "random",
+            "trials = 5\nseed = 2",
+            &format!("{SPACE}\n{HYPERBAND}"),
+        ),
     );
     let shared = p.path().join("shared");
     let out = p
@@ -562,6 +722,7 @@ fn a_search_under_slurm_is_an_array_of_tasks_that_spend_the_budget() {
         std::thread::sleep(Duration::from_secs(1));
     }
     assert_search_done(&pg, "ss", 5);
+    brackets_of(&pg, "ss", 2);
 }
 
 /// A search's report: the search section (history, top trials, one slice per parameter, parallel

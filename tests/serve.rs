@@ -486,6 +486,23 @@ fn chromium() -> PathBuf {
     panic!("chromium not found: this test needs it (apt-get install -y chromium)")
 }
 
+/// Headless Chromium on `url` with its own profile directory.
+fn headless(browser: &Path, profile: &Path, url: &str, extra: &[&str]) -> std::process::Output {
+    std::process::Command::new(browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+        ])
+        .arg("--disable-background-networking")
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(extra)
+        .arg(url)
+        .output()
+        .expect("running chromium")
+}
+
 /// The number in `attr="N"` after the first `anchor` in `dom`.
 fn attr_after(dom: &str, anchor: &str, attr: &str) -> Option<usize> {
     let rest = &dom[dom.find(anchor)?..];
@@ -566,21 +583,7 @@ eval_tokens = 2000
     );
     let profile = p.path().join("chrome-profile");
     let url = format!("http://{}/sweep/live", srv.addr);
-    let chrome = |extra: &[&str]| {
-        std::process::Command::new(&browser)
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-dev-shm-usage",
-            ])
-            .arg("--disable-background-networking")
-            .arg(format!("--user-data-dir={}", profile.display()))
-            .args(extra)
-            .arg(&url)
-            .output()
-            .expect("running chromium")
-    };
+    let chrome = |extra: &[&str]| headless(&browser, &profile, &url, extra);
     // Virtual time stands still while the page's long poll waits for new rows, so 12 s of page
     // time covers several real updates.
     let out = chrome(&["--virtual-time-budget=12000", "--dump-dom"]);
@@ -612,6 +615,170 @@ eval_tokens = 2000
         !dom.contains("<b>dashboard</b>"),
         "the sweep title was not escaped"
     );
+}
+
+/// Every value of `attr="..."` in `html`, in order.
+fn attr_values<'a>(html: &'a str, attr: &str) -> Vec<&'a str> {
+    html.split(&format!(" {attr}=\""))
+        .skip(1)
+        .filter_map(|v| v.split('"').next())
+        .collect()
+}
+
+/// The overlaid chart of the running trials' validation loss, as headless Chromium's page script
+/// keeps it: one line per running trial on shared axes, each in its own colour, and a legend
+/// naming each trial's axis values, including trials that started after the page was rendered.
+/// The running trials are synthetic (a writer thread records them and their validation rows),
+/// so the page sees several trials at once without training any.
+#[test]
+#[ignore = "needs Chromium (.ci/run installs it)"]
+fn the_overlay_compares_running_trials_in_headless_chromium() {
+    use sweep::store::{NewMetric, NewTrial};
+    let browser = chromium();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("sweep.db");
+    let store = create_ledger(&db).unwrap();
+    // Both splits' loss at a step; a trial with a larger learning rate is lower.
+    let loss = |step: i64, lr: f64| 6.0 - lr * 100.0 - step as f64 / 100.0;
+    let trial = |lr: f64| SynthTrial {
+        label: serde_json::json!({ "learning_rate": lr }),
+        config: serde_json::json!({ "model": "gpt2-tiny", "learning_rate": lr }),
+        state: TrialState::Running,
+        metrics: [10, 20]
+            .iter()
+            .flat_map(|&s| ["train", "valid"].map(|split| (s, split.to_string(), loss(s, lr))))
+            .collect(),
+        ..Default::default()
+    };
+    let sweep = SynthSweep {
+        name: "ov".into(),
+        title: "Overlay".into(),
+        spec: serde_json::json!({}),
+        ..Default::default()
+    };
+    let sweep_id = insert_sweep(store.as_ref(), &sweep, &[trial(0.001), trial(0.003)]).unwrap();
+    let srv = Server::start(&db, dir.path(), &[]);
+    // While the page is open, a new trial starts every 1.5 s and every running trial records a
+    // train and a validation row every 0.5 s: some trials start after the page was rendered. A
+    // trial is running only once it has two rows of each split, so every card the server renders
+    // has `data-initial-points` >= 1 and every line has two points or more.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let rows = |step: i64, lr: f64| {
+                ["train", "valid"].map(|split| NewMetric {
+                    step,
+                    epoch: 0.0,
+                    split: split.into(),
+                    loss: loss(step, lr),
+                    ppl: loss(step, lr).exp(),
+                    tokens_seen: step * 128,
+                    lr: 1e-3,
+                    tokens_per_s: 1000.0,
+                })
+            };
+            let mut ids: Vec<(i64, f64)> = Vec::new();
+            let mut step = 30;
+            for tick in 0..80 {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                if tick % 3 == 0 && ids.len() < 8 {
+                    let lr = 0.01 + ids.len() as f64 * 0.002;
+                    let new = NewTrial {
+                        hash: format!("ov-late-{}", ids.len()),
+                        config: serde_json::json!({ "model": "gpt2-tiny", "learning_rate": lr }),
+                        label: serde_json::json!({ "learning_rate": lr }),
+                        is_baseline: false,
+                    };
+                    let id = store
+                        .append_trial(sweep_id, 2 + ids.len() as i64, &new)
+                        .unwrap()
+                        .expect("appended");
+                    store.insert_metrics(id, &rows(step - 5, lr)).unwrap();
+                    store.insert_metrics(id, &rows(step, lr)).unwrap();
+                    store.claim_trial(id, "w2", "cpu").unwrap();
+                    ids.push((id, lr));
+                }
+                for &(id, lr) in &ids {
+                    store.insert_metrics(id, &rows(step, lr)).unwrap();
+                }
+                step += 10;
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        })
+    };
+    let url = format!("http://{}/sweep/ov", srv.addr);
+    let profile = dir.path().join("chrome-profile");
+    let out = headless(
+        &browser,
+        &profile,
+        &url,
+        &["--virtual-time-budget=15000", "--dump-dom"],
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.join().unwrap();
+    let dom = String::from_utf8_lossy(&out.stdout).into_owned();
+    let updates = attr_after(&dom, "id=\"live\"", "data-updates").unwrap_or(0);
+    assert!(
+        updates >= 1,
+        "the page never updated itself: {}",
+        &dom[..dom.len().min(3000)]
+    );
+    let start = dom
+        .find("class=\"live-overlay\"")
+        .expect("the overlay in the DOM");
+    let fig = &dom[start..start + dom[start..].find("</figure>").expect("the figure's end")];
+    assert!(
+        !fig[..fig.find('>').unwrap()].contains("hidden"),
+        "shown: {fig}"
+    );
+    let cards = attr_values(&dom, "data-trial");
+    let lines: Vec<&str> = fig.split("<polyline").skip(1).collect();
+    let legend: Vec<&str> = fig.split("<li").skip(1).collect();
+    // One line and one legend entry per running trial, each line in its own colour.
+    let card_count = dom.matches("class=\"live-trial\"").count();
+    assert!(
+        card_count >= 3,
+        "trials started while the page was open: {card_count}"
+    );
+    assert_eq!(
+        (lines.len(), legend.len()),
+        (card_count, card_count),
+        "{fig}"
+    );
+    let colours: std::collections::BTreeSet<&str> = lines
+        .iter()
+        .flat_map(|l| attr_values(l, "stroke"))
+        .collect();
+    assert_eq!(colours.len(), card_count, "one colour per trial: {fig}");
+    assert!(lines
+        .iter()
+        .all(|l| attr_values(l, "points")[0].contains(' ')));
+    // A card the script made (`data-initial-points="0"`) belongs to a trial that started after
+    // the page was rendered; the script drew its line and named it in the legend.
+    let late = dom
+        .split("<div class=\"live-trial\"")
+        .skip(1)
+        .find(|c| c.contains("data-initial-points=\"0\""))
+        .and_then(|c| attr_values(c, "data-trial").first().copied())
+        .unwrap_or_else(|| panic!("no trial started after the page was rendered: {cards:?}"));
+    let entry = legend
+        .iter()
+        .find(|l| attr_values(l, "data-trial").first() == Some(&late))
+        .unwrap_or_else(|| panic!("no legend entry for trial {late}: {fig}"));
+    assert!(
+        entry.contains("learning_rate=0.01"),
+        "the axis values: {entry}"
+    );
+    assert!(
+        fig.contains(&format!("<polyline data-trial=\"{late}\"")),
+        "{fig}"
+    );
+    for name in ["learning_rate=0.001", "learning_rate=0.003"] {
+        assert!(fig.contains(name), "{name} in the legend: {fig}");
+    }
 }
 
 /// The same server over a PostgreSQL ledger (through the same read-only `Reader`): pages render,

@@ -55,7 +55,7 @@ pub fn ask_cost(data: &Path, cache_root: &Path, n: usize, repeats: usize) -> Res
     let sweep = crate::config::load(&file, None, &[])?;
     let db = dir.path().join("ask.db");
     let ledger = Ledger::open(&db.display().to_string())?;
-    let batch = record(&ledger, &sweep, &[], cache_root)?;
+    let batch = record(&ledger, &sweep, &[], cache_root, None)?;
     let searcher = batch.search.first().context("not a search")?;
     let s = &*ledger.store;
     for _ in 0..n {

@@ -5,6 +5,7 @@ pub mod ask;
 pub mod checkpoint;
 pub mod functions;
 pub mod ledger;
+pub mod replay;
 pub mod report;
 pub mod sampler;
 pub mod serve;

@@ -1,6 +1,7 @@
 //! Weights on disk: HF GPT-2 checkpoints in and out (`config.json` + `model.safetensors`, HF key
-//! names, Conv1D `[in, out]`), hub names through the local HF cache, and training checkpoints
-//! verified by their manifests (`training.rs`), written as hashed, synced files (`files.rs`).
+//! names, Conv1D `[in, out]`), Hugging Face Hub models through the HF cache (`hub/`: fetched on
+//! first use), and training checkpoints verified by their manifests (`training.rs`), written as
+//! hashed, synced files (`files.rs`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
@@ -14,10 +15,10 @@ use safetensors::tensor::{Dtype, Metadata, TensorInfo};
 use serde::{Deserialize, Serialize};
 
 pub mod files;
-mod hub;
+pub mod hub;
 mod training;
 pub use files::{is_no_space, Written};
-pub use hub::{dir_tokenizer, hf_cache_dir, resolve_model_dir, weights_dir};
+pub use hub::{dir_tokenizer, hf_cache_dir, model_dir, weights_dir};
 pub use training::{
     load_newest, save_training, CheckpointId, Found, Newest, NoSpace, Rejected, Resumption,
     TrainingCheckpoint, LEGACY_SUBDIR, TRAINING_SUBDIR,
@@ -718,32 +719,5 @@ mod tests {
         resize_embedding(&mut t, 4).unwrap();
         assert_eq!(t.shape, vec![4, 3]);
         assert_eq!(&t.data[6..], &[2.0, 3.0, 4.0, 2.0, 3.0, 4.0]);
-    }
-
-    #[test]
-    fn offline_preset_error_says_where_files_go() {
-        let tmp = tempfile::tempdir().unwrap();
-        // Only this test reads HF_HUB_CACHE in this binary.
-        std::env::set_var("HF_HUB_CACHE", tmp.path());
-        let err = resolve_model_dir("distilgpt2").unwrap_err().to_string();
-        assert!(err.contains("models--distilgpt2/snapshots/"), "{err}");
-        assert!(
-            err.contains("config.json") && err.contains("model.safetensors"),
-            "{err}"
-        );
-        // A snapshot with both files resolves.
-        let snap = tmp
-            .path()
-            .join("models--distilbert--distilgpt2/snapshots/abc");
-        fs::create_dir_all(&snap).unwrap();
-        fs::write(snap.join("config.json"), "{}").unwrap();
-        fs::write(snap.join("model.safetensors"), "").unwrap();
-        assert_eq!(resolve_model_dir("distilgpt2").unwrap(), snap);
-    }
-
-    #[test]
-    fn unknown_model_name_is_a_usage_error() {
-        let err = resolve_model_dir("no-such-model-xyz").unwrap_err();
-        assert!(err.downcast_ref::<UsageError>().is_some());
     }
 }

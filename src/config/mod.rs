@@ -55,6 +55,8 @@ mod explain;
 mod extends;
 #[cfg(test)]
 mod extends_tests;
+mod recorded;
+mod replicates;
 mod resolve;
 pub mod search;
 mod source;
@@ -62,10 +64,12 @@ mod steps;
 #[cfg(test)]
 mod tests;
 
-use crate::trial::TrialConfig;
+use crate::trial::{ModelSpec, TrialConfig};
 pub use explain::Origin;
 use extends::Chain;
+pub use recorded::{ledger_name, recorded_name, sweep_arg_name, sweep_file_arg, ProfileArg};
 use serde_json::{Map, Value as Json};
+pub use source::{checkout_of, spelled_in};
 use source::{parse_set, usage, PathBase, Source};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -154,6 +158,11 @@ pub struct Sweep {
     pub trials: Vec<ResolvedTrial>,
     /// The budget, objective, space and pruning of a search sweep.
     pub search: Option<search::Search>,
+    /// `seeds` (`[sweep]`, the profile or `--seeds`): every row runs once per seed. `None`: each
+    /// row once, with its own `seed` (trials and hashes as before replicates existed).
+    pub seeds: Option<Vec<u64>>,
+    /// Relative changes within ±`flat` count as no effect (`[sweep] flat`, default 0.001).
+    pub flat: f64,
     /// What a point of the space resolves over.
     resolver: Resolver,
 }
@@ -192,6 +201,87 @@ impl Sweep {
         })
     }
 
+    /// Every `model` the sweep's trials may have: its trials', or a search's (the base, `--set`,
+    /// and each `choice` that sets one), each once.
+    pub fn models(&self) -> Vec<ModelSpec> {
+        let mut out: Vec<ModelSpec> = Vec::new();
+        let mut add = |v: &Json| {
+            let model = v.as_str().and_then(|s| s.parse::<ModelSpec>().ok());
+            if let Some(m) = model.filter(|m| !out.contains(m)) {
+                out.push(m);
+            }
+        };
+        for t in &self.trials {
+            add(&Json::String(t.config.model.to_string()));
+        }
+        let Some(search) = &self.search else {
+            return out;
+        };
+        let sets_model = |v: &AxisValue| v.settings.iter().any(|(k, _)| k == "model");
+        if let Some((_, s)) = self
+            .resolver
+            .trial_sets
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "model")
+        {
+            add(&s.value);
+            return out;
+        }
+        let always_chosen = search
+            .space
+            .iter()
+            .any(|p| !p.choices.is_empty() && p.choices.iter().all(sets_model));
+        if let Some(s) = self
+            .resolver
+            .settings
+            .get("model")
+            .filter(|_| !always_chosen)
+        {
+            add(&s.value);
+        }
+        for v in search.space.iter().flat_map(|p| &p.choices) {
+            for (_, s) in v.settings.iter().filter(|(k, _)| k == "model") {
+                add(&s.value);
+            }
+        }
+        out
+    }
+
+    /// Checks `sweep run --until-decided --max-seeds N`: it adds seeds to the rows whose change
+    /// from the baseline row is undecided, so the sweep needs a baseline row (a grid or ablation
+    /// trial equal to `[base]`), and at least 2 seeds give an interval.
+    pub fn check_until_decided(&self, max_seeds: usize) -> anyhow::Result<()> {
+        let file = self.file.display();
+        if self.kind.is_search() || !self.trials.iter().any(|t| t.is_baseline) {
+            return Err(usage(format!(
+                "--until-decided: {file}: sweep `{}` has no baseline row (no trial equals \
+                 [base]), and a row is decided by its change from the baseline; fix: make it an \
+                 ablation (`kind = \"ablation\"` under [sweep]), or give each axis [base]'s value \
+                 too",
+                self.name
+            )));
+        }
+        let have = self.seeds.as_ref().map_or(1, Vec::len);
+        if max_seeds < 2 || max_seeds < have {
+            return Err(usage(format!(
+                "--max-seeds {max_seeds}: {}; fix: use --max-seeds {} or more",
+                if max_seeds < 2 {
+                    "an interval needs at least 2 seeds".to_string()
+                } else {
+                    format!("{file} already runs {have} seeds")
+                },
+                have.max(2)
+            )));
+        }
+        Ok(())
+    }
+
+    /// The name the ledger records this sweep under (`name@profile` with a profile).
+    pub fn ledger_name(&self) -> String {
+        ledger_name(&self.name, self.profile.as_deref())
+    }
+
     /// The resolved sweep as stored in `sweeps.spec_json`.
     pub fn spec_json(&self) -> Json {
         let axes: Vec<Json> = self
@@ -216,6 +306,8 @@ impl Sweep {
             "axes": axes,
             "references": self.references,
             "search": self.search.as_ref().map(search::Search::spec_json),
+            "seeds": self.seeds,
+            "flat": self.flat,
         })
     }
 }
@@ -262,13 +354,27 @@ pub const REFERENCE_METRICS: &[&str] = &[
 
 /// Read, validate and resolve a sweep file.
 pub fn load(path: &Path, profile: Option<&str>, sets: &[String]) -> anyhow::Result<Sweep> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    load_with(path, profile, sets, None)
+}
+
+/// [`load`] with `--seeds` (`42,1,2`), which replaces the file's and the profile's `seeds`.
+pub fn load_with(
+    path: &Path,
+    profile: Option<&str>,
+    sets: &[String],
+    seeds: Option<&str>,
+) -> anyhow::Result<Sweep> {
+    parse_with(path, &read_text(path)?, profile, sets, seeds)
+}
+
+/// A sweep file's text (a usage error naming the path if it cannot be read).
+fn read_text(path: &Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).map_err(|e| {
         usage(format!(
             "{}: cannot read the sweep file: {e}; fix: check the path",
             path.display()
         ))
-    })?;
-    parse(path, &text, profile, sets)
+    })
 }
 
 /// Validate and resolve sweep-file text (`path` is used for messages, relative paths and the
@@ -279,12 +385,28 @@ pub fn parse(
     profile: Option<&str>,
     sets: &[String],
 ) -> anyhow::Result<Sweep> {
+    parse_with(path, text, profile, sets, None)
+}
+
+/// [`parse`] with `--seeds`.
+pub fn parse_with(
+    path: &Path,
+    text: &str,
+    profile: Option<&str>,
+    sets: &[String],
+    seeds_flag: Option<&str>,
+) -> anyhow::Result<Sweep> {
     let chain = extends::read(path, text)?;
-    parse_chain(&chain, profile, sets).map_err(|e| chain.name_the_chain(e))
+    parse_chain(&chain, profile, sets, seeds_flag).map_err(|e| chain.name_the_chain(e))
 }
 
 /// The sweep of a file and the files it extends, merged into one document.
-fn parse_chain(chain: &Chain, profile: Option<&str>, sets: &[String]) -> anyhow::Result<Sweep> {
+fn parse_chain(
+    chain: &Chain,
+    profile: Option<&str>,
+    sets: &[String],
+    seeds_flag: Option<&str>,
+) -> anyhow::Result<Sweep> {
     let src = chain.source();
     let doc = extends::merge(chain, &src)?;
     let doc = &doc;
@@ -319,9 +441,24 @@ fn parse_chain(chain: &Chain, profile: Option<&str>, sets: &[String]) -> anyhow:
         Some((_, g)) => check::check_grid(&src, &file_base, g)?,
         None => Vec::new(),
     };
-    let replaced_axes =
+    let (replaced_axes, profile_replicates) =
         steps::apply_profile(&src, doc, &file_base, profile, &mut settings, &mut axes)?;
+    let mut reps = meta.replicates.clone().over(profile_replicates);
+    if let Some(flag) = seeds_flag {
+        reps.seeds = Some(replicates::seeds_flag(flag)?);
+    }
     let trial_sets = steps::apply_sets(sets, &flag_base, &mut axes)?;
+    if let Some((_, at)) = &reps.seeds {
+        if meta.kind.is_search() {
+            return Err(usage(format!(
+                "{at}: seeds: a {} search suggests its trials one at a time, so there are no rows \
+                 to replicate; fix: remove `seeds` (a search may put `seed` in [space] as a \
+                 choice)",
+                meta.kind.as_str()
+            )));
+        }
+        replicates::check_no_seed_elsewhere(&axes, &trial_sets, at)?;
+    }
     let mut references = steps::references(&src, doc, &axes)?;
     map_references_onto_profile_axes(&mut references, &replaced_axes, &axes);
     let resolver = Resolver {
@@ -335,13 +472,17 @@ fn parse_chain(chain: &Chain, profile: Option<&str>, sets: &[String]) -> anyhow:
         (Vec::new(), Some(search))
     } else {
         refuse_search_sections(&src, doc, meta.kind)?;
-        let trials = resolve::expand(
+        let rows = resolve::expand(
             meta.kind,
             &axes,
             &resolver.settings,
             &resolver.trial_sets,
             &resolver.base_at,
         )?;
+        let trials = match &reps.seeds {
+            Some((seeds, _)) => replicates::replicate(rows, seeds),
+            None => rows,
+        };
         (trials, None)
     };
     Ok(Sweep {
@@ -358,6 +499,8 @@ fn parse_chain(chain: &Chain, profile: Option<&str>, sets: &[String]) -> anyhow:
         references,
         trials,
         search,
+        seeds: reps.seeds.map(|(s, _)| s),
+        flat: reps.flat.unwrap_or(crate::stats::FLAT),
         resolver,
     })
 }
@@ -468,8 +611,8 @@ fn search_of(
     Ok(search)
 }
 
-/// The rules between the space and the base: both corners of the space resolve, and pruning
-/// has validation evaluations to work on.
+/// The rules between the space and the base: both corners of the space resolve, pruning has
+/// validation evaluations to work on, and Hyperband's brackets fit the trials' steps and budget.
 fn check_search(
     search: &search::Search,
     resolver: &Resolver,
@@ -492,6 +635,20 @@ fn check_search(
              set `method = \"none\"`",
             search.prune_at.as_deref().unwrap_or(&search.at)
         )));
+    }
+    if matches!(search.prune, crate::search::Pruner::Hyperband { .. }) {
+        // A point the resolver refuses counts as unknown: the corners above already name it.
+        let steps: Vec<Option<u64>> = search
+            .extreme_points()
+            .iter()
+            .map(|p| {
+                resolver
+                    .resolve(&search.settings_of(p).0)
+                    .ok()?
+                    .step_bound()
+            })
+            .collect();
+        search.check_prune(&steps)?;
     }
     Ok(())
 }

@@ -5,7 +5,7 @@ use super::check::key_kind;
 use super::source::usage;
 use super::{AxisValue, Kind, ResolvedTrial, Setting};
 use crate::model::GptConfig;
-use crate::trial::{Preset, TrialConfig};
+use crate::trial::{ModelSpec, Preset, TrialConfig};
 use serde_json::{Map, Value as Json};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -21,7 +21,8 @@ pub(super) const REQUIRED: &[&str] = &[
     "epochs",
 ];
 
-/// Context length of a model preset (with shape overrides) or HF checkpoint directory, if known.
+/// Context length of a model preset (with shape overrides) or HF checkpoint directory, if known
+/// (a Hub repository's is known once it is resolved: `train::preflight_models` checks it).
 pub(super) fn model_context(
     model: &str,
     settings: &BTreeMap<String, Setting>,
@@ -33,7 +34,8 @@ pub(super) fn model_context(
             .and_then(|s| s.value.as_u64())
             .map(|v| v as usize)
     };
-    if let Some(preset) = Preset::from_name(model) {
+    let spec = model.parse::<ModelSpec>().ok();
+    if let Some(preset) = spec.as_ref().and_then(ModelSpec::preset) {
         let cfg = Ok(GptConfig::of(preset))
             .and_then(|c| c.with_overrides(get("n_layer"), get("n_embd"), get("n_head")))
             .map_err(|e| {
@@ -42,6 +44,9 @@ pub(super) fn model_context(
                 ))
             })?;
         return Ok(Some(cfg.n_positions));
+    }
+    if let Some(ModelSpec::Hub(_)) = spec {
+        return Ok(None);
     }
     let Ok(cfg) = std::fs::read_to_string(Path::new(model).join("config.json")) else {
         if model.contains('/') {

@@ -95,6 +95,100 @@ impl Search {
             .collect()
     }
 
+    /// The points at the space's extremes: every value of each `choice` with both ends of each
+    /// range, or (past [`MAX_EXTREMES`] combinations) the two corners. What a rule over all
+    /// trials (the step counts Hyperband's brackets come from) is checked on.
+    pub fn extreme_points(&self) -> Vec<Vec<f64>> {
+        let axes: Vec<Vec<f64>> = self
+            .space
+            .iter()
+            .map(|p| match p.dist {
+                Dist::Choice { n } => (0..n).map(|i| i as f64).collect(),
+                _ => vec![p.dist.from_unit(0.0), p.dist.from_unit(1.0 - 1e-12)],
+            })
+            .collect();
+        let combos = axes
+            .iter()
+            .map(Vec::len)
+            .try_fold(1usize, |a, n| a.checked_mul(n));
+        if combos.is_none_or(|c| c > MAX_EXTREMES) {
+            return [0.0, 1.0 - 1e-12]
+                .iter()
+                .map(|&u| self.space.iter().map(|p| p.dist.from_unit(u)).collect())
+                .collect();
+        }
+        axes.iter().fold(vec![Vec::new()], |acc, values| {
+            acc.iter()
+                .flat_map(|pre| {
+                    values.iter().map(move |&x| {
+                        let mut p = pre.clone();
+                        p.push(x);
+                        p
+                    })
+                })
+                .collect()
+        })
+    }
+
+    /// Hyperband's rules over the whole search, given the step count of each of
+    /// [`Search::extreme_points`] (`None`: it depends on the data's size): `min_steps` below the
+    /// trials' step counts, and every bracket with a trial within the budget. With a default
+    /// `max_steps` and step counts that depend on the data, the trial process decides alone.
+    pub fn check_prune(&self, step_counts: &[Option<u64>]) -> anyhow::Result<()> {
+        let Pruner::Hyperband {
+            min_steps,
+            max_steps,
+            reduction_factor: eta,
+        } = self.prune
+        else {
+            return Ok(());
+        };
+        let at = self.prune_at.as_deref().unwrap_or(&self.at);
+        let max = match max_steps {
+            Some(m) => m,
+            None => match step_counts.iter().copied().collect::<Option<Vec<u64>>>() {
+                Some(counts) if !counts.is_empty() => {
+                    let most = counts.iter().copied().max().unwrap_or(0);
+                    if most <= min_steps {
+                        return Err(super::source::usage(format!(
+                            "{at}: prune.min_steps: {min_steps} is not below the trials' step \
+                             count (at most {most} here), so Hyperband never prunes; fix: lower \
+                             min_steps below {most}, or train longer"
+                        )));
+                    }
+                    most
+                }
+                _ => return Ok(()),
+            },
+        };
+        let brackets = crate::search::prune::bracket_count(min_steps, max, eta);
+        let counts =
+            crate::search::prune::bracket_counts(self.seed, self.trials as u64, brackets, eta);
+        let Some(empty) = counts.iter().position(|&c| c == 0) else {
+            return Ok(());
+        };
+        let enough = crate::search::prune::trials_for_every_bracket(self.seed, brackets, eta)
+            .map(|n| format!(" to at least {n}"))
+            .unwrap_or_default();
+        let rungs: Vec<String> = (0..brackets)
+            .map(|b| min_steps.saturating_mul(eta.saturating_pow(b)).to_string())
+            .collect();
+        Err(super::source::usage(format!(
+            "{at}: prune.method: Hyperband with min_steps {min_steps}, max_steps {max}{} and \
+             reduction_factor {eta} has {brackets} brackets (first rungs at {} steps), and the \
+             budget of {} trials leaves bracket {empty} without a trial (trials per bracket: \
+             {counts:?}); fix: raise [search] trials{enough}, or raise min_steps or \
+             reduction_factor, or lower max_steps (fewer brackets)",
+            if max_steps.is_none() {
+                " (the longest trial's step count)"
+            } else {
+                ""
+            },
+            rungs.join(", "),
+            self.trials
+        )))
+    }
+
     /// As recorded in the sweep's spec (`spec.search`).
     pub fn spec_json(&self) -> Json {
         let space: Vec<Json> = self
@@ -123,6 +217,9 @@ impl Search {
         m
     }
 }
+
+/// More combinations of extreme values than this: [`Search::extreme_points`] takes the corners.
+const MAX_EXTREMES: usize = 4096;
 
 /// How a choice shows in labels: the value itself for a trial key, the table for paired values.
 fn choice_label(p: &Param, v: &AxisValue) -> Json {
@@ -218,6 +315,7 @@ pub(super) fn search(
         prune_keys(src, table, &mut prune)?;
     }
     s.prune = prune.pruner(default_min_steps);
+    prune.check(&s.prune)?;
     Ok(s)
 }
 
@@ -547,6 +645,8 @@ fn int_dist(
 struct PruneKeys {
     method: Option<String>,
     min_steps: Option<u64>,
+    /// With where it is written.
+    max_steps: Option<(u64, String)>,
     reduction_factor: Option<u64>,
     startup_trials: Option<usize>,
     warmup_steps: Option<u64>,
@@ -554,16 +654,48 @@ struct PruneKeys {
 
 impl PruneKeys {
     fn pruner(&self, default_min_steps: Option<u64>) -> Pruner {
+        let min_steps = self.min_steps.or(default_min_steps).unwrap_or(1);
+        let reduction_factor = self.reduction_factor.unwrap_or(3);
         match self.method.as_deref() {
             Some("asha") => Pruner::Asha {
-                min_steps: self.min_steps.or(default_min_steps).unwrap_or(1),
-                reduction_factor: self.reduction_factor.unwrap_or(3),
+                min_steps,
+                reduction_factor,
             },
             Some("median") => Pruner::Median {
                 startup_trials: self.startup_trials.unwrap_or(5),
                 warmup_steps: self.warmup_steps.unwrap_or(0),
             },
+            Some("hyperband") => Pruner::Hyperband {
+                min_steps,
+                max_steps: self.max_steps.as_ref().map(|m| m.0),
+                reduction_factor,
+            },
             _ => Pruner::None,
+        }
+    }
+
+    /// The rules between the keys of the merged `[prune]`: `max_steps` belongs to Hyperband and
+    /// lies above `min_steps`.
+    fn check(&self, pruner: &Pruner) -> anyhow::Result<()> {
+        let Some((max, at)) = &self.max_steps else {
+            return Ok(());
+        };
+        match *pruner {
+            Pruner::Hyperband { min_steps, .. } if min_steps >= *max => {
+                Err(super::source::usage(format!(
+                    "{at}: prune.max_steps: {max} is not above min_steps {min_steps}{}, so                      Hyperband has no rung to prune at; fix: raise max_steps above                      {min_steps} (a trial's step count, or leave it out to use each trial's                      own) or lower min_steps",
+                    if self.min_steps.is_none() {
+                        " (eval_every, its default)"
+                    } else {
+                        ""
+                    }
+                )))
+            }
+            Pruner::Hyperband { .. } => Ok(()),
+            _ => Err(super::source::usage(format!(
+                "{at}: prune.max_steps: only method = \"hyperband\" takes max_steps; fix: \
+                 remove it, or set method = \"hyperband\""
+            ))),
         }
     }
 }
@@ -574,18 +706,22 @@ fn prune_keys(src: &Source, t: &DeTable, p: &mut PruneKeys) -> anyhow::Result<()
         match k.get_ref().as_ref() {
             "method" => {
                 let m = get_str(src, t, "method", "prune")?.unwrap_or_default();
-                if !["asha", "median", "none"].contains(&m.as_str()) {
+                if !["asha", "hyperband", "median", "none"].contains(&m.as_str()) {
                     return Err(src.err(
                         &v.span(),
                         &key,
                         &format!("unknown pruning method `{m}`"),
-                        "use \"asha\", \"median\" or \"none\"",
+                        "use \"asha\", \"hyperband\", \"median\" or \"none\"",
                     ));
                 }
                 p.method = Some(m);
             }
             "min_steps" => {
                 p.min_steps = Some(int_at_least(src, v, &key, 1, "min_steps = 50")? as u64)
+            }
+            "max_steps" => {
+                let m = int_at_least(src, v, &key, 1, "max_steps = 500")? as u64;
+                p.max_steps = Some((m, src.loc(&v.span())));
             }
             "reduction_factor" => {
                 p.reduction_factor =
@@ -603,8 +739,8 @@ fn prune_keys(src: &Source, t: &DeTable, p: &mut PruneKeys) -> anyhow::Result<()
                     &k.span(),
                     &key,
                     "unknown key",
-                    "use method, min_steps and reduction_factor (asha), startup_trials and \
-                     warmup_steps (median)",
+                    "use method, min_steps and reduction_factor (asha, hyperband), max_steps \
+                     (hyperband), startup_trials and warmup_steps (median)",
                 ))
             }
         }

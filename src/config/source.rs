@@ -216,6 +216,51 @@ impl PathBase<'_> {
     }
 }
 
+/// How a sweep file in `dir` spells `path` (an absolute path of a resolved config) so that
+/// [`PathBase::resolve`] finds it again from any copy of the checkout: relative to `dir`
+/// (`../data/arxiv/cs.CL.tsv.xz`) when the path is inside `root`, the project that holds the
+/// file ([`checkout_of`]); absolute when it is outside (data on a shared disk is at the same
+/// place everywhere).
+pub fn spelled_in(path: &Path, dir: &Path, root: &Path) -> PathBuf {
+    let (path, dir, root) = (
+        crate::util::absolute_clean(path),
+        crate::util::absolute_clean(dir),
+        crate::util::absolute_clean(root),
+    );
+    if !path.starts_with(&root) || !dir.starts_with(&root) {
+        return path;
+    }
+    relative(&path, &dir)
+}
+
+/// `path` from `dir`, both absolute and clean: `..` for each component of `dir` past their common
+/// prefix, then the rest of `path` (`.` when they are the same).
+fn relative(path: &Path, dir: &Path) -> PathBuf {
+    let (p, d): (Vec<_>, Vec<_>) = (path.components().collect(), dir.components().collect());
+    let common = p.iter().zip(&d).take_while(|(a, b)| a == b).count();
+    let mut out: PathBuf = d[common..].iter().map(|_| "..").collect();
+    out.extend(&p[common..]);
+    if out.as_os_str().is_empty() {
+        out.push(".");
+    }
+    out
+}
+
+/// The project a sweep file's directory belongs to: its git checkout (the nearest ancestor with a
+/// `.git`), else the working directory when the directory is inside it, else the directory.
+pub fn checkout_of(dir: &Path) -> PathBuf {
+    let dir = crate::util::absolute_clean(dir);
+    if let Some(git) = dir.ancestors().find(|d| d.join(".git").exists()) {
+        return git.to_path_buf();
+    }
+    let cwd = crate::util::absolute_clean(Path::new("."));
+    if dir.starts_with(&cwd) {
+        cwd
+    } else {
+        dir
+    }
+}
+
 pub(super) fn get_str(
     src: &Source,
     t: &DeTable,

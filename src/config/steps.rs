@@ -2,6 +2,7 @@
 //! `[grid]`, `--set` overrides and `[[reference]]` rows.
 
 use super::check::{check_axis, check_grid, check_table, check_value, key_kind, misplaced_extends};
+use super::replicates::{self, Replicates};
 use super::source::{
     as_f64, de_to_json, entries, get_str, parse_set, type_name, usage, PathBase, Source, SpannedKey,
 };
@@ -16,6 +17,8 @@ pub(super) struct Meta {
     pub title: Option<String>,
     pub description: Option<String>,
     pub kind: Kind,
+    /// `seeds` and `flat`.
+    pub replicates: Replicates,
 }
 
 /// A top-level section that must be a table, if present.
@@ -84,12 +87,16 @@ pub(super) fn meta(src: &Source, doc: &DeTable) -> anyhow::Result<Meta> {
         )));
     };
     for (k, _) in entries(meta) {
-        if !["name", "title", "description", "kind"].contains(&k.get_ref().as_ref()) {
+        let known = ["name", "title", "description", "kind"];
+        if !known.contains(&k.get_ref().as_ref())
+            && !replicates::KEYS.contains(&k.get_ref().as_ref())
+        {
             return Err(src.err(
                 &k.span(),
                 &format!("sweep.{}", k.get_ref()),
                 "unknown key",
-                misplaced_extends(k.get_ref()).unwrap_or("use name, title, description, kind"),
+                misplaced_extends(k.get_ref())
+                    .unwrap_or("use name, title, description, kind, seeds, flat"),
             ));
         }
     }
@@ -130,16 +137,19 @@ pub(super) fn meta(src: &Source, doc: &DeTable) -> anyhow::Result<Meta> {
         }
     };
 
+    let replicates = replicates::read(src, meta, "sweep")?;
     Ok(Meta {
         name,
         title,
         description,
         kind,
+        replicates,
     })
 }
 
 /// Applies `[profile.NAME]` (keys over `[base]`, axes over `[grid]`), validating every profile;
-/// returns the file's axes that the profile replaced (the paper's references map onto them).
+/// returns the file's axes that the profile replaced (the paper's references map onto them) and
+/// the selected profile's `seeds` and `flat`.
 pub(super) fn apply_profile(
     src: &Source,
     doc: &DeTable,
@@ -147,7 +157,8 @@ pub(super) fn apply_profile(
     profile: Option<&str>,
     settings: &mut BTreeMap<String, Setting>,
     axes: &mut Vec<Axis>,
-) -> anyhow::Result<Vec<Axis>> {
+) -> anyhow::Result<(Vec<Axis>, Replicates)> {
+    let mut selected = Replicates::default();
     // Axes of the file that the selected profile replaced: paper references are mapped onto them.
     let mut replaced_axes: Vec<Axis> = Vec::new();
     let profiles = table(src, doc, "profile")?;
@@ -164,7 +175,9 @@ pub(super) fn apply_profile(
             // Validate every profile, not only the selected one: a typo should not wait.
             let mut skip = vec!["grid"];
             skip.extend(SEARCH_SECTIONS);
+            skip.extend(replicates::KEYS);
             let p_settings = check_table(src, file_base, pt, &skip)?;
+            let p_replicates = replicates::read(src, pt, &format!("profile.{}", pk.get_ref()))?;
             let p_grid = match pt.get("grid") {
                 None => Vec::new(),
                 Some(g) => match g.get_ref() {
@@ -180,6 +193,7 @@ pub(super) fn apply_profile(
                 },
             };
             if Some(pk.get_ref().as_ref()) == profile {
+                selected = p_replicates;
                 settings.extend(p_settings);
                 for axis in p_grid {
                     match axes.iter_mut().find(|a| a.name == axis.name) {
@@ -193,23 +207,8 @@ pub(super) fn apply_profile(
             }
         }
     }
-    if let Some(p) = profile {
-        let defined = profile_names(doc);
-        if !defined.iter().any(|d| d == p) {
-            return Err(usage(format!(
-                "--profile {p}: {}: no [profile.{p}] in this file or the files it extends; fix: \
-                 use one of: {}",
-                src.name,
-                if defined.is_empty() {
-                    "(none defined)".to_string()
-                } else {
-                    defined.join(", ")
-                }
-            )));
-        }
-    }
-
-    Ok(replaced_axes)
+    check_profile(src, doc, profile)?;
+    Ok((replaced_axes, selected))
 }
 
 /// The profiles a sweep file defines (with those of the files it extends), in order.
@@ -221,6 +220,32 @@ pub(super) fn profile_names(doc: &DeTable) -> Vec<String> {
             .collect(),
         _ => Vec::new(),
     }
+}
+
+/// `--profile P` names a `[profile.P]` of the file or of a file it extends (else a usage error
+/// listing those there are).
+pub(super) fn check_profile(
+    src: &Source,
+    doc: &DeTable,
+    profile: Option<&str>,
+) -> anyhow::Result<()> {
+    let Some(p) = profile else {
+        return Ok(());
+    };
+    let defined = profile_names(doc);
+    if defined.iter().any(|d| d == p) {
+        return Ok(());
+    }
+    Err(usage(format!(
+        "--profile {p}: {}: no [profile.{p}] in this file or the files it extends; fix: use one \
+         of: {}",
+        src.name,
+        if defined.is_empty() {
+            "(none defined)".to_string()
+        } else {
+            defined.join(", ")
+        }
+    )))
 }
 
 /// `--set key=value` (a trial key) and `--set grid.KEY=[...]` (an axis, replaced or added);

@@ -334,3 +334,466 @@ fn search_errors_in_an_unused_profile_are_reported_too() {
         "{e}"
     );
 }
+
+#[test]
+fn models_are_every_model_a_sweep_may_train() {
+    use crate::trial::ModelSpec;
+    let names = |s: &Sweep| {
+        s.models()
+            .iter()
+            .map(ModelSpec::to_string)
+            .collect::<Vec<_>>()
+    };
+    // A grid's: its trials', each once; a Hub repository keeps its revision.
+    let body = BASE.replace("kind = \"ablation\"", "kind = \"grid\"")
+        + "[grid]\nmodel = [\"gpt2-tiny\", \"org/tiny@v1\"]\nseed = [1, 2]\n";
+    let (_d, p) = setup(&body);
+    assert_eq!(
+        names(&load(&p, None, &[]).unwrap()),
+        ["gpt2-tiny", "org/tiny@v1"]
+    );
+    // A search's: the base's, and each choice that sets one (a search has no trials yet).
+    let search = BASE.replace("kind = \"ablation\"", "kind = \"random\"")
+        + "[search]\ntrials = 4\n[space]\nm = { choice = [{ model = \"gpt2-tiny\" }, { model = \"distilgpt2\", block_size = 64 }] }\n";
+    let (_d, p) = setup(&search);
+    let s = load(&p, None, &[]).unwrap();
+    assert!(s.trials.is_empty());
+    assert_eq!(names(&s), ["gpt2-tiny", "distilgpt2"]);
+    let partial = search.replace("{ model = \"gpt2-tiny\" }", "{ seed = 3 }");
+    let (_d, p) = setup(&partial);
+    assert_eq!(
+        names(&load(&p, None, &[]).unwrap()),
+        ["gpt2-tiny", "distilgpt2"]
+    );
+    // --set wins over everything.
+    let s = load(&p, None, &["model=gpt2-mini".to_string()]).unwrap();
+    assert_eq!(names(&s), ["gpt2-mini"]);
+}
+
+/// A TPE search over batch sizes 2 and 16 whose trials train 468 and 57 steps (40,000 tokens per
+/// epoch of 128-token blocks, 3 epochs), with `[prune]` lines appended.
+fn hyperband_search(search: &str, prune: &str) -> String {
+    BASE.replace("kind = \"ablation\"", "kind = \"tpe\"")
+        .replace(
+            "epochs = 5",
+            "epochs = 3\nmax_train_tokens = 40000\neval_every = 20",
+        )
+        + &format!(
+            "[search]\n{search}\n[space]\nlearning_rate = {{ log_uniform = [1e-4, 1e-2] }}\n\
+             batch_size = {{ choice = [2, 16] }}\n[prune]\nmethod = \"hyperband\"\n{prune}"
+        )
+}
+
+#[test]
+fn hyperband_takes_min_steps_from_eval_every_and_max_steps_from_each_trial() {
+    let (_d, p) = setup(&hyperband_search("trials = 30", ""));
+    let s = load(&p, None, &[]).unwrap();
+    assert_eq!(
+        s.search.as_ref().unwrap().prune,
+        crate::search::Pruner::Hyperband {
+            min_steps: 20,
+            max_steps: None,
+            reduction_factor: 3
+        }
+    );
+    assert_eq!(
+        s.spec_json()["search"]["prune"],
+        serde_json::json!({"method": "hyperband", "min_steps": 20, "max_steps": null,
+                           "reduction_factor": 3})
+    );
+    let (_d, p) = setup(&hyperband_search(
+        "trials = 30",
+        "min_steps = 10\nmax_steps = 300\nreduction_factor = 2\n",
+    ));
+    let s = load(&p, None, &[]).unwrap();
+    assert_eq!(
+        s.search.as_ref().unwrap().prune,
+        crate::search::Pruner::Hyperband {
+            min_steps: 10,
+            max_steps: Some(300),
+            reduction_factor: 2
+        }
+    );
+}
+
+#[test]
+fn bad_hyperband_settings_name_the_key_and_the_fix() {
+    let cases: &[(&str, &str, &str, &str)] = &[
+        // (search, prune, the place, what)
+        (
+            "trials = 30",
+            "min_steps = 50\nmax_steps = 50\n",
+            "s.toml:23:13: prune.max_steps",
+            "50 is not above min_steps 50",
+        ),
+        (
+            "trials = 30",
+            "max_steps = 20\n",
+            "prune.max_steps",
+            "20 is not above min_steps 20 (eval_every, its default)",
+        ),
+        (
+            "trials = 30",
+            "reduction_factor = 1\n",
+            "s.toml:22:20: prune.reduction_factor",
+            "1 is below 2",
+        ),
+        (
+            "trials = 30",
+            "min_steps = 500\n",
+            "prune.min_steps",
+            "not below the trials' step count (at most 468 here)",
+        ),
+        // 3 brackets (first rungs 20, 60, 180 up to the batch-2 trials' 468 steps), 2 trials.
+        (
+            "trials = 2",
+            "",
+            "prune.method",
+            "3 brackets (first rungs at 20, 60, 180 steps), and the budget of 2 trials leaves",
+        ),
+    ];
+    for (i, (search, prune, place, what)) in cases.iter().enumerate() {
+        let e = err(&hyperband_search(search, prune), &[]);
+        assert!(
+            e.contains(place) && e.contains(what) && e.contains("fix:"),
+            "case {i}: {e}"
+        );
+    }
+    // max_steps belongs to Hyperband.
+    let asha = hyperband_search("trials = 30", "max_steps = 300\n")
+        .replace("method = \"hyperband\"", "method = \"asha\"");
+    let e = err(&asha, &[]);
+    assert!(
+        e.contains("prune.max_steps") && e.contains("only method = \"hyperband\""),
+        "{e}"
+    );
+    // Pruning needs evaluations.
+    let e = err(
+        &hyperband_search("trials = 30", "").replace("eval_every = 20", ""),
+        &[],
+    );
+    assert!(
+        e.contains("prune.method") && e.contains("no eval_every"),
+        "{e}"
+    );
+}
+
+#[test]
+fn the_bracket_check_names_the_budget_that_fills_every_bracket() {
+    let prune = "min_steps = 1\nmax_steps = 1000\nreduction_factor = 2\n";
+    let e = err(&hyperband_search("trials = 5\nseed = 3", prune), &[]);
+    // 1 x 2^k <= 1000 for k = 0..9: 10 brackets; 5 trials cannot fill them.
+    assert!(
+        e.contains("10 brackets") && e.contains("without a trial"),
+        "{e}"
+    );
+    let need: usize = e
+        .split("trials to at least ")
+        .nth(1)
+        .and_then(|t| t.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no budget named: {e}"));
+    let n = crate::search::prune::trials_for_every_bracket(3, 10, 2).unwrap() as usize;
+    assert_eq!(need, n);
+    let (_d, p) = setup(&hyperband_search(
+        &format!("trials = {need}\nseed = 3"),
+        prune,
+    ));
+    assert!(
+        load(&p, None, &[]).is_ok(),
+        "{need} trials fill every bracket"
+    );
+    let (_d, p) = setup(&hyperband_search(
+        &format!("trials = {}\nseed = 3", need - 1),
+        prune,
+    ));
+    assert!(load(&p, None, &[]).is_err(), "{} do not", need - 1);
+    // Step counts that only the data bounds (no max_train_tokens): checked by the trial alone.
+    let open = hyperband_search("trials = 2", "").replace("max_train_tokens = 40000\n", "");
+    let (_d, p) = setup(&open);
+    assert!(load(&p, None, &[]).is_ok());
+}
+
+/// `BASE` with `lines` under `[sweep]` (they land on line 4 and below).
+fn with_sweep_keys(lines: &str) -> String {
+    BASE.replace(
+        "kind = \"ablation\"\n",
+        &format!("kind = \"ablation\"\n{lines}"),
+    )
+}
+
+#[test]
+fn seeds_replicate_every_row_and_keep_the_rows_own_trials() {
+    let grid = "[grid]\nblock_size = [128, 64]\n";
+    let (_d, plain) = setup(&format!("{BASE}seed = 42\n{grid}"));
+    let plain = load(&plain, None, &[]).unwrap();
+    assert_eq!(plain.seeds, None);
+    assert_eq!(plain.flat, crate::stats::FLAT);
+    assert_eq!(plain.spec_json()["seeds"], Json::Null);
+    let body = format!(
+        "{}seed = 42\n{grid}",
+        with_sweep_keys("seeds = [42, 1, 2]\n")
+    );
+    let p = _d.path().join("exp/seeds.toml");
+    std::fs::write(&p, body).unwrap();
+    let s = load(&p, None, &[]).unwrap();
+    assert_eq!(s.seeds, Some(vec![42, 1, 2]));
+    assert_eq!(s.spec_json()["seeds"], serde_json::json!([42, 1, 2]));
+    // Seed by seed: the first seed's whole table, then the next seed's.
+    let rows: Vec<(String, u64, bool)> = s
+        .trials
+        .iter()
+        .map(|t| {
+            (
+                Json::Object(t.label.clone()).to_string(),
+                t.config.seed,
+                t.is_baseline,
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            (r#"{"block_size":128,"seed":42}"#.to_string(), 42, true),
+            (r#"{"block_size":64,"seed":42}"#.to_string(), 42, false),
+            (r#"{"block_size":128,"seed":1}"#.to_string(), 1, true),
+            (r#"{"block_size":64,"seed":1}"#.to_string(), 1, false),
+            (r#"{"block_size":128,"seed":2}"#.to_string(), 2, true),
+            (r#"{"block_size":64,"seed":2}"#.to_string(), 2, false),
+        ]
+    );
+    // The seed-42 replicates are the trials of the sweep without seeds (same config, same hash).
+    assert_eq!(s.trials[0].config, plain.trials[0].config);
+    assert_eq!(s.trials[1].config, plain.trials[1].config);
+    // A profile's seeds replace [sweep]'s; --seeds replaces both. Flat likewise.
+    let body = format!(
+        "{}{grid}[profile.q]\nseeds = [7, 8]\nflat = 0.01\n",
+        with_sweep_keys("seeds = [42, 1, 2]\nflat = 0.002\n")
+    );
+    let (_d, p) = setup(&body);
+    assert_eq!(load(&p, None, &[]).unwrap().flat, 0.002);
+    let q = load(&p, Some("q"), &[]).unwrap();
+    assert_eq!((q.seeds, q.flat), (Some(vec![7, 8]), 0.01));
+    assert_eq!(q.trials.len(), 4);
+    let f = load_with(&p, Some("q"), &[], Some("3, 4,5")).unwrap();
+    assert_eq!(f.seeds, Some(vec![3, 4, 5]));
+    let f = load_with(&p, None, &[], Some("9")).unwrap();
+    assert_eq!(
+        f.trials.iter().map(|t| t.config.seed).collect::<Vec<_>>(),
+        [9, 9]
+    );
+}
+
+#[test]
+fn bad_seeds_and_flat_name_the_place_and_the_fix() {
+    let grid = "[grid]\nblock_size = [128, 64]\n";
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "seeds = []",
+            ":4:9: sweep.seeds: empty list of seeds; fix: give at least one",
+            "",
+        ),
+        (
+            "seeds = 42",
+            ":4:9: sweep.seeds: expected a list of seeds, found an integer",
+            "",
+        ),
+        (
+            "seeds = [42, \"1\"]",
+            ":4:14: sweep.seeds: a seed is a non-negative integer, found a string",
+            "",
+        ),
+        (
+            "seeds = [42, 1.5]",
+            ":4:14: sweep.seeds: a seed is a non-negative integer, found a float",
+            "",
+        ),
+        (
+            "seeds = [42, -1]",
+            ":4:14: sweep.seeds: a seed is a non-negative integer, found a negative integer",
+            "",
+        ),
+        (
+            "seeds = [42, 1, 42]",
+            ":4:17: sweep.seeds: seed 42 is listed twice; fix: list each seed once",
+            "",
+        ),
+        ("flat = 0", ":4:8: sweep.flat: 0 is outside (0, 0.5)", ""),
+        (
+            "flat = 0.5",
+            ":4:8: sweep.flat: 0.5 is outside (0, 0.5)",
+            "",
+        ),
+        (
+            "flat = -0.1",
+            ":4:8: sweep.flat: -0.1 is outside (0, 0.5)",
+            "",
+        ),
+        (
+            "flat = \"1%\"",
+            ":4:8: sweep.flat: expected a number, found a string; fix: write e.g. `flat = 0.001`",
+            "",
+        ),
+        (
+            "seedz = [1]",
+            ":4:1: sweep.seedz: unknown key; fix: use name, title, description, kind, seeds, flat",
+            "",
+        ),
+    ];
+    for (line, want, _) in cases {
+        let e = err(
+            &format!("{}{grid}", with_sweep_keys(&format!("{line}\n"))),
+            &[],
+        );
+        assert!(e.contains(want), "{line}: {e}");
+    }
+    // An unused profile is checked too.
+    let e = err(&format!("{BASE}{grid}[profile.q]\nseeds = [1, 1]\n"), &[]);
+    assert!(
+        e.contains(":16:13: profile.q.seeds: seed 1 is listed twice"),
+        "{e}"
+    );
+    // `seed` as an axis (or set for every trial) and `seeds` together.
+    let seeds = with_sweep_keys("seeds = [42, 1]\n");
+    let e = err(&format!("{seeds}[grid]\nseed = [1, 2]\n"), &[]);
+    assert!(
+        e.contains(":15:8: grid.seed: sets `seed`, and `seeds` (") && e.contains("s.toml:4:9)"),
+        "{e}"
+    );
+    assert!(e.contains("fix: keep one"), "{e}");
+    let e = err(
+        &format!("{seeds}[grid]\npair = [{{ seed = 3, block_size = 64 }}]\n"),
+        &[],
+    );
+    assert!(e.contains("grid.pair: sets `seed`"), "{e}");
+    let e = err(&format!("{seeds}{grid}"), &["seed=7"]);
+    assert!(
+        e.contains("--set seed=7: seed: sets one seed for every trial") && e.contains("fix:"),
+        "{e}"
+    );
+    // --seeds: the flag is the place.
+    let (_d, p) = setup(&format!("{BASE}{grid}"));
+    for (flag, want) in [
+        (
+            "1,x",
+            "--seeds 1,x: not a list of seeds; fix: write e.g. `--seeds 42,1,2`",
+        ),
+        ("1,1", "--seeds 1,1: --seeds: seed 1 is listed twice"),
+        (
+            "-3",
+            "--seeds -3: --seeds: a seed is a non-negative integer",
+        ),
+        ("", "--seeds : --seeds: empty list of seeds"),
+    ] {
+        let e = load_with(&p, None, &[], Some(flag)).unwrap_err();
+        assert!(e.downcast_ref::<UsageError>().is_some());
+        assert!(format!("{e:#}").contains(want), "{flag}: {e:#}");
+    }
+    // A search has no rows to replicate.
+    let search = BASE.replace("kind = \"ablation\"", "kind = \"random\"\nseeds = [1, 2]")
+        + "[search]\ntrials = 3\n[space]\nlearning_rate = { log_uniform = [1e-4, 1e-2] }\n";
+    let e = err(&search, &[]);
+    assert!(
+        e.contains(":4:9: seeds: a random search suggests its trials one at a time"),
+        "{e}"
+    );
+}
+
+#[test]
+fn until_decided_needs_a_baseline_row_and_two_seeds() {
+    let (_d, p) = setup(&format!(
+        "{}[grid]\nblock_size = [128, 64]\n",
+        with_sweep_keys("seeds = [42, 1, 2]\n")
+    ));
+    let s = load(&p, None, &[]).unwrap();
+    s.check_until_decided(10).unwrap();
+    let e = format!("{:#}", s.check_until_decided(1).unwrap_err());
+    assert!(
+        e.contains(
+            "--max-seeds 1: an interval needs at least 2 seeds; fix: use --max-seeds 3 or more"
+        ),
+        "{e}"
+    );
+    let e = format!("{:#}", s.check_until_decided(2).unwrap_err());
+    assert!(
+        e.contains("--max-seeds 2: ") && e.contains("already runs 3 seeds"),
+        "{e}"
+    );
+    // A grid whose axis leaves out [base]'s value has no baseline row.
+    let (_d, p) = setup(&format!(
+        "{}[grid]\nblock_size = [64, 32]\n",
+        BASE.replace("kind = \"ablation\"", "kind = \"grid\"")
+    ));
+    let s = load(&p, None, &[]).unwrap();
+    let e = s.check_until_decided(10).unwrap_err();
+    assert!(e.downcast_ref::<UsageError>().is_some());
+    let e = format!("{e:#}");
+    assert!(
+        e.contains("--until-decided: ") && e.contains("has no baseline row") && e.contains("fix:"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_reader_names_a_sweep_by_name_profile_or_file() {
+    let with_profile = format!("{BASE}[profile.quick]\nmodel = \"gpt2-mini\"\n");
+    let (dir, path) = setup(&with_profile);
+    let file = path.to_str().unwrap();
+    assert_eq!(sweep_arg_name("t", None).unwrap(), "t");
+    assert_eq!(sweep_arg_name("t", Some("quick")).unwrap(), "t@quick");
+    assert_eq!(sweep_arg_name("t@quick", None).unwrap(), "t@quick");
+    assert_eq!(sweep_arg_name("t@quick", Some("quick")).unwrap(), "t@quick");
+    assert_eq!(sweep_arg_name(file, Some("quick")).unwrap(), "t@quick");
+    assert_eq!(sweep_arg_name(file, None).unwrap(), "t");
+    let usage = |arg: &str, profile: Option<&str>| {
+        let e = sweep_arg_name(arg, profile).unwrap_err();
+        assert!(e.downcast_ref::<UsageError>().is_some(), "{e:#}");
+        format!("{e:#}")
+    };
+    let e = usage("t@quick", Some("full"));
+    assert!(e.contains("`t@full`") && e.contains("fix"), "{e}");
+    let e = usage(file, Some("nope"));
+    assert!(
+        e.contains("no [profile.nope]") && e.contains("quick"),
+        "{e}"
+    );
+    let e = usage(
+        &dir.path().join("exp/gone.toml").display().to_string(),
+        None,
+    );
+    assert!(e.contains("cannot read the sweep file"), "{e}");
+    // Only [sweep] and the profile names are read: a file whose data is missing still names
+    // its sweep.
+    std::fs::remove_file(dir.path().join("data/x.tsv")).unwrap();
+    assert!(load(&path, Some("quick"), &[]).is_err());
+    assert_eq!(recorded_name(&path, Some("quick")).unwrap(), "t@quick");
+}
+
+#[test]
+fn paths_are_spelled_relative_to_the_sweep_file_inside_its_project() {
+    fn p(s: &str) -> &Path {
+        Path::new(s)
+    }
+    let root = p("/proj");
+    assert_eq!(
+        spelled_in(p("/proj/data/x.tsv"), p("/proj/sweeps"), root),
+        p("../data/x.tsv")
+    );
+    assert_eq!(
+        spelled_in(p("/proj/sweeps/d/x.tsv"), p("/proj/sweeps"), root),
+        p("d/x.tsv")
+    );
+    assert_eq!(
+        spelled_in(p("/shared/data/x.tsv"), p("/proj/sweeps"), root),
+        p("/shared/data/x.tsv")
+    );
+    assert_eq!(
+        spelled_in(p("/proj/sweeps"), p("/proj/sweeps"), root),
+        p(".")
+    );
+    // The project of a directory: its git checkout.
+    let (dir, path) = setup(BASE);
+    std::fs::create_dir(dir.path().join(".git")).unwrap();
+    let exp = path.parent().unwrap();
+    assert_eq!(checkout_of(exp), crate::util::absolute_clean(dir.path()));
+}

@@ -7,7 +7,7 @@ use super::slurm::Slurm;
 use super::trial::TrialRun;
 use super::worker::Worker;
 use super::{Executor, Ledger};
-use crate::config;
+use crate::config::{self, ProfileArg};
 use crate::locations::{ArtifactsArgs, CacheArgs, LedgerArgs};
 use crate::plan::{self, PlannedTrial};
 use anyhow::Result;
@@ -25,6 +25,9 @@ pub struct SweepFileArgs {
     /// Override a key for every trial (`--set learning_rate=1e-4`), or an axis (`--set grid.seed=[1,2]`).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub sets: Vec<String>,
+    /// Run every row once per seed (`--seeds 42,1,2`), replacing the file's `seeds`.
+    #[arg(long, value_name = "S1,S2,...", allow_hyphen_values = true)]
+    pub seeds: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -104,14 +107,24 @@ pub struct RunArgs {
     /// Checkpoint a running trial at least this often (minutes; epoch ends always checkpoint).
     #[arg(long, default_value_t = 10.0)]
     pub checkpoint_minutes: f64,
+    /// Add seeds (42 or the file's seeds, then 1, 2, 3, ...) to each row whose valid-PPL change
+    /// from the baseline row is still inconclusive, until it is up, down or flat.
+    #[arg(long)]
+    pub until_decided: bool,
+    /// With --until-decided: at most this many seeds per row.
+    #[arg(long, default_value_t = 10, requires = "until_decided")]
+    pub max_seeds: usize,
     #[command(flatten)]
     pub cluster: ExecutorArgs,
 }
 
 #[derive(Args, Debug)]
 pub struct StatusArgs {
-    /// A sweep name (as recorded: `name`, or `name@profile` when run with --profile).
+    /// A sweep: its recorded name (`name`, or `name@profile` when run with --profile) or its
+    /// sweep file.
     pub sweep: Option<String>,
+    #[command(flatten)]
+    pub profile: ProfileArg,
     #[command(flatten)]
     pub ledger: LedgerArgs,
     #[command(flatten)]
@@ -153,9 +166,11 @@ pub struct TrialRunArgs {
 pub struct WorkerArgs {
     #[command(flatten)]
     pub ledger: LedgerArgs,
-    /// Only this sweep (as recorded); default: every sweep in the ledger.
+    /// Only this sweep (its recorded name or its sweep file); default: every sweep in the ledger.
     #[arg(long)]
     pub sweep: Option<String>,
+    #[command(flatten)]
+    pub profile: ProfileArg,
     /// `cpu` or `cuda:N`.
     #[arg(long, default_value = "cpu")]
     pub device: String,
@@ -176,8 +191,11 @@ pub struct WorkerArgs {
 
 #[derive(Args, Debug)]
 pub struct CancelArgs {
-    /// The sweep whose Slurm jobs to cancel (as recorded, see `sweep status`).
+    /// The sweep whose Slurm jobs to cancel: its recorded name (see `sweep status`) or its sweep
+    /// file.
     pub sweep: String,
+    #[command(flatten)]
+    pub profile: ProfileArg,
     #[command(flatten)]
     pub ledger: LedgerArgs,
 }
@@ -187,7 +205,12 @@ fn load_and_identify(
     args: &SweepFileArgs,
     cache_root: &Path,
 ) -> Result<(config::Sweep, Vec<PlannedTrial>)> {
-    let sweep = config::load(&args.file, args.profile.as_deref(), &args.sets)?;
+    let sweep = config::load_with(
+        &args.file,
+        args.profile.as_deref(),
+        &args.sets,
+        args.seeds.as_deref(),
+    )?;
     let planned = plan::identify(&sweep, cache_root)?;
     Ok((sweep, planned))
 }
@@ -212,9 +235,10 @@ pub fn plan(args: PlanArgs) -> Result<ExitCode> {
 }
 
 pub fn status(args: StatusArgs) -> Result<ExitCode> {
+    let sweep = args.profile.sweep_opt(args.sweep.as_deref())?;
     // Read-only, like every reader: a missing SQLite file is an error naming it, not created.
     let ledger = crate::store::open_read_only(&args.ledger.url())?;
-    let text = super::status::render(&*ledger, args.sweep.as_deref(), &args.artifacts.root())?;
+    let text = super::status::render(&*ledger, sweep.as_deref(), &args.artifacts.root())?;
     crate::util::write_stdout(&text)
 }
 
@@ -227,9 +251,27 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         Box::new(local_executor(&args, &artifacts, &cache))
     };
     exec.check_flags()?;
-    let (sweep, planned) = load_and_identify(&args.sweep, &cache)?;
-    let (ledger, batch, code) =
-        super::run_sweep(&mut *exec, &args.ledger.url(), &sweep, &planned, &cache)?;
+    let sweep = config::load_with(
+        &args.sweep.file,
+        args.sweep.profile.as_deref(),
+        &args.sweep.sets,
+        args.sweep.seeds.as_deref(),
+    )?;
+    let until = if args.until_decided {
+        sweep.check_until_decided(args.max_seeds)?;
+        Some(super::decide::UntilDecided::new(&sweep, args.max_seeds))
+    } else {
+        None
+    };
+    let planned = plan::identify(&sweep, &cache)?;
+    let (ledger, batch, code) = super::run_sweep(
+        &mut *exec,
+        &args.ledger.url(),
+        &sweep,
+        &planned,
+        &cache,
+        until.as_ref(),
+    )?;
     if args.cluster.executor != "slurm" {
         write_report(&ledger.url, &batch.name, &artifacts);
     }
@@ -309,6 +351,7 @@ pub fn trial(cmd: TrialCommand) -> Result<ExitCode> {
 }
 
 pub fn worker(args: WorkerArgs) -> Result<ExitCode> {
+    let sweep = args.profile.sweep_opt(args.sweep.as_deref())?;
     let ledger = Ledger::open(&args.ledger.url())?;
     let artifacts = args.artifacts.root();
     if crate::store::is_postgres(&ledger.url) {
@@ -324,7 +367,7 @@ pub fn worker(args: WorkerArgs) -> Result<ExitCode> {
     super::drain(
         &mut worker,
         &ledger,
-        args.sweep.as_deref(),
+        sweep.as_deref(),
         &CacheArgs::default().root(),
     )
 }
@@ -351,6 +394,7 @@ fn warn_if_node_local(root: &Path) {
 }
 
 pub fn cancel(args: CancelArgs) -> Result<ExitCode> {
+    let sweep = args.profile.sweep(&args.sweep)?;
     let ledger = Ledger::open(&args.ledger.url())?;
-    super::slurm::cancel(&ledger, &args.sweep)
+    super::slurm::cancel(&ledger, &sweep)
 }

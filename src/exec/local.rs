@@ -6,6 +6,7 @@
 //! them (they resume from their last checkpoint next time). Progress: bars with rate and ETA on
 //! a terminal, a plain line every 30 s otherwise.
 
+use super::decide;
 use super::search::Ask;
 use super::{describe_exit, exit_code_of, tail_of, worker_dead, worker_id};
 use super::{Batch, Executor, Ledger, Policy, TrialCommand, EXIT_NOT_CLAIMED};
@@ -78,6 +79,7 @@ impl Executor for Local {
                 .into());
             }
         }
+        super::fetch_hub_models(&sweep.models())?;
         crate::train::preflight_models(planned.iter().map(|p| p.config()))
     }
 
@@ -225,6 +227,8 @@ struct Run<'a> {
     labels: HashMap<i64, String>,
     /// The batch's searches that may still suggest trials (from this index on).
     next_search: usize,
+    /// The batch's sweeps run until decided that may still add seeds (from this index on).
+    next_decide: usize,
     /// A stop was requested (or --fail-fast tripped): start nothing more.
     stopping: bool,
     killed: bool,
@@ -265,6 +269,7 @@ impl<'a> Run<'a> {
             total,
             labels: batch.labels.clone(),
             next_search: 0,
+            next_decide: 0,
             stopping: false,
             killed: false,
             fail_stop: false,
@@ -283,7 +288,8 @@ impl<'a> Run<'a> {
                 self.show_progress()?;
             }
             let ending = self.stopping || self.fail_stop;
-            let searching = self.next_search < self.batch.search.len();
+            let searching = self.next_search < self.batch.search.len()
+                || self.next_decide < self.batch.decide.len();
             let idle = self.running.is_empty() && (self.queue.is_empty() && !searching || ending);
             if idle && (self.waiting.is_empty() || ending) {
                 return Ok(());
@@ -354,6 +360,51 @@ impl<'a> Run<'a> {
                     ));
                     self.total = self.done + self.running.len() + self.waiting.len();
                     self.next_search += 1;
+                }
+            }
+        }
+        self.add_seed()
+    }
+
+    /// Asks the batch's sweeps run until decided for their next seed replicate; `false` when
+    /// none has one now. Trials a decision waits for that this run does not hold yet (added by
+    /// another process) join its queue.
+    fn add_seed(&mut self) -> Result<bool> {
+        while let Some(decider) = self.batch.decide.get(self.next_decide) {
+            match decider.ask(self.store)? {
+                decide::Ask::Trial { id, label } => {
+                    self.display.println(&format!(
+                        "sweep {}: undecided against the baseline: adding {label}",
+                        decider.name
+                    ));
+                    self.labels.insert(id, label);
+                    self.queue.push(id);
+                    self.total += 1;
+                    return Ok(true);
+                }
+                decide::Ask::Wait(ids) => {
+                    let held = |id: &i64| {
+                        self.queue.contains(id)
+                            || self.waiting.contains(id)
+                            || self.running.iter().any(|r| r.trial.id == *id)
+                    };
+                    let new: Vec<i64> = ids.into_iter().filter(|id| !held(id)).collect();
+                    if new.is_empty() && self.running.is_empty() && self.waiting.is_empty() {
+                        // Nothing of ours runs and the rest is not ours to run: stop asking.
+                        self.next_decide += 1;
+                        continue;
+                    }
+                    self.total += new.len();
+                    self.queue.extend(new);
+                    return Ok(!self.queue.is_empty());
+                }
+                decide::Ask::Spent => {
+                    self.display.println(&format!(
+                        "sweep {}: every row is decided against the baseline or has its {} seeds",
+                        decider.name,
+                        decider.until.max_seeds()
+                    ));
+                    self.next_decide += 1;
                 }
             }
         }
@@ -575,6 +626,7 @@ impl<'a> Run<'a> {
         let (done, total) = (self.done, self.total);
         match &mut self.display {
             Display::Bars { sweep, .. } => {
+                sweep.set_length(total as u64);
                 sweep.set_position(done as u64);
                 sweep.set_message(format!(
                     "{} running, {} failed",

@@ -9,6 +9,7 @@
 //! worker` the third through [`drain`].
 
 pub mod cli;
+pub mod decide;
 pub mod local;
 pub mod plan_view;
 pub mod prune;
@@ -113,6 +114,9 @@ pub struct Batch {
     pub trials: Vec<NewTrial>,
     /// The search sweeps among the batch's, which suggest more trials when these are taken.
     pub search: Vec<search::Searcher>,
+    /// The sweeps among the batch's that run until decided, which add seeds while rows are
+    /// undecided.
+    pub decide: Vec<decide::Decider>,
 }
 
 impl Batch {
@@ -124,15 +128,6 @@ impl Batch {
             extra += searcher.budget().saturating_sub(have);
         }
         Ok(self.trial_ids.len() + extra)
-    }
-}
-
-/// The ledger name of a sweep: the file's name, suffixed `@profile` when a profile is applied, so
-/// that the quick and full versions of an experiment are kept apart.
-pub fn ledger_name(sweep: &config::Sweep) -> String {
-    match &sweep.profile {
-        Some(p) => format!("{}@{p}", sweep.name),
-        None => sweep.name.clone(),
     }
 }
 
@@ -157,22 +152,28 @@ const EXECUTOR_SPEC_KEYS: [&str; 1] = [slurm::SPEC_KEY];
 
 /// Records a sweep file's trials (keeping the executors' annotations of an existing row) and marks
 /// the trials of dead workers interrupted. A search sweep records its row only: its trials are
-/// the ones it has suggested so far, and it suggests more while it runs.
+/// the ones it has suggested so far, and it suggests more while it runs. A sweep run `until`
+/// decided keeps the seed replicates it added before (its trials are the file's plus those).
 pub fn record(
     ledger: &Ledger,
     sweep: &config::Sweep,
     planned: &[PlannedTrial],
     cache_root: &Path,
+    until: Option<&decide::UntilDecided>,
 ) -> Result<Batch> {
     let s = &*ledger.store;
-    let name = ledger_name(sweep);
+    let name = sweep.ledger_name();
     let mut spec = sweep.spec_json();
-    if let (Some(old), Some(new)) = (s.sweep_by_name(&name)?, spec.as_object_mut()) {
+    let old = s.sweep_by_name(&name)?;
+    if let (Some(old), Some(new)) = (&old, spec.as_object_mut()) {
         for key in EXECUTOR_SPEC_KEYS {
             if let Some(v) = old.spec.get(key) {
                 new.insert(key.to_string(), v.clone());
             }
         }
+    }
+    if let (Some(u), Some(new)) = (until, spec.as_object_mut()) {
+        new.insert(decide::SPEC_KEY.to_string(), u.spec_json());
     }
     let row = NewSweep {
         name: name.clone(),
@@ -202,9 +203,13 @@ pub fn record(
             sweep: Some(row),
             trials: Vec::new(),
             search: searcher.into_iter().collect(),
+            decide: Vec::new(),
         });
     }
-    let trials = ledger_trials(planned)?;
+    let mut trials = ledger_trials(planned)?;
+    if let (Some(old), Some(_)) = (&old, until) {
+        trials.extend(added_replicates(&s.sweep_trials(old.id)?, &trials));
+    }
     let recorded = s.record_sweep(&row, &trials)?;
     let labels = recorded
         .trial_ids
@@ -213,6 +218,10 @@ pub fn record(
         .map(|(id, t)| (*id, label_text(&t.label)))
         .collect();
     let recovered = recover_dead(s, &recorded.trial_ids)?;
+    let decide = until
+        .map(|u| decide::Decider::new(u.clone(), recorded.sweep_id, &name, sweep.flat, cache_root))
+        .into_iter()
+        .collect();
     Ok(Batch {
         name,
         trial_ids: recorded.trial_ids,
@@ -222,7 +231,29 @@ pub fn record(
         sweep: Some(row),
         trials,
         search: Vec::new(),
+        decide,
     })
+}
+
+/// The members of a recorded sweep that `--until-decided` added: seed replicates of a planned
+/// row (same label but for `seed`) that the plan itself does not have.
+fn added_replicates(old: &[store::SweepTrial], planned: &[NewTrial]) -> Vec<NewTrial> {
+    let row_of = |label: &Json| -> serde_json::Map<String, Json> {
+        let mut m = label.as_object().cloned().unwrap_or_default();
+        m.remove("seed");
+        m
+    };
+    let rows: Vec<_> = planned.iter().map(|t| row_of(&t.label)).collect();
+    old.iter()
+        .filter(|m| !planned.iter().any(|t| t.hash == m.hash))
+        .filter(|m| rows.contains(&m.row_key()))
+        .map(|m| NewTrial {
+            hash: m.hash.clone(),
+            config: m.config.clone(),
+            label: m.label.clone(),
+            is_baseline: m.is_baseline,
+        })
+        .collect()
 }
 
 /// Re-records a batch's sweep with `value` under an executor's spec key.
@@ -241,6 +272,28 @@ pub fn annotate(ledger: &Ledger, batch: &Batch, key: &str, value: Json) -> Resul
     Ok(())
 }
 
+/// Fetches every Hub model of `models` into the Hugging Face cache (what the trial processes
+/// read offline), saying which commit each is; whether there was any. A failure is the Hub
+/// module's usage error (the repository, what was tried, the fix), before anything runs.
+pub fn fetch_hub_models(models: &[crate::trial::ModelSpec]) -> Result<bool> {
+    let mut any = false;
+    for hub in models.iter().filter_map(|m| m.hub()) {
+        let r = crate::checkpoint::hub::fetch(&hub).map_err(|e| {
+            UsageError(format!(
+                "{e:#}; nothing was recorded or run. Or run the CPU-scale version of the \
+                 experiment (`--profile quick`), which trains small presets"
+            ))
+        })?;
+        eprintln!(
+            "model {hub}: {}, in the Hugging Face cache {}",
+            r.describe(),
+            r.dir.display()
+        );
+        any = true;
+    }
+    Ok(any)
+}
+
 /// `sweep run`: validate everything, record the sweep, hand its trials to the executor.
 pub fn run_sweep(
     exec: &mut dyn Executor,
@@ -248,10 +301,11 @@ pub fn run_sweep(
     sweep: &config::Sweep,
     planned: &[PlannedTrial],
     cache_root: &Path,
+    until: Option<&decide::UntilDecided>,
 ) -> Result<(Ledger, Batch, ExitCode)> {
     exec.preflight(sweep, planned)?;
     let ledger = Ledger::open(db_url)?;
-    let batch = record(&ledger, sweep, planned, cache_root)?;
+    let batch = record(&ledger, sweep, planned, cache_root, until)?;
     let code = exec.execute(&ledger, &batch)?;
     Ok((ledger, batch, code))
 }
@@ -277,6 +331,7 @@ pub fn drain(
     let mut ids = Vec::new();
     let mut labels = HashMap::new();
     let search = search::searchers_of(&sweeps, cache_root)?;
+    let decide = decide::deciders_of(&sweeps, cache_root);
     for sw in sweeps {
         for st in s.sweep_trials(sw.id)? {
             if !ids.contains(&st.trial.id) {
@@ -294,6 +349,7 @@ pub fn drain(
         sweep: None,
         trials: Vec::new(),
         search,
+        decide,
     };
     exec.execute(ledger, &batch)
 }
@@ -326,6 +382,11 @@ pub struct TrialCommand {
     pub artifacts: Option<PathBuf>,
     /// Exit 0 when the trial is taken (done or running elsewhere): Slurm array tasks.
     pub skip_if_taken: bool,
+    /// The Hugging Face cache the trial reads its Hub weights from (absolute). Trials run with
+    /// `HF_HUB_OFFLINE=1`: the executor fetched every Hub model of the sweep beforehand (on a
+    /// cluster, on the submitting machine), so a trial never touches the network and always
+    /// finds the commit that its sweep was planned with.
+    pub hub_cache: PathBuf,
 }
 
 impl TrialCommand {
@@ -343,7 +404,17 @@ impl TrialCommand {
             checkpoint_minutes,
             artifacts,
             skip_if_taken: false,
+            hub_cache: std::path::absolute(crate::checkpoint::hf_cache_dir())
+                .context("locating the Hugging Face cache")?,
         })
+    }
+
+    /// The environment of a trial process: where the Hub weights are, and never the network.
+    pub fn hub_env(&self) -> [(&'static str, OsString); 2] {
+        [
+            ("HF_HUB_CACHE", self.hub_cache.clone().into_os_string()),
+            ("HF_HUB_OFFLINE", "1".into()),
+        ]
     }
 
     /// The arguments after the executable; `id` and `db` are given as they should appear (a
@@ -372,7 +443,7 @@ impl TrialCommand {
             .clone()
             .unwrap_or_else(|| crate::locations::ledger_url(None));
         let mut c = Command::new(&self.exe);
-        c.args(self.args(&id.to_string(), &db));
+        c.args(self.args(&id.to_string(), &db)).envs(self.hub_env());
         c
     }
 
@@ -552,7 +623,25 @@ mod tests {
             checkpoint_minutes: 10.0,
             artifacts: Some("/r".into()),
             skip_if_taken: false,
+            hub_cache: "/hf/hub".into(),
         };
+        let envs: Vec<(String, String)> = c
+            .command(7)
+            .get_envs()
+            .map(|(k, v)| {
+                (
+                    k.to_string_lossy().into(),
+                    v.unwrap().to_string_lossy().into(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            envs,
+            [
+                ("HF_HUB_CACHE".to_string(), "/hf/hub".to_string()),
+                ("HF_HUB_OFFLINE".to_string(), "1".to_string())
+            ]
+        );
         let args: Vec<String> = c
             .command(7)
             .get_args()

@@ -1,35 +1,90 @@
 //! Pruning inside a trial process: after each validation evaluation, the search sweep's pruner
 //! decides from the ledger's curves whether the trial goes on; if not, the trainer is asked to
 //! stop (it checkpoints, as on any stop request) and the decision says why.
+//!
+//! Under Hyperband the trial first takes its bracket ([`Pruning::place`]: from the search seed,
+//! its position in the sweep and its step count) and records it in its environment
+//! (`env.hyperband`) before it trains, so that every other trial of the search, on any executor,
+//! reads which bracket it competes in from the ledger.
 
-use crate::search::{Curve, Decision, Pruner};
-use crate::store::{Reader, Store, TrialState};
+use crate::search::{Curve, Decision, Placement, Pruner};
+use crate::store::{Reader, Store, SweepTrial, TrialState};
 use crate::train::{MetricRow, MetricSink};
+use crate::trial::TrialConfig;
 use anyhow::Result;
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+/// How a trial of a search sweep is pruned.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Pruning {
+    pub sweep_id: i64,
+    pub pruner: Pruner,
+    /// The search's seed and the trial's position in it (Hyperband's bracket comes from both).
+    pub seed: u64,
+    pub position: i64,
+    /// Hyperband's bracket for this trial, once [`Pruning::place`]d.
+    pub placement: Option<Placement>,
+}
+
+impl Pruning {
+    /// Fixes what depends on the trial itself: Hyperband's default `max_steps` (the trial's own
+    /// step count, from its data) and so its bracket.
+    pub fn place(self, cfg: &TrialConfig, cache_root: &Path) -> Result<Self> {
+        let pruner = match self.pruner {
+            Pruner::Hyperband {
+                max_steps: None, ..
+            } => self
+                .pruner
+                .for_trial(crate::train::plan_info(cfg, cache_root)?.total_steps),
+            p => p,
+        };
+        Ok(Self {
+            pruner,
+            placement: pruner.bracket(self.seed, self.position.max(0) as u64),
+            ..self
+        })
+    }
+}
+
 /// The search sweep that prunes a trial: the first search sweep with a pruner that holds it.
-pub fn pruner_of(s: &dyn Reader, trial_id: i64) -> Result<Option<(i64, Pruner)>> {
+pub fn pruner_of(s: &dyn Reader, trial_id: i64) -> Result<Option<Pruning>> {
     for sweep in s.sweeps()? {
-        let pruner = sweep
-            .spec
-            .get("search")
+        let search = sweep.spec.get("search");
+        let pruner = search
             .and_then(|x| x.get("prune"))
             .and_then(|p| serde_json::from_value::<Pruner>(p.clone()).ok())
             .unwrap_or_default();
         if pruner.is_none() {
             continue;
         }
-        if s.sweep_trials(sweep.id)?
+        let seed = search
+            .and_then(|x| x.get("seed"))
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(0);
+        if let Some(m) = s
+            .sweep_trials(sweep.id)?
             .iter()
-            .any(|m| m.trial.id == trial_id)
+            .find(|m| m.trial.id == trial_id)
         {
-            return Ok(Some((sweep.id, pruner)));
+            return Ok(Some(Pruning {
+                sweep_id: sweep.id,
+                pruner,
+                seed,
+                position: m.position,
+                placement: None,
+            }));
         }
     }
     Ok(None)
+}
+
+/// The Hyperband bracket a trial recorded in its environment (`env.hyperband.bracket`).
+fn recorded_bracket(m: &SweepTrial) -> Option<u32> {
+    let b = m.env.as_ref()?.get("hyperband")?.get("bracket")?.as_u64()?;
+    u32::try_from(b).ok()
 }
 
 /// A [`MetricSink`] in front of the trial's own sink that prunes on validation rows.
@@ -48,18 +103,19 @@ impl<'a> PruningSink<'a> {
         inner: &'a mut dyn MetricSink,
         store: Arc<dyn Store>,
         trial_id: i64,
-        (sweep_id, pruner): (i64, Pruner),
+        pruning: Pruning,
         cancel: Arc<AtomicBool>,
     ) -> Self {
         Self {
             inner,
             store,
-            sweep_id,
-            pruner,
+            sweep_id: pruning.sweep_id,
+            pruner: pruning.pruner,
             me: Curve {
                 trial: trial_id,
                 points: Vec::new(),
                 completed: false,
+                bracket: pruning.placement.map(|p| p.bracket),
             },
             cancel,
             decision: None,
@@ -71,24 +127,28 @@ impl<'a> PruningSink<'a> {
         self.decision.as_ref()
     }
 
-    /// The other trials' validation curves, and which of them completed.
+    /// The other trials' validation curves, which of them completed and their brackets.
     fn others(&self) -> Result<Vec<Curve>> {
         let s = &*self.store;
-        let completed: Vec<i64> = s
+        let members: BTreeMap<i64, (bool, Option<u32>)> = s
             .sweep_trials(self.sweep_id)?
             .iter()
-            .filter(|m| m.state == TrialState::Completed)
-            .map(|m| m.trial.id)
+            .map(|m| {
+                let done = m.state == TrialState::Completed;
+                (m.trial.id, (done, recorded_bracket(m)))
+            })
             .collect();
         let mut curves: BTreeMap<i64, Curve> = BTreeMap::new();
         for m in s.sweep_split_metrics(self.sweep_id, "valid")? {
             if m.trial_id == self.me.trial {
                 continue;
             }
+            let (completed, bracket) = members.get(&m.trial_id).copied().unwrap_or_default();
             let c = curves.entry(m.trial_id).or_insert_with(|| Curve {
                 trial: m.trial_id,
                 points: Vec::new(),
-                completed: completed.contains(&m.trial_id),
+                completed,
+                bracket,
             });
             c.points.push((m.step as u64, m.loss));
         }

@@ -11,7 +11,7 @@
 use crate::config::{self, search::Search};
 use crate::error::UsageError;
 use crate::plan::{label_text, Identifier};
-use crate::search::{suggest, Observed, Outcome};
+use crate::search::{suggest, Decision, Observed, Outcome};
 use crate::store::{NewTrial, Store, SweepRecord, SweepTrial, TrialState};
 use anyhow::{Context, Result};
 use serde_json::Value as Json;
@@ -45,6 +45,11 @@ pub struct Searcher {
 }
 
 impl Searcher {
+    /// Every model its suggestions may have.
+    pub fn models(&self) -> Vec<crate::trial::ModelSpec> {
+        self.sweep.models()
+    }
+
     /// `None` for grid and ablation sweeps.
     pub fn new(
         sweep: &config::Sweep,
@@ -127,7 +132,8 @@ impl Searcher {
                         Some(v) if v.is_finite() => Outcome::Value(search.direction.oriented(v)),
                         _ => Outcome::Bad,
                     },
-                    TrialState::Pruned | TrialState::Diverged => Outcome::Bad,
+                    TrialState::Pruned => pruned_outcome(m),
+                    TrialState::Diverged => Outcome::Bad,
                     _ => Outcome::Running,
                 };
                 Some(Observed { point, outcome })
@@ -216,6 +222,18 @@ impl Searcher {
             .map(|i| suggest(&dists, search.method, search.seed, i as u64, 0, &[]))
             .collect()
     }
+}
+
+/// A pruned trial as TPE ranks it: its last validation step and value, from the decision its
+/// pruner recorded (`env.pruned`); one without a decision ranks below every other pruned trial.
+fn pruned_outcome(m: &SweepTrial) -> Outcome {
+    let decision = m
+        .env
+        .as_ref()
+        .and_then(|e| e.get("pruned"))
+        .and_then(|d| serde_json::from_value::<Decision>(d.clone()).ok());
+    let (step, value) = decision.map_or((0, f64::INFINITY), |d| d.last_point());
+    Outcome::Pruned { step, value }
 }
 
 /// The searchers of recorded sweeps (those that are searches).

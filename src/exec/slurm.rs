@@ -9,9 +9,12 @@
 //! Tasks run with `--skip-if-taken`: a trial shared by several arrays (a common baseline) is
 //! trained by the first task to claim it and the others exit 0, not 75 (which Slurm calls FAILED).
 //! `--artifacts` must be shared by the nodes: a node-local file system is refused before anything
-//! is recorded (see [`crate::artifacts::check_shared`]).
+//! is recorded (see [`crate::artifacts::check_shared`]). So must the Hugging Face cache when the
+//! sweep starts from Hub weights: they are fetched here at submission, and the tasks run with
+//! `HF_HUB_OFFLINE=1` and `HF_HUB_CACHE` pointing at it (compute nodes often have no network).
 
 use super::{Batch, Executor, Ledger, Policy, TrialCommand};
+use crate::artifacts::SharedDir;
 use crate::config;
 use crate::error::UsageError;
 use crate::plan::PlannedTrial;
@@ -134,8 +137,9 @@ pub struct ScriptSpec<'a> {
     pub job_dir: &'a Path,
     pub work_dir: &'a Path,
     pub command: &'a TrialCommand,
-    /// A search sweep: each task is a `sweep worker` that asks, trains and tells until the
-    /// budget is spent, instead of one listed trial.
+    /// A sweep that grows while it runs (a search, or one run until decided): each task is a
+    /// `sweep worker` that takes, adds, trains and records trials until none is left, instead of
+    /// one listed trial.
     pub search: bool,
 }
 
@@ -208,16 +212,22 @@ pub fn render_script(s: &ScriptSpec) -> String {
         "export SWEEP_CACHE={}",
         shell_quote(&s.exec.cache_root.display().to_string())
     ));
+    // Hub weights were fetched at submission into this cache; the nodes never download.
+    for (k, v) in s.command.hub_env() {
+        line(format!("export {k}={}", shell_quote(&v.to_string_lossy())));
+    }
     line("export RAYON_NUM_THREADS=\"${SLURM_CPUS_PER_TASK:-$(nproc)}\"".into());
     if s.search {
         line("echo \"sweep: search task ${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID} on $(hostname)\"".into());
         line(
-            "# A search task: ask the search for a trial, train it, record it; again until the"
+            "# A search task: ask the search for a trial (or, run until decided, add the next seed"
                 .into(),
         );
         line(
-            "# budget is spent (the trials already suggested and not done are taken first).".into(),
+            "# of an undecided row), train it, record it; again until the budget is spent or every"
+                .into(),
         );
+        line("# row is decided (the trials already added and not done are taken first).".into());
         line(format!(
             "exec {} worker --sweep {} --db \"$SWEEP_DB\" --device {} --checkpoint-minutes {} --retries 0",
             shell_quote(&s.command.exe.display().to_string()),
@@ -268,16 +278,30 @@ impl Executor for Slurm {
     /// The Slurm flags, the tools and the artifacts root, before anything is read or recorded.
     fn check_flags(&self) -> Result<()> {
         self.check_slurm_flags()?;
-        if let Some(warning) =
-            crate::artifacts::check_shared(&self.artifacts, self.artifacts_local_ok)?
-        {
+        if let Some(warning) = crate::artifacts::check_shared(
+            &self.artifacts,
+            self.artifacts_local_ok,
+            SharedDir::Artifacts,
+        )? {
             eprintln!("warning: {warning}");
         }
         check_writable(&self.artifacts)
     }
 
-    fn preflight(&self, _sweep: &config::Sweep, planned: &[PlannedTrial]) -> Result<()> {
-        crate::train::preflight_models(planned.iter().map(|p| p.config()))
+    /// Fetches the sweep's Hub weights here, on the submitting machine: the tasks run offline
+    /// from this cache, which the nodes must therefore share (checked like `--artifacts`).
+    fn preflight(&self, sweep: &config::Sweep, planned: &[PlannedTrial]) -> Result<()> {
+        crate::train::preflight_models(planned.iter().map(|p| p.config()))?;
+        if !super::fetch_hub_models(&sweep.models())? {
+            return Ok(());
+        }
+        let cache = crate::checkpoint::hf_cache_dir();
+        if let Some(warning) =
+            crate::artifacts::check_shared(&cache, self.artifacts_local_ok, SharedDir::HubCache)?
+        {
+            eprintln!("warning: {warning}");
+        }
+        Ok(())
     }
 
     fn policy(&self) -> Policy {
@@ -299,8 +323,12 @@ impl Executor for Slurm {
         }
         let (todo, _) = super::todo(s, batch, self.policy())?;
         self.say_what_is_submitted(s, batch, &todo)?;
-        // A search's tasks each loop until the budget is spent: as many as may run at once.
-        let to_suggest = batch.total(s)?.saturating_sub(batch.trial_ids.len());
+        // A search's tasks each loop until the budget is spent: as many as may run at once. A
+        // sweep run until decided may add up to max_seeds replicates of each row likewise.
+        let mut to_suggest = batch.total(s)?.saturating_sub(batch.trial_ids.len());
+        for d in &batch.decide {
+            to_suggest += d.until.max_seeds() * batch.trial_ids.len();
+        }
         let tasks = match to_suggest {
             0 => todo.len(),
             n => (todo.len() + n).min(self.max_parallel.unwrap_or(usize::MAX)),
@@ -330,7 +358,11 @@ impl Executor for Slurm {
             .context("recording the Slurm job id in the ledger")?;
         eprintln!(
             "submitted job array {job_id} ({tasks} {}{}); script {}; `sweep status {}` shows progress",
-            if batch.search.is_empty() { "tasks" } else { "search tasks" },
+            match (batch.search.is_empty(), batch.decide.is_empty()) {
+                (true, true) => "tasks",
+                (false, _) => "search tasks",
+                (true, false) => "worker tasks, adding seeds until decided",
+            },
             self.max_parallel
                 .map(|k| format!(", at most {k} at once"))
                 .unwrap_or_default(),
@@ -443,7 +475,7 @@ impl Slurm {
             job_dir: &job_dir,
             work_dir: &cwd,
             command: &command,
-            search: !batch.search.is_empty(),
+            search: !batch.search.is_empty() || !batch.decide.is_empty(),
         });
         let script_path = job_dir.join("job.sbatch");
         write_atomic(&script_path, &script)?;
@@ -667,6 +699,7 @@ mod tests {
             checkpoint_minutes: 10.0,
             artifacts: None,
             skip_if_taken: true,
+            hub_cache: "/shared/hf/hub".into(),
         };
         let text = render_script(&ScriptSpec {
             sweep_name: "block_size@quick",
@@ -689,6 +722,7 @@ mod tests {
             "exec /opt/sweep/bin/sweep trial run \"$TRIAL_ID\" --db \"$SWEEP_DB\"",
             "--skip-if-taken",
             "export SWEEP_ARTIFACTS=/shared/results\n",
+            "export HF_HUB_CACHE=/shared/hf/hub\nexport HF_HUB_OFFLINE=1\n",
         ] {
             assert!(text.contains(want), "missing {want:?} in\n{text}");
         }
@@ -715,6 +749,7 @@ mod tests {
             "{search}"
         );
         assert!(!search.contains("TRIAL_ID"), "{search}");
+        assert!(search.contains("export HF_HUB_OFFLINE=1\n"), "{search}");
     }
 
     #[test]

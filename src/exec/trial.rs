@@ -160,18 +160,33 @@ fn run_claimed(
         m.insert("config".into(), t.config.clone());
         m.insert("worker".into(), json!(worker));
         m.insert("identity_hash".into(), json!(ident.hash));
+        // The Hub commit the weights came from (the identity holds their content hash).
+        if let Some(hub) = cfg.model.hub() {
+            let r = crate::checkpoint::hub::resolve(&hub)?;
+            m.insert("hub".into(), r.env_json());
+        }
         if ident.hash != t.hash {
             m.insert(
                 "identity_changed".into(),
-                json!("the data or tokenizer changed since the trial was recorded"),
+                json!(
+                    "the data, tokenizer or pretrained weights changed since the trial was \
+                     recorded"
+                ),
             );
         }
+    }
+    let pruning = match super::prune::pruner_of(&**s, t.id)? {
+        Some(p) => Some(p.place(cfg, &ctx.cache_root)?),
+        None => None,
+    };
+    if let (Some(placement), Some(m)) = (pruning.and_then(|p| p.placement), env.as_object_mut()) {
+        // Before any metric row: the other trials of the search read the bracket from here.
+        m.insert("hyperband".into(), serde_json::to_value(placement)?);
     }
     s.set_env(t.id, &env)?;
     let mut sink = StoreSink::spawn(s.clone(), t.id, worker.to_string(), ctx.cancel.clone());
     let label = vec![(tensorboard::LABEL_TAG.to_string(), tb_label(&**s, t))];
     let mut tb = TbSink::new(ctx.work_dir.join(tensorboard::TB_SUBDIR), label);
-    let pruner = super::prune::pruner_of(&**s, t.id)?;
     let mut pruned = None;
     let mut note = ResumeNote {
         store: s,
@@ -180,7 +195,7 @@ fn run_claimed(
     };
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let mut both = Tee(vec![&mut sink, &mut tb, &mut note]);
-        match pruner {
+        match pruning {
             Some(p) => {
                 let mut ps = PruningSink::new(&mut both, s.clone(), t.id, p, ctx.cancel.clone());
                 let r = train::run_trial(cfg, ctx, &mut ps);

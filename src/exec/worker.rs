@@ -11,11 +11,21 @@
 //! A search sweep grows while workers drain it: a worker with nothing left to take asks the
 //! search for its next suggestion ([`super::search::Searcher::ask`]), until the budget is spent.
 //! That is also what a Slurm array task of a search runs: ask, train, tell (the ledger), repeat.
+//!
+//! Before it takes a trial, a worker fetches the Hub weights of everything it may run into its
+//! machine's Hugging Face cache (or, offline, checks that they are there), and its trials run
+//! with `HF_HUB_OFFLINE=1` from that cache.
+//!
+//! A sweep run until decided grows the same way ([`super::decide::Decider::ask`]): a worker with
+//! nothing to take adds the next seed of an undecided row, or waits for the trials a decision
+//! needs while other workers run them.
 
+use super::decide::{self, Decider};
 use super::search::{Ask, Searcher};
 use super::{recover_dead, Batch, Executor, Ledger, Policy, TrialCommand, EXIT_NOT_CLAIMED};
 use crate::signals::{self, OnSecond};
 use crate::store::{Store, TrialRecord, TrialState};
+use crate::trial::ModelSpec;
 use anyhow::{Context, Result};
 use std::path::PathBuf;
 use std::process::{ExitCode, Stdio};
@@ -42,8 +52,11 @@ impl Executor for Worker {
     }
 
     fn execute(&mut self, ledger: &Ledger, batch: &Batch) -> Result<ExitCode> {
-        signals::install(OnSecond::Count);
         let s = &*ledger.store;
+        // The Hub weights of everything this worker may run, here and now: its trials then run
+        // offline from this machine's cache.
+        super::fetch_hub_models(&models_of(s, batch)?)?;
+        signals::install(OnSecond::Count);
         let command = TrialCommand::for_this_exe(
             Some(ledger.url.clone()),
             &self.device,
@@ -67,6 +80,7 @@ impl Executor for Worker {
         let mut lost: Vec<i64> = Vec::new();
         let mut ids = batch.trial_ids.clone();
         let mut searches: Vec<&Searcher> = batch.search.iter().collect();
+        let mut deciders: Vec<&Decider> = batch.decide.iter().collect();
         loop {
             if signals::requests() > 0 {
                 eprintln!("worker: stopping on {}", signals::last_signal_name());
@@ -77,8 +91,9 @@ impl Executor for Worker {
                 eprintln!("worker: {recovered} trial(s) of dead workers marked interrupted");
             }
             // Other workers' suggestions join the sweep too: take theirs when they are free.
-            for searcher in &batch.search {
-                for m in s.sweep_trials(searcher.sweep_id)? {
+            let growing = batch.search.iter().map(|x| x.sweep_id);
+            for sweep_id in growing.chain(batch.decide.iter().map(|d| d.sweep_id)) {
+                for m in s.sweep_trials(sweep_id)? {
                     if !ids.contains(&m.trial.id) {
                         ids.push(m.trial.id);
                     }
@@ -88,8 +103,12 @@ impl Executor for Worker {
             if next.is_none() {
                 next = ask(s, &mut searches, &mut ids)?;
             }
+            let mut waiting = false;
+            if next.is_none() {
+                (next, waiting) = add_seed(s, &mut deciders, &mut ids)?;
+            }
             let Some(t) = next else {
-                if running == 0 && lost.is_empty() {
+                if running == 0 && lost.is_empty() && !waiting {
                     break;
                 }
                 lost.clear();
@@ -141,6 +160,24 @@ impl Worker {
     }
 }
 
+/// The models of a batch's recorded trials (those not done) and of its searches' spaces.
+fn models_of(s: &dyn Store, batch: &Batch) -> Result<Vec<ModelSpec>> {
+    let mut out: Vec<ModelSpec> = batch.search.iter().flat_map(Searcher::models).collect();
+    for id in &batch.trial_ids {
+        let Some(t) = s.trial(*id)? else { continue };
+        if t.state.is_done() {
+            continue;
+        }
+        let model = t.config.get("model").and_then(|m| m.as_str());
+        if let Some(m) = model.and_then(|m| m.parse::<ModelSpec>().ok()) {
+            if !out.contains(&m) {
+                out.push(m);
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// The next suggestion of the first search with budget left (searches without are dropped).
 fn ask(
     s: &dyn Store,
@@ -160,6 +197,43 @@ fn ask(
         }
     }
     Ok(None)
+}
+
+/// The next seed replicate of the first sweep run until decided that needs one; `true` while a
+/// decision waits for trials that are still running (sweeps with neither are dropped).
+fn add_seed(
+    s: &dyn Store,
+    deciders: &mut Vec<&Decider>,
+    ids: &mut Vec<i64>,
+) -> Result<(Option<TrialRecord>, bool)> {
+    let mut waiting = false;
+    let mut i = 0;
+    while let Some(decider) = deciders.get(i) {
+        match decider.ask(s)? {
+            decide::Ask::Trial { id, label } => {
+                eprintln!(
+                    "worker: sweep {} is undecided: adding {label}",
+                    decider.name
+                );
+                ids.push(id);
+                return Ok((s.trial(id)?, waiting));
+            }
+            decide::Ask::Wait(pending) => {
+                // Running elsewhere: wait. Not running (pending, interrupted): ours to take.
+                for id in pending {
+                    if !ids.contains(&id) {
+                        ids.push(id);
+                    }
+                }
+                waiting = true;
+                i += 1;
+            }
+            decide::Ask::Spent => {
+                deciders.remove(i);
+            }
+        }
+    }
+    Ok((None, waiting))
 }
 
 /// Runs one trial process to its end, passing a stop request on; its exit code.

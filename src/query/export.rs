@@ -1,5 +1,6 @@
 //! `sweep export`: every metric row of a sweep's trials as CSV or JSON, one trial at a time, or
-//! as TensorBoard runs in a directory.
+//! as TensorBoard runs in a directory. Each row names its trial's `row` (the label without
+//! `seed`: what seed replicates share, to group by) and `seed`.
 
 use anyhow::{Context, Result};
 use serde_json::{json, Map, Value};
@@ -12,7 +13,7 @@ use crate::error::UsageError;
 use crate::store;
 use crate::tensorboard::{self, EventWriter};
 
-const EXPORT_COLUMNS: [&str; 13] = [
+const EXPORT_COLUMNS: [&str; 15] = [
     "trial_id",
     "trial_hash",
     "label",
@@ -26,6 +27,8 @@ const EXPORT_COLUMNS: [&str; 13] = [
     "tokens_per_s",
     "created_at",
     "sweep",
+    "row",
+    "seed",
 ];
 
 /// Streams every metric row of the sweep's trials to `out`, in sweep order (no row cap; one
@@ -47,6 +50,8 @@ pub fn export<W: Write>(db: &str, sweep: &str, format: ExportFormat, out: &mut W
     }
     for st in ledger.sweep_trials(info.id)? {
         let label = st.label.to_string();
+        let row = Value::Object(st.row_key());
+        let seed = st.seed();
         for m in ledger.metrics(st.id).context("reading metrics")? {
             let cells = [
                 Cell::Int(m.trial_id),
@@ -67,6 +72,8 @@ pub fn export<W: Write>(db: &str, sweep: &str, format: ExportFormat, out: &mut W
                     let mut w = csv::Writer::from_writer(Vec::new());
                     let mut rec: Vec<String> = cells.iter().map(Cell::csv).collect();
                     rec.push(info.name.clone());
+                    rec.push(row.to_string());
+                    rec.push(seed.map(|s| s.to_string()).unwrap_or_default());
                     w.write_record(&rec)?;
                     out.write_all(&w.into_inner().context("writing CSV")?)?;
                 }
@@ -81,6 +88,8 @@ pub fn export<W: Write>(db: &str, sweep: &str, format: ExportFormat, out: &mut W
                         o.insert(k.to_string(), v);
                     }
                     o.insert("sweep".into(), json!(info.name));
+                    o.insert("row".into(), row.clone());
+                    o.insert("seed".into(), json!(seed));
                     out.write_all(if n == 0 { b"\n" } else { b",\n" })?;
                     serde_json::to_writer(&mut *out, &Value::Object(o))?;
                 }

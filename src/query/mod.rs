@@ -18,6 +18,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use crate::config::ProfileArg;
 use crate::report::data;
 use crate::store::{self, DEFAULT_DB};
 
@@ -47,8 +48,10 @@ pub enum ExportFormat {
 
 #[derive(Debug, Args)]
 pub struct ResultsArgs {
-    /// Sweep name.
+    /// The sweep: its recorded name (`block_size`, `block_size@quick`) or its sweep file.
     pub sweep: String,
+    #[command(flatten)]
+    pub profile: ProfileArg,
     #[arg(long, value_enum, default_value = "table")]
     pub format: ResultsFormat,
     /// Ledger database URL or SQLite path.
@@ -64,8 +67,11 @@ pub enum BestFormat {
 
 #[derive(Debug, Args)]
 pub struct BestArgs {
-    /// Sweep name (as `sweep status` lists it, e.g. `lr_search@quick`).
+    /// The sweep: its recorded name (as `sweep status` lists it, e.g. `lr_search@quick`) or its
+    /// sweep file, whose directory the snippet's paths are then written for.
     pub sweep: String,
+    #[command(flatten)]
+    pub profile: ProfileArg,
     /// `toml`: a snippet to paste into `[base]`; `json`: the trial, its value and config.
     #[arg(long, value_enum, default_value = "toml")]
     pub format: BestFormat,
@@ -90,8 +96,10 @@ pub struct QueryArgs {
 
 #[derive(Debug, Args)]
 pub struct ExportArgs {
-    /// Sweep name.
+    /// The sweep: its recorded name (`block_size`, `block_size@quick`) or its sweep file.
     pub sweep: String,
+    #[command(flatten)]
+    pub profile: ProfileArg,
     #[arg(long, value_enum, default_value = "csv")]
     pub format: ExportFormat,
     /// Directory for `--format tensorboard` (runs go to DIR/<sweep>/); csv and json go to stdout.
@@ -148,24 +156,37 @@ pub fn format_text_table(headers: &[String], rows: &[Vec<String>], right: &[bool
 
 /// `sweep results SWEEP`: the paper-layout table on stdout.
 pub fn run_results(args: ResultsArgs) -> Result<ExitCode> {
+    let name = args.profile.sweep(&args.sweep)?;
     let ledger = store::open_read_only(&args.db)?;
-    let records = store::load_sweep(ledger.as_ref(), &args.sweep)?;
+    let records = store::load_sweep(ledger.as_ref(), &name)?;
     drop(ledger);
     let table = data::paper_table(&records);
-    let groups = crate::report::score::reproduction(&table, &records.sweep.spec);
-    print!("{}", format_results(&table, &groups, args.format)?);
+    let effects = crate::report::effects::effects(&records, &table);
+    let groups = crate::report::score::reproduction(&table, &records.sweep.spec, &effects);
+    print!(
+        "{}",
+        format_results(&table, &groups, &effects, args.format)?
+    );
     Ok(ExitCode::SUCCESS)
 }
 
 /// `sweep best SWEEP`.
+/// The snippet's paths are written for the sweep file given, else the one the sweep was recorded
+/// from.
 pub fn run_best(args: BestArgs) -> Result<ExitCode> {
+    let name = args.profile.sweep(&args.sweep)?;
     let ledger = store::open_read_only(&args.db)?;
-    let records = store::load_sweep(ledger.as_ref(), &args.sweep)?;
+    let records = store::load_sweep(ledger.as_ref(), &name)?;
     drop(ledger);
     let b = best::best(&records, args.metric.as_deref())?;
+    let file = match crate::config::sweep_file_arg(&args.sweep) {
+        Some(f) => Some(f.to_path_buf()),
+        None => records.sweep.file.as_ref().map(PathBuf::from),
+    };
+    let target = file.map(|f| best::PasteTarget::beside(&f));
     let text = match args.format {
-        BestFormat::Toml => best::to_toml(&b, &args.sweep)?,
-        BestFormat::Json => format!("{:#}\n", best::to_json(&b, &args.sweep)),
+        BestFormat::Toml => best::to_toml(&b, &name, target.as_ref())?,
+        BestFormat::Json => format!("{:#}\n", best::to_json(&b, &name)),
     };
     crate::util::write_stdout(&text)
 }
@@ -179,9 +200,10 @@ pub fn run_query(args: QueryArgs) -> Result<ExitCode> {
 
 /// `sweep export SWEEP --format csv|json > file`, `sweep export SWEEP --format tensorboard --out DIR`.
 pub fn run_export(args: ExportArgs) -> Result<ExitCode> {
+    let name = args.profile.sweep(&args.sweep)?;
     match (&args.out, args.format) {
         (Some(out), ExportFormat::Tensorboard) => {
-            let (dir, runs) = export_tensorboard(&args.db, &args.sweep, out)?;
+            let (dir, runs) = export_tensorboard(&args.db, &name, out)?;
             eprintln!(
                 "wrote {runs} TensorBoard runs to {}; view them with `tensorboard --logdir {}`",
                 dir.display(),
@@ -202,7 +224,7 @@ pub fn run_export(args: ExportArgs) -> Result<ExitCode> {
     }
     let stdout = std::io::stdout();
     let mut lock = std::io::BufWriter::new(stdout.lock());
-    export(&args.db, &args.sweep, args.format, &mut lock)?;
+    export(&args.db, &name, args.format, &mut lock)?;
     lock.flush()?;
     Ok(ExitCode::SUCCESS)
 }
@@ -291,7 +313,8 @@ mod tests {
             store::load_sweep(ledger.as_ref(), "block_size").unwrap()
         };
         let t = data::paper_table(&records);
-        let groups = crate::report::score::reproduction(&t, &records.sweep.spec);
+        let effects = crate::report::effects::effects(&records, &t);
+        let groups = crate::report::score::reproduction(&t, &records.sweep.spec, &effects);
         for (name, f) in [
             ("results_table", ResultsFormat::Table),
             ("results_markdown", ResultsFormat::Markdown),
@@ -299,13 +322,13 @@ mod tests {
             ("results_csv", ResultsFormat::Csv),
             ("results_json", ResultsFormat::Json),
         ] {
-            insta::assert_snapshot!(name, format_results(&t, &groups, f).unwrap());
+            insta::assert_snapshot!(name, format_results(&t, &groups, &effects, f).unwrap());
         }
-        let md = format_results(&t, &groups, ResultsFormat::Markdown).unwrap();
+        let md = format_results(&t, &groups, &effects, ResultsFormat::Markdown).unwrap();
         assert!(md.starts_with(
-            "| Model | Block Size | Train Loss | Valid Loss | Train PPL | Valid PPL |"
+            "| Model | Block Size | n | Train Loss | Valid Loss | Train PPL | Valid PPL |"
         ));
-        assert!(md.contains("gpt2-tiny\\* | 512 | **3.9200 ± 0.0283**"));
+        assert!(md.contains("gpt2-tiny\\* | 512 | 2 | **3.9200 ± 0.2541**"));
     }
 
     #[test]
@@ -317,7 +340,16 @@ mod tests {
         assert_eq!(n, 122);
         let text = String::from_utf8(csv_out).unwrap();
         assert_eq!(text.lines().count(), 123);
-        assert!(text.starts_with("trial_id,trial_hash,label,step,epoch,split,loss,ppl,tokens_seen,lr,tokens_per_s,created_at,sweep\n"));
+        assert!(text.starts_with("trial_id,trial_hash,label,step,epoch,split,loss,ppl,tokens_seen,lr,tokens_per_s,created_at,sweep,row,seed\n"));
+        // The baseline's two seeds share a row.
+        assert!(
+            text.lines()
+                .nth(1)
+                .unwrap()
+                .ends_with(",block_size,\"{\"\"block_size\"\":512}\",1"),
+            "{}",
+            text.lines().nth(1).unwrap()
+        );
         let mut json_out = Vec::new();
         export(&db, "block_size", ExportFormat::Json, &mut json_out).unwrap();
         let v: Value = serde_json::from_slice(&json_out).unwrap();
@@ -325,6 +357,10 @@ mod tests {
         assert_eq!(arr.len(), 122);
         assert_eq!(arr[0]["label"]["block_size"], 512);
         assert_eq!(arr[0]["sweep"], "block_size");
+        assert_eq!(
+            (arr[0]["row"].clone(), arr[0]["seed"].clone()),
+            (serde_json::json!({"block_size": 512}), serde_json::json!(1))
+        );
         let err = export(&db, "missing", ExportFormat::Csv, &mut Vec::new()).unwrap_err();
         assert!(format!("{err:#}").contains("known sweeps: block_size"));
     }

@@ -1,24 +1,26 @@
 //! `sweep results`: a sweep's paper-layout table as text, CSV, JSON, Markdown or LaTeX, with the
-//! reproduction score beside the paper (text, Markdown and JSON).
+//! rows' changes from the baseline beyond seed noise (text, Markdown and JSON, when rows have
+//! seeds) and the reproduction score beside the paper (text, Markdown and JSON).
 
 use anyhow::{Context, Result};
 use serde_json::{json, Map, Value};
 
 use super::{format_text_table, ResultsFormat};
-use crate::report::data::{PaperTable, Stat};
+use crate::report::data::{Metric, PaperTable, Stat};
+use crate::report::effects::{self, Effects};
 use crate::report::score::{self, ScoreGroup};
 
 fn cell_text(s: &Option<Stat>) -> String {
     s.as_ref().map(Stat::display).unwrap_or_else(|| "—".into())
 }
 
-/// Rows of display strings (model, axis..., metrics...) with bold flags for the metric cells.
+/// Rows of display strings (model, axis..., n with seeds, metrics...) with bold flags for the
+/// metric cells.
 fn display_rows(t: &PaperTable) -> Vec<(Vec<String>, Vec<bool>)> {
     t.rows
         .iter()
         .map(|r| {
-            let mut cells = vec![r.model.clone()];
-            cells.extend(r.axis.iter().cloned());
+            let mut cells = t.left_cells(r);
             let mut bold = vec![false; cells.len()];
             for (c, b) in r.cells.iter().zip(&r.bold) {
                 cells.push(cell_text(c));
@@ -58,8 +60,9 @@ fn latex_escape(s: &str) -> String {
     o
 }
 
-/// The rows of one score group: model, axis cells, then paper and ours change and the direction
-/// of the headline metric.
+/// The rows of one score group: model, axis cells, then the paper's change, ours (± the 95%
+/// half-width), n, ours' verdict, what it makes of the paper's claim and the seeds that would
+/// decide it, for the headline metric.
 fn score_rows(g: &ScoreGroup) -> Vec<Vec<String>> {
     let v = g.headline();
     g.rows
@@ -69,8 +72,11 @@ fn score_rows(g: &ScoreGroup) -> Vec<Vec<String>> {
             cells.extend(r.axis.iter().cloned());
             let c = r.changes[v];
             cells.push(score::percent(c.paper));
-            cells.push(score::percent(c.ours));
-            cells.push(score::agreement(c.agrees).into());
+            cells.push(score::change_text(&c));
+            cells.push(c.n.to_string());
+            cells.push(c.verdict.map_or("—", |v| v.as_str()).into());
+            cells.push(score::agreement(&c));
+            cells.push(score::seeds_text(&c));
             cells
         })
         .collect()
@@ -95,26 +101,100 @@ fn verdicts(g: &ScoreGroup) -> Vec<String> {
         .collect()
 }
 
-const FLAT_NOTE: &str = "Changes are relative to the baseline row; within ±0.1% a change is flat. \
-                         Direction: same when ours moves the way the paper's does.";
+/// What the score's columns mean, at the sweep's flat threshold.
+fn flat_note(flat: f64) -> String {
+    format!(
+        "Changes are relative to the baseline row, ours paired by seed with the 95% interval's \
+         half-width; within ±{}% a change is flat. Verdict: up or down when our whole interval \
+         lies beyond the threshold, flat when it lies within, else inconclusive (one seed gives \
+         no interval). Outcome: same / opposite when decided the paper's way or not, no effect \
+         when decided flat where the paper moves; an undecided row shows the seeds that would \
+         decide it (at our change, and at the paper's).",
+        flat * 100.0
+    )
+}
 
-/// The columns of a score table: the row's model and axis values, then the two changes and
-/// whether they agree.
+/// The columns of a score table: the row's model and axis values, then the changes, n, our
+/// verdict, the outcome and the seeds to decide.
 fn score_headers(t: &PaperTable) -> Vec<String> {
     let mut headers = vec!["Model".to_string()];
     headers.extend(t.axis_headers.iter().cloned());
-    headers.extend(["Paper".into(), "Ours".into(), "Direction".into()]);
+    headers.extend(
+        [
+            "Paper",
+            "Ours",
+            "n",
+            "Verdict",
+            "Outcome",
+            "Seeds to decide",
+        ]
+        .map(String::from),
+    );
     headers
 }
 
+/// The effects table of valid perplexity: headers and rows of cells.
+fn effect_rows(t: &PaperTable, e: &Effects) -> (Vec<String>, Vec<Vec<String>>) {
+    let (headers, rows) = effects::effect_table(t, e, Metric::ValidPpl);
+    (headers, rows.into_iter().map(|(_, cells)| cells).collect())
+}
+
+/// The effects as a plain text table (empty without seeds).
+fn effects_text(t: &PaperTable, e: &Effects) -> String {
+    if !effects::shows_effects(t, e) {
+        return String::new();
+    }
+    let (headers, rows) = effect_rows(t, e);
+    let n_left = 1 + t.axis_headers.len();
+    let right: Vec<bool> = (0..headers.len())
+        .map(|i| i >= n_left && i + 1 < headers.len())
+        .collect();
+    format!(
+        "\n{}\n{}",
+        effects::effect_caption(t, e, Metric::ValidPpl),
+        format_text_table(&headers, &rows, &right)
+    )
+}
+
+/// The effects as a Markdown table (empty without seeds).
+fn effects_markdown(t: &PaperTable, e: &Effects) -> String {
+    if !effects::shows_effects(t, e) {
+        return String::new();
+    }
+    let (headers, rows) = effect_rows(t, e);
+    format!(
+        "\n{}\n\n{}",
+        md_escape(&effects::effect_caption(t, e, Metric::ValidPpl)),
+        md_table(&headers, &rows)
+    )
+}
+
+/// A Markdown table of plain cells.
+fn md_table(headers: &[String], rows: &[Vec<String>]) -> String {
+    let mut s = format!(
+        "| {} |\n|{}|\n",
+        headers
+            .iter()
+            .map(|h| md_escape(h))
+            .collect::<Vec<_>>()
+            .join(" | "),
+        vec![" --- "; headers.len()].join("|")
+    );
+    for r in rows {
+        let cs: Vec<String> = r.iter().map(|c| md_escape(c)).collect();
+        s.push_str(&format!("| {} |\n", cs.join(" | ")));
+    }
+    s
+}
+
 /// The score as plain text tables (empty without references).
-fn score_text(t: &PaperTable, groups: &[ScoreGroup]) -> String {
+fn score_text(t: &PaperTable, groups: &[ScoreGroup], flat: f64) -> String {
     let mut s = String::new();
     for g in groups {
         let headers = score_headers(t);
         let n_left = 1 + t.axis_headers.len();
         let right: Vec<bool> = (0..headers.len())
-            .map(|i| i >= n_left && i < n_left + 2)
+            .map(|i| i >= n_left && i < n_left + 3)
             .collect();
         s.push_str(&format!("\n{}\n", score_heading(g)));
         s.push_str(&format_text_table(&headers, &score_rows(g), &right));
@@ -123,43 +203,62 @@ fn score_text(t: &PaperTable, groups: &[ScoreGroup]) -> String {
         }
     }
     if !groups.is_empty() {
-        s.push_str(&format!("{FLAT_NOTE}\n"));
+        s.push_str(&format!("{}\n", flat_note(flat)));
     }
     s
 }
 
 /// The score as Markdown tables (empty without references).
-fn score_markdown(t: &PaperTable, groups: &[ScoreGroup]) -> String {
+fn score_markdown(t: &PaperTable, groups: &[ScoreGroup], flat: f64) -> String {
     let mut s = String::new();
     for g in groups {
         let headers = score_headers(t);
         s.push_str(&format!("\n**{}**\n\n", md_escape(&score_heading(g))));
-        s.push_str(&format!(
-            "| {} |\n|{}|\n",
-            headers
-                .iter()
-                .map(|h| md_escape(h))
-                .collect::<Vec<_>>()
-                .join(" | "),
-            vec![" --- "; headers.len()].join("|")
-        ));
-        for r in score_rows(g) {
-            let cs: Vec<String> = r.iter().map(|c| md_escape(c)).collect();
-            s.push_str(&format!("| {} |\n", cs.join(" | ")));
-        }
+        s.push_str(&md_table(&headers, &score_rows(g)));
         s.push('\n');
         for line in verdicts(g) {
             s.push_str(&format!("- {}\n", md_escape(&line)));
         }
     }
     if !groups.is_empty() {
-        s.push_str(&format!("\n{}\n", md_escape(FLAT_NOTE)));
+        s.push_str(&format!("\n{}\n", md_escape(&flat_note(flat))));
     }
     s
 }
 
+/// The effects as JSON: `{label, metric, baseline, n, n_baseline, change, ci95, p_value,
+/// p_permutation, prob_improvement, verdict, method}` per row and metric (changes as fractions).
+pub fn effects_json(t: &PaperTable, e: &Effects) -> Value {
+    let baseline = e
+        .baseline
+        .map(|b| Value::Object(t.rows[b].label.clone()))
+        .unwrap_or(Value::Null);
+    Value::Array(
+        e.rows
+            .iter()
+            .map(|r| {
+                let x = &r.effect;
+                json!({
+                    "label": r.label,
+                    "metric": r.metric,
+                    "baseline": baseline,
+                    "n": x.n,
+                    "n_baseline": x.n_baseline,
+                    "change": x.change,
+                    "ci95": x.ci95,
+                    "p_value": x.p_value,
+                    "p_permutation": x.p_permutation,
+                    "prob_improvement": x.prob_improvement,
+                    "verdict": x.verdict,
+                    "method": x.method,
+                })
+            })
+            .collect(),
+    )
+}
+
 /// The score as JSON: per group its axes, baseline, rows' changes and per-metric summaries.
-pub fn score_json(groups: &[ScoreGroup]) -> Value {
+pub fn score_json(groups: &[ScoreGroup], flat: f64) -> Value {
     let group = |g: &ScoreGroup| {
         let rows: Vec<Value> = g
             .rows
@@ -189,7 +288,7 @@ pub fn score_json(groups: &[ScoreGroup]) -> Value {
         json!({
             "axes": g.axes,
             "baseline": {"model": g.baseline_model, "axis": g.baseline_axis},
-            "flat_threshold": score::FLAT,
+            "flat_threshold": flat,
             "rows": rows,
             "metrics": metrics,
         })
@@ -197,15 +296,17 @@ pub fn score_json(groups: &[ScoreGroup]) -> Value {
     Value::Array(groups.iter().map(group).collect())
 }
 
-/// The paper-layout table in the given format (ends with a newline), with the reproduction
-/// score `groups` ([`score::reproduction`]) in text, Markdown and JSON.
+/// The paper-layout table in the given format (ends with a newline), with the rows' `effects`
+/// against the baseline ([`effects::effects`]) and the reproduction score `groups`
+/// ([`score::reproduction`]) in text, Markdown and JSON.
 pub fn format_results(
     t: &PaperTable,
     groups: &[ScoreGroup],
+    effects: &Effects,
     format: ResultsFormat,
 ) -> Result<String> {
     let headers = t.headers();
-    let n_left = 1 + t.axis_headers.len();
+    let n_left = t.left_columns();
     let rows = display_rows(t);
     Ok(match format {
         ResultsFormat::Table => {
@@ -215,7 +316,8 @@ pub fn format_results(
             if t.rows.is_empty() {
                 s.push_str("(no trials)\n");
             }
-            s.push_str(&score_text(t, groups));
+            s.push_str(&effects_text(t, effects));
+            s.push_str(&score_text(t, groups, effects.flat));
             s
         }
         ResultsFormat::Markdown => {
@@ -245,7 +347,8 @@ pub fn format_results(
                     .collect();
                 s.push_str(&format!("| {} |\n", cs.join(" | ")));
             }
-            s.push_str(&score_markdown(t, groups));
+            s.push_str(&effects_markdown(t, effects));
+            s.push_str(&score_markdown(t, groups, effects.flat));
             s
         }
         ResultsFormat::Latex => {
@@ -287,6 +390,8 @@ pub fn format_results(
             for m in &t.metrics {
                 head.push(m.key().to_string());
                 head.push(format!("{}_std", m.key()));
+                head.push(format!("{}_ci95_lo", m.key()));
+                head.push(format!("{}_ci95_hi", m.key()));
             }
             head.push("n".into());
             head.push("states".into());
@@ -301,8 +406,15 @@ pub fn format_results(
                             .map(|v| v.to_string())
                             .unwrap_or_default(),
                     );
+                    for k in 0..2 {
+                        rec.push(
+                            c.and_then(|s| s.ci95)
+                                .map(|ci| ci[k].to_string())
+                                .unwrap_or_default(),
+                        );
+                    }
                 }
-                rec.push(r.trial_ids.len().to_string());
+                rec.push(r.n.to_string());
                 rec.push(r.state_summary());
                 w.write_record(&rec)?;
             }
@@ -320,8 +432,10 @@ pub fn format_results(
                     for (m, c) in t.metrics.iter().zip(&r.cells) {
                         o.insert(
                             m.key().into(),
-                            c.map(|s| json!({"mean": s.mean, "std": s.std, "n": s.n}))
-                                .unwrap_or(Value::Null),
+                            c.map(
+                                |s| json!({"mean": s.mean, "std": s.std, "n": s.n, "ci95": s.ci95}),
+                            )
+                            .unwrap_or(Value::Null),
                         );
                     }
                     o.insert(
@@ -334,6 +448,7 @@ pub fn format_results(
                             .map(|(m, _)| m.key())
                             .collect::<Vec<_>>()),
                     );
+                    o.insert("n".into(), json!(r.n));
                     o.insert("trial_ids".into(), json!(r.trial_ids));
                     o.insert("states".into(), json!(r.states));
                     Value::Object(o)
@@ -344,7 +459,10 @@ pub fn format_results(
                 "axis": t.axis_keys,
                 "columns": headers,
                 "rows": rows,
-                "reproduction": score_json(groups),
+                "flat_threshold": effects.flat,
+                "effects": effects_json(t, effects),
+                "expected_validation": effects::table_evp(t),
+                "reproduction": score_json(groups, effects.flat),
             });
             let mut s = serde_json::to_string_pretty(&doc)?;
             s.push('\n');

@@ -99,33 +99,38 @@ impl Layout {
     }
 }
 
-/// Mean and sample standard deviation over the seeds of one table row.
+/// Mean, sample standard deviation and 95% interval of the mean over the seeds of one table row.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Stat {
     pub mean: f64,
     /// None for a single value.
     pub std: Option<f64>,
     pub n: usize,
+    /// Student t, 95%; None for a single value (one seed gives no interval).
+    pub ci95: Option<[f64; 2]>,
 }
 
 impl Stat {
     pub fn of(values: &[f64]) -> Option<Stat> {
-        let n = values.len();
-        if n == 0 {
-            return None;
-        }
-        let mean = values.iter().sum::<f64>() / n as f64;
-        let std = (n > 1).then(|| {
-            let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
-            var.sqrt()
-        });
-        Some(Stat { mean, std, n })
+        let s = crate::stats::Summary::of(values)?;
+        Some(Stat {
+            mean: s.mean,
+            std: s.sd,
+            n: s.n,
+            ci95: s.ci95,
+        })
     }
 
-    /// `3.0095` or `3.0095 ± 0.0012` (4 decimals, like the paper).
+    /// Half the 95% interval's width.
+    pub fn half_width(&self) -> Option<f64> {
+        self.ci95.map(|[lo, hi]| (hi - lo) / 2.0)
+    }
+
+    /// `3.0095`, or with seeds `3.0095 ± 0.0012` (the 95% interval's half-width; 4 decimals,
+    /// like the paper).
     pub fn display(&self) -> String {
-        match self.std {
-            Some(s) => format!("{:.4} ± {:.4}", self.mean, s),
+        match self.half_width() {
+            Some(h) => format!("{:.4} ± {:.4}", self.mean, h),
             None => format!("{:.4}", self.mean),
         }
     }
@@ -146,6 +151,8 @@ pub struct TableRow {
     /// Best value of its column (lowest loss/perplexity).
     pub bold: Vec<bool>,
     pub trial_ids: Vec<i64>,
+    /// Completed trials (seeds with numbers).
+    pub n: usize,
     /// Axis keys this row's label lacked, filled from the trial config (one-axis-at-a-time
     /// ablations label a row only with its own axis).
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -179,15 +186,35 @@ pub struct PaperTable {
     pub axis_headers: Vec<String>,
     pub metrics: Vec<Metric>,
     pub rows: Vec<TableRow>,
+    /// Some row has several trials (seed replicates): the table shows each row's n.
+    pub replicated: bool,
 }
 
 impl PaperTable {
-    /// All column headers in order.
+    /// All column headers in order: Model, the axes, `n` (with replicates), the metrics.
     pub fn headers(&self) -> Vec<String> {
         let mut h = vec!["Model".to_string()];
         h.extend(self.axis_headers.iter().cloned());
+        if self.replicated {
+            h.push("n".into());
+        }
         h.extend(self.metrics.iter().map(|m| m.header().to_string()));
         h
+    }
+
+    /// The columns before the metrics (Model, axes, `n`).
+    pub fn left_columns(&self) -> usize {
+        1 + self.axis_headers.len() + usize::from(self.replicated)
+    }
+
+    /// A row's cells before its metrics, as shown (model, axis values, `n` with replicates).
+    pub fn left_cells(&self, r: &TableRow) -> Vec<String> {
+        let mut cells = vec![r.model.clone()];
+        cells.extend(r.axis.iter().cloned());
+        if self.replicated {
+            cells.push(r.n.to_string());
+        }
+        cells
     }
 
     /// The axis keys shown in their own columns (all but `model`).
@@ -282,15 +309,6 @@ pub fn value_f64(v: &Value) -> Option<f64> {
     }
 }
 
-/// The label without `seed` (seeds of the same row are aggregated).
-fn row_key(label: &Map<String, Value>) -> Map<String, Value> {
-    label
-        .iter()
-        .filter(|(k, _)| k.as_str() != "seed")
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect()
-}
-
 /// Axis key order: as listed in `spec.axes` (strings, or objects naming `name`/`key`/`keys`), then
 /// any other label key in first-seen order.
 pub fn axis_keys(records: &SweepRecords) -> Vec<String> {
@@ -375,7 +393,7 @@ pub fn paper_table(records: &SweepRecords) -> PaperTable {
     // Group trials by label-without-seed, keeping first-seen (position) order.
     let mut groups: Vec<(Map<String, Value>, Vec<&SweepTrial>)> = Vec::new();
     for t in &records.trials {
-        let key = row_key(t.label_map());
+        let key = t.row_key();
         match groups.iter_mut().find(|(k, _)| *k == key) {
             Some((_, v)) => v.push(t),
             None => groups.push((key, vec![t])),
@@ -432,6 +450,10 @@ pub fn paper_table(records: &SweepRecords) -> PaperTable {
             for t in &trials {
                 *states.entry(t.state.to_string()).or_insert(0) += 1;
             }
+            let n = trials
+                .iter()
+                .filter(|t| t.state == TrialState::Completed)
+                .count();
             TableRow {
                 model,
                 axis,
@@ -440,6 +462,7 @@ pub fn paper_table(records: &SweepRecords) -> PaperTable {
                 bold: vec![false; metrics.len()],
                 cells,
                 trial_ids: trials.iter().map(|t| t.id).collect(),
+                n,
                 filled,
                 states,
             }
@@ -468,6 +491,7 @@ pub fn paper_table(records: &SweepRecords) -> PaperTable {
 
     PaperTable {
         layout,
+        replicated: rows.iter().any(|r| r.trial_ids.len() > 1),
         axis_headers: axis_cols.iter().map(|k| axis_header(k)).collect(),
         axis_keys,
         metrics,
@@ -548,9 +572,17 @@ pub(crate) mod tests {
     use crate::store::synth::block_size_fixture;
     use crate::store::{MetricRecord, SweepRecord};
 
-    /// The fixture as records, without a database (ids = position + 1).
+    /// The block-size fixture as records, without a database (ids = position + 1).
     pub(crate) fn fixture_records(hostile: &str) -> SweepRecords {
         let (sweep, trials) = block_size_fixture(hostile);
+        records_of(sweep, trials)
+    }
+
+    /// A synthetic sweep as records, without a database (ids = position + 1).
+    pub(crate) fn records_of(
+        sweep: crate::store::synth::SynthSweep,
+        trials: Vec<crate::store::synth::SynthTrial>,
+    ) -> SweepRecords {
         let mut records = SweepRecords {
             sweep: SweepRecord {
                 id: 1,
@@ -614,12 +646,15 @@ pub(crate) mod tests {
             [
                 "Model",
                 "Block Size",
+                "n",
                 "Train Loss",
                 "Valid Loss",
                 "Train PPL",
                 "Valid PPL"
             ]
         );
+        assert!(t.replicated);
+        assert_eq!(t.left_cells(&t.rows[0]), ["gpt2-tiny*", "512", "2"]);
         // Two seeds of 512 aggregate into one starred row; 5 rows like Table 4.
         assert_eq!(t.rows.len(), 5);
         assert_eq!(t.rows[0].model, "gpt2-tiny*");
@@ -700,7 +735,8 @@ pub(crate) mod tests {
 
     #[test]
     fn helpers() {
-        assert_eq!(Stat::of(&[1.0, 3.0]).unwrap().display(), "2.0000 ± 1.4142");
+        // ± is the 95% interval's half-width: t(0.975, 1) = 12.7062 times sd / sqrt(2) = 1.
+        assert_eq!(Stat::of(&[1.0, 3.0]).unwrap().display(), "2.0000 ± 12.7062");
         assert_eq!(Stat::of(&[3.00951]).unwrap().display(), "3.0095");
         assert!(Stat::of(&[]).is_none());
         assert_eq!(format_value(&serde_json::json!(5e-5)), "5e-5");

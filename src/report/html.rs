@@ -7,9 +7,12 @@ use serde_json::Value;
 
 use super::compare::{comparison, Comparison};
 use super::data::{self, PaperTable, Stat};
+use super::effects::{self, Effects};
+use super::forest;
 use super::markup::{curves_figure, figure, footer, kv_table, num, opt, opt_text, page};
 use super::plots::{self, Curve};
 use super::score::{self, ScoreGroup};
+use super::stats_svg::{svg_evp, svg_forest};
 use super::summary::{self, format_duration};
 use super::svg::{svg_axis_plot, svg_throughput};
 use crate::store::{SweepRecords, SweepTrial, TrialRecord};
@@ -19,7 +22,7 @@ fn duration(secs: Option<f64>) -> String {
 }
 
 fn paper_table_html(t: &PaperTable) -> Markup {
-    let n_left = 1 + t.axis_headers.len();
+    let n_left = t.left_columns();
     let incomplete: Vec<String> = t
         .rows
         .iter()
@@ -36,8 +39,7 @@ fn paper_table_html(t: &PaperTable) -> Markup {
                 @if i < n_left { th.l { (head) } } @else { th { (head) } }
             } } }
             tbody { @for r in &t.rows { tr {
-                td.l { (r.model) }
-                @for a in &r.axis { td.l { (a) } }
+                @for c in t.left_cells(r) { td.l { (c) } }
                 @for (c, b) in r.cells.iter().zip(&r.bold) {
                     @let text = c.as_ref().map(Stat::display).unwrap_or_else(|| "—".into());
                     @if *b { td { b { (text) } } } @else { td { (text) } }
@@ -48,8 +50,47 @@ fn paper_table_html(t: &PaperTable) -> Markup {
             p.muted { "Rows not (fully) completed — only completed trials count: " (incomplete.join("; ")) "." }
         }
         @if seeds {
-            p.muted { "Cells aggregating several seeds show mean ± sample standard deviation." }
+            p.muted { "n: completed seeds of the row. Cells aggregating several seeds show the mean ± the half-width of its 95% interval (Student t)." }
         }
+    }
+}
+
+/// Each row's change from the baseline beyond seed noise (valid PPL): the effects table, which
+/// the live dashboard keeps current, and one forest plot per table.
+fn effects_section(t: &PaperTable, e: &Effects, groups: &[ScoreGroup]) -> Markup {
+    let forests = forest::forests(t, e, groups);
+    if !effects::shows_effects(t, e) && forests.is_empty() {
+        return html! {};
+    }
+    let (headers, rows) = effects::effect_table(t, e, data::Metric::ValidPpl);
+    let n_left = 1 + t.axis_headers.len();
+    html! {
+        section #effects {
+            h2 { "Effects beyond noise" }
+            @if effects::shows_effects(t, e) {
+                p.muted { (effects::effect_caption(t, e, data::Metric::ValidPpl)) }
+                table.paper.cmp #effects-table {
+                    thead { tr { @for (i, h) in headers.iter().enumerate() {
+                        @if i < n_left { th.l { (h) } } @else { th { (h) } }
+                    } } }
+                    tbody { @for (name, cells) in &rows { tr data-row=(name) {
+                        @for (i, c) in cells.iter().enumerate() {
+                            @if i < n_left { td.l { (c) } } @else { td { (c) } }
+                        }
+                    } } }
+                }
+            }
+            @for f in &forests {
+                (figure(svg_forest(f), &format!(
+                    "Forest plot: each row's change from the baseline (dot) with its 95% interval over seeds (no bar: one seed), \
+                     coloured by its verdict (red up, green down, grey flat, amber inconclusive); blue cross: the paper's change; \
+                     grey band: ±{}%, no effect.{}",
+                    f.flat * 100.0,
+                    if f.omitted > 0 { format!(" The first {} rows; {} more in the table.", f.rows.len(), f.omitted) } else { String::new() }
+                )))
+            }
+        }
+        "\n"
     }
 }
 
@@ -88,8 +129,9 @@ fn comparison_html(t: &PaperTable, c: &Comparison) -> Markup {
 }
 
 /// The reproduction score of each of the sweep's tables: the headline verdict, each row's change
-/// from the baseline (paper's and ours) and the other metrics' verdicts.
-fn score_html(t: &PaperTable, groups: &[ScoreGroup]) -> Markup {
+/// from the baseline (paper's and ours, with our interval and verdict), what it makes of the
+/// paper's claim, the seeds that would decide an undecided row, and the other metrics' verdicts.
+fn score_html(t: &PaperTable, groups: &[ScoreGroup], flat: f64) -> Markup {
     let Some(first) = groups.first() else {
         return html! {};
     };
@@ -106,7 +148,7 @@ fn score_html(t: &PaperTable, groups: &[ScoreGroup]) -> Markup {
                 thead { tr {
                     th.l { "Model" }
                     @for a in &t.axis_headers { th.l { (a) } }
-                    th { "Paper Δ" } th { "Ours Δ" } th.l { "Direction" }
+                    th { "Paper Δ" } th { "Ours Δ" } th { "n" } th.l { "Verdict" } th.l { "Outcome" } th.l { "Seeds to decide" }
                 } }
                 tbody { @for r in &g.rows {
                     @let c = r.changes[v];
@@ -114,8 +156,11 @@ fn score_html(t: &PaperTable, groups: &[ScoreGroup]) -> Markup {
                         td.l { (r.model) }
                         @for a in &r.axis { td.l { (a) } }
                         td { (score::percent(c.paper)) }
-                        td { (score::percent(c.ours)) }
-                        td.l { (match c.agrees { Some(true) => "✓ same", Some(false) => "✗ differs", None => "—" }) }
+                        td { (score::change_text(&c)) }
+                        td { (c.n) }
+                        td.l { (c.verdict.map_or("—", |v| v.as_str())) }
+                        td.l { (score::agreement(&c)) }
+                        td.l { (score::seeds_text(&c)) }
                     }
                 } }
             }
@@ -123,7 +168,11 @@ fn score_html(t: &PaperTable, groups: &[ScoreGroup]) -> Markup {
         }
         p.muted {
             "Δ = change from the baseline row " (first.baseline_model) " " (first.baseline_axis.join(" "))
-            ", relative; within ±" (score::FLAT * 100.0) "% it is flat. A row moves in the paper's direction when both changes are up, both down or both flat. Spearman: rank correlation of our column with the paper's, baseline included."
+            ", relative, ours paired by seed (± the 95% interval's half-width); within ±" (flat * 100.0) "% it is flat. "
+            "Verdict: up or down when our whole interval lies beyond that threshold, flat when it lies within it, else inconclusive (one seed gives no interval). "
+            "Outcome: same or opposite when decided the paper's way or not; no effect when decided flat where the paper moves; undecided shows the point estimate's direction in brackets. "
+            "The table's verdict counts decided rows only. Seeds to decide: from the spread of the row's per-seed changes, the seeds whose interval would decide our change (and the paper's). "
+            "Spearman: rank correlation of our column with the paper's, baseline included."
         }
     }
 }
@@ -329,7 +378,7 @@ fn plots_section(records: &SweepRecords, table: &PaperTable) -> Markup {
             h2 { "Plots" }
             @if let Some(p) = plots::axis_plot(table) {
                 @if p.series.iter().any(|s| !s.points.is_empty()) {
-                    (figure(svg_axis_plot(&p), "Final perplexity per row; error bars: ± std over seeds."))
+                    (figure(svg_axis_plot(&p), "Final perplexity per row; error bars: the 95% interval of a row's mean over its seeds."))
                 } @else {
                     p.muted { "No completed trial yet: no perplexity plot." }
                 }
@@ -339,20 +388,41 @@ fn plots_section(records: &SweepRecords, table: &PaperTable) -> Markup {
                 @if cs.is_empty() {
                     p.muted { "No " (split) " metrics recorded yet." }
                 } @else {
-                    (curves_figure(title, &cs, &format!("{split} loss per trial.")))
+                    (curves_figure(title, &cs, &if cs.iter().any(|c| c.err.is_some()) {
+                        format!("{split} loss per trial; a row with several seeds is their mean, error bars its 95% interval.")
+                    } else {
+                        format!("{split} loss per trial.")
+                    }))
                 }
             }
             @if tp.is_empty() {
                 p.muted { "No throughput recorded yet." }
             } @else {
-                (figure(svg_throughput(&tp), "Final training throughput per trial."))
+                (figure(svg_throughput(&tp), if tp.iter().any(|b| b.2.is_some()) {
+                    "Final training throughput per trial; a row with several seeds is their mean, error bar its 95% interval."
+                } else {
+                    "Final training throughput per trial."
+                }))
+            }
+            @if super::search::SearchSpec::of(&records.sweep.spec).is_none() {
+                @if let Some(e) = effects::table_evp(table) {
+                    (figure(svg_evp(&e, "Expected best valid PPL vs configurations tried"), &format!(
+                        "Expected validation performance (Dodge et al., 2019): the expected best valid PPL when k of \
+                         these {} configurations (rows, each at its mean over seeds) are tried in random order, \
+                         without replacement; band: ± one standard deviation.", e.configurations)))
+                }
             }
         }
         "\n"
     }
 }
 
-fn paper_section(records: &SweepRecords, table: &PaperTable) -> Markup {
+fn paper_section(
+    records: &SweepRecords,
+    table: &PaperTable,
+    effects: &Effects,
+    groups: &[ScoreGroup],
+) -> Markup {
     let notes = data::scale_notes(records);
     let cmp = comparison(table, &records.sweep.spec);
     if cmp.is_none() && notes.is_empty() {
@@ -364,7 +434,7 @@ fn paper_section(records: &SweepRecords, table: &PaperTable) -> Markup {
             @for n in &notes { p.note { (n) } }
             @match &cmp {
                 Some(c) => {
-                    (score_html(table, &score::score(table, c)))
+                    (score_html(table, groups, effects.flat))
                     (comparison_html(table, c))
                 },
                 None => p.muted { "The sweep file has no [[reference]] rows." },
@@ -406,6 +476,8 @@ pub fn report_body(records: &SweepRecords) -> Markup {
         data::Layout::Ablation => "layout of the paper's Tables 3–7",
         data::Layout::ModelSize => "layout of the paper's Table 8",
     };
+    let effects = effects::effects(records, &table);
+    let groups = score::reproduction(&table, &records.sweep.spec, &effects);
     html! {
         (header(records))
         // A search's own view first: its history, best trials, slices and coordinates.
@@ -416,7 +488,8 @@ pub fn report_body(records: &SweepRecords) -> Markup {
             p.muted { "* baseline row. Bold: best value of its column. 4 decimals." }
         }
         "\n"
-        (paper_section(records, &table))
+        (effects_section(&table, &effects, &groups))
+        (paper_section(records, &table, &effects, &groups))
         (plots_section(records, &table))
         (trials_section(records, &table))
     }

@@ -17,10 +17,11 @@ th{background:#f3f3f3}td.l,th.l{text-align:left}table.paper td,table.paper th{fo
 table.kv td{text-align:left}.wide{overflow-x:auto}table.cmp{font-size:.85rem}table.cmp td,table.cmp th{padding:.2rem .4rem;white-space:nowrap}table.kv td:first-child{font-weight:600;white-space:nowrap}
 .note{background:#fff7e0;border-left:4px solid #e0a800;padding:.5rem .8rem;margin:.8rem 0}
 .muted{color:#666}.pos{color:#a40000}.neg{color:#006400}
-.verdict{font-weight:600;margin:.6rem 0 .2rem}.verdict.reproduces{color:#006400}.verdict.partly{color:#8a6d00}.verdict.does_not_reproduce{color:#a40000}
+.verdict{font-weight:600;margin:.6rem 0 .2rem}.verdict.reproduces{color:#006400}.verdict.partly{color:#8a6d00}.verdict.does_not_reproduce{color:#a40000}.verdict.undecided{color:#666}
 pre{background:#f7f7f7;padding:.5rem;overflow-x:auto;white-space:pre-wrap;word-break:break-word;font-size:.85rem}
 pre.error{background:#fdecec;border-left:4px solid #c00}
 figure{margin:1rem 0}figure svg{max-width:100%;height:auto;border:1px solid #eee}
+ul.legend{list-style:none;padding:0;margin:.3rem 0;display:flex;flex-wrap:wrap;gap:.2rem 1.2rem;font-size:.9rem}ul.legend svg{border:none;vertical-align:middle}
 details{margin:.4rem 0;border:1px solid #e4e4e4;border-radius:4px;padding:.3rem .6rem}summary{cursor:pointer}
 .sample{border-left:3px solid #8ab;padding-left:.6rem;margin:.6rem 0}
 .state-completed{color:#006400}.state-failed,.state-diverged{color:#a40000}.state-running,.state-pending,.state-interrupted{color:#8a6d00}

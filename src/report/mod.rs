@@ -1,13 +1,17 @@
 //! `sweep report`: turns a sweep's ledger records into one self-contained HTML report.
 //!
 //! The records come from the ledger opened read-only ([`crate::store::open_read_only`]); `data`
-//! (the paper table), `compare`, `plots` and `summary` compute what is shown (pure), `svg` draws
-//! the plots and `html` renders the page from the building blocks in `markup` (which the live
+//! (the paper table), `compare`, `effects` (each row against the baseline over seeds, expected
+//! validation performance), `score`, `forest`, `plots` and `summary` compute what is shown
+//! (pure), `svg` and `stats_svg` draw the plots and `html` renders the page from the building
+//! blocks in `markup` (which the live
 //! dashboard uses too). A search sweep's history, slices, parallel coordinates and top trials come
 //! from `search` (pure), are drawn by `search_svg` and laid out by `search_html`.
 
 pub mod compare;
 pub mod data;
+pub mod effects;
+pub mod forest;
 pub mod html;
 pub mod markup;
 pub mod plots;
@@ -15,6 +19,7 @@ pub mod score;
 pub mod search;
 pub mod search_html;
 pub mod search_svg;
+mod stats_svg;
 pub mod summary;
 mod svg;
 
@@ -29,9 +34,12 @@ use crate::store::{self, SweepRecords, TrialState};
 
 #[derive(Debug, Args)]
 pub struct ReportArgs {
-    /// Sweep name (see `sweep query "SELECT name FROM sweeps"`).
+    /// The sweep: its recorded name (`block_size`, `block_size@quick`; `sweep status` lists them)
+    /// or its sweep file.
     #[arg(required_unless_present = "all", conflicts_with = "all")]
     pub sweep: Option<String>,
+    #[command(flatten)]
+    pub profile: crate::config::ProfileArg,
     /// Report every sweep in the ledger and write `index.html` beside them.
     #[arg(long)]
     pub all: bool,
@@ -192,6 +200,7 @@ pub fn run(args: ReportArgs) -> Result<ExitCode> {
         let sweep = args
             .sweep
             .ok_or_else(|| UsageError("name a sweep or pass --all".into()))?;
+        let sweep = args.profile.sweep(&sweep)?;
         let out = args.out.unwrap_or_else(|| {
             PathBuf::from("reports").join(format!("{}.html", file_stem(&sweep)))
         });
@@ -265,25 +274,33 @@ mod tests {
         );
         assert_eq!(
             html.matches("<svg").count(),
-            4,
-            "ppl-vs-axis, train curves, valid curves, throughput"
+            6,
+            "ppl-vs-axis, train curves, valid curves, throughput, the forest plot, expected \
+             validation performance"
         );
-        assert!(html.contains("<td class=\"l\">gpt2-tiny*</td><td class=\"l\">512</td>"));
+        assert!(html.contains(
+            "<td class=\"l\">gpt2-tiny*</td><td class=\"l\">512</td><td class=\"l\">2</td>"
+        ));
+        // The effects table (one seed against two: no intervals yet) and the forest plot.
+        assert!(html.contains("<table class=\"paper cmp\" id=\"effects-table\">"));
+        assert!(html.contains("<tr data-row=\"gpt2-tiny block_size=256\"><td class=\"l\">gpt2-tiny</td><td class=\"l\">256</td><td>1</td><td>+11.63%</td><td>—</td>"));
+        assert!(html.contains("Forest plot: each row"));
         // Paper value 21.9143 beside ours.
         assert!(html.contains("<td>21.9143</td>"));
         assert!(html.contains("not paper scale"));
         // The reproduction score: the verdict, and block 32's change (the paper's; ours failed).
         assert!(html.contains(
-            "<h3>Reproduction score: Block Size</h3><p class=\"verdict reproduces\">Valid PPL: \
-             trend reproduces: 3/3 rows in the paper's direction, Spearman 1.00</p>"
+            "<h3>Reproduction score: Block Size</h3><p class=\"verdict undecided\">Valid PPL: \
+             undecided: none of 3 rows is decided at n = 1 (one seed gives no interval; run \
+             seeds to decide); point estimates: 3/3 in the paper's direction, Spearman 1.00</p>"
         ));
         assert!(html.contains("<td class=\"l\">32</td><td>+54.7%</td><td>—</td>"));
         assert!(html.contains("Perplexity vs Block Size"));
         assert!(html.contains("log2 scale"));
         assert!(html.contains("Optimizer step") && html.contains("Throughput (tokens/s)"));
         assert!(
-            html.contains("4.1200 ± 0.0283"),
-            "seed mean ± std of the baseline valid loss"
+            html.contains("4.1200 ± 0.2541"),
+            "seed mean ± the 95% interval's half-width of the baseline valid loss"
         );
         // No temp file left behind.
         let left: Vec<_> = std::fs::read_dir(out.parent().unwrap()).unwrap().collect();

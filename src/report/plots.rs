@@ -9,11 +9,11 @@ use super::data::{
 };
 use crate::store::{MetricRecord, SweepRecords};
 
-/// One line of a plot, with optional error bars (std over seeds).
+/// One line of a plot, with optional error bars (the 95% interval over seeds).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Series {
     pub name: String,
-    /// (x, y, std)
+    /// (x, y, the 95% interval's half-width)
     pub points: Vec<(f64, f64, Option<f64>)>,
 }
 
@@ -123,7 +123,7 @@ pub fn axis_plot(table: &PaperTable) -> Option<AxisPlot> {
             .rows
             .iter()
             .zip(&xs)
-            .filter_map(|(r, x)| r.cells[c].map(|s| (*x, s.mean, s.std)))
+            .filter_map(|(r, x)| r.cells[c].map(|s| (*x, s.mean, s.half_width())))
             .collect();
         points.sort_by(|a, b| a.0.total_cmp(&b.0));
         series.push(Series {
@@ -141,14 +141,19 @@ pub fn axis_plot(table: &PaperTable) -> Option<AxisPlot> {
     })
 }
 
-/// Loss over optimizer steps for one trial and split.
+/// Loss over optimizer steps for one trial and split, or for one row's seeds: their mean.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Curve {
+    /// The trial (a row's first trial when the curve is the mean of its seeds).
     pub trial_id: i64,
     pub name: String,
     pub split: String,
     /// (step, loss), step-ordered, at most `MAX_CURVE_POINTS`.
     pub points: Vec<(f64, f64)>,
+    /// A row's mean over seeds: the 95% interval's half-width at each point (0 where fewer
+    /// than two seeds reached the step).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub err: Option<Vec<f64>>,
 }
 
 /// Curves are thinned to this many points: more cannot be seen at plot resolution.
@@ -156,14 +161,38 @@ pub const MAX_CURVE_POINTS: usize = 400;
 
 /// Evenly thins a step-ordered series to at most `max` points, keeping the first and last.
 pub fn thin(points: &[(f64, f64)], max: usize) -> Vec<(f64, f64)> {
-    if points.len() <= max || max < 2 {
-        return points.to_vec();
-    }
-    let n = points.len();
-    (0..max).map(|i| points[i * (n - 1) / (max - 1)]).collect()
+    thin_indices(points.len(), max)
+        .into_iter()
+        .map(|i| points[i])
+        .collect()
 }
 
-/// Train and valid loss curves, one per trial and split, in table-row order.
+/// The indices [`thin`] keeps of `n` points.
+fn thin_indices(n: usize, max: usize) -> Vec<usize> {
+    if n <= max || max < 2 {
+        return (0..n).collect();
+    }
+    (0..max).map(|i| i * (n - 1) / (max - 1)).collect()
+}
+
+/// The mean of several trials' curves at each step, with the 95% interval's half-width.
+fn mean_curve(curves: &[Vec<(f64, f64)>]) -> (Vec<(f64, f64)>, Vec<f64>) {
+    let mut at: BTreeMap<i64, Vec<f64>> = BTreeMap::new();
+    for c in curves {
+        for (x, y) in c {
+            at.entry(*x as i64).or_default().push(*y);
+        }
+    }
+    at.into_iter()
+        .filter_map(|(x, ys)| {
+            let s = crate::stats::Summary::of(&ys)?;
+            Some(((x as f64, s.mean), s.half_width().unwrap_or(0.0)))
+        })
+        .unzip()
+}
+
+/// Train and valid loss curves, one per trial and split, in table-row order; a row with several
+/// seeds gets one curve, their mean with its 95% interval.
 pub fn loss_curves(records: &SweepRecords, table: &PaperTable) -> Vec<Curve> {
     let mut by_trial: BTreeMap<(i64, &str), Vec<&MetricRecord>> = BTreeMap::new();
     for m in &records.metrics {
@@ -177,6 +206,29 @@ pub fn loss_curves(records: &SweepRecords, table: &PaperTable) -> Vec<Curve> {
     let mut curves = Vec::new();
     for row in &table.rows {
         let base = row_name(table, row);
+        if row.trial_ids.len() > 1 {
+            for split in ["train", "valid"] {
+                let per_seed: Vec<Vec<(f64, f64)>> = row
+                    .trial_ids
+                    .iter()
+                    .filter_map(|tid| by_trial.get(&(*tid, split)))
+                    .map(|ms| ms.iter().map(|m| (m.step as f64, m.loss)).collect())
+                    .collect();
+                if per_seed.is_empty() {
+                    continue;
+                }
+                let (points, err) = mean_curve(&per_seed);
+                let keep = thin_indices(points.len(), MAX_CURVE_POINTS);
+                curves.push(Curve {
+                    trial_id: row.trial_ids[0],
+                    name: format!("{base} (mean of {} seeds)", per_seed.len()),
+                    split: split.to_string(),
+                    points: keep.iter().map(|&i| points[i]).collect(),
+                    err: Some(keep.iter().map(|&i| err[i]).collect()),
+                });
+            }
+            continue;
+        }
         for &tid in &row.trial_ids {
             let name = trial_name(records, &base, row, tid);
             for split in ["train", "valid"] {
@@ -189,6 +241,7 @@ pub fn loss_curves(records: &SweepRecords, table: &PaperTable) -> Vec<Curve> {
                         name: name.clone(),
                         split: split.to_string(),
                         points: thin(&pts, MAX_CURVE_POINTS),
+                        err: None,
                     });
                 }
             }
@@ -214,18 +267,36 @@ fn trial_name(records: &SweepRecords, base: &str, row: &TableRow, tid: i64) -> S
     }
 }
 
-/// Final training throughput of each trial (tokens/s), in table-row order.
-pub fn throughput(records: &SweepRecords, table: &PaperTable) -> Vec<(String, f64)> {
+/// A bar: its name, value and the 95% interval's half-width when it is a mean over seeds.
+pub type Bar = (String, f64, Option<f64>);
+
+/// Final training throughput (tokens/s) of each trial in table-row order; a row with several
+/// seeds gets one bar, their mean with its 95% interval.
+pub fn throughput(records: &SweepRecords, table: &PaperTable) -> Vec<Bar> {
     let mut out = Vec::new();
     for row in &table.rows {
         let base = row_name(table, row);
-        for &tid in &row.trial_ids {
-            let Some(t) = records.trials.iter().find(|t| t.id == tid) else {
-                continue;
-            };
-            if let Some(v) = t.results.tokens_per_s.filter(|v| v.is_finite() && *v > 0.0) {
-                out.push((trial_name(records, &base, row, tid), v));
+        let values: Vec<(i64, f64)> = row
+            .trial_ids
+            .iter()
+            .filter_map(|&tid| {
+                let t = records.trials.iter().find(|t| t.id == tid)?;
+                let v = t
+                    .results
+                    .tokens_per_s
+                    .filter(|v| v.is_finite() && *v > 0.0)?;
+                Some((tid, v))
+            })
+            .collect();
+        if row.trial_ids.len() > 1 {
+            let vs: Vec<f64> = values.iter().map(|v| v.1).collect();
+            if let Some(s) = crate::stats::Summary::of(&vs) {
+                out.push((format!("{base} (n={})", s.n), s.mean, s.half_width()));
             }
+            continue;
+        }
+        for (tid, v) in values {
+            out.push((trial_name(records, &base, row, tid), v, None));
         }
     }
     out
@@ -249,11 +320,25 @@ mod tests {
         assert_eq!(xs, vec![64.0, 128.0, 256.0, 512.0]);
         assert!(p.series[0].points[3].2.is_some());
         let curves = loss_curves(&r, &t);
-        // 5 completed trials x 2 splits + the failed trial's train rows.
-        assert_eq!(curves.len(), 11);
-        assert_eq!(curves[0].name, "gpt2-tiny* block_size=512 seed=1");
+        // The baseline's two seeds as one mean curve per split, 3 single-seed rows x 2 splits,
+        // and the failed trial's train rows.
+        assert_eq!(curves.len(), 9);
+        assert_eq!(
+            curves[0].name,
+            "gpt2-tiny* block_size=512 (mean of 2 seeds)"
+        );
+        let err = curves[0].err.as_ref().unwrap();
+        assert_eq!(err.len(), curves[0].points.len());
+        // Seeds 1 and 2 differ by 0.04 in loss at every step: sd 0.04/sqrt(2), half-width
+        // t(0.975, 1) x 0.02.
+        let t1 = crate::stats::t_quantile(0.975, 1.0);
+        assert!(err.iter().all(|e| (e - t1 * 0.02).abs() < 1e-9), "{err:?}");
+        assert!((curves[0].points[0].1 - (4.12 - 0.2 + 3.0)).abs() < 1e-9);
+        assert_eq!(curves[2].err, None);
         let tp = throughput(&r, &t);
-        assert_eq!(tp.len(), 5);
+        assert_eq!(tp.len(), 4);
+        assert_eq!(tp[0].0, "gpt2-tiny* block_size=512 (n=2)");
+        assert!(tp[0].2.is_some() && tp[1].2.is_none());
         insta::assert_json_snapshot!("block_size_axis_plot", p);
     }
 

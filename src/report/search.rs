@@ -199,6 +199,39 @@ pub fn normalise(a: &Axis, x: f64) -> f64 {
     }
 }
 
+/// The metric's axis on the optimization history and the slices, over `values` (every trial
+/// drawn, pruned ones included). Perplexities get a log10 axis: perplexity is exp(loss), so equal
+/// steps of loss are equal ratios of perplexity, and one pruned or diverging trial at PPL ~6,000
+/// would otherwise squash the completed trials at 150-250 into the bottom few percent of a
+/// linear axis (optuna-dashboard offers the same log scale). Losses, throughput and times stay
+/// linear, as does a perplexity axis with a value that is not positive.
+pub fn metric_axis(metric: &str, values: impl IntoIterator<Item = f64>) -> Axis {
+    let (low, high) = values
+        .into_iter()
+        .filter(|v| v.is_finite())
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+            (lo.min(v), hi.max(v))
+        });
+    let (low, high) = if low <= high { (low, high) } else { (0.0, 1.0) };
+    let scale = if metric.ends_with("_ppl") && low > 0.0 {
+        Scale::Log
+    } else {
+        Scale::Linear
+    };
+    Axis {
+        name: metric.to_string(),
+        scale,
+        low,
+        high,
+    }
+}
+
+/// The metric's axis shared by the history and every slice of a search (one range, so the
+/// plots read alike).
+pub fn search_metric_axis(trials: &[SearchTrial], spec: &SearchSpec) -> Axis {
+    metric_axis(&spec.metric, trials.iter().filter_map(|t| t.value))
+}
+
 /// A parameter's values against the metric, for its slice plot.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Slice {

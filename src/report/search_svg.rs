@@ -1,9 +1,13 @@
 //! Draws a search sweep's plots as inline SVG with plotters (no scripts; plotters escapes every
 //! text): optimization history with the best-so-far line, one slice per parameter (log10 x-axis
 //! for log-scaled parameters) and parallel coordinates. Pruned trials are hollow grey circles.
+//! The metric's axis is the one [`super::search::metric_axis`] chose (log10 for perplexities).
 
 use anyhow::Result;
+use plotters::coord::ranged1d::{BoldPoints, DefaultFormatting, KeyPointHint, LightPoints};
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
+use std::ops::Range;
 
 use super::search::{Axis, HistoryPoint, Parallel, Scale, Slice};
 
@@ -46,53 +50,145 @@ fn legend<'a, CT: CoordTranslate>(chart: &mut ChartContext<'a, SVGBackend<'a>, C
     Ok(())
 }
 
-/// The metric of every trial by trial number, completed filled, pruned hollow grey, and the
-/// best-so-far of the completed ones as a step line.
-pub fn svg_history(points: &[HistoryPoint], metric: &str) -> Result<String> {
+/// The metric's y coordinate: plotters' f64 axis with chosen ticks (labelled, grid lines).
+/// Written here because plotters' own `WithKeyPoints` has no label formatter for f64 axes.
+struct MetricCoord {
+    inner: RangedCoordf64,
+    bold: Vec<f64>,
+    light: Vec<f64>,
+}
+
+impl Ranged for MetricCoord {
+    type FormatOption = DefaultFormatting;
+    type ValueType = f64;
+
+    fn map(&self, v: &f64, limit: (i32, i32)) -> i32 {
+        self.inner.map(v, limit)
+    }
+
+    fn key_points<Hint: KeyPointHint>(&self, hint: Hint) -> Vec<f64> {
+        if hint.weight().allow_light_points() {
+            self.light.clone()
+        } else {
+            self.bold.clone()
+        }
+    }
+
+    fn range(&self) -> Range<f64> {
+        self.inner.range()
+    }
+}
+
+/// The metric's y range in drawing coordinates (log10 on a log axis) with its ticks: plotters'
+/// own on a linear axis (as `configure_mesh` picks them), on a log axis [`log_ticks`].
+fn metric_range(a: &Axis) -> MetricCoord {
+    let (lo, hi) = pad(tx(a, a.low), tx(a, a.high), 0.05);
+    let inner: RangedCoordf64 = (lo..hi).into();
+    let (bold, light) = match a.scale {
+        Scale::Log => log_ticks(lo, hi),
+        _ => (
+            inner.key_points(BoldPoints(11)),
+            inner.key_points(LightPoints::new(11, 110)),
+        ),
+    };
+    MetricCoord { inner, bold, light }
+}
+
+/// Ticks of a log10 axis from `lo` to `hi` (in log10), as (labelled, grid lines): the powers of
+/// ten, else 1-2-5 or 1-2-3-5-7 of each decade, whichever first gives four labels; a range
+/// narrower than that (a factor under ~2) gets evenly spaced values instead. Grid lines at 1-9
+/// of each decade.
+fn log_ticks(lo: f64, hi: f64) -> (Vec<f64>, Vec<f64>) {
+    let (a, b) = (10f64.powf(lo), 10f64.powf(hi));
+    let at = |mantissas: &[f64]| -> Vec<f64> {
+        let mut out = Vec::new();
+        for k in lo.floor() as i32..=hi.ceil() as i32 {
+            for m in mantissas {
+                let v = m * 10f64.powi(k);
+                if (a..=b).contains(&v) {
+                    out.push(v.log10());
+                }
+            }
+        }
+        out
+    };
+    let light = at(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0]);
+    let labelled = [&[1.0][..], &[1.0, 2.0, 5.0], &[1.0, 2.0, 3.0, 5.0, 7.0]]
+        .into_iter()
+        .map(at)
+        .find(|t| t.len() >= 4);
+    match labelled {
+        Some(bold) => (bold, light),
+        None => {
+            let r: RangedCoordf64 = (a..b).into();
+            let bold: Vec<f64> = r
+                .key_points(BoldPoints(6))
+                .into_iter()
+                .filter(|v| *v > 0.0)
+                .map(f64::log10)
+                .collect();
+            (bold.clone(), bold)
+        }
+    }
+}
+
+/// A tick label of the metric's axis, in the metric's units.
+fn y_label(a: &Axis, y: f64) -> String {
+    match a.scale {
+        Scale::Log => tick(10f64.powf(y)),
+        _ => tick(y),
+    }
+}
+
+/// The metric's axis title.
+fn y_desc(a: &Axis) -> String {
+    match a.scale {
+        Scale::Log => format!("{} (log scale)", a.name),
+        _ => a.name.clone(),
+    }
+}
+
+/// The metric of every trial by trial number on the axis `y` (see
+/// [`super::search::metric_axis`]), completed filled, pruned hollow grey, and the best-so-far of
+/// the completed ones as a step line.
+pub fn svg_history(points: &[HistoryPoint], y: &Axis) -> Result<String> {
     let mut buf = String::new();
     {
         let root = SVGBackend::with_string(&mut buf, (W, H)).into_drawing_area();
         root.fill(&WHITE)?;
         let xmax = points.iter().map(|p| p.number).max().unwrap_or(0) as f64;
-        let (ylo, yhi) = pad(
-            points.iter().map(|p| p.value).fold(f64::INFINITY, f64::min),
-            points
-                .iter()
-                .map(|p| p.value)
-                .fold(f64::NEG_INFINITY, f64::max),
-            0.05,
-        );
         let mut chart = ChartBuilder::on(&root)
             .caption("Optimization history", ("sans-serif", 20))
             .margin(14)
             .x_label_area_size(48)
             .y_label_area_size(72)
-            .build_cartesian_2d(-0.5f64..xmax + 0.5, ylo..yhi)?;
+            .build_cartesian_2d(-0.5f64..xmax + 0.5, metric_range(y))?;
         chart
             .configure_mesh()
             .x_desc("Trial")
-            .y_desc(metric)
+            .y_desc(y_desc(y))
             .x_label_formatter(&|x| format!("{x:.0}"))
-            .y_label_formatter(&|y| tick(*y))
+            .y_label_formatter(&|v| y_label(y, *v))
             .light_line_style(GRID)
             .label_style(("sans-serif", 14))
             .axis_desc_style(("sans-serif", 15))
             .draw()?;
+        let at = |p: &HistoryPoint| (p.number as f64, tx(y, p.value));
         let done = points.iter().filter(|p| !p.pruned);
         chart
-            .draw_series(done.map(|p| Circle::new((p.number as f64, p.value), 4, BLUE.filled())))?
-            .label(format!("{metric} (completed)"))
+            .draw_series(done.map(|p| Circle::new(at(p), 4, BLUE.filled())))?
+            .label(format!("{} (completed)", y.name))
             .legend(|(x, y)| Circle::new((x + 10, y), 4, BLUE.filled()));
         let pruned = points.iter().filter(|p| p.pruned);
         chart
-            .draw_series(pruned.map(|p| hollow((p.number as f64, p.value))))?
+            .draw_series(pruned.map(|p| hollow(at(p))))?
             .label("pruned (last reported value)")
             .legend(|(x, y)| Circle::new((x + 10, y), 4, GREY.stroke_width(1)));
+        let best = best_steps(points, xmax)
+            .into_iter()
+            .map(|(x, b)| (x, tx(y, b)));
         chart
-            .draw_series(LineSeries::new(
-                best_steps(points, xmax),
-                ORANGE.stroke_width(2),
-            ))?
+            .draw_series(LineSeries::new(best, ORANGE.stroke_width(2)))?
             .label("best so far")
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], ORANGE.stroke_width(2)));
         legend(&mut chart)?;
@@ -132,9 +228,9 @@ fn tx(a: &Axis, x: f64) -> f64 {
     }
 }
 
-/// A parameter against the metric; log10 x-axis for log-scaled parameters, tick labels for
-/// choices.
-pub fn svg_slice(s: &Slice, metric: &str) -> Result<String> {
+/// A parameter against the metric on the axis `y`; log10 x-axis for log-scaled parameters, tick
+/// labels for choices.
+pub fn svg_slice(s: &Slice, y: &Axis) -> Result<String> {
     let mut buf = String::new();
     {
         let root = SVGBackend::with_string(&mut buf, (W, H)).into_drawing_area();
@@ -144,18 +240,12 @@ pub fn svg_slice(s: &Slice, metric: &str) -> Result<String> {
             Scale::Categorical(_) => (a.low - 0.5, a.high + 0.5),
             _ => pad(tx(a, a.low), tx(a, a.high), 0.03),
         };
-        let ys = s.points.iter().map(|p| p.1);
-        let (ylo, yhi) = pad(
-            ys.clone().fold(f64::INFINITY, f64::min),
-            ys.fold(f64::NEG_INFINITY, f64::max),
-            0.05,
-        );
         let mut chart = ChartBuilder::on(&root)
             .caption(format!("Slice: {}", a.name), ("sans-serif", 20))
             .margin(14)
             .x_label_area_size(48)
             .y_label_area_size(72)
-            .build_cartesian_2d(xlo..xhi, ylo..yhi)?;
+            .build_cartesian_2d(xlo..xhi, metric_range(y))?;
         let fmt_x = |x: &f64| x_label(a, *x);
         let x_desc = match a.scale {
             Scale::Log => format!("{} (log scale)", a.name),
@@ -164,22 +254,23 @@ pub fn svg_slice(s: &Slice, metric: &str) -> Result<String> {
         chart
             .configure_mesh()
             .x_desc(x_desc)
-            .y_desc(metric)
+            .y_desc(y_desc(y))
             .x_labels(x_ticks(a, xlo, xhi))
             .x_label_formatter(&fmt_x)
-            .y_label_formatter(&|y| tick(*y))
+            .y_label_formatter(&|v| y_label(y, *v))
             .light_line_style(GRID)
             .label_style(("sans-serif", 14))
             .axis_desc_style(("sans-serif", 15))
             .draw()?;
+        let at = |p: &(f64, f64, i64, bool)| (tx(a, p.0), tx(y, p.1));
         let done = s.points.iter().filter(|p| !p.3);
         chart
-            .draw_series(done.map(|p| Circle::new((tx(a, p.0), p.1), 4, BLUE.filled())))?
+            .draw_series(done.map(|p| Circle::new(at(p), 4, BLUE.filled())))?
             .label("completed")
             .legend(|(x, y)| Circle::new((x + 10, y), 4, BLUE.filled()));
         let pruned = s.points.iter().filter(|p| p.3);
         chart
-            .draw_series(pruned.map(|p| hollow((tx(a, p.0), p.1))))?
+            .draw_series(pruned.map(|p| hollow(at(p))))?
             .label("pruned")
             .legend(|(x, y)| Circle::new((x + 10, y), 4, GREY.stroke_width(1)));
         legend(&mut chart)?;

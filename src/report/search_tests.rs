@@ -184,7 +184,8 @@ fn svgs_mark_pruned_trials_and_label_log_axes() {
     let r = records("minimize", "linear");
     let spec = spec_of(&r);
     let t = search_trials(&r, &spec);
-    let h = svg_history(&history(&t, spec.direction), &spec.metric).expect("history svg");
+    let y = search_metric_axis(&t, &spec);
+    let h = svg_history(&history(&t, spec.direction), &y).expect("history svg");
     // One hollow grey marker (the pruned trial) plus its legend entry.
     assert_eq!(
         h.matches(r##"fill="none" stroke="#969696""##).count(),
@@ -192,7 +193,7 @@ fn svgs_mark_pruned_trials_and_label_log_axes() {
         "{h}"
     );
     let s = slices(&t, &spec);
-    let lr = svg_slice(&s[0], &spec.metric).expect("slice svg");
+    let lr = svg_slice(&s[0], &y).expect("slice svg");
     assert!(
         lr.contains("learning_rate (log scale)") && lr.contains("\n1e-4\n"),
         "{lr}"
@@ -211,10 +212,11 @@ fn svg_text_from_the_ledger_is_escaped() {
     let spec = spec_of(&r);
     let t = search_trials(&r, &spec);
     let s = slices(&t, &spec);
+    let y = metric_axis(hostile, t.iter().filter_map(|t| t.value));
     let svgs = [
-        svg_slice(&s[2], hostile).expect("slice"),
+        svg_slice(&s[2], &y).expect("slice"),
         svg_parallel(&parallel(&t, &spec)).expect("parallel"),
-        svg_history(&history(&t, spec.direction), hostile).expect("history"),
+        svg_history(&history(&t, spec.direction), &y).expect("history"),
     ];
     for svg in svgs {
         assert!(!svg.contains("<script") && !svg.contains("<img"), "{svg}");
@@ -223,4 +225,78 @@ fn svg_text_from_the_ledger_is_escaped() {
             "{svg}"
         );
     }
+}
+
+/// The `cy` of every circle of an SVG, in drawing order (pixels from the top).
+fn circle_ys(svg: &str) -> Vec<f64> {
+    svg.split("<circle")
+        .skip(1)
+        .filter_map(|c| c.split("cy=\"").nth(1)?.split('"').next()?.parse().ok())
+        .collect()
+}
+
+#[test]
+fn perplexity_gets_a_log_axis_so_a_pruned_outlier_does_not_flatten_the_completed_trials() {
+    // As in `sweeps/lr_search.toml --profile quick`: completed trials at valid PPL 150-250 and
+    // one pruned at ~6,000.
+    let values = [150.0, 180.0, 250.0, 6000.0];
+    let a = metric_axis("valid_ppl", values);
+    assert_eq!((&a.scale, a.low, a.high), (&Scale::Log, 150.0, 6000.0));
+    // The completed trials' share of the axis: 14% in log space, 1.7% on a linear axis.
+    let share = normalise(&a, 250.0) - normalise(&a, 150.0);
+    assert!(
+        (share - (250f64 / 150.0).ln() / 40f64.ln()).abs() < 1e-12,
+        "{share}"
+    );
+    let linear = Axis {
+        scale: Scale::Linear,
+        ..a.clone()
+    };
+    assert!(normalise(&linear, 250.0) - normalise(&linear, 150.0) < 0.02);
+    // Loss (already the log of perplexity), throughput and a non-positive perplexity: linear.
+    for (metric, vals) in [
+        ("valid_loss", vec![5.0, 8.7]),
+        ("tokens_per_s", vec![900.0, 1000.0]),
+        ("valid_ppl", vec![0.0, 5.0]),
+    ] {
+        assert_eq!(metric_axis(metric, vals).scale, Scale::Linear, "{metric}");
+    }
+    let empty = metric_axis("valid_ppl", []);
+    assert_eq!(
+        (empty.scale, empty.low, empty.high),
+        (Scale::Linear, 0.0, 1.0)
+    );
+    // A search's axis spans every drawn value, pruned ones included.
+    let r = records("minimize", "linear");
+    let spec = spec_of(&r);
+    let y = search_metric_axis(&search_trials(&r, &spec), &spec);
+    assert_eq!((y.scale, y.low, y.high), (Scale::Log, 26.0, 55.0));
+}
+
+#[test]
+fn the_history_svg_draws_the_log_axis_with_readable_ticks() {
+    let points: Vec<HistoryPoint> = [(0, 250.0, false), (1, 6000.0, true), (2, 150.0, false)]
+        .iter()
+        .map(|&(number, value, pruned)| HistoryPoint {
+            number,
+            value,
+            pruned,
+            best: Some(if number == 0 { 250.0 } else { 150.0 }),
+        })
+        .collect();
+    let y = metric_axis("valid_ppl", points.iter().map(|p| p.value));
+    let svg = svg_history(&points, &y).expect("history svg");
+    assert!(svg.contains("valid_ppl (log scale)"), "{svg}");
+    for label in ["200", "500", "1000", "2000", "5000"] {
+        assert!(
+            svg.contains(&format!("\n{label}\n")),
+            "no tick {label}: {svg}"
+        );
+    }
+    // Completed trials are drawn first (250, 150), then the pruned one (6000). 150 and 250 sit
+    // a seventh of the data's height apart, not 1.7% of it as on a linear axis.
+    let ys = circle_ys(&svg);
+    let (at250, at150, at6000) = (ys[0], ys[1], ys[2]);
+    let share = (at150 - at250) / (at150 - at6000);
+    assert!((0.12..0.16).contains(&share), "{share}: {ys:?}");
 }

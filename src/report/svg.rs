@@ -6,7 +6,7 @@ use plotters::prelude::*;
 use serde_json::Value;
 
 use super::data::format_value;
-use super::plots::{AxisPlot, Curve, XScale};
+use super::plots::{AxisPlot, Bar, Curve, XScale};
 
 /// Tableau-10: distinguishable in colour and in greyscale print.
 const PALETTE: [(u8, u8, u8); 10] = [
@@ -73,7 +73,7 @@ fn legend<'a, CT: CoordTranslate>(
     Ok(())
 }
 
-/// Perplexity vs axis value, with error bars for seed std.
+/// Perplexity vs axis value, with error bars: the 95% interval of a row's mean over seeds.
 pub fn svg_axis_plot(p: &AxisPlot) -> Result<String> {
     let mut buf = String::new();
     {
@@ -215,12 +215,19 @@ pub fn svg_curves(title: &str, curves: &[&Curve]) -> Result<String> {
     {
         let root = SVGBackend::with_string(&mut buf, (PLOT_W, PLOT_H)).into_drawing_area();
         root.fill(&WHITE)?;
-        let pts = curves.iter().flat_map(|c| c.points.iter());
         let (mut xmax, mut ylo, mut yhi) = (0f64, f64::INFINITY, f64::NEG_INFINITY);
-        for (x, y) in pts {
-            xmax = xmax.max(*x);
-            ylo = ylo.min(*y);
-            yhi = yhi.max(*y);
+        for c in curves {
+            for (i, (x, y)) in c.points.iter().enumerate() {
+                let e = c
+                    .err
+                    .as_ref()
+                    .and_then(|e| e.get(i))
+                    .copied()
+                    .unwrap_or(0.0);
+                xmax = xmax.max(*x);
+                ylo = ylo.min(y - e);
+                yhi = yhi.max(y + e);
+            }
         }
         let (ylo, yhi) = pad_range(ylo, yhi, 0.05);
         let mut chart = ChartBuilder::on(&root)
@@ -257,6 +264,20 @@ pub fn svg_curves(title: &str, curves: &[&Curve]) -> Result<String> {
             if c.points.len() <= 50 {
                 chart.draw_series(c.points.iter().map(|p| Circle::new(*p, 3, col.filled())))?;
             }
+            // A row's mean over seeds: its 95% interval at about 25 of its points.
+            if let Some(err) = &c.err {
+                let every = c.points.len().div_ceil(25).max(1);
+                chart.draw_series(
+                    c.points
+                        .iter()
+                        .zip(err)
+                        .step_by(every)
+                        .filter(|(_, e)| **e > 0.0)
+                        .map(|((x, y), e)| {
+                            ErrorBar::new_vertical(*x, y - e, *y, y + e, col.stroke_width(1), 6)
+                        }),
+                )?;
+            }
         }
         legend(&mut chart, SeriesLabelPosition::UpperRight)?;
         root.present()?;
@@ -264,13 +285,18 @@ pub fn svg_curves(title: &str, curves: &[&Curve]) -> Result<String> {
     Ok(buf)
 }
 
-/// Training throughput per trial as bars.
-pub fn svg_throughput(items: &[(String, f64)]) -> Result<String> {
+/// Training throughput per trial (or per row of seeds, with its 95% interval) as bars.
+pub fn svg_throughput(items: &[Bar]) -> Result<String> {
     let mut buf = String::new();
     {
         let root = SVGBackend::with_string(&mut buf, (PLOT_W, PLOT_H)).into_drawing_area();
         root.fill(&WHITE)?;
-        let ymax = items.iter().map(|i| i.1).fold(0f64, f64::max).max(1.0) * 1.12;
+        let ymax = items
+            .iter()
+            .map(|i| i.1 + i.2.unwrap_or(0.0))
+            .fold(0f64, f64::max)
+            .max(1.0)
+            * 1.12;
         let n = items.len();
         let mut chart = ChartBuilder::on(&root)
             .caption("Training throughput per trial", ("sans-serif", 20))
@@ -301,11 +327,14 @@ pub fn svg_throughput(items: &[(String, f64)]) -> Result<String> {
         let c = color(0);
         let half = 0.38;
         chart
-            .draw_series(items.iter().enumerate().map(|(i, (_, v))| {
+            .draw_series(items.iter().enumerate().map(|(i, (_, v, _))| {
                 Rectangle::new([(i as f64 - half, 0.0), (i as f64 + half, *v)], c.filled())
             }))?
             .label("tokens/s (training, final)")
             .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 16, y + 5)], c.filled()));
+        chart.draw_series(items.iter().enumerate().filter_map(|(i, (_, v, e))| {
+            e.map(|e| ErrorBar::new_vertical(i as f64, v - e, *v, v + e, BLACK.stroke_width(1), 10))
+        }))?;
         legend(&mut chart, SeriesLabelPosition::UpperRight)?;
         root.present()?;
     }

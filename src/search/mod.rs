@@ -11,7 +11,7 @@
 pub mod prune;
 pub mod sampler;
 
-pub use prune::{Curve, Decision, Pruner};
+pub use prune::{Curve, Decision, Placement, Pruner};
 pub use sampler::{suggest, Method, Observed, Outcome};
 
 use serde::{Deserialize, Serialize};

@@ -7,6 +7,19 @@
 //! than `reduction_factor` of them, only the best continues). The median rule follows Optuna's
 //! `MedianPruner`: after `startup_trials` completed trials and `warmup_steps`, a trial whose best
 //! value so far is worse than the median of the completed trials' values at the same step stops.
+//!
+//! Hyperband (Li et al., JMLR 2018) runs several ASHA brackets side by side, as Optuna's
+//! `HyperbandPruner` does: bracket `b` has its first rung at `min_steps * reduction_factor^b`, so
+//! bracket 0 is the aggressive one and the last bracket hardly prunes; there are
+//! `floor(log_eta(max_steps / min_steps)) + 1` of them, and a trial competes only with the trials
+//! of its own bracket. Bracket `b` gets Optuna's (and the paper's) share of the trials,
+//! `ceil(n * eta^s / (s + 1))` with `s = n - 1 - b`. Which bracket a trial is in is a pure function
+//! of the search seed and the trial's index ([`bracket_of`]): where Optuna hashes each trial
+//! independently, the trials here walk a golden-ratio (Weyl) sequence from a seeded start, so any
+//! prefix of the search — the 30 trials of a small budget, or the first 10 of them — holds each
+//! bracket's share to within 2.5 trials (over the first 200; about 3.5 over the first 1,000)
+//! instead of a binomial draw whose spread grows with the square root of the count. A rung at or
+//! past the trial's own last step is no rung: deciding there would save nothing.
 
 use serde::{Deserialize, Serialize};
 
@@ -24,6 +37,12 @@ pub enum Pruner {
         startup_trials: usize,
         warmup_steps: u64,
     },
+    Hyperband {
+        min_steps: u64,
+        /// `None`: each trial's own step count ([`Pruner::for_trial`] fills it in).
+        max_steps: Option<u64>,
+        reduction_factor: u64,
+    },
 }
 
 /// The validation curve of one trial: `(step, value)` in step order.
@@ -33,6 +52,8 @@ pub struct Curve {
     pub points: Vec<(u64, f64)>,
     /// The trial completed (the median rule compares with completed trials only).
     pub completed: bool,
+    /// Its Hyperband bracket (Hyperband compares trials of the same bracket only).
+    pub bracket: Option<u32>,
 }
 
 impl Curve {
@@ -51,30 +72,49 @@ pub struct Decision {
     pub method: String,
     /// The evaluation step the decision was taken at.
     pub step: u64,
-    /// ASHA's rung (its step is `min_steps * reduction_factor^rung`).
+    /// ASHA's or Hyperband's rung (ASHA: at `min_steps * reduction_factor^rung` steps; Hyperband:
+    /// at `min_steps * reduction_factor^(bracket + rung)`).
     pub rung: Option<u32>,
-    /// The trial's value compared (ASHA: at the rung; median: its best so far).
+    /// Hyperband's bracket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bracket: Option<u32>,
+    /// The trial's value compared (ASHA, Hyperband: at the rung; median: its best so far).
     pub value: f64,
     /// The value it had to reach.
     pub threshold: f64,
     /// How many values the threshold was taken from.
     pub compared_with: usize,
+    /// The trial's last validation value (at `step`): what TPE ranks pruned trials by. Absent in
+    /// ledgers written before it was recorded, where `value` stands in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last: Option<f64>,
 }
 
 impl Decision {
     pub fn sentence(&self) -> String {
-        match self.rung {
-            Some(r) => format!(
+        match (self.bracket, self.rung) {
+            (Some(b), Some(r)) => format!(
+                "pruned by Hyperband in bracket {b} at rung {r} (step {}): valid loss {:.4} is \
+                 worse than {:.4}, the cut for the best share of {} trial(s) of the bracket at \
+                 that rung",
+                self.step, self.value, self.threshold, self.compared_with
+            ),
+            (None, Some(r)) => format!(
                 "pruned by ASHA at rung {r} (step {}): valid loss {:.4} is worse than {:.4}, the \
                  cut for the best share of {} trial(s) at that rung",
                 self.step, self.value, self.threshold, self.compared_with
             ),
-            None => format!(
+            _ => format!(
                 "pruned by the median rule at step {}: best valid loss {:.4} is worse than the \
                  median {:.4} of {} completed trial(s) at that step",
                 self.step, self.value, self.threshold, self.compared_with
             ),
         }
+    }
+
+    /// The (step, value) TPE ranks this pruned trial by: its last evaluation.
+    pub fn last_point(&self) -> (u64, f64) {
+        (self.step, self.last.unwrap_or(self.value))
     }
 }
 
@@ -83,60 +123,229 @@ impl Pruner {
         matches!(self, Pruner::None)
     }
 
+    /// The pruner of one trial that trains `trial_steps` optimizer steps: Hyperband's default
+    /// `max_steps` becomes that count; the other pruners are the same for every trial.
+    pub fn for_trial(self, trial_steps: u64) -> Pruner {
+        match self {
+            Pruner::Hyperband {
+                min_steps,
+                max_steps: None,
+                reduction_factor,
+            } => Pruner::Hyperband {
+                min_steps,
+                max_steps: Some(trial_steps),
+                reduction_factor,
+            },
+            p => p,
+        }
+    }
+
+    /// Hyperband's bracket for suggestion `index` of a search seeded `seed` (`None` for the other
+    /// pruners, and for Hyperband before [`Pruner::for_trial`] has given it a `max_steps`).
+    pub fn bracket(&self, seed: u64, index: u64) -> Option<Placement> {
+        let Pruner::Hyperband {
+            min_steps,
+            max_steps: Some(max_steps),
+            reduction_factor,
+        } = *self
+        else {
+            return None;
+        };
+        let (min_steps, eta) = (min_steps.max(1), reduction_factor.max(2));
+        let brackets = bracket_count(min_steps, max_steps, eta);
+        let bracket = bracket_of(seed, index, brackets, eta);
+        Some(Placement {
+            bracket,
+            brackets,
+            first_rung: rung_step(min_steps, eta, bracket),
+            max_steps,
+        })
+    }
+
     /// Should `me`, which has just recorded its last point, stop? `others` are the other trials
     /// of the search (any state).
     pub fn decide(&self, me: &Curve, others: &[Curve]) -> Option<Decision> {
-        let &(step, _) = me.points.last()?;
-        match *self {
+        let &(step, last) = me.points.last()?;
+        let d = match *self {
             Pruner::None => None,
             Pruner::Asha {
                 min_steps,
                 reduction_factor,
-            } => asha(me, others, step, min_steps.max(1), reduction_factor.max(2)),
+            } => {
+                let rungs = Rungs {
+                    first: min_steps.max(1),
+                    eta: reduction_factor.max(2),
+                    end: u64::MAX,
+                };
+                halving(me, others.iter(), step, rungs)
+            }
             Pruner::Median {
                 startup_trials,
                 warmup_steps,
             } => median(me, others, step, startup_trials, warmup_steps),
-        }
+            Pruner::Hyperband {
+                min_steps,
+                max_steps,
+                reduction_factor,
+            } => {
+                let bracket = me.bracket?;
+                let eta = reduction_factor.max(2);
+                let rungs = Rungs {
+                    first: rung_step(min_steps.max(1), eta, bracket),
+                    eta,
+                    end: max_steps.unwrap_or(u64::MAX),
+                };
+                let same = others.iter().filter(|c| c.bracket == Some(bracket));
+                halving(me, same, step, rungs).map(|d| Decision {
+                    method: "hyperband".into(),
+                    bracket: Some(bracket),
+                    ..d
+                })
+            }
+        }?;
+        Some(Decision {
+            last: Some(last),
+            ..d
+        })
     }
 }
 
+/// Where a trial sits in Hyperband.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Placement {
+    pub bracket: u32,
+    /// How many brackets a trial of this many steps has.
+    pub brackets: u32,
+    /// The step of the bracket's first rung.
+    pub first_rung: u64,
+    /// The `max_steps` the bracket count came from.
+    pub max_steps: u64,
+}
+
+/// `min_steps * eta^k`, saturating.
+fn rung_step(min_steps: u64, eta: u64, k: u32) -> u64 {
+    (0..k).fold(min_steps, |s, _| s.saturating_mul(eta))
+}
+
+/// Hyperband's bracket count: `floor(log_eta(max / min)) + 1`, i.e. how many of `min * eta^k`
+/// (k = 0, 1, ...) are at most `max`; at least 1.
+pub fn bracket_count(min_steps: u64, max_steps: u64, eta: u64) -> u32 {
+    let mut n = 1;
+    while rung_step(min_steps, eta, n) <= max_steps && rung_step(min_steps, eta, n) < u64::MAX {
+        n += 1;
+    }
+    n
+}
+
+/// Each bracket's share of the trials, as Optuna's `HyperbandPruner` allots them (the `n` of
+/// Algorithm 1 of the paper): bracket `b` of `n` gets `ceil(n * eta^s / (s + 1))`, `s = n - 1 - b`.
+pub fn bracket_shares(brackets: u32, eta: u64) -> Vec<u64> {
+    (0..brackets)
+        .map(|b| {
+            let s = brackets - 1 - b;
+            let top = (brackets as u64).saturating_mul(rung_step(1, eta, s));
+            top.div_ceil(s as u64 + 1)
+        })
+        .collect()
+}
+
+/// The bracket of suggestion `index`: a golden-ratio step from a start drawn from `seed`,
+/// mapped onto the brackets' shares (see the module doc).
+pub fn bracket_of(seed: u64, index: u64, brackets: u32, eta: u64) -> u32 {
+    use crate::util::mix64;
+    /// The golden ratio's fractional part: the most even of the Weyl sequences.
+    const PHI: f64 = 0.618_033_988_749_894_9;
+    let start = (mix64(seed ^ 0x4879_7065_7262_616e) >> 11) as f64 / (1u64 << 53) as f64;
+    let u = (start + (index as f64 * PHI).fract()).fract();
+    let shares = bracket_shares(brackets, eta);
+    let total: u64 = shares.iter().sum();
+    let mut below = 0u64;
+    for (b, share) in shares.iter().enumerate() {
+        below += share;
+        if u < below as f64 / total as f64 {
+            return b as u32;
+        }
+    }
+    brackets - 1
+}
+
+/// How many of the first `trials` suggestions each bracket gets (what `[prune]` is checked with).
+pub fn bracket_counts(seed: u64, trials: u64, brackets: u32, eta: u64) -> Vec<u64> {
+    let mut counts = vec![0; brackets as usize];
+    for i in 0..trials {
+        counts[bracket_of(seed, i, brackets, eta) as usize] += 1;
+    }
+    counts
+}
+
+/// How many suggestions it takes until every bracket has one (`None` past a million).
+pub fn trials_for_every_bracket(seed: u64, brackets: u32, eta: u64) -> Option<u64> {
+    let mut seen = vec![false; brackets as usize];
+    let mut missing = brackets;
+    for i in 0..1u64 << 20 {
+        let b = bracket_of(seed, i, brackets, eta) as usize;
+        if !seen[b] {
+            seen[b] = true;
+            missing -= 1;
+            if missing == 0 {
+                return Some(i + 1);
+            }
+        }
+    }
+    None
+}
+
+/// Successive halving's rungs: at `first * eta^k` steps, those before `end`.
+#[derive(Debug, Clone, Copy)]
+struct Rungs {
+    first: u64,
+    eta: u64,
+    end: u64,
+}
+
 /// The rung that `me` reached with its last point (its first point at or past the rung's step).
-fn new_rung(me: &Curve, min_steps: u64, eta: u64) -> Option<(u32, u64)> {
+fn new_rung(me: &Curve, rungs: Rungs) -> Option<(u32, u64)> {
     let &(step, _) = me.points.last()?;
     let prev = me.points.iter().rev().nth(1).map(|p| p.0);
     let mut found = None;
-    let (mut r, mut rung_step) = (0u32, min_steps);
-    while rung_step <= step {
+    let (mut r, mut rung_step) = (0u32, rungs.first);
+    while rung_step <= step && rung_step < rungs.end {
         if prev.is_none_or(|p| p < rung_step) {
             found = Some((r, rung_step));
         }
         r += 1;
-        rung_step = rung_step.saturating_mul(eta);
+        rung_step = rung_step.saturating_mul(rungs.eta);
     }
     found
 }
 
-fn asha(me: &Curve, others: &[Curve], step: u64, min_steps: u64, eta: u64) -> Option<Decision> {
-    let (rung, rung_step) = new_rung(me, min_steps, eta)?;
+/// One successive-halving decision (ASHA, and each Hyperband bracket) against `others`.
+fn halving<'a>(
+    me: &Curve,
+    others: impl Iterator<Item = &'a Curve>,
+    step: u64,
+    rungs: Rungs,
+) -> Option<Decision> {
+    let (rung, rung_step) = new_rung(me, rungs)?;
     let value = me.at_or_after(rung_step)?;
     let mut competing: Vec<f64> = others
-        .iter()
         .filter(|c| c.trial != me.trial)
         .filter_map(|c| c.at_or_after(rung_step))
         .filter(|v| v.is_finite())
         .collect();
     competing.push(value);
     competing.sort_by(f64::total_cmp);
-    let idx = (competing.len() / eta as usize).saturating_sub(1);
+    let idx = (competing.len() / rungs.eta as usize).saturating_sub(1);
     let threshold = competing[idx];
     (value > threshold || value.is_nan()).then(|| Decision {
         method: "asha".into(),
         step,
         rung: Some(rung),
+        bracket: None,
         value,
         threshold,
         compared_with: competing.len(),
+        last: None,
     })
 }
 
@@ -174,9 +383,11 @@ fn median(
         method: "median".into(),
         step,
         rung: None,
+        bracket: None,
         value: best,
         threshold,
         compared_with: n,
+        last: None,
     })
 }
 
@@ -189,6 +400,14 @@ mod tests {
             trial,
             points: points.to_vec(),
             completed,
+            bracket: None,
+        }
+    }
+
+    fn in_bracket(bracket: u32, c: Curve) -> Curve {
+        Curve {
+            bracket: Some(bracket),
+            ..c
         }
     }
 
@@ -269,5 +488,155 @@ mod tests {
         assert!(median
             .decide(&curve(4, &[(10, 9.0)], false), &others[..1])
             .is_none());
+    }
+
+    #[test]
+    fn bracket_counts_and_shares_match_the_paper_and_optuna() {
+        // floor(log_eta(max / min)) + 1, as Optuna's HyperbandPruner computes it.
+        assert_eq!(bracket_count(20, 468, 3), 3); // rungs 20, 60, 180 <= 468 < 540
+        assert_eq!(bracket_count(20, 117, 3), 2);
+        assert_eq!(bracket_count(20, 180, 3), 3); // 180 = 20 * 3^2 exactly
+        assert_eq!(bracket_count(20, 179, 3), 2);
+        assert_eq!(bracket_count(1, 81, 3), 5);
+        assert_eq!(bracket_count(10, 40, 2), 3);
+        assert_eq!(bracket_count(50, 40, 3), 1);
+        // Li et al. 2018, Table 1 (R = 81, eta = 3): n = 81, 34, 15, 8, 5 configurations.
+        assert_eq!(bracket_shares(5, 3), vec![81, 34, 15, 8, 5]);
+        // Optuna 5.0.0 `HyperbandPruner(min_resource=20, max_resource=468, reduction_factor=3)
+        // ._trial_allocation_budgets` after its first prune: [9, 5, 3]; (10, 40, 2): [4, 3, 3].
+        assert_eq!(bracket_shares(3, 3), vec![9, 5, 3]);
+        assert_eq!(bracket_shares(3, 2), vec![4, 3, 3]);
+        assert_eq!(bracket_shares(2, 3), vec![3, 2]); // Optuna's for (20, 117, 3)
+        assert_eq!(bracket_shares(1, 3), vec![1]);
+    }
+
+    #[test]
+    fn brackets_follow_their_shares_at_every_prefix_of_the_search() {
+        for (brackets, eta) in [(3u32, 3u64), (2, 3), (5, 3), (3, 2)] {
+            let shares = bracket_shares(brackets, eta);
+            let total: u64 = shares.iter().sum();
+            for seed in 0..20 {
+                let mut counts = vec![0u64; brackets as usize];
+                for i in 0..200u64 {
+                    counts[bracket_of(seed, i, brackets, eta) as usize] += 1;
+                    let n = (i + 1) as f64;
+                    for (b, c) in counts.iter().enumerate() {
+                        let want = n * shares[b] as f64 / total as f64;
+                        assert!(
+                            (*c as f64 - want).abs() < 2.5,
+                            "seed {seed}, {brackets} brackets, first {n} trials: bracket {b} \
+                             has {c}, its share is {want:.1}"
+                        );
+                    }
+                }
+                assert_eq!(
+                    counts,
+                    bracket_counts(seed, 200, brackets, eta),
+                    "bracket_counts agrees"
+                );
+            }
+        }
+        // A pure function of seed and index; another seed, another order.
+        let order = |seed| {
+            (0..30)
+                .map(|i| bracket_of(seed, i, 3, 3))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(order(7), order(7));
+        assert_ne!(order(7), order(8));
+        // Every bracket has a trial once enough are suggested, the smallest share taking longest.
+        let fill = trials_for_every_bracket(0, 3, 3).unwrap();
+        assert!((3..=10).contains(&fill), "{fill}");
+        assert_eq!(
+            bracket_counts(0, fill - 1, 3, 3)
+                .iter()
+                .filter(|&&c| c == 0)
+                .count(),
+            1
+        );
+    }
+
+    #[test]
+    fn a_trial_gets_its_bracket_from_its_own_steps_unless_max_steps_is_set() {
+        let hb = Pruner::Hyperband {
+            min_steps: 20,
+            max_steps: None,
+            reduction_factor: 3,
+        };
+        assert_eq!(hb.bracket(0, 0), None, "no max_steps yet");
+        let long = hb.for_trial(468).bracket(3, 5).unwrap();
+        assert_eq!((long.brackets, long.max_steps), (3, 468));
+        assert_eq!(long.bracket, bracket_of(3, 5, 3, 3));
+        assert_eq!(long.first_rung, [20, 60, 180][long.bracket as usize]);
+        assert_eq!(hb.for_trial(117).bracket(3, 5).unwrap().brackets, 2);
+        let fixed = Pruner::Hyperband {
+            min_steps: 20,
+            max_steps: Some(200),
+            reduction_factor: 3,
+        };
+        assert_eq!(fixed.for_trial(468), fixed, "an explicit max_steps stays");
+        assert_eq!(ASHA.for_trial(468), ASHA);
+        assert_eq!(ASHA.bracket(0, 0), None);
+    }
+
+    #[test]
+    fn hyperband_halves_within_each_bracket_from_its_own_first_rung() {
+        // Brackets of (10, 100, 3): first rungs at 10, 30, 90; rungs past 100 are none, and so
+        // is one at a trial's last step.
+        let hb = Pruner::Hyperband {
+            min_steps: 10,
+            max_steps: Some(100),
+            reduction_factor: 3,
+        };
+        // Bracket 0 holds five strong trials at step 10 and 30; bracket 1 two weak ones at 30.
+        let mut others: Vec<Curve> = (1..=5)
+            .map(|i| in_bracket(0, curve(i, &[(10, 0.1 * i as f64), (30, 0.1)], false)))
+            .collect();
+        others.push(in_bracket(1, curve(6, &[(10, 5.0), (30, 5.0)], false)));
+        others.push(in_bracket(1, curve(7, &[(10, 6.0), (30, 6.0)], false)));
+        // A bracket-1 trial is not judged at step 10 (its first rung is 30), however bad.
+        let b1 = in_bracket(1, curve(9, &[(10, 9.0)], false));
+        assert_eq!(hb.decide(&b1, &others), None);
+        // At 30 it meets its bracket's two trials only: three values, the best 3/3 = 1 continues.
+        let b1 = in_bracket(1, curve(9, &[(10, 9.0), (30, 4.0)], false));
+        assert_eq!(hb.decide(&b1, &others), None, "best of its bracket");
+        let b1 = in_bracket(1, curve(9, &[(10, 9.0), (30, 5.5)], false));
+        let d = hb.decide(&b1, &others).unwrap();
+        assert_eq!(
+            (
+                d.method.as_str(),
+                d.bracket,
+                d.rung,
+                d.step,
+                d.threshold,
+                d.compared_with
+            ),
+            ("hyperband", Some(1), Some(0), 30, 5.0, 3)
+        );
+        assert_eq!(d.last, Some(5.5));
+        assert!(
+            d.sentence().contains("bracket 1 at rung 0 (step 30)"),
+            "{}",
+            d.sentence()
+        );
+        // The same value in bracket 0 meets the five strong trials at 10 and is cut there.
+        let b0 = in_bracket(0, curve(9, &[(10, 5.5)], false));
+        let d = hb.decide(&b0, &others).unwrap();
+        assert_eq!(
+            (d.bracket, d.rung, d.threshold, d.compared_with),
+            (Some(0), Some(0), 0.2, 6)
+        );
+        // Bracket 2 (first rung 90) and a trial that ends at step 90: never judged.
+        let short = Pruner::Hyperband {
+            min_steps: 10,
+            max_steps: Some(90),
+            reduction_factor: 3,
+        };
+        let b2 = in_bracket(2, curve(9, &[(30, 9.0), (60, 9.0), (90, 9.0)], false));
+        let others2 = vec![in_bracket(2, curve(1, &[(90, 0.1)], false))];
+        assert!(hb.decide(&b2, &others2).is_some(), "90 < 100 is a rung");
+        assert_eq!(short.decide(&b2, &others2), None, "90 is that trial's end");
+        // No bracket, no decision (a trial the search does not place).
+        assert_eq!(hb.decide(&curve(9, &[(10, 99.0)], false), &others), None);
     }
 }

@@ -5,7 +5,9 @@
 //!
 //! Running trials count among the bad ones ("constant liar", as Optuna's `constant_liar`), so that
 //! parallel workers asking at the same time do not pile onto the point that currently looks best;
-//! pruned and diverged trials count as bad too.
+//! diverged trials count as bad too. Pruned trials rank as Optuna 5 ranks them: after every
+//! completed trial, among themselves by the deepest step they reached, then by their value there
+//! (`parzen::split`), so a search that prunes most of its trials still learns where they did best.
 //!
 //! Why not the `tpe` crate (the first version): it is univariate (one estimator per parameter,
 //! like Optuna's `multivariate=False`) and its prior kernel takes a neighbour's bandwidth, so it
@@ -45,7 +47,9 @@ impl Method {
 pub enum Outcome {
     /// Finished with this metric value, oriented so that lower is better.
     Value(f64),
-    /// Pruned or diverged: counted as the worst finished value.
+    /// Pruned at `step` (its last validation evaluation) with validation loss `value` there.
+    Pruned { step: u64, value: f64 },
+    /// Diverged: counted as the worst finished value.
     Bad,
     /// Not finished (pending, running, interrupted, or failed and to be retried).
     Running,

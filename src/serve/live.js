@@ -1,6 +1,8 @@
-// sweep serve: keeps the running trials' loss curves of a sweep page current without a reload.
+// sweep serve: keeps the running trials' loss curves of a sweep page current without a reload,
+// and its effects table (each row against the baseline over seeds) as seeds finish.
 // Long-polls /api/sweep/NAME/running?v=VERSION (the server answers when a trial records a row,
-// starts or stops) and redraws each trial's inline SVG with the geometry of src/serve/live.rs.
+// starts or stops) and redraws each trial's inline SVG with the geometry of src/serve/live.rs,
+// and the overlaid validation-loss chart from the lines the server computed (`overlay`).
 // Ledger text is only ever set with textContent.
 (function () {
   "use strict";
@@ -83,11 +85,36 @@
     card.querySelector("text.xmax").textContent = "step " + s.xmax;
   }
 
+  // The overlaid chart: every line and legend entry rebuilt from the snapshot's `overlay`.
+  function drawOverlay(o) {
+    var fig = root.querySelector(".live-overlay");
+    if (!fig || !o) return;
+    var lines = fig.querySelector("g.lines"), legend = fig.querySelector("ul.legend");
+    while (lines.firstChild) lines.removeChild(lines.firstChild);
+    while (legend.firstChild) legend.removeChild(legend.firstChild);
+    o.lines.forEach(function (l) {
+      var id = String(l.id);
+      el(SVG, "polyline", { "data-trial": id, points: l.points, fill: "none", stroke: l.colour, "stroke-width": 2 }, lines);
+      el(SVG, "circle", { "data-trial": id, cx: l.last[0], cy: l.last[1], r: 3, fill: l.colour }, lines);
+      var li = el(null, "li", { "data-trial": id }, legend);
+      var swatch = el(SVG, "svg", { width: 14, height: 10 }, li);
+      el(SVG, "rect", { width: 14, height: 10, fill: l.colour }, swatch);
+      li.appendChild(document.createTextNode(" "));
+      el(null, "span", { "class": "name" }, li).textContent = l.name;
+    });
+    fig.querySelector("text.hi").textContent = o.frame.hi.toFixed(3);
+    fig.querySelector("text.lo").textContent = o.frame.lo.toFixed(3);
+    fig.querySelector("text.xmax").textContent = "step " + o.frame.xmax;
+    fig.setAttribute("data-lines", String(o.lines.length));
+    fig.hidden = o.lines.length === 0;
+  }
+
   var KEEP_DONE = 2;
 
   function apply(snap) {
     var live = {};
     snap.trials.forEach(function (t) { live[t.id] = true; update(t); });
+    drawOverlay(snap.overlay);
     root.querySelectorAll(".live-trial").forEach(function (card) {
       var id = card.getAttribute("data-trial");
       if (!live[id] && !card.classList.contains("done")) {
@@ -101,6 +128,24 @@
     for (var i = 0; i < done.length - KEEP_DONE; i++) done[i].remove();
     var none = root.querySelector(".none");
     if (none) none.hidden = snap.trials.length > 0;
+    applyEffects(snap.effects);
+  }
+
+  // The report's effects table (valid PPL against the baseline over seeds), refilled as seeds
+  // finish; the forest plots below it are the page's (reload for new ones).
+  function applyEffects(rows) {
+    var table = document.getElementById("effects-table");
+    if (!table || !rows || !rows.length) return;
+    var left = table.querySelectorAll("thead th.l").length;
+    var body = table.querySelector("tbody");
+    while (body.firstChild) body.removeChild(body.firstChild);
+    rows.forEach(function (r) {
+      var tr = el(null, "tr", { "data-row": r.row }, body);
+      r.cells.forEach(function (c, i) {
+        el(null, "td", i < left ? { "class": "l" } : {}, tr).textContent = c;
+      });
+    });
+    table.setAttribute("data-updates", String(updates + 1));
   }
 
   function poll() {

@@ -110,13 +110,15 @@ pub async fn index(State(state): State<Arc<AppState>>) -> Result<Html<String>, A
     ))
 }
 
-/// The live section: one card per running trial; `live.js` keeps it current.
+/// The live section: the running trials' validation loss on one chart, then one card per
+/// running trial; `live.js` keeps both current.
 fn live_section(name: &str, snap: &Snapshot) -> Markup {
     html! {
         section #live data-api={ "/api/sweep/" (path_segment(name)) "/running" } data-version=(snap.version) data-updates="0" {
             h2 { "Running trials (live)" }
             p.muted { "Loss vs optimizer step (blue: train, orange: valid), updated as the trials record rows." }
             p.muted.none hidden[!snap.trials.is_empty()] { "No trial of this sweep is running." }
+            (live::overlay_figure(&snap.overlay))
             div.cards { @for t in &snap.trials { (live::trial_card(t)) } }
         }
     }
@@ -204,6 +206,7 @@ fn curves_of(t: &TrialRecord, metrics: &[MetricRecord]) -> Vec<Curve> {
                 name: split.to_string(),
                 split: split.to_string(),
                 points: thin(&pts, MAX_CURVE_POINTS),
+                err: None,
             })
         })
         .collect()

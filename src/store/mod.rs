@@ -258,6 +258,21 @@ impl SweepTrial {
             std::sync::LazyLock::new(serde_json::Map::new);
         self.label.as_object().unwrap_or(&EMPTY)
     }
+
+    /// The label without `seed`: what the seed replicates of one row share.
+    pub fn row_key(&self) -> serde_json::Map<String, Json> {
+        self.label_map()
+            .iter()
+            .filter(|(k, _)| k.as_str() != "seed")
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    /// The seed the trial ran with (its config's `seed`), which pairs it with the baseline's
+    /// replicate of the same seed.
+    pub fn seed(&self) -> Option<i64> {
+        self.config.get("seed").and_then(Json::as_i64)
+    }
 }
 
 impl std::ops::Deref for SweepTrial {

@@ -321,3 +321,122 @@ pub fn bench_ledger(path: &Path, trials: usize, metrics_per_trial: usize) -> Res
     }
     Ok(())
 }
+
+/// The valid perplexity of row `row` and seed `seed` in [`verdicts_fixture`]: a baseline with
+/// seed noise of a few percent, and four rows built to get each verdict at 4 seeds (flat
+/// threshold 0.001): `up` (+5%, tight), `down` (-3%, tight), `flat` (within ±0.02%) and
+/// `inconclusive` (±2% either way).
+pub fn verdict_value(row: &str, seed: u64) -> f64 {
+    let k = [42, 1, 2, 3].iter().position(|s| *s == seed).unwrap_or(0);
+    let base = [100.0, 103.0, 98.0, 101.0][k];
+    let factor = match row {
+        "up" => [1.050, 1.051, 1.049, 1.052][k],
+        "down" => [0.970, 0.969, 0.971, 0.970][k],
+        "flat" => [1.0001, 0.9999, 1.0002, 1.0000][k],
+        "inconclusive" => [1.020, 0.985, 1.010, 0.980][k],
+        _ => 1.0,
+    };
+    base * factor
+}
+
+/// The rows of [`verdicts_fixture`]: (name, block size). The baseline is block 128.
+pub const VERDICT_ROWS: [(&str, i64); 5] = [
+    ("base", 128),
+    ("up", 64),
+    ("down", 256),
+    ("flat", 96),
+    ("inconclusive", 32),
+];
+
+/// The paper's side of [`verdicts_fixture`]: every row moves up (+10%, +5%, +2.5%, +25%), so the
+/// four rows are `same`, `opposite`, `no effect` and `undecided`.
+pub fn verdict_references() -> Value {
+    json!([
+        {"block_size": 128, "valid_ppl": 20.0},
+        {"block_size": 64, "valid_ppl": 22.0},
+        {"block_size": 256, "valid_ppl": 21.0},
+        {"block_size": 96, "valid_ppl": 20.5},
+        {"block_size": 32, "valid_ppl": 25.0}
+    ])
+}
+
+/// An ablation of block size with seeds 42, 1, 2, 3 whose rows get the four verdicts
+/// ([`verdict_value`]); train perplexity is 0.9 x valid, losses their logs.
+pub fn verdicts_fixture() -> (SynthSweep, Vec<SynthTrial>) {
+    let sweep = SynthSweep {
+        name: "verdicts".into(),
+        title: "Four verdicts".into(),
+        description: "Seed replicates against the baseline.".into(),
+        profile: "quick".into(),
+        spec: json!({"axes": ["block_size"], "references": verdict_references(),
+                     "seeds": [42, 1, 2, 3], "flat": 0.001}),
+    };
+    let mut trials = Vec::new();
+    for seed in [42u64, 1, 2, 3] {
+        for (row, bs) in VERDICT_ROWS {
+            let v = verdict_value(row, seed);
+            let t = 0.9 * v;
+            trials.push(SynthTrial {
+                label: json!({"block_size": bs, "seed": seed}),
+                config: tiny_config(bs, seed as i64),
+                state: TrialState::Completed,
+                is_baseline: row == "base",
+                finals: Some([t.ln(), v.ln(), v.ln() + 0.01, t, v, (v.ln() + 0.01).exp()]),
+                tokens_per_s: Some(2000.0),
+                wall_seconds: Some(60.0),
+                device: Some("cpu".into()),
+                env: Some(json!({"backend": "flex"})),
+                ..Default::default()
+            });
+        }
+    }
+    (sweep, trials)
+}
+
+/// Fills the ledger at `path` with a sweep `bench` of `rows` rows (a `warmup_steps` axis, the
+/// baseline at 0) times `seeds` seeds, completed, with `metrics_per_trial` metric rows each.
+pub fn bench_seeds_ledger(
+    path: &Path,
+    rows: usize,
+    seeds: usize,
+    metrics_per_trial: usize,
+) -> Result<()> {
+    let store = create_ledger(path)?;
+    let (mut sweep, _) = block_size_fixture("");
+    sweep.name = "bench".into();
+    sweep.title = format!("Benchmark: {rows} rows x {seeds} seeds");
+    sweep.spec = json!({"axes": ["warmup_steps"], "seeds": (0..seeds).collect::<Vec<_>>()});
+    let mut fixture = Vec::with_capacity(rows * seeds);
+    for seed in 0..seeds {
+        for r in 0..rows {
+            let noise = ((r * 7 + seed * 13) % 11) as f64 * 1e-3;
+            let v = 4.0 + (r % 17) as f64 * 0.01 + noise;
+            let mut config = tiny_config(128, seed as i64);
+            config["warmup_steps"] = json!(r);
+            fixture.push(SynthTrial {
+                label: json!({"warmup_steps": r, "seed": seed}),
+                config,
+                state: TrialState::Completed,
+                is_baseline: r == 0,
+                finals: Some([
+                    v - 0.2,
+                    v,
+                    v + 0.01,
+                    (v - 0.2).exp(),
+                    v.exp(),
+                    (v + 0.01).exp(),
+                ]),
+                tokens_per_s: Some(2000.0),
+                wall_seconds: Some(100.0),
+                device: Some("cpu".into()),
+                env: Some(json!({"backend": "flex"})),
+                metrics: (1..=metrics_per_trial as i64)
+                    .map(|i| (i, "train".to_string(), 4.0 + 3.0 / i as f64))
+                    .collect(),
+                ..Default::default()
+            });
+        }
+    }
+    insert_sweep(store.as_ref(), &sweep, &fixture)?;
+    Ok(())
+}

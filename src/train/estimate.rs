@@ -14,15 +14,15 @@ use crate::checkpoint;
 use crate::error::UsageError;
 use crate::fused::FusedAutodiff;
 use crate::model::{GptConfig, GPT2_VOCAB};
-use crate::trial::{ModelSpec, Precision, TokenizerSpec, TrialConfig};
+use crate::trial::{Precision, TokenizerSpec, TrialConfig};
 
 /// The shape a trial trains, read without loading weights or the data.
 pub fn model_shape(cfg: &TrialConfig) -> Result<GptConfig> {
-    let mut shape = match &cfg.model {
-        ModelSpec::Preset(p) => {
-            GptConfig::of(*p).with_overrides(cfg.n_layer, cfg.n_embd, cfg.n_head)?
-        }
-        ModelSpec::Dir(d) => checkpoint::read_hf_config(d)?,
+    let mut shape = match (cfg.model.preset(), cfg.model.hub()) {
+        (Some(p), _) => GptConfig::of(p).with_overrides(cfg.n_layer, cfg.n_embd, cfg.n_head)?,
+        // Resolving a Hub model downloads its config.json, not its weights.
+        (None, Some(h)) => checkpoint::read_hf_config(&checkpoint::hub::resolve(&h)?.dir)?,
+        (None, None) => checkpoint::read_hf_config(&checkpoint::model_dir(&cfg.model)?)?,
     };
     shape.vocab_size = match cfg.tokenizer {
         TokenizerSpec::Gpt2 => GPT2_VOCAB,

@@ -130,29 +130,44 @@ pub struct TrialPlanInfo {
 }
 
 /// Refuses, once and before anything is recorded, a sweep whose trials start from pretrained
-/// weights that this machine does not have (an HF preset missing from the local cache, a
-/// checkpoint directory without its files): every such trial would fail the same way.
+/// weights that this machine cannot get: a Hub model that cannot be fetched (no network with an
+/// empty cache, a missing or gated repository: [`checkpoint::hub`] says which and the fix), a
+/// checkpoint directory without its files, or a block size beyond a model's context. Hub models
+/// are downloaded here (progress on stderr), so that every trial finds them in the cache.
 pub fn preflight_models<'a>(configs: impl Iterator<Item = &'a TrialConfig>) -> Result<()> {
-    let mut checked: Vec<Start> = Vec::new();
+    let mut checked: Vec<(Start, usize)> = Vec::new();
     for cfg in configs {
         let start = cfg.start()?;
-        if checked.contains(&start) {
+        let longest = cfg.block_size.max(cfg.eval_block_size.unwrap_or(0));
+        if checked.iter().any(|(s, n)| *s == start && *n >= longest) {
             continue;
         }
-        let name = match &start {
-            Start::Hub(p) => p.name().to_string(),
-            Start::Checkpoint(d) => d.display().to_string(),
-            Start::LocalPretraining(_) | Start::Scratch => continue,
+        let name = cfg.model.to_string();
+        let refuse = |e: String| {
+            UsageError(format!(
+                "{e}; nothing was recorded. Or run the CPU-scale version of the experiment \
+                 (`--profile quick`), which trains small presets"
+            ))
         };
-        checked.push(start);
-        checkpoint::resolve_model_dir(&name)
-            .and_then(|dir| checkpoint::read_hf_config(&dir).map(|_| dir))
-            .map_err(|e| {
-                UsageError(format!(
-                    "model `{name}`: {e:#}; nothing was recorded. Or run the CPU-scale version of \
-                     the experiment (`--profile quick`), which trains small presets"
-                ))
-            })?;
+        // Both name the model in their errors.
+        let dir = match &start {
+            Start::Hub(h) => checkpoint::hub::fetch(h).map(|r| r.dir),
+            Start::Checkpoint(d) => checkpoint::model_dir(&ModelSpec::Dir(d.clone())),
+            Start::LocalPretraining(_) | Start::Scratch => continue,
+        }
+        .map_err(|e| refuse(format!("{e:#}")))?;
+        let shape = checkpoint::read_hf_config(&dir)
+            .map_err(|e| refuse(format!("model `{name}`: {e:#}")))?;
+        if longest > shape.n_positions {
+            return Err(UsageError(format!(
+                "model `{name}`: block_size/eval_block_size {longest} exceeds its context of {} \
+                 positions (n_positions in its config.json); nothing was recorded. fix: use \
+                 block_size <= {}",
+                shape.n_positions, shape.n_positions
+            ))
+            .into());
+        }
+        checked.push((start, longest));
     }
     Ok(())
 }
@@ -196,7 +211,13 @@ fn model_plan(cfg: &TrialConfig, start: &Start, vocab_size: usize) -> Result<Mod
     // The checkpoint's shape: a hub preset's is known before its weights are looked up, so a
     // mismatch is reported as such on machines without the weights too.
     let (shape, dir) = match start {
-        Start::Hub(p) => (GptConfig::of(*p), None),
+        Start::Hub(h) => match h.preset() {
+            Some(p) => (GptConfig::of(p), None),
+            None => {
+                let dir = checkpoint::hub::fetch(h)?.dir;
+                (checkpoint::read_hf_config(&dir)?, Some(dir))
+            }
+        },
         Start::Checkpoint(d) if !d.is_dir() => {
             return Err(UsageError(format!(
                 "unknown model preset `{name}` (and no checkpoint directory of that name); known \
@@ -213,10 +234,15 @@ fn model_plan(cfg: &TrialConfig, start: &Start, vocab_size: usize) -> Result<Mod
         ),
         Start::Scratch => return scratch_plan(cfg, vocab_size),
     };
-    check_pretrained_shape(cfg, &shape, dir.is_some(), vocab_size)?;
+    check_pretrained_shape(
+        cfg,
+        &shape,
+        matches!(start, Start::Checkpoint(_)),
+        vocab_size,
+    )?;
     let dir = match dir {
         Some(d) => d,
-        None => checkpoint::resolve_model_dir(&name)?,
+        None => checkpoint::model_dir(&cfg.model)?,
     };
     let ck = checkpoint::read_hf_config(&dir)?;
     if vocab_size < ck.vocab_size {
@@ -237,9 +263,9 @@ fn model_plan(cfg: &TrialConfig, start: &Start, vocab_size: usize) -> Result<Mod
 
 /// A from-scratch model: the preset's (or directory's) shape with the trial's overrides.
 fn scratch_plan(cfg: &TrialConfig, vocab_size: usize) -> Result<ModelPlan> {
-    let mut gcfg = match &cfg.model {
-        ModelSpec::Preset(p) => GptConfig::of(*p),
-        ModelSpec::Dir(d) => checkpoint::read_hf_config(d)?,
+    let mut gcfg = match cfg.model.preset() {
+        Some(p) => GptConfig::of(p),
+        None => checkpoint::read_hf_config(&checkpoint::model_dir(&cfg.model)?)?,
     };
     gcfg.dropout = cfg.dropout;
     gcfg = gcfg.with_overrides(cfg.n_layer, cfg.n_embd, cfg.n_head)?;
@@ -316,26 +342,18 @@ pub fn plan_info(cfg: &TrialConfig, cache_root: &Path) -> Result<TrialPlanInfo> 
     })
 }
 
-/// (training blocks used per epoch, optimizer steps per epoch, total steps). Incomplete
-/// accumulation groups at an epoch's end are dropped.
+/// (training blocks used per epoch, optimizer steps per epoch, total steps)
+/// ([`TrialConfig::schedule`]), refusing a split too small for one optimizer step.
 fn schedule_sizes(cfg: &TrialConfig, available_blocks: usize) -> Result<(usize, u64, u64)> {
-    let mut blocks = available_blocks;
-    if let Some(cap) = cfg.max_train_tokens {
-        blocks = blocks.min(cap as usize / cfg.block_size);
-    }
-    let per_step = cfg.batch_size * cfg.grad_accum;
-    let spe = (blocks / per_step) as u64;
+    let (blocks, spe, total) = cfg.schedule(available_blocks);
     if spe == 0 {
         return Err(UsageError(format!(
             "only {blocks} training blocks of {} tokens, but one optimizer step needs \
-             batch_size x grad_accum = {per_step}",
-            cfg.block_size
+             batch_size x grad_accum = {}",
+            cfg.block_size,
+            cfg.batch_size * cfg.grad_accum
         ))
         .into());
-    }
-    let mut total = spe * cfg.epochs as u64;
-    if let Some(m) = cfg.max_steps {
-        total = total.min(m);
     }
     Ok((blocks, spe, total))
 }
@@ -422,4 +440,47 @@ pub fn environment(ctx: &RunContext) -> serde_json::Value {
         "threads": std::thread::available_parallelism().map(|n| n.get()).ok(),
         "os": std::env::consts::OS,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(max_train_tokens: Option<u64>, skip: Option<u64>) -> TrialConfig {
+        serde_json::from_value(serde_json::json!({
+            "model": "gpt2-tiny", "data": {"sources": ["x.tsv"]}, "block_size": 100,
+            "batch_size": 2, "grad_accum": 1, "learning_rate": 1e-3, "weight_decay": 0.0,
+            "epochs": 2, "max_train_tokens": max_train_tokens, "skip_train_tokens": skip,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn skipped_tokens_leave_the_schedule_in_whole_blocks() {
+        // 50 blocks; skipping 1,050 tokens leaves out 10 whole blocks.
+        assert_eq!(schedule_sizes(&cfg(None, None), 50).unwrap(), (50, 25, 50));
+        assert_eq!(
+            schedule_sizes(&cfg(None, Some(1_050)), 50).unwrap(),
+            (40, 20, 40)
+        );
+        // The cap counts from the first block after the skipped ones.
+        assert_eq!(
+            schedule_sizes(&cfg(Some(600), Some(1_000)), 50).unwrap(),
+            (6, 3, 6)
+        );
+        let err = schedule_sizes(&cfg(None, Some(5_000)), 50).unwrap_err();
+        assert!(err.to_string().contains("only 0 training blocks"), "{err}");
+    }
+
+    #[test]
+    fn only_local_pretrainings_name_their_recipe_in_the_identity() {
+        let scratch = cfg(None, None);
+        assert!(pretrain::recipe_id(&scratch, "d", "t").is_none());
+        let mut fine = scratch.clone();
+        fine.init = Some(crate::trial::Init::Pretrained);
+        let id = pretrain::recipe_id(&fine, "d", "t").unwrap().unwrap();
+        assert!(id.starts_with("local-pretraining "), "{id}");
+        // The recipe follows the data it pretrains on.
+        assert_ne!(id, pretrain::recipe_id(&fine, "d2", "t").unwrap().unwrap());
+    }
 }

@@ -112,6 +112,8 @@ impl Splits {
 struct Schedule {
     /// Training blocks used per epoch (the leading ones of its shuffled order).
     blocks: usize,
+    /// Index of the first of them in the split (`skip_train_tokens`).
+    first_block: usize,
     steps_per_epoch: u64,
     total_steps: u64,
     tokens_per_step: u64,
@@ -124,6 +126,7 @@ impl Schedule {
         let (blocks, steps_per_epoch, total_steps) = super::schedule_sizes(cfg, available_blocks)?;
         Ok(Self {
             blocks,
+            first_block: cfg.skipped_blocks(),
             steps_per_epoch,
             total_steps,
             tokens_per_step: (cfg.batch_size * cfg.grad_accum * cfg.block_size) as u64,
@@ -201,7 +204,10 @@ impl<AB: FusedAutodiff> Trainer<'_, AB> {
         if self.order.epoch != Some(self.st.epoch) {
             self.order = EpochOrder {
                 epoch: Some(self.st.epoch),
-                blocks: epoch_order(self.schedule.blocks, self.cfg.seed, self.st.epoch),
+                blocks: epoch_order(self.schedule.blocks, self.cfg.seed, self.st.epoch)
+                    .into_iter()
+                    .map(|b| b + self.schedule.first_block)
+                    .collect(),
             };
         }
     }
@@ -424,7 +430,10 @@ impl<AB: FusedAutodiff> Trainer<'_, AB> {
     fn finish(mut self, model: Gpt<AB>, tok: &Tokenizer, wall: Instant) -> Result<TrialEnd> {
         let t_eval = Instant::now();
         let eval = |blocks: &dyn Blocks| eval_split(&model, blocks, self.cfg, &self.device);
-        let train = eval(&self.splits.train)?;
+        let train = eval(&Offset {
+            blocks: &self.splits.train,
+            first: self.schedule.first_block,
+        })?;
         let valid = eval(&self.splits.valid)?;
         let test = eval(&self.splits.test)?;
         let fixed = self
@@ -477,6 +486,25 @@ fn report_resumption(r: &Resumption, sink: &mut dyn MetricSink) -> Result<()> {
         None => eprintln!("no usable checkpoint: the trial starts from the beginning"),
     }
     sink.resumed(r)
+}
+
+/// The blocks of a split from `first` on: the training blocks a trial with `skip_train_tokens`
+/// trains on, so that its train loss is measured on them.
+struct Offset<'a> {
+    blocks: &'a TokenBlocks,
+    first: usize,
+}
+
+impl Blocks for Offset<'_> {
+    fn len(&self) -> usize {
+        self.blocks.num_blocks().saturating_sub(self.first)
+    }
+    fn block_size(&self) -> usize {
+        self.blocks.block_size()
+    }
+    fn block(&self, i: usize) -> Vec<u32> {
+        Blocks::block(self.blocks, self.first + i)
+    }
 }
 
 /// Eval-mode loss on a split's leading blocks, within the trial's `eval_tokens` cap.

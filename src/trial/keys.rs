@@ -63,6 +63,7 @@ pub fn key_rule(key: &str) -> Option<KeyRule> {
         "seed" => (NonNegInt, "42"),
         "dropout" => (Dropout, "0.1"),
         "max_train_tokens" => (PosInt, "200000"),
+        "skip_train_tokens" => (NonNegInt, "500000"),
         "max_steps" => (PosInt, "1000"),
         "eval_every" => (PosInt, "100"),
         "eval_tokens" => (PosInt, "50000"),

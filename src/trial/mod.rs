@@ -9,7 +9,8 @@ mod spec;
 
 pub use keys::{check_value, key_rule, keys, KeyKind, KeyRule};
 pub use spec::{
-    Init, ModelSpec, Precision, Preset, Start, TokenizerSpec, MAX_BPE_VOCAB, MIN_BPE_VOCAB,
+    HubModel, Init, ModelSpec, Precision, Preset, Start, TokenizerSpec, MAX_BPE_VOCAB,
+    MIN_BPE_VOCAB,
 };
 
 use crate::error::UsageError;
@@ -46,8 +47,8 @@ pub fn default_split() -> [f64; 3] {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrialConfig {
-    /// A preset (`distilgpt2`, `gpt2`, ..., `gpt2-tiny`, `gpt2-mini`) or an HF checkpoint
-    /// directory.
+    /// A preset (`distilgpt2`, `gpt2`, ..., `gpt2-tiny`, `gpt2-mini`), a Hugging Face Hub
+    /// repository (`org/name[@revision]`) or an HF checkpoint directory.
     pub model: ModelSpec,
     /// `None` means: pretrained for hub presets and checkpoint directories, scratch for the small
     /// CPU presets (see [`TrialConfig::start`]).
@@ -84,6 +85,10 @@ pub struct TrialConfig {
     /// Train on at most this many tokens per epoch (a prefix of the training blocks).
     #[serde(default)]
     pub max_train_tokens: Option<u64>,
+    /// Leave out this many tokens at the start of the training split: training reads the blocks
+    /// after them (a local pretraining skips the prefix that quick trials fine-tune on).
+    #[serde(default)]
+    pub skip_train_tokens: Option<u64>,
     /// Stop after this many optimizer steps in total.
     #[serde(default)]
     pub max_steps: Option<u64>,
@@ -117,21 +122,53 @@ impl TrialConfig {
         Ok(())
     }
 
+    /// (training blocks used per epoch, optimizer steps per epoch, total steps) given the blocks
+    /// the training split has. Incomplete accumulation groups at an epoch's end are dropped.
+    pub fn schedule(&self, available_blocks: usize) -> (usize, u64, u64) {
+        let mut blocks = available_blocks.saturating_sub(self.skipped_blocks());
+        if let Some(cap) = self.max_train_tokens {
+            blocks = blocks.min(cap as usize / self.block_size.max(1));
+        }
+        let spe = (blocks / (self.batch_size * self.grad_accum).max(1)) as u64;
+        let mut total = spe.saturating_mul(self.epochs as u64);
+        if let Some(m) = self.max_steps {
+            total = total.min(m);
+        }
+        (blocks, spe, total)
+    }
+
+    /// Training blocks left out at the start of the split (`skip_train_tokens`, in whole blocks).
+    pub fn skipped_blocks(&self) -> usize {
+        self.skip_train_tokens.unwrap_or(0) as usize / self.block_size.max(1)
+    }
+
+    /// The most optimizer steps this trial takes whatever the data's size (`None` when only the
+    /// data bounds them: neither `max_train_tokens` nor `max_steps`). With data of at least
+    /// `max_train_tokens` tokens it is the trial's step count.
+    pub fn step_bound(&self) -> Option<u64> {
+        (self.max_train_tokens.is_some() || self.max_steps.is_some())
+            .then(|| self.schedule(usize::MAX).2)
+    }
+
     /// Where this trial's weights start (the one place that reads `model` with `init`).
     pub fn start(&self) -> Result<Start, UsageError> {
-        match (&self.model, self.init) {
-            (_, Some(Init::Scratch)) => Ok(Start::Scratch),
-            (ModelSpec::Dir(d), _) => Ok(Start::Checkpoint(d.clone())),
-            (ModelSpec::Preset(p), _) if p.on_hub() => Ok(Start::Hub(*p)),
-            (ModelSpec::Preset(p), Some(Init::Pretrained)) => Ok(Start::LocalPretraining(*p)),
-            (ModelSpec::Preset(_), None) => Ok(Start::Scratch),
+        if self.init == Some(Init::Scratch) {
+            return Ok(Start::Scratch);
         }
+        if let Some(hub) = self.model.hub() {
+            return Ok(Start::Hub(hub));
+        }
+        Ok(match (&self.model, self.init) {
+            (ModelSpec::Dir(d), _) => Start::Checkpoint(d.clone()),
+            (ModelSpec::Preset(p), Some(Init::Pretrained)) => Start::LocalPretraining(*p),
+            _ => Start::Scratch,
+        })
     }
 
     /// The identity hash of this config given its data manifest hash and tokenizer id (see
     /// `plan` for what an identity covers). `weights`: the content hash of the starting
-    /// checkpoint when `model` is a directory (a local checkpoint can be rewritten in place; hub
-    /// presets are immutable and identified by name).
+    /// checkpoint when `model` is a directory or a Hub repository (a local checkpoint can be
+    /// rewritten in place, a Hub branch moves); `None` for the small presets.
     pub fn identity_hash(
         &self,
         data_hash: &str,
@@ -141,6 +178,20 @@ impl TrialConfig {
         let mut config = serde_json::to_value(self)?;
         if let Some(data) = config.get_mut("data").and_then(Json::as_object_mut) {
             data.remove("sources");
+        }
+        // `init` naming the start the model has anyway (`scratch` for a small preset,
+        // `pretrained` for a Hub model) is the same trial as no `init`: the resolved start is
+        // what identifies it, so a profile may say `init = "scratch"` over an inherited
+        // `init = "pretrained"` and keep the trials it shares with files that never set it.
+        let default_start = TrialConfig {
+            init: None,
+            ..self.clone()
+        }
+        .start();
+        if self.init.is_some() && self.start().ok() == default_start.ok() {
+            if let Some(obj) = config.as_object_mut() {
+                obj.remove("init");
+            }
         }
         if weights.is_some() {
             // The weights identify a checkpoint directory; its (absolute) path must not, or moving
@@ -165,4 +216,37 @@ pub fn default_seed() -> u64 {
 }
 pub fn default_dropout() -> f64 {
     0.1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(model: &str, init: Option<&str>) -> TrialConfig {
+        let mut v = json!({
+            "model": model, "data": {"sources": ["a.tsv"]}, "block_size": 128,
+            "batch_size": 8, "grad_accum": 1, "learning_rate": 1e-3, "weight_decay": 0.0,
+            "epochs": 5,
+        });
+        if let Some(i) = init {
+            v["init"] = json!(i);
+        }
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn init_naming_the_models_own_start_keeps_the_identity() {
+        let hash = |c: &TrialConfig| c.identity_hash("d", "t", None).unwrap();
+        let plain = hash(&config("gpt2-tiny", None));
+        // A small preset starts from scratch anyway.
+        assert_eq!(hash(&config("gpt2-tiny", Some("scratch"))), plain);
+        assert_ne!(hash(&config("gpt2-tiny", Some("pretrained"))), plain);
+        // A Hub model starts pretrained anyway; from scratch it is another trial.
+        let hub = hash(&config("distilgpt2", None));
+        assert_eq!(hash(&config("distilgpt2", Some("pretrained"))), hub);
+        assert_ne!(hash(&config("distilgpt2", Some("scratch"))), hub);
+        // A checkpoint directory starts from its weights; from scratch it is another trial.
+        let dir = hash(&config("/ckpt/m", None));
+        assert_ne!(hash(&config("/ckpt/m", Some("scratch"))), dir);
+    }
 }

@@ -29,15 +29,47 @@ impl Project {
     pub fn cmd(&self) -> Command {
         Command::from_std(self.std_cmd())
     }
+    /// ... nor the caller's Hugging Face settings: an empty cache of the project's own
+    /// (`hf-cache/`), no token, and a Hub endpoint where nothing listens, so that no test ever
+    /// reaches the real Hub (tests that need one start `hub::TestHub` and set `HF_ENDPOINT`).
     pub fn std_cmd(&self) -> std::process::Command {
-        let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("sweep"));
-        c.current_dir(self.path())
-            .env_remove("SWEEP_DB")
-            .env_remove("SWEEP_CACHE")
-            .env_remove("SWEEP_ARTIFACTS")
-            .env("RAYON_NUM_THREADS", "1");
-        c
+        sweep_cmd(self.path())
     }
+    /// The project's Hugging Face cache (`HF_HUB_CACHE` of its commands).
+    pub fn hf_cache(&self) -> PathBuf {
+        self.path().join("hf-cache")
+    }
+}
+
+/// [`Project::std_cmd`] for the project at `root`.
+pub fn sweep_cmd(root: &Path) -> std::process::Command {
+    let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("sweep"));
+    c.current_dir(root)
+        .env_remove("SWEEP_DB")
+        .env_remove("SWEEP_CACHE")
+        .env_remove("SWEEP_ARTIFACTS")
+        .env("RAYON_NUM_THREADS", "1");
+    for var in [
+        "HF_TOKEN",
+        "HUGGING_FACE_HUB_TOKEN",
+        "HF_TOKEN_PATH",
+        "HF_HUB_OFFLINE",
+        "TRANSFORMERS_OFFLINE",
+        "HUGGINGFACE_HUB_CACHE",
+        "XDG_CACHE_HOME",
+        "ALL_PROXY",
+        "all_proxy",
+        "HTTPS_PROXY",
+        "https_proxy",
+        "HTTP_PROXY",
+        "http_proxy",
+    ] {
+        c.env_remove(var);
+    }
+    c.env("HF_HOME", root.join("hf-home"))
+        .env("HF_HUB_CACHE", root.join("hf-cache"))
+        .env("HF_ENDPOINT", "http://127.0.0.1:9");
+    c
 }
 
 /// The complete checkpoints (those with their manifest) of a trial directory: name and step,

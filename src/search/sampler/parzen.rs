@@ -1,5 +1,6 @@
 //! Multivariate TPE as Optuna 5's default `TPESampler` does it: the finished trials split into the
-//! best `min(ceil(n / 10), 25)` ("below") and the rest plus running trials ("above"); each side is
+//! best `min(ceil(n / 10), 25)` ("below") and the rest plus running trials ("above"), completed
+//! trials ranked first, then pruned ones (Optuna's `_split_trials`, see [`split`]); each side is
 //! a mixture of product kernels (one truncated normal per numeric parameter in its TPE
 //! coordinates, one smoothed categorical per choice) plus a prior kernel over the whole space; 24
 //! candidates drawn from the "below" mixture, the one with the largest `ln l(x) - ln g(x)` wins.
@@ -39,27 +40,37 @@ fn n_below(n: usize) -> usize {
     n.div_ceil(10).min(25)
 }
 
-/// The points of the good and of the other trials, each in trial order. Running, pruned and
-/// diverged trials are always "above" (constant liar); trials whose point does not fit the space
-/// (a space changed since) are left out.
+/// The points of the good and of the other trials, each in trial order, as Optuna 5's
+/// `_split_trials` draws the line: of the `n_below` good places, completed trials take as many as
+/// they can (best value first); pruned trials fill the rest, the one that got furthest (latest
+/// last evaluation) first and, at the same step, the lower value (a NaN last). Running trials are
+/// always "above" (constant liar), and so are diverged ones; trials whose point does not fit the
+/// space (a space changed since) are left out.
 fn split<'a>(space: &[Dist], history: &'a [Observed]) -> (Vec<&'a [f64]>, Vec<&'a [f64]>) {
     let fits = |o: &Observed| o.point.len() == space.len() && o.point.iter().all(|x| x.is_finite());
     let finished = history
         .iter()
         .filter(|o| o.outcome != Outcome::Running)
         .count();
-    let mut valued: Vec<(f64, usize)> = history
-        .iter()
-        .enumerate()
-        .filter_map(|(i, o)| match o.outcome {
-            Outcome::Value(v) if v.is_finite() && fits(o) => Some((v, i)),
-            _ => None,
-        })
-        .collect();
-    valued.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    let mut completed: Vec<(f64, usize)> = Vec::new();
+    let mut pruned: Vec<(u64, f64, usize)> = Vec::new();
+    for (i, o) in history.iter().enumerate().filter(|(_, o)| fits(o)) {
+        match o.outcome {
+            Outcome::Value(v) if v.is_finite() => completed.push((v, i)),
+            Outcome::Pruned { step, value } => {
+                pruned.push((step, if value.is_nan() { f64::INFINITY } else { value }, i))
+            }
+            _ => {}
+        }
+    }
+    completed.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    pruned.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.total_cmp(&b.1)).then(a.2.cmp(&b.2)));
+    let n = n_below(finished);
+    let from_pruned = n.saturating_sub(completed.len());
     let mut is_below = vec![false; history.len()];
-    for (_, i) in valued.iter().take(n_below(finished)) {
-        is_below[*i] = true;
+    let good = completed.iter().take(n).map(|c| c.1);
+    for i in good.chain(pruned.iter().take(from_pruned).map(|p| p.2)) {
+        is_below[i] = true;
     }
     let (mut below, mut above) = (Vec::new(), Vec::new());
     for (i, o) in history.iter().enumerate().filter(|(_, o)| fits(o)) {
@@ -429,5 +440,52 @@ mod tests {
         let (below, above) = split(&space, &h);
         assert_eq!(below, vec![&[0.2][..]]);
         assert_eq!(above, vec![&[0.1][..], &[0.3][..], &[0.4][..]]);
+    }
+
+    #[test]
+    fn pruned_trials_fill_the_good_places_that_completed_ones_leave_as_optuna_does() {
+        let o = |x: f64, outcome| Observed {
+            point: vec![x],
+            outcome,
+        };
+        let pruned = |step, value| Outcome::Pruned { step, value };
+        let space = [Dist::Uniform {
+            low: 0.0,
+            high: 1.0,
+        }];
+        // 22 finished trials: ceil(22 / 10) = 3 good places. One completed trial takes the first;
+        // the two pruned trials that got furthest (step 60) take the others, the lower value
+        // first; a lower value at an earlier step does not count; NaN ranks last at its step.
+        let mut h = vec![
+            o(0.01, pruned(20, 0.5)),
+            o(0.02, pruned(60, 4.0)),
+            o(0.03, Outcome::Value(9.0)),
+            o(0.04, pruned(60, f64::NAN)),
+            o(0.05, pruned(60, 3.0)),
+            o(0.06, Outcome::Running),
+            o(0.07, pruned(60, 3.5)),
+            o(0.08, Outcome::Bad),
+        ];
+        h.extend((0..15).map(|i| o(0.5 + i as f64 * 0.01, pruned(20, 1.0 + i as f64))));
+        let (below, above) = split(&space, &h);
+        assert_eq!(below, vec![&[0.03][..], &[0.05][..], &[0.07][..]]);
+        assert_eq!(above.len(), h.len() - 3);
+        assert!(above.contains(&&[0.06][..]) && above.contains(&&[0.08][..]));
+        // With three completed trials they take every good place: no pruned trial is good.
+        h[1].outcome = Outcome::Value(8.0);
+        h[3].outcome = Outcome::Value(10.0);
+        let (below, _) = split(&space, &h);
+        assert_eq!(below, vec![&[0.02][..], &[0.03][..], &[0.04][..]]);
+        // Only pruned trials: the furthest ones are the good ones (here step 60, values 3.0, 3.5,
+        // 4.0), not those with the lowest value at an earlier step (0.5 at step 20).
+        let only: Vec<Observed> = h
+            .iter()
+            .map(|x| match x.outcome {
+                Outcome::Value(_) => o(x.point[0], pruned(60, 4.0)),
+                _ => x.clone(),
+            })
+            .collect();
+        let (below, _) = split(&space, &only);
+        assert_eq!(below, vec![&[0.02][..], &[0.05][..], &[0.07][..]]);
     }
 }

@@ -70,6 +70,9 @@ enum Command {
     /// Search samplers' regret on test functions and cost per suggestion (issue 16).
     #[command(hide = true, name = "bench-sampler")]
     BenchSampler(crate::bench::sampler::BenchSamplerArgs),
+    /// Checkpoint write, hash and verify times at a model's size (issue 23).
+    #[command(hide = true, name = "bench-checkpoint")]
+    BenchCheckpoint(crate::bench::checkpoint::BenchCheckpointArgs),
     /// Searches replayed against recorded learning curves: samplers x pruners (issue 25).
     #[command(hide = true, name = "bench-replay")]
     BenchReplay(crate::bench::replay::BenchReplayArgs),
@@ -106,6 +109,7 @@ pub fn main() -> ExitCode {
         Command::BenchReport(args) => crate::bench::report::run_bench(args),
         Command::BenchServe(args) => crate::bench::serve::run(args),
         Command::BenchSampler(args) => crate::bench::sampler::run(args),
+        Command::BenchCheckpoint(args) => crate::bench::checkpoint::run(args),
         Command::BenchReplay(args) => crate::bench::replay::run(args),
         Command::Generate(args) => crate::generate::cli::run(args),
         Command::BenchGenerate(args) => crate::generate::bench::run(args),

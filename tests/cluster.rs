@@ -326,11 +326,7 @@ fn scancel_of_one_task_then_requeue_resumes_from_its_checkpoint() {
                     .last_metric(t.id, "train")
                     .unwrap()
                     .is_some_and(|m| m.step >= 60)
-                && shared
-                    .join("trials")
-                    .join(t.short_hash())
-                    .join("checkpoint/state.json")
-                    .exists()
+                && common::checkpoint_step(&shared.join("trials").join(t.short_hash())).is_some()
         },
         || logs_under(&shared),
     );
@@ -674,10 +670,7 @@ fn a_killed_worker_is_detected_and_another_worker_resumes_its_trial() {
     };
     let a = worker(true);
     let ckpt = |t: &TrialRecord| {
-        p.path()
-            .join("results/trials")
-            .join(t.short_hash())
-            .join("checkpoint/state.json")
+        common::checkpoint_step(&p.path().join("results/trials").join(t.short_hash())).is_some()
     };
     wait_for(
         "worker a's trial to train past step 60 with a checkpoint",
@@ -689,7 +682,7 @@ fn a_killed_worker_is_detected_and_another_worker_resumes_its_trial() {
                     .last_metric(t.id, "train")
                     .unwrap()
                     .is_some_and(|m| m.step >= 60)
-                && ckpt(&t).exists()
+                && ckpt(&t)
         },
         String::new,
     );
@@ -1001,20 +994,10 @@ fn stale_heartbeat_of_another_host(db: &str) {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let ckpt = p
-        .path()
-        .join("results/trials")
-        .join(trials[0].short_hash())
-        .join("checkpoint/state.json");
+    let trial_dir = p.path().join("results/trials").join(trials[0].short_hash());
     // The checkpoint's own step, not only its existence: on a loaded machine a save can lag
     // the metric rows by many steps.
-    let ckpt_step = || {
-        std::fs::read(&ckpt)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-            .and_then(|v| v["step"].as_u64())
-            .unwrap_or(0)
-    };
+    let ckpt_step = || common::checkpoint_step(&trial_dir).unwrap_or(0);
     wait_for(
         "trial a to train past step 60 with a checkpoint past step 50",
         Duration::from_secs(600),

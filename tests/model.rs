@@ -422,7 +422,7 @@ fn training_learns_and_resume_reproduces_the_uninterrupted_run() {
     assert!(a.valid_loss_fixed.is_some());
     assert!(a_ctx.work_dir.join("model/model.safetensors").is_file());
     assert!(a_ctx.work_dir.join("model/tokenizer.json").is_file());
-    assert!(!a_ctx.work_dir.join("checkpoint").exists());
+    assert!(!a_ctx.work_dir.join("checkpoints").exists());
 
     // Interrupted mid-epoch (spe = 6: step 3 is inside epoch 0), then resumed.
     let b_ctx = ctx("b");
@@ -433,7 +433,11 @@ fn training_learns_and_resume_reproduces_the_uninterrupted_run() {
     };
     let end = run_trial(&cfg, &b_ctx, &mut b_sink).unwrap();
     assert_eq!(end, TrialEnd::Interrupted);
-    assert!(b_ctx.work_dir.join("checkpoint/state.json").is_file());
+    let manifests = std::fs::read_dir(b_ctx.work_dir.join("checkpoints"))
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().join("manifest.json").is_file())
+        .count();
+    assert_eq!(manifests, 1, "one complete checkpoint after the cancel");
     let resumed_ctx = RunContext {
         cancel: Arc::new(AtomicBool::new(false)),
         ..b_ctx.clone()

@@ -545,7 +545,7 @@ fn pruning_decisions_are_reproducible_and_recorded() {
                         .unwrap_or(format!("trials/{}", t.short_hash())),
                 );
                 assert!(
-                    dir.join("checkpoint").is_dir(),
+                    common::checkpoint_step(&dir).is_some(),
                     "checkpoint kept in {}",
                     dir.display()
                 );

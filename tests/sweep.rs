@@ -427,10 +427,7 @@ fn sigkill_mid_trial_then_rerun_resumes_without_losing_or_duplicating_rows() {
     wait_for("the ledger", Duration::from_secs(60), || p.db().exists());
     let s = p.store();
     let ckpt_of = |hash: &str| {
-        p.path()
-            .join("results/trials")
-            .join(&hash[..12])
-            .join("checkpoint/state.json")
+        common::checkpoint_step(&p.path().join("results/trials").join(&hash[..12])).is_some()
     };
     let mut second = None;
     wait_for("trial 2 to checkpoint", Duration::from_secs(120), || {
@@ -446,7 +443,7 @@ fn sigkill_mid_trial_then_rerun_resumes_without_losing_or_duplicating_rows() {
             .last_metric(t.id, "train")
             .unwrap()
             .is_some_and(|m| m.step >= 60);
-        if far && ckpt_of(&t.hash).exists() {
+        if far && ckpt_of(&t.hash) {
             second = Some(t.clone());
             true
         } else {

@@ -293,12 +293,8 @@ seed = [2]
                 .last_metric(t.id, "train")
                 .unwrap()
                 .is_some_and(|m| m.step >= 60);
-            let ckpt = p
-                .path()
-                .join("results/trials")
-                .join(&t.hash[..12])
-                .join("checkpoint/state.json");
-            if far && ckpt.exists() {
+            let dir = p.path().join("results/trials").join(&t.hash[..12]);
+            if far && common::checkpoint_step(&dir).is_some() {
                 trial = Some(t);
                 true
             } else {

@@ -2,6 +2,7 @@
 //! layer through its public API and prints numbers for bench/RESULTS.md.
 
 pub mod ask;
+pub mod checkpoint;
 pub mod functions;
 pub mod ledger;
 pub mod replay;

@@ -1,6 +1,7 @@
 //! Weights on disk: HF GPT-2 checkpoints in and out (`config.json` + `model.safetensors`, HF key
 //! names, Conv1D `[in, out]`), Hugging Face Hub models through the HF cache (`hub/`: fetched on
-//! first use), and atomic training checkpoints.
+//! first use), and training checkpoints verified by their manifests (`training.rs`), written as
+//! hashed, synced files (`files.rs`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
@@ -10,11 +11,18 @@ use anyhow::{anyhow, bail, Context, Result};
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::tensor::backend::Backend;
 use burn::tensor::{bf16, f16, Tensor, TensorData};
-use safetensors::tensor::{Dtype, TensorView};
+use safetensors::tensor::{Dtype, Metadata, TensorInfo};
 use serde::{Deserialize, Serialize};
 
+pub mod files;
 pub mod hub;
+mod training;
+pub use files::{is_no_space, Written};
 pub use hub::{dir_tokenizer, hf_cache_dir, model_dir, weights_dir};
+pub use training::{
+    load_newest, save_training, CheckpointId, Found, Newest, NoSpace, Rejected, Resumption,
+    TrainingCheckpoint, LEGACY_SUBDIR, TRAINING_SUBDIR,
+};
 
 use crate::error::UsageError;
 use crate::model::{Gpt, GptConfig};
@@ -145,12 +153,20 @@ pub fn assign_tensors<B: Backend, M: Module<B>>(
 /// Reads every tensor of a safetensors file as f32 (F32, F16 and BF16 are accepted).
 pub fn read_safetensors(path: &Path) -> Result<(Vec<NamedTensor>, HashMap<String, String>)> {
     let bytes = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let st = match safetensors::SafeTensors::deserialize(&bytes) {
+    parse_safetensors(&bytes, path)
+}
+
+/// The tensors (as f32) and metadata of a safetensors file's bytes; `path` names it in errors.
+fn parse_safetensors(
+    bytes: &[u8],
+    path: &Path,
+) -> Result<(Vec<NamedTensor>, HashMap<String, String>)> {
+    let st = match safetensors::SafeTensors::deserialize(bytes) {
         Ok(st) => st,
-        Err(_) if is_empty_0_7(&bytes) => return Ok((Vec::new(), HashMap::new())),
+        Err(_) if is_empty_0_7(bytes) => return Ok((Vec::new(), HashMap::new())),
         Err(e) => bail!("{} is not a valid safetensors file: {e}", path.display()),
     };
-    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
+    let (_, meta) = safetensors::SafeTensors::read_metadata(bytes)
         .map_err(|e| anyhow!("{}: {e}", path.display()))?;
     let metadata = meta.metadata().clone().unwrap_or_default();
     let mut out = Vec::new();
@@ -194,32 +210,59 @@ fn is_empty_0_7(bytes: &[u8]) -> bool {
         && header.trim_ascii_end() == br#"{},"__metadata__":{}}"#
 }
 
-/// Writes f32 tensors to a safetensors file (plain write; callers stage it in a temp dir).
+/// Writes f32 tensors to a new safetensors file, synced; its size and SHA-256.
+///
+/// The bytes are exactly those of `safetensors::serialize_to_file` (a test compares them): the
+/// 8-byte header length, the crate's own JSON header padded with spaces to 8 bytes, then the
+/// tensors in name order. That writer only takes a path, so it is done here to hash the bytes as
+/// they go out (a checkpoint's manifest needs the hash; re-reading gigabytes would cost another
+/// pass over the disk), and without the crate's second copy of every tensor in memory.
 pub fn write_safetensors(
     path: &Path,
     tensors: &[NamedTensor],
     metadata: HashMap<String, String>,
-) -> Result<()> {
-    let bytes: Vec<Vec<u8>> = tensors
-        .iter()
-        .map(|t| t.data.iter().flat_map(|x| x.to_le_bytes()).collect())
-        .collect();
-    let views = tensors
-        .iter()
-        .zip(&bytes)
-        .map(|(t, b)| {
-            Ok((
-                t.name.clone(),
-                TensorView::new(Dtype::F32, t.shape.clone(), b)?,
-            ))
-        })
-        .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()
-        .map_err(|e| anyhow!("building safetensors views: {e}"))?;
+) -> Result<files::Written> {
+    let mut sorted: Vec<&NamedTensor> = tensors.iter().collect();
+    sorted.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut infos = Vec::with_capacity(sorted.len());
+    let mut offset = 0;
+    for t in &sorted {
+        if t.shape.iter().product::<usize>() != t.data.len() {
+            bail!(
+                "tensor `{}` has shape {:?} but {} values",
+                t.name,
+                t.shape,
+                t.data.len()
+            );
+        }
+        let end = offset + 4 * t.data.len();
+        let info = TensorInfo {
+            dtype: Dtype::F32,
+            shape: t.shape.clone(),
+            data_offsets: (offset, end),
+        };
+        infos.push((t.name.clone(), info));
+        offset = end;
+    }
     // safetensors 0.7 writes an unreadable header for no tensors and an empty metadata map (a
     // checkpoint before the first optimizer step has no moments); without the map it is fine.
     let metadata = (!metadata.is_empty()).then_some(metadata);
-    safetensors::serialize_to_file(views, metadata, path)
-        .map_err(|e| anyhow!("writing {}: {e}", path.display()))
+    let header = Metadata::new(metadata, infos)
+        .map_err(|e| anyhow!("building the safetensors header of {}: {e}", path.display()))?;
+    let mut header = serde_json::to_vec(&header)?;
+    header.resize(header.len().next_multiple_of(8), b' ');
+    let mut out = files::HashingFile::create(path)?;
+    out.write(&(header.len() as u64).to_le_bytes())?;
+    out.write(&header)?;
+    let mut buf = Vec::with_capacity(files::CHUNK);
+    for t in sorted {
+        for values in t.data.chunks(files::CHUNK / 4) {
+            buf.clear();
+            buf.extend(values.iter().flat_map(|x| x.to_le_bytes()));
+            out.write(&buf)?;
+        }
+    }
+    out.finish()
 }
 
 /// Builds a directory atomically: `fill` writes into a fresh sibling staging directory, which
@@ -330,8 +373,13 @@ fn default_true() -> bool {
 /// Reads an HF `config.json` as a [`GptConfig`], rejecting variants this model does not implement.
 pub fn read_hf_config(dir: &Path) -> Result<GptConfig> {
     let path = dir.join("config.json");
-    let text = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let hf: HfConfig = serde_json::from_str(&text)
+    let text = fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    parse_hf_config(&text, &path)
+}
+
+/// [`read_hf_config`] of the file's bytes; `path` names it in errors.
+fn parse_hf_config(text: &[u8], path: &Path) -> Result<GptConfig> {
+    let hf: HfConfig = serde_json::from_slice(text)
         .with_context(|| format!("{} is not a GPT-2 config", path.display()))?;
     let bad = |m: String| -> Result<GptConfig> {
         Err(UsageError(format!("{}: {m}", path.display())).into())
@@ -413,7 +461,7 @@ pub fn import_hf<B: Backend>(
     dropout: Option<f64>,
     device: &B::Device,
 ) -> Result<(Gpt<B>, GptConfig)> {
-    let mut cfg = read_hf_config(dir)?;
+    let cfg = read_hf_config(dir)?;
     let file = dir.join("model.safetensors");
     if !file.is_file() {
         let hint = if dir.join("pytorch_model.bin").is_file() {
@@ -425,6 +473,19 @@ pub fn import_hf<B: Backend>(
         return Err(UsageError(format!("{} is missing{hint}", file.display())).into());
     }
     let (raw, _) = read_safetensors(&file)?;
+    build_model(cfg, raw, &file, vocab_size, dropout, device)
+}
+
+/// The model of an HF checkpoint's config and tensors (read from `file`), its embedding grown
+/// to `vocab_size` and its dropout overridden as [`import_hf`] describes.
+fn build_model<B: Backend>(
+    mut cfg: GptConfig,
+    raw: Vec<NamedTensor>,
+    file: &Path,
+    vocab_size: Option<usize>,
+    dropout: Option<f64>,
+    device: &B::Device,
+) -> Result<(Gpt<B>, GptConfig)> {
     let mut tensors: Vec<NamedTensor> = raw
         .into_iter()
         .filter_map(|t| hf_to_burn(&t.name).map(|name| NamedTensor { name, ..t }))
@@ -434,7 +495,7 @@ pub fn import_hf<B: Backend>(
             return Err(UsageError(format!(
                 "the tokenizer has {target} tokens but the checkpoint {} embeds {}: they do not \
                  belong together",
-                dir.display(),
+                file.parent().unwrap_or(file).display(),
                 cfg.vocab_size
             ))
             .into());
@@ -507,75 +568,22 @@ pub fn export_hf<B: Backend>(
     })
 }
 
+/// Writes `config.json` and `model.safetensors` into `dir`, synced; their sizes and hashes by
+/// file name.
 fn write_hf_files<B: Backend>(
     model: &Gpt<B>,
     cfg: &GptConfig,
     eot_id: Option<u32>,
     dir: &Path,
-) -> Result<()> {
+) -> Result<Vec<(&'static str, files::Written)>> {
     let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
-    write_safetensors(&dir.join("model.safetensors"), &hf_tensors(model), meta)?;
-    let json = serde_json::to_string_pretty(&hf_config_json(cfg, eot_id))?;
-    fs::write(dir.join("config.json"), json + "\n")
-        .with_context(|| format!("writing {}", dir.join("config.json").display()))
-}
-
-// ---------------------------------------------------------------------------------------------
-// Training checkpoints
-
-/// A training checkpoint on disk: `model/` (HF layout), `optimizer.safetensors` (named moment
-/// tensors) and `state.json` (everything else: step, data position, RNG, running metrics).
-pub struct TrainingCheckpoint<S> {
-    pub cfg: GptConfig,
-    pub optimizer: Vec<NamedTensor>,
-    pub state: S,
-}
-
-/// Writes a training checkpoint to `dir` atomically (staging directory + rename).
-pub fn save_training<B: Backend, S: Serialize>(
-    dir: &Path,
-    model: &Gpt<B>,
-    cfg: &GptConfig,
-    optimizer: &[NamedTensor],
-    state: &S,
-) -> Result<()> {
-    write_dir_atomically(dir, |stage| {
-        let model_dir = stage.join("model");
-        fs::create_dir_all(&model_dir)?;
-        write_hf_files(model, cfg, None, &model_dir)?;
-        write_safetensors(
-            &stage.join("optimizer.safetensors"),
-            optimizer,
-            HashMap::new(),
-        )?;
-        fs::write(stage.join("state.json"), serde_json::to_vec_pretty(state)?)?;
-        Ok(())
-    })
-}
-
-/// Reads a training checkpoint written by [`save_training`]; `None` when `dir` does not exist.
-pub fn load_training<B: Backend, S: for<'de> Deserialize<'de>>(
-    dir: &Path,
-    dropout: f64,
-    device: &B::Device,
-) -> Result<Option<(Gpt<B>, TrainingCheckpoint<S>)>> {
-    if !dir.exists() {
-        return Ok(None);
-    }
-    let ctx = || format!("reading training checkpoint {}", dir.display());
-    let (model, cfg) =
-        import_hf::<B>(&dir.join("model"), None, Some(dropout), device).with_context(ctx)?;
-    let (optimizer, _) = read_safetensors(&dir.join("optimizer.safetensors")).with_context(ctx)?;
-    let state: S = serde_json::from_slice(&fs::read(dir.join("state.json")).with_context(ctx)?)
-        .with_context(ctx)?;
-    Ok(Some((
-        model,
-        TrainingCheckpoint {
-            cfg,
-            optimizer,
-            state,
-        },
-    )))
+    let weights = write_safetensors(&dir.join("model.safetensors"), &hf_tensors(model), meta)?;
+    let json = serde_json::to_string_pretty(&hf_config_json(cfg, eot_id))? + "\n";
+    let config = files::write_synced(&dir.join("config.json"), json.as_bytes())?;
+    Ok(vec![
+        ("config.json", config),
+        ("model.safetensors", weights),
+    ])
 }
 
 /// Sorted parameter names -> shapes (for messages and tests).
@@ -589,6 +597,7 @@ pub fn shapes(tensors: &[NamedTensor]) -> BTreeMap<String, Vec<usize>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use safetensors::tensor::TensorView;
 
     #[test]
     fn names_map_both_ways() {
@@ -636,6 +645,51 @@ mod tests {
             let (back, m) = read_safetensors(&path).unwrap();
             assert_eq!(back, tensors);
             assert_eq!(m, meta);
+        }
+    }
+
+    /// The hashing writer writes byte for byte what the crate's own writer does, and the size
+    /// and hash it returns are those of the file.
+    #[test]
+    fn writes_the_bytes_the_safetensors_crate_writes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = |name: &str, shape: Vec<usize>| NamedTensor {
+            name: name.into(),
+            data: (0..shape.iter().product::<usize>())
+                .map(|i| i as f32 * -0.25 + 1e-3)
+                .collect(),
+            shape,
+        };
+        // Out of name order, a zero-size tensor, one larger than a write chunk.
+        let tensors = vec![
+            t("h.1.w", vec![3, 5]),
+            t("big", vec![files::CHUNK / 4 + 3]),
+            t("a.empty", vec![0, 4]),
+            t("h.0.w", vec![7]),
+        ];
+        let pt = HashMap::from([("format".to_string(), "pt".to_string())]);
+        for (i, meta) in [HashMap::new(), pt].into_iter().enumerate() {
+            let ours = tmp.path().join(format!("ours{i}.safetensors"));
+            let written = write_safetensors(&ours, &tensors, meta.clone()).unwrap();
+            let theirs = tmp.path().join(format!("theirs{i}.safetensors"));
+            let bytes: Vec<Vec<u8>> = tensors
+                .iter()
+                .map(|t| t.data.iter().flat_map(|x| x.to_le_bytes()).collect())
+                .collect();
+            let views: Vec<(String, TensorView)> = tensors
+                .iter()
+                .zip(&bytes)
+                .map(|(t, b)| {
+                    let view = TensorView::new(Dtype::F32, t.shape.clone(), b).unwrap();
+                    (t.name.clone(), view)
+                })
+                .collect();
+            safetensors::serialize_to_file(views, (!meta.is_empty()).then_some(meta), &theirs)
+                .unwrap();
+            let (a, b) = (fs::read(&ours).unwrap(), fs::read(&theirs).unwrap());
+            assert!(a == b, "metadata case {i}: the files differ");
+            assert_eq!(written.size, a.len() as u64);
+            assert_eq!(written.sha256, crate::util::sha256_hex(&a));
         }
     }
 

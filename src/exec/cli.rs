@@ -236,8 +236,9 @@ pub fn plan(args: PlanArgs) -> Result<ExitCode> {
 
 pub fn status(args: StatusArgs) -> Result<ExitCode> {
     let sweep = args.profile.sweep_opt(args.sweep.as_deref())?;
-    let ledger = Ledger::open(&args.ledger.url())?;
-    let text = super::status::render(&*ledger.store, sweep.as_deref(), &args.artifacts.root())?;
+    // Read-only, like every reader: a missing SQLite file is an error naming it, not created.
+    let ledger = crate::store::open_read_only(&args.ledger.url())?;
+    let text = super::status::render(&*ledger, sweep.as_deref(), &args.artifacts.root())?;
     crate::util::write_stdout(&text)
 }
 

@@ -187,6 +187,10 @@ impl MetricSink for PruningSink<'_> {
         Ok(())
     }
 
+    fn resumed(&mut self, r: &crate::checkpoint::Resumption) -> Result<()> {
+        self.inner.resumed(r)
+    }
+
     fn heartbeat(&mut self) -> Result<()> {
         self.inner.heartbeat()
     }

@@ -2,15 +2,16 @@
 //! attempts, progress, valid PPL, throughput, worker heartbeat, error) and its Slurm jobs.
 
 use super::age_secs;
+use crate::checkpoint::Resumption;
 use crate::error::UsageError;
 use crate::outln;
 use crate::plan::label_text;
-use crate::store::{Store, TrialState};
+use crate::store::{Reader, SweepTrial, TrialState};
 use anyhow::Result;
 use std::path::Path;
 
 /// `sweep status [SWEEP]`: every sweep with its counts, or one sweep's trials.
-pub fn render(s: &dyn Store, sweep: Option<&str>, root: &Path) -> Result<String> {
+pub fn render(s: &dyn Reader, sweep: Option<&str>, root: &Path) -> Result<String> {
     let mut out = String::new();
     match sweep {
         None => {
@@ -97,7 +98,8 @@ pub fn render(s: &dyn Store, sweep: Option<&str>, root: &Path) -> Result<String>
                 "tok/s"
             );
             let mut missing = Vec::new();
-            for st in s.sweep_trials(sw.id)? {
+            let trials = s.sweep_trials(sw.id)?;
+            for st in &trials {
                 let t = &st.trial;
                 if t.state == TrialState::Completed && t.artifact_dir.is_some() {
                     let (dir, found) =
@@ -144,6 +146,7 @@ pub fn render(s: &dyn Store, sweep: Option<&str>, root: &Path) -> Result<String>
                     note
                 );
             }
+            out.push_str(&checkpoint_section(&trials));
             if !missing.is_empty() {
                 outln!(
                     out,
@@ -158,4 +161,40 @@ pub fn render(s: &dyn Store, sweep: Option<&str>, root: &Path) -> Result<String>
         }
     }
     Ok(out)
+}
+
+/// The trials whose last attempt found a checkpoint that failed verification: which one each
+/// resumed from (or that it restarted) and what was wrong with the others (`env.resume`, written
+/// by the trial process).
+fn checkpoint_section(trials: &[SweepTrial]) -> String {
+    let mut out = String::new();
+    for st in trials {
+        let t = &st.trial;
+        let Some(r) = t
+            .env
+            .as_ref()
+            .and_then(|e| e.get("resume"))
+            .and_then(|v| serde_json::from_value::<Resumption>(v.clone()).ok())
+            .filter(|r| !r.rejected.is_empty())
+        else {
+            continue;
+        };
+        if out.is_empty() {
+            outln!(
+                out,
+                "\ncheckpoints that failed verification (the trials went on):"
+            );
+        }
+        outln!(
+            out,
+            "  trial {} [{}]: {}",
+            t.id,
+            t.short_hash(),
+            r.summary()
+        );
+        for bad in &r.rejected {
+            outln!(out, "    {bad}");
+        }
+    }
+    out
 }

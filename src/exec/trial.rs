@@ -1,25 +1,27 @@
 //! `sweep trial run ID`: the process that runs one recorded trial, whichever executor started it.
 //!
 //! It claims its trial atomically in the ledger (a trial running elsewhere or done is left alone:
-//! exit [`EXIT_NOT_CLAIMED`], or 0 with `--skip-if-taken`), records its environment, trains
+//! exit [`EXIT_NOT_CLAIMED`], or 0 with `--skip-if-taken`), records its environment (and, once
+//! the trainer has looked, the checkpoint it resumed from and any it passed over), trains
 //! through a [`StoreSink`] (teed with a [`TbSink`]: TensorBoard event files in the trial's `tb/`)
-//! and records how the attempt ended. A stop request (SIGINT, SIGTERM,
+//! and records how the attempt ended; a full disk's error names the fix. A stop request (SIGINT, SIGTERM,
 //! SIGUSR1) checkpoints and exits 130 with the trial `interrupted`; it resumes from that
 //! checkpoint next time. A crash, OOM or panic here ends only this trial.
 
 use super::prune::PruningSink;
 use super::sink::StoreSink;
 use super::{recover_dead, worker_id, Ledger, EXIT_NOT_CLAIMED};
+use crate::checkpoint::{self, NoSpace, Resumption};
 use crate::error::UsageError;
 use crate::signals::{self, OnSecond};
 use crate::store::{Outcome, Store, TrialRecord, TrialResults, TrialState};
 use crate::tensorboard::{self, TbSink};
 use crate::train::sinks::Tee;
-use crate::train::{self, RunContext, TrialEnd};
+use crate::train::{self, MetricRow, MetricSink, RunContext, TrialEnd};
 use crate::trial::TrialConfig;
 use anyhow::{Context, Result};
 use serde_json::{json, Value as Json};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -108,7 +110,7 @@ pub fn run(args: &TrialRun) -> Result<ExitCode> {
         Ok(o) => o,
         Err(e) => (
             Outcome::Failed {
-                error: format!("{e:#}"),
+                error: failure_text(&e, &args.artifacts),
                 exit_status: Some(1),
             },
             1,
@@ -173,21 +175,6 @@ fn run_claimed(
             );
         }
     }
-    // The trainer resumes from `work_dir/checkpoint` when present; record from where.
-    let state = ctx.work_dir.join("checkpoint").join("state.json");
-    if let Some(step) = std::fs::read(&state)
-        .ok()
-        .and_then(|b| serde_json::from_slice::<Json>(&b).ok())
-        .and_then(|v| v.get("step").and_then(Json::as_u64))
-    {
-        eprintln!(
-            "trial {}: resuming from its checkpoint at step {step}",
-            t.id
-        );
-        if let Some(m) = env.as_object_mut() {
-            m.insert("resumed_from_step".into(), json!(step));
-        }
-    }
     let pruning = match super::prune::pruner_of(&**s, t.id)? {
         Some(p) => Some(p.place(cfg, &ctx.cache_root)?),
         None => None,
@@ -201,8 +188,13 @@ fn run_claimed(
     let label = vec![(tensorboard::LABEL_TAG.to_string(), tb_label(&**s, t))];
     let mut tb = TbSink::new(ctx.work_dir.join(tensorboard::TB_SUBDIR), label);
     let mut pruned = None;
+    let mut note = ResumeNote {
+        store: s,
+        id: t.id,
+        env: &mut env,
+    };
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let mut both = Tee(vec![&mut sink, &mut tb]);
+        let mut both = Tee(vec![&mut sink, &mut tb, &mut note]);
         match pruning {
             Some(p) => {
                 let mut ps = PruningSink::new(&mut both, s.clone(), t.id, p, ctx.cancel.clone());
@@ -279,6 +271,51 @@ fn run_claimed(
             None => (Outcome::Interrupted { error: None }, 130),
         },
     })
+}
+
+/// Records in the trial's environment where its run started, as soon as the trainer knows:
+/// `resume` (the checkpoint used, and each one passed over with what was wrong) and
+/// `resumed_from_step`.
+struct ResumeNote<'a> {
+    store: &'a Arc<dyn Store>,
+    id: i64,
+    env: &'a mut Json,
+}
+
+impl MetricSink for ResumeNote<'_> {
+    fn record(&mut self, _row: &MetricRow) -> Result<()> {
+        Ok(())
+    }
+
+    fn resumed(&mut self, r: &Resumption) -> Result<()> {
+        if let Some(m) = self.env.as_object_mut() {
+            m.insert("resume".into(), serde_json::to_value(r)?);
+            match &r.checkpoint {
+                Some(c) => m.insert("resumed_from_step".into(), json!(c.step)),
+                None => m.remove("resumed_from_step"),
+            };
+        }
+        self.store.set_env(self.id, self.env)
+    }
+}
+
+/// A failed attempt's error as the ledger keeps it; a full disk gets the fix, and says where a
+/// rerun starts.
+fn failure_text(e: &anyhow::Error, artifacts: &Path) -> String {
+    let text = format!("{e:#}");
+    if !checkpoint::is_no_space(e) {
+        return text;
+    }
+    let rerun = match e.downcast_ref::<NoSpace>() {
+        Some(NoSpace { kept: Some(c), .. }) => format!("the trial resumes from checkpoint {c}"),
+        Some(NoSpace { kept: None, .. }) => "the trial starts from the beginning".into(),
+        None => "the trial resumes from its newest good checkpoint".into(),
+    };
+    format!(
+        "{text}; fix: free space under --artifacts {} (`df -h {0}`), then run `sweep run` \
+         again: {rerun}",
+        artifacts.display()
+    )
 }
 
 /// The text that names a trial's TensorBoard run: each sweep it belongs to with its axis values

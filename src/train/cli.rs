@@ -31,7 +31,7 @@ pub struct TrainArgs {
     /// `cpu` or `cuda:N`.
     #[arg(long, env = "SWEEP_DEVICE", default_value = "cpu")]
     pub device: String,
-    /// Work directory: checkpoint/, model/ (the exported HF model), metrics.jsonl, final.json.
+    /// Work directory: checkpoints/, model/ (the exported HF model), metrics.jsonl, final.json.
     #[arg(long, default_value = "results/train")]
     pub out: PathBuf,
     /// Cache of prepared data, tokenizers and token files.
@@ -128,7 +128,7 @@ pub fn run_train(args: TrainArgs) -> Result<ExitCode> {
         TrialEnd::Interrupted => {
             eprintln!(
                 "interrupted: checkpoint in {}; run the same command again to resume",
-                args.out.join("checkpoint").display()
+                args.out.join(checkpoint::TRAINING_SUBDIR).display()
             );
             Ok(ExitCode::from(130))
         }

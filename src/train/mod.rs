@@ -52,6 +52,11 @@ pub trait MetricSink {
     fn start_at(&mut self, _step: u64) -> Result<()> {
         Ok(())
     }
+    /// Called once before [`MetricSink::start_at`] when the run resumed from a checkpoint or
+    /// passed over one that failed verification: where it starts and what it found.
+    fn resumed(&mut self, _resumption: &checkpoint::Resumption) -> Result<()> {
+        Ok(())
+    }
     /// Called about every 10 s while training, to show the trial is alive.
     fn heartbeat(&mut self) -> Result<()> {
         Ok(())

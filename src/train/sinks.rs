@@ -96,6 +96,9 @@ impl MetricSink for Tee<'_> {
     fn start_at(&mut self, step: u64) -> Result<()> {
         self.each(|s| s.start_at(step))
     }
+    fn resumed(&mut self, r: &crate::checkpoint::Resumption) -> Result<()> {
+        self.each(|s| s.resumed(r))
+    }
     fn heartbeat(&mut self) -> Result<()> {
         self.each(|s| s.heartbeat())
     }

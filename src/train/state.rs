@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::optim::{AdamW, AdamWConfig, LossScaler};
-use crate::checkpoint;
+use crate::checkpoint::{self, CheckpointId, Resumption};
 use crate::error::UsageError;
 use crate::fused::FusedAutodiff;
 use crate::model::{Gpt, GptConfig};
@@ -69,31 +69,50 @@ impl TrainState {
     }
 }
 
-/// Where a trial's weights and optimizer start.
+/// Where a trial's weights and optimizer start, and from which checkpoint.
 pub(super) struct Start<AB: FusedAutodiff> {
     pub model: Gpt<AB>,
     pub opt: AdamW<AB::InnerBackend>,
     pub state: TrainState,
+    pub resumption: Resumption,
 }
 
-/// Resumes from the checkpoint in `dir` if there is one (it must be of this very config), else
-/// starts from `fresh()`'s weights at step 0.
+/// Resumes from the newest good checkpoint under `work_dir` (it must be of this very config),
+/// else starts from `fresh()`'s weights at step 0. Checkpoints that fail verification are
+/// passed over and reported in the start's [`Resumption`], as is a checkpoint of the layout
+/// before manifests, which cannot be verified.
 pub(super) fn resume_or_start<AB: FusedAutodiff>(
-    dir: &Path,
+    work_dir: &Path,
     cfg: &TrialConfig,
     device: &AB::Device,
     fresh: impl FnOnce() -> Result<Gpt<AB>>,
 ) -> Result<Start<AB>> {
     let mut opt = AdamW::<AB::InnerBackend>::new(AdamWConfig::new(cfg.weight_decay));
-    let Some((model, ck)) = checkpoint::load_training::<AB, TrainState>(dir, cfg.dropout, device)?
-    else {
-        let model = fresh()?;
+    let dir = work_dir.join(checkpoint::TRAINING_SUBDIR);
+    let (found, mut rejected) =
+        checkpoint::load_newest::<AB, TrainState>(&dir, cfg.dropout, device)?;
+    let legacy = work_dir.join(checkpoint::LEGACY_SUBDIR);
+    if legacy.join("state.json").is_file() {
+        rejected.push(checkpoint::Rejected {
+            name: legacy.display().to_string(),
+            step: None,
+            problem: "written by an older sweep without a manifest, so its files cannot be \
+                      verified; not used, and deleted once a new checkpoint is complete"
+                .into(),
+        });
+    }
+    let Some(found) = found else {
         return Ok(Start {
-            model,
+            model: fresh()?,
             opt,
             state: TrainState::new(cfg),
+            resumption: Resumption {
+                checkpoint: None,
+                rejected,
+            },
         });
     };
+    let ck = found.checkpoint;
     if ck.state.config != *cfg {
         return Err(UsageError(format!(
             "{} holds a checkpoint of a different configuration; remove it or use another work \
@@ -103,24 +122,46 @@ pub(super) fn resume_or_start<AB: FusedAutodiff>(
         .into());
     }
     opt.load_named(ck.optimizer, ck.state.updates(), device)
-        .with_context(|| format!("restoring optimizer from {}", dir.display()))?;
+        .with_context(|| {
+            format!(
+                "restoring optimizer from {}",
+                dir.join(&found.id.name).display()
+            )
+        })?;
     Ok(Start {
-        model,
+        model: found.model,
         opt,
         state: ck.state,
+        resumption: Resumption {
+            checkpoint: Some(found.id),
+            rejected,
+        },
     })
 }
 
-/// Writes a training checkpoint of the weights, the optimizer and the state.
+/// Writes a training checkpoint of the weights, the optimizer and the state under `work_dir`,
+/// keeping `keep` (the newest good one before it) and deleting the rest.
 pub(super) fn save<AB: FusedAutodiff>(
-    dir: &Path,
+    work_dir: &Path,
     model: &Gpt<AB>,
     gcfg: &GptConfig,
     opt: &AdamW<AB::InnerBackend>,
     st: &TrainState,
-) -> Result<()> {
-    checkpoint::save_training(dir, model, gcfg, &opt.to_named(), st)
-        .with_context(|| format!("writing training checkpoint {}", dir.display()))
+    keep: Option<&CheckpointId>,
+) -> Result<CheckpointId> {
+    let dir = work_dir.join(checkpoint::TRAINING_SUBDIR);
+    let id = checkpoint::save_training(&dir, model, gcfg, &opt.to_named(), st, st.step, keep)
+        .with_context(|| format!("writing a training checkpoint in {}", dir.display()))?;
+    // The old layout's checkpoint is superseded by a complete one.
+    let _ = std::fs::remove_dir_all(work_dir.join(checkpoint::LEGACY_SUBDIR));
+    Ok(id)
+}
+
+/// Removes a run's checkpoints (the trial is done, or diverged and cannot resume).
+pub(super) fn remove_all(work_dir: &Path) {
+    for sub in [checkpoint::TRAINING_SUBDIR, checkpoint::LEGACY_SUBDIR] {
+        let _ = std::fs::remove_dir_all(work_dir.join(sub));
+    }
 }
 
 #[cfg(test)]

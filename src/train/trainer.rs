@@ -3,7 +3,6 @@
 //! exports the model.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
@@ -17,7 +16,7 @@ use super::eval::{self, capped_blocks, evaluate, Blocks, EvalResult};
 use super::optim::{linear_lr, AdamW, StepInfo};
 use super::state::{self, TrainState};
 use super::{FinalMetrics, MetricRow, MetricSink, RunContext, TrialEnd};
-use crate::checkpoint;
+use crate::checkpoint::{self, CheckpointId, Resumption};
 use crate::data::{self, Prepared, Split, TokenBlocks};
 use crate::fused::FusedAutodiff;
 use crate::model::{Gpt, GptConfig};
@@ -43,8 +42,7 @@ pub(super) fn run_on<AB: FusedAutodiff>(
     };
     let splits = Splits::load(cfg, ctx, &prepared, &tok)?;
     let schedule = Schedule::new(cfg, splits.train.num_blocks())?;
-    let ckpt_dir = ctx.work_dir.join("checkpoint");
-    let start = state::resume_or_start::<AB>(&ckpt_dir, cfg, &device, || {
+    let start = state::resume_or_start::<AB>(&ctx.work_dir, cfg, &device, || {
         Ok(match &plan.pretrained {
             Some(dir) => {
                 let vocab = Some(plan.cfg.vocab_size);
@@ -53,6 +51,7 @@ pub(super) fn run_on<AB: FusedAutodiff>(
             None => plan.cfg.init::<AB>(&device, cfg.seed),
         })
     })?;
+    report_resumption(&start.resumption, sink)?;
     let model = start
         .model
         .with_precision(cfg.precision.unwrap_or_default());
@@ -65,7 +64,7 @@ pub(super) fn run_on<AB: FusedAutodiff>(
         gcfg: plan.cfg,
         splits: &splits,
         schedule,
-        ckpt_dir,
+        last_good: start.resumption.checkpoint,
         opt: start.opt,
         st: start.state,
         order: EpochOrder::default(),
@@ -159,7 +158,8 @@ struct Trainer<'a, AB: FusedAutodiff> {
     gcfg: GptConfig,
     splits: &'a Splits,
     schedule: Schedule,
-    ckpt_dir: PathBuf,
+    /// The newest good checkpoint: the one resumed from, then each one saved.
+    last_good: Option<CheckpointId>,
     opt: AdamW<AB::InnerBackend>,
     st: TrainState,
     order: EpochOrder,
@@ -294,7 +294,7 @@ impl<AB: FusedAutodiff> Trainer<'_, AB> {
 
     fn diverged(&self) -> TrialEnd {
         self.bar.finish_and_clear();
-        let _ = std::fs::remove_dir_all(&self.ckpt_dir);
+        state::remove_all(&self.ctx.work_dir);
         TrialEnd::Diverged {
             step: self.st.step + 1,
         }
@@ -384,15 +384,26 @@ impl<AB: FusedAutodiff> Trainer<'_, AB> {
     /// tests/cluster.rs).
     fn checkpoint(&mut self, model: &Gpt<AB>) -> Result<()> {
         self.sink.flush()?;
-        state::save(&self.ckpt_dir, model, &self.gcfg, &self.opt, &self.st)?;
+        let keep = self.last_good.as_ref();
+        let id = state::save(
+            &self.ctx.work_dir,
+            model,
+            &self.gcfg,
+            &self.opt,
+            &self.st,
+            keep,
+        )?;
+        self.last_good = Some(id);
         self.last_ckpt = Instant::now();
         Ok(())
     }
 
     /// Stops on a cancel. Before the first optimizer step there is nothing to keep (and no
-    /// optimizer state to write): a rerun starts over exactly as this run did.
+    /// optimizer state to write): a rerun starts over exactly as this run did. A checkpoint of
+    /// this very step (an epoch's end, or the one resumed from) is not written again.
     fn interrupt(&mut self, model: &Gpt<AB>) -> Result<()> {
-        if self.st.step > 0 {
+        let saved = self.last_good.as_ref().map(|c| c.step);
+        if self.st.step > 0 && saved != Some(self.st.step) {
             self.checkpoint(model)?;
         }
         self.bar.finish_and_clear();
@@ -443,7 +454,7 @@ impl<AB: FusedAutodiff> Trainer<'_, AB> {
         checkpoint::export_hf(&model.valid(), &self.gcfg, eot, &model_dir, |dir| {
             tok.save_hf(dir)
         })?;
-        let _ = std::fs::remove_dir_all(&self.ckpt_dir);
+        state::remove_all(&self.ctx.work_dir);
         Ok(TrialEnd::Completed(FinalMetrics {
             train_loss: train.loss,
             valid_loss: valid.loss,
@@ -459,6 +470,22 @@ impl<AB: FusedAutodiff> Trainer<'_, AB> {
             eval_seconds: self.st.eval_seconds,
         }))
     }
+}
+
+/// Says in the log where training starts and what was wrong with any checkpoint passed over,
+/// and tells the sink (the trial's environment records it).
+fn report_resumption(r: &Resumption, sink: &mut dyn MetricSink) -> Result<()> {
+    if !r.is_notable() {
+        return Ok(());
+    }
+    for bad in &r.rejected {
+        eprintln!("checkpoint {bad}; not used");
+    }
+    match &r.checkpoint {
+        Some(c) => eprintln!("resuming from checkpoint {c}"),
+        None => eprintln!("no usable checkpoint: the trial starts from the beginning"),
+    }
+    sink.resumed(r)
 }
 
 /// The blocks of a split from `first` on: the training blocks a trial with `skip_train_tokens`

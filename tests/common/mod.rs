@@ -72,6 +72,32 @@ pub fn sweep_cmd(root: &Path) -> std::process::Command {
     c
 }
 
+/// The complete checkpoints (those with their manifest) of a trial directory: name and step,
+/// oldest first.
+pub fn complete_checkpoints(trial_dir: &Path) -> Vec<(String, u64)> {
+    let Ok(entries) = std::fs::read_dir(trial_dir.join("checkpoints")) else {
+        return Vec::new();
+    };
+    let mut out: Vec<(String, u64)> = entries
+        .flatten()
+        .filter_map(|e| {
+            let m = std::fs::read(e.path().join("manifest.json")).ok()?;
+            let m: serde_json::Value = serde_json::from_slice(&m).ok()?;
+            Some((
+                e.file_name().to_string_lossy().into_owned(),
+                m["step"].as_u64()?,
+            ))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// The step of a trial directory's newest complete checkpoint, if it has one.
+pub fn checkpoint_step(trial_dir: &Path) -> Option<u64> {
+    complete_checkpoints(trial_dir).last().map(|c| c.1)
+}
+
 /// The PostgreSQL server of the ignored tests; running them without one is a failure, not a skip.
 pub fn pg_url() -> String {
     std::env::var("SWEEP_TEST_PG_URL").expect(

@@ -62,13 +62,18 @@ def effects(doc):
     return out
 
 
+def pct(x):
+    """A fraction as a signed percentage, with two decimals below 1%."""
+    return f"{x*100:+.2f}%" if abs(x) < 0.01 else f"{x*100:+.1f}%"
+
+
 def cell(e):
     if e is None:
         return "–"
     if e["ci95"] is None:
-        return f"{e['change']*100:+.1f}% (n = {e['n']})"
+        return f"{pct(e['change'])} (n = {e['n']})"
     lo, hi = e["ci95"]
-    return f"{e['change']*100:+.1f}% [{lo*100:+.1f}, {hi*100:+.1f}] (n = {e['n']}) {e['verdict']}"
+    return f"{pct(e['change'])} [{pct(lo)}, {pct(hi)}] (n = {e['n']}) {e['verdict']}"
 
 
 def way(e, paper):
@@ -82,7 +87,7 @@ def way(e, paper):
 
 def baseline_spread(doc):
     row = next(r for r in doc["rows"] if r["baseline"])
-    v = row["valid_ppl"]
+    v = row["valid_ppl"] or {"mean": float("nan"), "std": None, "n": 0}
     return v["mean"], v.get("std"), v["n"]
 
 

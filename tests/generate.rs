@@ -495,7 +495,9 @@ fn bad_input_is_rejected_with_clear_errors() {
     // Missing model directory; neither source; a scratch preset without weights.
     generate(&["--model", "/no/such/dir", "--title", "T"])
         .code(2)
-        .stderr(predicate::str::contains("neither a directory"));
+        .stderr(predicate::str::contains(
+            "model `/no/such/dir`: no such checkpoint directory; fix:",
+        ));
     generate(&["--title", "T"]).code(2);
     generate(&["--model", "gpt2-tiny", "--title", "T"])
         .code(2)

@@ -56,7 +56,7 @@ fn cli_report_results_query_export() {
         .assert()
         .success()
         .stdout(contains(
-            "| Model | Block Size | Train Loss | Valid Loss | Train PPL | Valid PPL |",
+            "| Model | Block Size | n | Train Loss | Valid Loss | Train PPL | Valid PPL |",
         ));
     for f in ["table", "csv", "json", "latex"] {
         sweep_cmd(&db)

@@ -54,13 +54,16 @@ fn objective(r: &SweepRecords, metric: Option<&str>) -> Result<(String, Directio
     Ok((metric, direction))
 }
 
+/// A row of a sweep: its trials' label without `seed`.
+type RowKey = serde_json::Map<String, Json>;
+
 /// The best completed trial (the first of equals, by position); with seed replicates, the first
 /// trial of the row with the best mean.
 pub fn best<'a>(r: &'a SweepRecords, metric: Option<&str>) -> Result<Best<'a>> {
     let (metric, direction) = objective(r, metric)?;
     let count = |s: TrialState| r.trials.iter().filter(|t| t.state == s).count();
     // Rows (label without seed) in position order, each with its completed values.
-    let mut rows: Vec<(serde_json::Map<String, Json>, Vec<(&SweepTrial, f64)>)> = Vec::new();
+    let mut rows: Vec<(RowKey, Vec<(&SweepTrial, f64)>)> = Vec::new();
     for t in r.trials.iter().filter(|t| t.state == TrialState::Completed) {
         let Some(v) = t.results.get(&metric).filter(|v| v.is_finite()) else {
             continue;

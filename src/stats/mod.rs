@@ -274,7 +274,8 @@ pub fn verdict(ci95: Option<[f64; 2]>, flat: f64) -> Verdict {
 /// The smallest number of seeds n >= 2 whose 95% interval half-width, `t(0.975, n-1) sd /
 /// sqrt(n)`, falls below `margin`; `None` when even `cap` seeds would not (or `margin <= 0`).
 pub fn seeds_needed(sd: f64, margin: f64, cap: usize) -> Option<usize> {
-    if !(margin > 0.0) || !sd.is_finite() {
+    // NaN margins fail `margin > 0` too.
+    if margin.is_nan() || margin <= 0.0 || !sd.is_finite() {
         return None;
     }
     (2..=cap)

@@ -468,8 +468,11 @@ mod tests {
             schedule_sizes(&cfg(Some(600), Some(1_000)), 50).unwrap(),
             (6, 3, 6)
         );
-        let err = schedule_sizes(&cfg(None, Some(5_000)), 50).unwrap_err();
-        assert!(err.to_string().contains("only 0 training blocks"), "{err}");
+        // At most half of the split is left out: a small data set still trains.
+        assert_eq!(
+            schedule_sizes(&cfg(None, Some(5_000)), 50).unwrap(),
+            (25, 12, 24)
+        );
     }
 
     #[test]

@@ -126,7 +126,7 @@ impl Schedule {
         let (blocks, steps_per_epoch, total_steps) = super::schedule_sizes(cfg, available_blocks)?;
         Ok(Self {
             blocks,
-            first_block: cfg.skipped_blocks(),
+            first_block: cfg.skipped_blocks(available_blocks),
             steps_per_epoch,
             total_steps,
             tokens_per_step: (cfg.batch_size * cfg.grad_accum * cfg.block_size) as u64,

@@ -86,7 +86,8 @@ pub struct TrialConfig {
     #[serde(default)]
     pub max_train_tokens: Option<u64>,
     /// Leave out this many tokens at the start of the training split: training reads the blocks
-    /// after them (a local pretraining skips the prefix that quick trials fine-tune on).
+    /// after them (a local pretraining skips the prefix that quick trials fine-tune on). At most
+    /// half of the split is left out, so that a small data set still trains.
     #[serde(default)]
     pub skip_train_tokens: Option<u64>,
     /// Stop after this many optimizer steps in total.
@@ -125,7 +126,7 @@ impl TrialConfig {
     /// (training blocks used per epoch, optimizer steps per epoch, total steps) given the blocks
     /// the training split has. Incomplete accumulation groups at an epoch's end are dropped.
     pub fn schedule(&self, available_blocks: usize) -> (usize, u64, u64) {
-        let mut blocks = available_blocks.saturating_sub(self.skipped_blocks());
+        let mut blocks = available_blocks - self.skipped_blocks(available_blocks);
         if let Some(cap) = self.max_train_tokens {
             blocks = blocks.min(cap as usize / self.block_size.max(1));
         }
@@ -137,9 +138,11 @@ impl TrialConfig {
         (blocks, spe, total)
     }
 
-    /// Training blocks left out at the start of the split (`skip_train_tokens`, in whole blocks).
-    pub fn skipped_blocks(&self) -> usize {
-        self.skip_train_tokens.unwrap_or(0) as usize / self.block_size.max(1)
+    /// Training blocks left out at the start of a split of `available_blocks`
+    /// (`skip_train_tokens`, in whole blocks; at most half of them).
+    pub fn skipped_blocks(&self, available_blocks: usize) -> usize {
+        (self.skip_train_tokens.unwrap_or(0) as usize / self.block_size.max(1))
+            .min(available_blocks / 2)
     }
 
     /// The most optimizer steps this trial takes whatever the data's size (`None` when only the

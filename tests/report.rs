@@ -171,9 +171,11 @@ fn report_renders_in_headless_chromium() {
     assert!(!dom.contains("<img"), "an <img> element exists in the DOM");
     assert!(dom.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
 
-    // Four plots, each with drawn content.
+    // Six plots, each with drawn content: the four of a sweep (perplexity vs the axis, loss
+    // curves, throughput, ...) and, since the baseline has two seeds, the forest plot of the
+    // effects and the expected validation performance.
     let svgs: Vec<&str> = dom.split("<svg").skip(1).collect();
-    assert_eq!(svgs.len(), 4, "four SVG plots");
+    assert_eq!(svgs.len(), 6, "six SVG plots");
     for s in &svgs {
         let svg = s.split("</svg>").next().unwrap();
         let marks = svg.matches("<polyline").count()

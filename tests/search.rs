@@ -785,15 +785,17 @@ fn a_search_report_renders_in_headless_chromium() {
         .expect("the search section");
     for want in [
         "Optimization history",
+        "Expected validation performance",
         "Top trials",
         "Slices",
         "Parallel coordinates",
     ] {
         assert!(search.contains(want), "missing {want}");
     }
-    // History + three slices + parallel coordinates, each with drawn marks.
+    // History + expected best vs trials + three slices + parallel coordinates, each with drawn
+    // marks.
     let svgs: Vec<&str> = search.split("<svg").skip(1).collect();
-    assert_eq!(svgs.len(), 5, "five search plots");
+    assert_eq!(svgs.len(), 6, "six search plots");
     for s in &svgs {
         let marks = s.matches("<circle").count() + s.matches("<polyline").count();
         assert!(marks >= 2, "an empty plot: {}", &s[..s.len().min(300)]);

@@ -169,17 +169,25 @@ fn effects_markdown(t: &PaperTable, e: &Effects) -> String {
     )
 }
 
-/// A Markdown table of plain cells.
-fn md_table(headers: &[String], rows: &[Vec<String>]) -> String {
-    let mut s = format!(
+/// A Markdown table's header and rule; columns from `n_left` on are right-aligned.
+fn md_header(headers: &[String], n_left: usize) -> String {
+    format!(
         "| {} |\n|{}|\n",
         headers
             .iter()
             .map(|h| md_escape(h))
             .collect::<Vec<_>>()
             .join(" | "),
-        vec![" --- "; headers.len()].join("|")
-    );
+        (0..headers.len())
+            .map(|i| if i < n_left { " --- " } else { " ---: " })
+            .collect::<Vec<_>>()
+            .join("|")
+    )
+}
+
+/// A Markdown table of plain cells.
+fn md_table(headers: &[String], rows: &[Vec<String>]) -> String {
+    let mut s = md_header(headers, headers.len());
     for r in rows {
         let cs: Vec<String> = r.iter().map(|c| md_escape(c)).collect();
         s.push_str(&format!("| {} |\n", cs.join(" | ")));
@@ -321,18 +329,7 @@ pub fn format_results(
             s
         }
         ResultsFormat::Markdown => {
-            let mut s = format!(
-                "| {} |\n|{}|\n",
-                headers
-                    .iter()
-                    .map(|h| md_escape(h))
-                    .collect::<Vec<_>>()
-                    .join(" | "),
-                (0..headers.len())
-                    .map(|i| if i < n_left { " --- " } else { " ---: " })
-                    .collect::<Vec<_>>()
-                    .join("|")
-            );
+            let mut s = md_header(&headers, n_left);
             for (cells, bold) in &rows {
                 let cs: Vec<String> = cells
                     .iter()

@@ -158,7 +158,8 @@ pub fn format_text_table(headers: &[String], rows: &[Vec<String>], right: &[bool
 pub fn run_results(args: ResultsArgs) -> Result<ExitCode> {
     let name = args.profile.sweep(&args.sweep)?;
     let ledger = store::open_read_only(&args.db)?;
-    let records = store::load_sweep(ledger.as_ref(), &name)?;
+    // Final numbers only: the metric rows are the curves, which a table does not show.
+    let records = store::load_sweep_finals(ledger.as_ref(), &name)?;
     drop(ledger);
     let table = data::paper_table(&records);
     let effects = crate::report::effects::effects(&records, &table);

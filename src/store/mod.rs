@@ -51,7 +51,7 @@ pub mod sqlite;
 pub mod synth;
 pub mod url;
 
-pub use read::{load_sweep, open_read_only, ReadOnlySql, SweepRecords};
+pub use read::{load_sweep, load_sweep_finals, open_read_only, ReadOnlySql, SweepRecords};
 pub use url::{is_postgres, redact, sqlite_file, LedgerUrl};
 
 use anyhow::Result;

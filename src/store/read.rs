@@ -121,6 +121,21 @@ pub fn trial_sweeps(r: &dyn Reader, trial_id: i64) -> Result<Vec<(String, SweepT
 }
 
 /// All records of the sweep called `name` (a usage error listing the known ones if none is).
+/// [`load_sweep`] without the metric rows and samples: what tables of final numbers need
+/// (`sweep results`), which on a large sweep is most of the reading saved.
+pub fn load_sweep_finals(r: &dyn Reader, name: &str) -> Result<SweepRecords> {
+    let sweep = sweep_named(r, name)?;
+    let trials = r
+        .sweep_trials(sweep.id)
+        .with_context(|| format!("reading the trials of sweep `{name}`"))?;
+    Ok(SweepRecords {
+        sweep,
+        trials,
+        metrics: Vec::new(),
+        samples: Vec::new(),
+    })
+}
+
 pub fn load_sweep(r: &dyn Reader, name: &str) -> Result<SweepRecords> {
     let sweep = sweep_named(r, name)?;
     let trials = r

@@ -120,7 +120,6 @@ pub fn trial_sweeps(r: &dyn Reader, trial_id: i64) -> Result<Vec<(String, SweepT
     Ok(out)
 }
 
-/// All records of the sweep called `name` (a usage error listing the known ones if none is).
 /// [`load_sweep`] without the metric rows and samples: what tables of final numbers need
 /// (`sweep results`), which on a large sweep is most of the reading saved.
 pub fn load_sweep_finals(r: &dyn Reader, name: &str) -> Result<SweepRecords> {
@@ -137,20 +136,13 @@ pub fn load_sweep_finals(r: &dyn Reader, name: &str) -> Result<SweepRecords> {
 }
 
 pub fn load_sweep(r: &dyn Reader, name: &str) -> Result<SweepRecords> {
-    let sweep = sweep_named(r, name)?;
-    let trials = r
-        .sweep_trials(sweep.id)
-        .with_context(|| format!("reading the trials of sweep `{name}`"))?;
-    let metrics = r
-        .sweep_metrics(sweep.id)
+    let mut records = load_sweep_finals(r, name)?;
+    let id = records.sweep.id;
+    records.metrics = r
+        .sweep_metrics(id)
         .with_context(|| format!("reading the metrics of sweep `{name}`"))?;
-    let samples = r
-        .sweep_samples(sweep.id)
+    records.samples = r
+        .sweep_samples(id)
         .with_context(|| format!("reading the samples of sweep `{name}`"))?;
-    Ok(SweepRecords {
-        sweep,
-        trials,
-        metrics,
-        samples,
-    })
+    Ok(records)
 }

@@ -124,6 +124,7 @@ impl SqlStore<Postgres> {
             pool,
             rt,
             url: url.to_string(),
+            after_close: None,
         })
     }
 

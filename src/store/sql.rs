@@ -12,6 +12,36 @@ pub struct SqlStore<DB: Database> {
     pub(super) pool: Pool<DB>,
     pub(super) rt: tokio::runtime::Runtime,
     pub(super) url: String,
+    /// Runs on the store's runtime once every pooled connection is closed (see `Drop`).
+    pub(super) after_close: Option<AfterClose>,
+}
+
+/// A backend's last step when a store is dropped.
+pub(super) type AfterClose = Box<dyn FnOnce(&tokio::runtime::Runtime) + Send + Sync>;
+
+/// Closes every connection before the runtime goes, then runs the backend's `after_close`. The
+/// pool closes its idle connections one by one but a connection still on its way back closes on
+/// its own task, at the same moment; SQLite folds the WAL back and deletes `-wal`/`-shm` only on
+/// the close that finds no other connection, which two closing at once can both miss (SQLite's
+/// `after_close` repairs that).
+impl<DB: Database> Drop for SqlStore<DB> {
+    fn drop(&mut self) {
+        let after = self.after_close.take();
+        let close = || {
+            self.rt.block_on(self.pool.close());
+            if let Some(f) = after {
+                f(&self.rt);
+            }
+        };
+        if tokio::runtime::Handle::try_current().is_ok() {
+            // `block_on` may not run on a runtime's thread (a dashboard handler dropping a store).
+            std::thread::scope(|s| {
+                s.spawn(close);
+            });
+        } else {
+            close();
+        }
+    }
 }
 
 /// What differs between the backends.

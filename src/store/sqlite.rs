@@ -39,7 +39,7 @@ impl SqlStore<Sqlite> {
                 SqlitePoolOptions::new()
                     .max_connections(4)
                     .acquire_timeout(Duration::from_secs(120))
-                    .connect_with(opts),
+                    .connect_with(opts.clone()),
             )
             .with_context(|| format!("opening the ledger {path}"))?;
         // Two processes may create a fresh ledger at once; the loser retries once the winner is done.
@@ -59,6 +59,7 @@ impl SqlStore<Sqlite> {
             pool,
             rt,
             url: url.to_string(),
+            after_close: Some(tidy_wal(path, opts)),
         })
     }
 
@@ -80,8 +81,26 @@ impl SqlStore<Sqlite> {
             pool,
             rt,
             url: url.to_string(),
+            after_close: None,
         })
     }
+}
+
+/// The `after_close` of a writable ledger: when the pool's connections closed together and left
+/// `-wal` behind, one more connection, alone, closes last and folds it back (it stays when another
+/// process still has the ledger open, as it should). Users find one file, and tests can copy it.
+fn tidy_wal(path: &str, opts: SqliteConnectOptions) -> super::sql::AfterClose {
+    let wal = std::path::PathBuf::from(format!("{path}-wal"));
+    Box::new(move |rt| {
+        if wal.exists() {
+            use sqlx::{ConnectOptions, Connection};
+            rt.block_on(async {
+                if let Ok(c) = opts.connect().await {
+                    let _ = c.close().await;
+                }
+            });
+        }
+    })
 }
 
 /// The SQLite file behind `url` (a usage error for PostgreSQL or in-memory URLs).
@@ -202,5 +221,37 @@ mod tests {
         open(&url).unwrap();
         assert!(open_existing(&url).unwrap().is_some());
         assert!(open_existing(path.to_str().unwrap()).unwrap().is_some());
+    }
+
+    /// Four threads reading at once open several connections; the last read's connection is
+    /// still on its way back to the pool when the store is dropped, so it closes at the same
+    /// moment as the idle ones: the ledger is still one file.
+    #[test]
+    fn dropping_a_busy_store_leaves_only_the_ledger_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l.db");
+        for round in 0..200 {
+            let s = Arc::new(SqliteStore::open(path.to_str().unwrap()).unwrap());
+            std::thread::scope(|sc| {
+                for _ in 0..4 {
+                    let s = &s;
+                    sc.spawn(move || {
+                        for _ in 0..50 {
+                            s.sweeps().unwrap();
+                        }
+                    });
+                }
+            });
+            s.sweeps().unwrap();
+            drop(s);
+            for ext in ["wal", "shm"] {
+                let side = dir.path().join(format!("l.db-{ext}"));
+                assert!(
+                    !side.exists(),
+                    "round {round}: {} left behind",
+                    side.display()
+                );
+            }
+        }
     }
 }

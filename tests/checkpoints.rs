@@ -44,14 +44,20 @@ fn ledger(p: &Project) -> Arc<dyn Store> {
     Arc::from(store::open(db.to_str().unwrap()).unwrap())
 }
 
-/// Closes the test's ledger connection and waits until SQLite has folded its WAL back into the
-/// file (the pool closes its connections on their own threads): only then is `results/` one
-/// consistent thing to copy or replace.
+/// Drops the test's ledger and waits until this process has no file of it open (the pool closes
+/// a straggling connection on its own thread): only then is `results/` one consistent thing to
+/// copy or replace. Not until `-wal` is gone: connections closing at the same moment can all
+/// leave it, for good, which is harmless (the next opener reads it) but once made CI wait 60 s.
 fn close(s: Arc<dyn Store>, p: &Project) {
     drop(s);
-    let side = |ext: &str| p.path().join(format!("results/sweep.db-{ext}"));
+    let ledger = p.path().join("results/sweep.db");
+    let ledger = ledger.to_string_lossy().into_owned();
     wait_for("the ledger to close", Duration::from_secs(60), || {
-        !side("wal").exists() && !side("shm").exists()
+        std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| std::fs::read_link(e.path()).ok())
+            .all(|t| !t.to_string_lossy().starts_with(&ledger))
     });
 }
 

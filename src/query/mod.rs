@@ -177,7 +177,7 @@ pub fn run_results(args: ResultsArgs) -> Result<ExitCode> {
 pub fn run_best(args: BestArgs) -> Result<ExitCode> {
     let name = args.profile.sweep(&args.sweep)?;
     let ledger = store::open_read_only(&args.db)?;
-    let records = store::load_sweep(ledger.as_ref(), &name)?;
+    let records = store::load_sweep_finals(ledger.as_ref(), &name)?;
     drop(ledger);
     let b = best::best(&records, args.metric.as_deref())?;
     let file = match crate::config::sweep_file_arg(&args.sweep) {

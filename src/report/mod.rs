@@ -123,7 +123,7 @@ pub fn write_atomic(out: &Path, contents: &[u8]) -> Result<()> {
 /// [`crate::artifacts`]); the report shows where they resolve.
 pub fn write_sweep_report(db_url: &str, sweep: &str, out: &Path, artifacts: &Path) -> Result<()> {
     let ledger = store::open_read_only(db_url)?;
-    let mut records = store::load_sweep(ledger.as_ref(), sweep)?;
+    let mut records = store::load_sweep_curves(ledger.as_ref(), sweep, plots::CURVE_BUDGET)?;
     drop(ledger);
     resolve_artifacts(&mut records, artifacts);
     let html = html::render_report(&records, &now_rfc3339());
@@ -156,7 +156,7 @@ pub fn write_all_reports(db_url: &str, dir: &Path, artifacts: &Path) -> Result<V
         let name = sweep.name;
         let file = format!("{}.html", file_stem(&name));
         let path = dir.join(&file);
-        let mut records = store::load_sweep(ledger.as_ref(), &name)?;
+        let mut records = store::load_sweep_curves(ledger.as_ref(), &name, plots::CURVE_BUDGET)?;
         resolve_artifacts(&mut records, artifacts);
         let html = html::render_report(&records, &now_rfc3339());
         write_atomic(&path, html.as_bytes())?;

@@ -159,6 +159,14 @@ pub struct Curve {
 /// Curves are thinned to this many points: more cannot be seen at plot resolution.
 pub const MAX_CURVE_POINTS: usize = 400;
 
+/// The metric rows a report reads ([`crate::store::load_sweep_curves`]): no series beyond what a
+/// curve keeps, and no split beyond 20,000 rows, as many as one chart can show legibly (a chart
+/// of 1,000 rows x 5 seeds gets 20 points per curve, one of 100 trials 200).
+pub const CURVE_BUDGET: crate::store::CurveBudget = crate::store::CurveBudget {
+    per_series: MAX_CURVE_POINTS,
+    per_split: 20_000,
+};
+
 /// Evenly thins a step-ordered series to at most `max` points, keeping the first and last.
 pub fn thin(points: &[(f64, f64)], max: usize) -> Vec<(f64, f64)> {
     thin_indices(points.len(), max)

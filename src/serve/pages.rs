@@ -12,7 +12,7 @@ use super::live::{self, Snapshot};
 use super::{files, path_segment, AppError, AppState};
 use crate::report::html as rh;
 use crate::report::markup::{curves_figure, footer, kv_table, num, opt, page};
-use crate::report::plots::{thin, Curve, MAX_CURVE_POINTS};
+use crate::report::plots::{thin, Curve, CURVE_BUDGET, MAX_CURVE_POINTS};
 use crate::report::summary;
 use crate::store::{self, MetricRecord, SweepRecords, SweepTrial, TrialRecord, TrialState};
 
@@ -136,7 +136,7 @@ fn trial_links(records: &SweepRecords) -> Markup {
 }
 
 fn sweep_page(state: &AppState, name: &str) -> Result<String, AppError> {
-    let mut records = store::load_sweep(state.reader.as_ref(), name)?;
+    let mut records = store::load_sweep_curves(state.reader.as_ref(), name, CURVE_BUDGET)?;
     crate::report::resolve_artifacts(&mut records, &state.artifacts_given);
     let snap = live::snapshot(state.reader.as_ref(), name)?;
     let title = format!("{} — live", rh::sweep_title(&records));

@@ -14,7 +14,7 @@ type Check = fn(Make) -> Result<()>;
 
 /// Run every check; the first failure is returned with the check's name.
 pub fn run_all(make: Make) -> Result<()> {
-    let checks: [(&str, Check); 13] = [
+    let checks: [(&str, Check); 14] = [
         ("record_sweep", record_sweep),
         ("shared_trials", shared_trials),
         ("claim_is_exclusive", claim_is_exclusive),
@@ -24,6 +24,7 @@ pub fn run_all(make: Make) -> Result<()> {
         ("reset", reset),
         ("samples", samples),
         ("sweep_reads", sweep_reads),
+        ("sweep_curves", sweep_curves),
         ("read_only", read_only),
         ("append_is_a_compare_and_set", append_is_a_compare_and_set),
         (
@@ -408,6 +409,70 @@ fn sweep_reads(make: Make) -> Result<()> {
     want.sort_by_key(|w| w.0);
     ensure!(texts == want, "sweep samples by trial, then id: {texts:?}");
     ensure!(s.sweep_metrics(b.sweep_id)?.len() == 1 && s.sweep_samples(b.sweep_id)?.len() == 1);
+    Ok(())
+}
+
+/// Two full series of 10 train steps, one pruned after 4, two valid rows each, and a trial of
+/// another sweep; thinned by the series budget, by the split budget, and not at all.
+fn sweep_curves(make: Make) -> Result<()> {
+    let s = make()?;
+    let a = s.record_sweep(
+        &sweep("a"),
+        &[
+            trial("c1", json!({}), true),
+            trial("c2", json!({}), false),
+            trial("c3", json!({}), false),
+        ],
+    )?;
+    let other = s.record_sweep(&sweep("b"), &[trial("d1", json!({}), false)])?;
+    let series = |steps: std::ops::RangeInclusive<i64>| -> Vec<NewMetric> {
+        let mut v: Vec<NewMetric> = steps.map(|st| metric(st * 10, "train", 1.0)).collect();
+        v.extend([metric(50, "valid", 2.0), metric(100, "valid", 1.5)]);
+        v
+    };
+    let [c1, c2, c3] = [a.trial_ids[0], a.trial_ids[1], a.trial_ids[2]];
+    s.insert_metrics(c1, &series(1..=10))?;
+    s.insert_metrics(c3, &series(1..=10))?;
+    s.insert_metrics(c2, &series(1..=4))?;
+    s.insert_metrics(other.trial_ids[0], &series(1..=10))?;
+    let got = |per_series: usize, per_split: usize| -> Result<Vec<(i64, String, i64)>> {
+        let b = CurveBudget {
+            per_series,
+            per_split,
+        };
+        Ok(s.sweep_curves(a.sweep_id, b)?
+            .into_iter()
+            .map(|m| (m.trial_id, m.split, m.step))
+            .collect())
+    };
+    let rows = |t: i64, split: &str, steps: &[i64]| -> Vec<(i64, String, i64)> {
+        steps.iter().map(|&st| (t, split.to_string(), st)).collect()
+    };
+    let want = |train_full: &[i64], train_pruned: &[i64]| {
+        let mut w = Vec::new();
+        for (t, train) in [(c1, train_full), (c2, train_pruned), (c3, train_full)] {
+            w.extend(rows(t, "train", train));
+            w.extend(rows(t, "valid", &[50, 100]));
+        }
+        w.sort();
+        w
+    };
+    // Whole: both budgets hold every row, in sweep_metrics' order.
+    let all: Vec<(i64, String, i64)> = s
+        .sweep_metrics(a.sweep_id)?
+        .into_iter()
+        .map(|m| (m.trial_id, m.split, m.step))
+        .collect();
+    ensure!(got(10, 1000)? == all, "within budget: {:?}", got(10, 1000)?);
+    // 10 rows per series at most 3 -> stride 4: rows 1, 5, 9 and the last; the pruned series
+    // keeps its first and last, at the same steps as the full ones; valid is whole.
+    let by_series = got(3, 1000)?;
+    let w = want(&[10, 50, 90, 100], &[10, 40]);
+    ensure!(by_series == w, "per series: {by_series:?}, want {w:?}");
+    // 24 train rows, at most 8 -> stride 3: rows 1, 4, 7, 10 (the last); 1, 4 of the pruned.
+    let by_split = got(100, 8)?;
+    let w = want(&[10, 40, 70, 100], &[10, 40]);
+    ensure!(by_split == w, "per split: {by_split:?}, want {w:?}");
     Ok(())
 }
 

@@ -29,6 +29,13 @@
 //! * Reads return rows in a stable order: sweeps by name, sweep trials by position, metrics by
 //!   split then step, samples by id; a sweep's metrics and samples ([`Reader::sweep_metrics`],
 //!   [`Reader::sweep_samples`]) by trial id first.
+//! * [`Reader::sweep_curves`] is [`Reader::sweep_metrics`] thinned for drawing. A trial's series
+//!   of one split, first step `f`, first interval `d`, last step `l`, counts as its grid rows
+//!   `(l - f) / d + 1` (its rows, for a series logged at a fixed interval as the trainer writes
+//!   them, its final step aside). One stride `s` per split, the smallest that keeps every series
+//!   within `per_series` grid rows and the split within `per_split`; a series keeps its first row,
+//!   its last, and each row at step `f + k * s * d` (every `s`-th row of a fixed-interval series;
+//!   seeds and pruned prefixes keep the same steps). A split within both budgets comes back whole.
 //! * Timestamps are RFC 3339 UTC text with millisecond precision (`2026-01-01T00:00:00.000Z`), which
 //!   sorts lexicographically; JSON columns hold JSON text.
 //! * Implementations are `Send + Sync`, safe to share between threads and between processes on
@@ -51,7 +58,9 @@ pub mod sqlite;
 pub mod synth;
 pub mod url;
 
-pub use read::{load_sweep, load_sweep_finals, open_read_only, ReadOnlySql, SweepRecords};
+pub use read::{
+    load_sweep, load_sweep_curves, load_sweep_finals, open_read_only, ReadOnlySql, SweepRecords,
+};
 pub use url::{is_postgres, redact, sqlite_file, LedgerUrl};
 
 use anyhow::Result;
@@ -397,6 +406,9 @@ pub trait Reader: Send + Sync {
     fn metrics(&self, trial_id: i64) -> Result<Vec<MetricRecord>>;
     /// All metric rows of a sweep's trials, by trial id, split, step (one query, for reports).
     fn sweep_metrics(&self, sweep_id: i64) -> Result<Vec<MetricRecord>>;
+    /// [`Reader::sweep_metrics`] thinned to a budget of rows (see the module documentation): what
+    /// a report draws, read without decoding rows it could not show.
+    fn sweep_curves(&self, sweep_id: i64, budget: CurveBudget) -> Result<Vec<MetricRecord>>;
     /// The metric rows of one split of a sweep's trials, by trial id then step (pruners).
     fn sweep_split_metrics(&self, sweep_id: i64, split: &str) -> Result<Vec<MetricRecord>>;
     /// The row with the highest step of one split, if any (progress display).
@@ -404,6 +416,26 @@ pub trait Reader: Send + Sync {
     fn samples(&self, trial_id: i64) -> Result<Vec<SampleRecord>>;
     /// All samples of a sweep's trials, by trial id then sample id.
     fn sweep_samples(&self, sweep_id: i64) -> Result<Vec<SampleRecord>>;
+}
+
+/// How many metric rows [`Reader::sweep_curves`] keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CurveBudget {
+    /// Rows of one trial's series of one split (its last row comes on top).
+    pub per_series: usize,
+    /// Rows of one split over all the sweep's trials.
+    pub per_split: usize,
+}
+
+impl CurveBudget {
+    /// The stride that keeps series of at most `longest` rows, `total` rows in all, within the
+    /// budget: at least 1.
+    pub fn stride(&self, longest: usize, total: usize) -> usize {
+        let over = |n: usize, max: usize| n.div_ceil(max.max(1));
+        over(longest, self.per_series)
+            .max(over(total, self.per_split))
+            .max(1)
+    }
 }
 
 /// The ledger: [`Reader`] plus every write. See the module documentation for the contract.

@@ -124,7 +124,6 @@ impl SqlStore<Postgres> {
             pool,
             rt,
             url: url.to_string(),
-            after_close: None,
         })
     }
 

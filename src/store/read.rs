@@ -6,7 +6,9 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor};
 
 use super::url::LedgerUrl;
-use super::{postgres, sqlite, MetricRecord, Reader, SampleRecord, SweepRecord, SweepTrial};
+use super::{
+    postgres, sqlite, CurveBudget, MetricRecord, Reader, SampleRecord, SweepRecord, SweepTrial,
+};
 use crate::error::UsageError;
 
 /// The ledger at `url`, opened read-only: SQLite with `mode=ro` (a missing file is a usage error
@@ -135,12 +137,27 @@ pub fn load_sweep_finals(r: &dyn Reader, name: &str) -> Result<SweepRecords> {
     })
 }
 
+/// Everything of the sweep called `name`: every metric row and sample.
 pub fn load_sweep(r: &dyn Reader, name: &str) -> Result<SweepRecords> {
+    load_sweep_with(r, name, |id| r.sweep_metrics(id))
+}
+
+/// [`load_sweep`] with the metric rows thinned to `budget` ([`Reader::sweep_curves`]): what a
+/// report or a dashboard page draws. On 1,000 rows x 5 seeds of 200 rows each, reading every
+/// row was 13 of the report's 14 s (bench/RESULTS.md).
+pub fn load_sweep_curves(r: &dyn Reader, name: &str, budget: CurveBudget) -> Result<SweepRecords> {
+    load_sweep_with(r, name, |id| r.sweep_curves(id, budget))
+}
+
+fn load_sweep_with(
+    r: &dyn Reader,
+    name: &str,
+    metrics: impl Fn(i64) -> Result<Vec<MetricRecord>>,
+) -> Result<SweepRecords> {
     let mut records = load_sweep_finals(r, name)?;
     let id = records.sweep.id;
-    records.metrics = r
-        .sweep_metrics(id)
-        .with_context(|| format!("reading the metrics of sweep `{name}`"))?;
+    records.metrics =
+        metrics(id).with_context(|| format!("reading the metrics of sweep `{name}`"))?;
     records.samples = r
         .sweep_samples(id)
         .with_context(|| format!("reading the samples of sweep `{name}`"))?;

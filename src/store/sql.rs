@@ -704,9 +704,6 @@ portable!(impl {
         Ok((id, inserted > 0))
     }
 
-    /// The rows of `sql`, whose one parameter `$1` is `id`, each decoded as it arrives (a report
-    /// reads hundreds of thousands of metric rows: holding them all undecoded costs twice the
-    /// memory and time).
     /// Each (trial, split) series of a sweep: its first, second and last step. Index seeks
     /// only (the splits of a trial by a recursive skip over the unique index): counting the rows
     /// instead read every one, 0.6 of the report's seconds on a million rows.
@@ -750,6 +747,9 @@ portable!(impl {
             .collect()
     }
 
+    /// The rows of `sql`, whose one parameter `$1` is `id`, each decoded as it arrives (a report
+    /// reads hundreds of thousands of metric rows: holding them all undecoded costs twice the
+    /// memory and time).
     fn rows_by_id<T>(
         &self,
         sql: &str,

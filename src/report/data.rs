@@ -150,6 +150,7 @@ pub struct TableRow {
     pub cells: Vec<Option<Stat>>,
     /// Best value of its column (lowest loss/perplexity).
     pub bold: Vec<bool>,
+    /// The row's trials, each once, in the sweep's order.
     pub trial_ids: Vec<i64>,
     /// Completed trials (seeds with numbers).
     pub n: usize,

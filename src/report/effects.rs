@@ -52,24 +52,17 @@ impl Effects {
     }
 }
 
-/// A row's completed values of `metric` by the seed each trial ran with, in the sweep's trial
-/// order; `trials` indexes the sweep's trials by id (a scan per row was quadratic: 1,000 rows x
-/// 5 seeds spent a tenth of the report there).
+/// A row's completed values of `metric` by the seed each trial ran with (`trial_ids` lists each
+/// trial once, in the sweep's order); `trials` indexes the sweep's trials by id (a scan per row
+/// was quadratic: 1,000 rows x 5 seeds spent a tenth of the report there).
 fn seed_values(
-    trials: &HashMap<i64, (usize, &SweepTrial)>,
+    trials: &HashMap<i64, &SweepTrial>,
     row: &TableRow,
     metric: Metric,
 ) -> Vec<(i64, f64)> {
-    let mut found: Vec<&(usize, &SweepTrial)> = row
-        .trial_ids
+    row.trial_ids
         .iter()
         .filter_map(|id| trials.get(id))
-        .collect();
-    found.sort_by_key(|(position, _)| *position);
-    found.dedup_by_key(|(position, _)| *position);
-    found
-        .into_iter()
-        .map(|(_, t)| *t)
         .filter(|t| t.state == TrialState::Completed)
         .filter_map(|t| Some((t.seed()?, metric.of(&t.results).filter(|v| v.is_finite())?)))
         .collect()
@@ -85,12 +78,7 @@ pub fn effects(records: &SweepRecords, table: &PaperTable) -> Effects {
             ..Default::default()
         };
     };
-    let trials: HashMap<i64, (usize, &SweepTrial)> = records
-        .trials
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (t.id, (i, t)))
-        .collect();
+    let trials: HashMap<i64, &SweepTrial> = records.trials.iter().map(|t| (t.id, t)).collect();
     let mut rows = Vec::new();
     for (i, row) in table.rows.iter().enumerate().filter(|(i, _)| *i != b) {
         for &metric in &table.metrics {

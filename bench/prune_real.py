@@ -1,13 +1,19 @@
 """Reads the ledgers of bench/prune_real.sh and prints, per search seed and pruning method, the
 best valid PPL, the training tokens (each trial's last `tokens_seen`, summed) and the trials'
 states; then the medians over seeds and issue 25's targets for Hyperband against no pruning
-(best valid PPL within 2%, at least 1.7x fewer tokens)."""
+(best valid PPL within 2%, at least 1.7x fewer tokens).
+    python3 bench/prune_real.py OUT [--methods "hyperband none asha"] SEED..."""
 import sqlite3
 import statistics
 import sys
 
-out, seeds = sys.argv[1], sys.argv[2:]
-METHODS = ["none", "hyperband", "asha"]
+args = sys.argv[1:]
+METHODS = ["none", "hyperband", "hyperband-steps", "asha"]
+if "--methods" in args:
+    i = args.index("--methods")
+    METHODS = ["none"] + [m for m in args[i + 1].split() if m != "none"]
+    del args[i:i + 2]
+out, seeds = args[0], args[1:]
 
 
 def run(name):
@@ -41,7 +47,7 @@ for m in METHODS:
     ppl, tok = med[m]
     print(f"| {m} | {ppl:.2f} | {100 * (ppl / med['none'][0] - 1):+.1f}% | {tok:,.0f} | "
           f"{med['none'][1] / tok:.2f}x |")
-for m in ["hyperband", "asha"]:
+for m in METHODS[1:]:
     ppl_ok = med[m][0] <= 1.02 * med["none"][0]
     tok_ok = med["none"][1] / med[m][1] >= 1.7
     print(f"\n{m}: best valid PPL within 2% of unpruned: {'met' if ppl_ok else 'missed'}; "

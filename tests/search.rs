@@ -509,6 +509,63 @@ fn a_hyperband_search_killed_with_sigkill_resumes_within_its_budget() {
     );
 }
 
+/// A Hyperband search with its rungs in training tokens: batch 2 (64 tokens a step) and batch 4
+/// (128) meet the rungs at 640, 1280 and 2560 tokens, at their first evaluation past them.
+#[test]
+fn hyperband_in_tokens_judges_every_batch_size_at_the_same_budget() {
+    let prune = format!(
+        "{SPACE}\n[prune]\nmethod = \"hyperband\"\nmin_tokens = 640\nmax_tokens = 2560\n\
+         reduction_factor = 2\n"
+    );
+    let file = search_file("hbt", "tpe", "trials = 10\nstartup = 4\nseed = 6", &prune);
+    let p = Project::new();
+    let f = p.write("exp/hbt.toml", &file);
+    let out = p.cmd().args(["run", f.to_str().unwrap()]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let db = p.path().join("results/sweep.db");
+    let r = store::open_read_only(db.to_str().unwrap()).unwrap();
+    let rec = r.sweep_by_name("hbt").unwrap().expect("recorded");
+    let trials = r.sweep_trials(rec.id).unwrap();
+    assert_eq!(trials.len(), 10);
+    let mut pruned = 0;
+    for t in &trials {
+        let env = t.env.clone().unwrap_or_default();
+        let hb = &env["hyperband"];
+        assert_eq!(
+            (hb["brackets"].as_u64(), hb["max_steps"].as_u64()),
+            (Some(3), Some(2560)),
+            "the same brackets for both batch sizes: {hb}"
+        );
+        let bracket = hb["bracket"].as_u64().unwrap();
+        assert_eq!(hb["first_rung"].as_u64(), Some(640 << bracket));
+        if t.state != TrialState::Pruned {
+            continue;
+        }
+        pruned += 1;
+        let d = &env["pruned"];
+        assert_eq!(
+            (&d["method"], &d["resource"]),
+            (&"hyperband".into(), &"tokens".into())
+        );
+        let batch = t.trial.config["batch_size"].as_u64().unwrap();
+        let rung = 640u64 << (bracket + d["rung"].as_u64().unwrap());
+        // Evaluations every 10 steps: every 640 tokens at batch 2, every 1280 at batch 4.
+        let every = 10 * 32 * batch;
+        assert_eq!(
+            d["step"].as_u64(),
+            Some(rung.div_ceil(every) * every),
+            "decided at the first evaluation at or past {rung} tokens: {d}"
+        );
+        let why = t.error.clone().unwrap_or_default();
+        assert!(why.contains("tokens)"), "{why}");
+    }
+    assert!(pruned > 0, "the search prunes: {trials:?}");
+}
+
 #[test]
 fn pruning_decisions_are_reproducible_and_recorded() {
     let prune =

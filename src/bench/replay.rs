@@ -20,7 +20,7 @@ use std::process::ExitCode;
 
 use crate::config::search::Search;
 use crate::error::UsageError;
-use crate::search::{suggest, Curve, Dist, Observed, Outcome, Pruner};
+use crate::search::{suggest, Curve, Dist, Observed, Outcome, Pruner, Resource};
 
 #[derive(Debug, Args)]
 pub struct BenchReplayArgs {
@@ -67,19 +67,21 @@ struct CurvesFile {
 }
 
 /// The pruners replayed: `[prune]` of the file for the method it names, sweep's defaults for
-/// the others, with ASHA's and Hyperband's `min_steps` and `reduction_factor` from the file.
+/// the others, with ASHA's and Hyperband's `min`, `reduction_factor` and resource from the file.
 fn pruners(file: &Pruner) -> Vec<(&'static str, Pruner)> {
-    let (min_steps, reduction_factor) = match *file {
+    let (min, reduction_factor, resource) = match *file {
         Pruner::Asha {
-            min_steps,
+            min,
             reduction_factor,
+            resource,
         }
         | Pruner::Hyperband {
-            min_steps,
+            min,
             reduction_factor,
+            resource,
             ..
-        } => (min_steps, reduction_factor),
-        _ => (20, 3),
+        } => (min, reduction_factor, resource),
+        _ => (20, 3, Resource::Steps),
     };
     vec![
         ("none", Pruner::None),
@@ -93,16 +95,18 @@ fn pruners(file: &Pruner) -> Vec<(&'static str, Pruner)> {
         (
             "asha",
             Pruner::Asha {
-                min_steps,
+                min,
                 reduction_factor,
+                resource,
             },
         ),
         (
             "hyperband",
             Pruner::Hyperband {
-                min_steps,
-                max_steps: None,
+                min,
+                max: None,
                 reduction_factor,
+                resource,
             },
         ),
     ]
@@ -239,7 +243,8 @@ fn replay(table: &Table, search: &Search, run: &Run) -> Vec<Value> {
         }
         let point = suggest(&table.dists, run.method, run.seed, i as u64, 0, &history);
         let rec = table.nearest(&point);
-        let mine = run.pruner.for_trial(rec.steps);
+        let mine = run.pruner.for_trial(rec.steps, rec.tokens);
+        let resource = mine.resource();
         let placement = mine.bracket(run.seed, i as u64);
         let mut me = Curve {
             trial: i as i64,
@@ -249,7 +254,7 @@ fn replay(table: &Table, search: &Search, run: &Run) -> Vec<Value> {
         };
         let mut end = None;
         for &(step, loss, tokens) in &rec.curve {
-            me.points.push((step, loss));
+            me.points.push((resource.at(step, tokens), loss));
             if let Some(d) = mine.decide(&me, &curves) {
                 end = Some((d, tokens));
                 break;

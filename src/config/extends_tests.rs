@@ -389,7 +389,7 @@ fn search_tables_inherit_key_by_key_and_a_space_parameter_whole() {
     );
     assert!(matches!(
         search.prune,
-        crate::search::Pruner::Asha { min_steps: 5, .. }
+        crate::search::Pruner::Asha { min: 5, .. }
     ));
 }
 

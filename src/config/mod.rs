@@ -30,8 +30,9 @@
 //! [space]                     # log_uniform, uniform, int (step, log), choice (any values)
 //! learning_rate = { log_uniform = [1e-5, 1e-3] }
 //! warmup_steps = { int = [0, 500], step = 50 }
-//! [prune]                     # method = "asha" (min_steps, reduction_factor) | "median" | "none"
-//! method = "asha"
+//! [prune]                     # method = "asha" (min_steps, reduction_factor) | "hyperband"
+//! method = "asha"             # (also max_steps) | "median" | "none"; min_tokens/max_tokens:
+//!                             # rungs counted in training tokens instead of steps
 //! ```
 //! Precedence, lowest first: `[base]`, `[profile.P]`, the axis values of a trial, `--set key=value`.
 //! `--set grid.KEY=[...]` replaces (or adds) an axis instead.
@@ -638,17 +639,18 @@ fn check_search(
     }
     if matches!(search.prune, crate::search::Pruner::Hyperband { .. }) {
         // A point the resolver refuses counts as unknown: the corners above already name it.
-        let steps: Vec<Option<u64>> = search
+        let resource = search.prune.resource();
+        let lengths: Vec<Option<u64>> = search
             .extreme_points()
             .iter()
             .map(|p| {
                 resolver
                     .resolve(&search.settings_of(p).0)
                     .ok()?
-                    .step_bound()
+                    .length_bound(resource)
             })
             .collect();
-        search.check_prune(&steps)?;
+        search.check_prune(&lengths)?;
     }
     Ok(())
 }

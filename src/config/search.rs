@@ -5,7 +5,7 @@
 use super::check::{check_axis_in, key_kind};
 use super::source::{as_f64, as_i64, entries, get_str, type_name, PathBase, Source, SpannedKey};
 use super::{AxisValue, Kind, Setting};
-use crate::search::{Direction, Dist, Method, Pruner, METRICS};
+use crate::search::{Direction, Dist, Method, Pruner, Resource, METRICS};
 use crate::trial::KeyKind;
 use serde_json::{json, Map, Value as Json};
 use toml::de::{DeTable, DeValue};
@@ -130,30 +130,33 @@ impl Search {
         })
     }
 
-    /// Hyperband's rules over the whole search, given the step count of each of
-    /// [`Search::extreme_points`] (`None`: it depends on the data's size): `min_steps` below the
-    /// trials' step counts, and every bracket with a trial within the budget. With a default
-    /// `max_steps` and step counts that depend on the data, the trial process decides alone.
-    pub fn check_prune(&self, step_counts: &[Option<u64>]) -> anyhow::Result<()> {
+    /// Hyperband's rules over the whole search, given the length of each of
+    /// [`Search::extreme_points`] in the pruner's resource (`None`: it depends on the data's
+    /// size): `min` below the trials' lengths, and every bracket with a trial within the
+    /// budget. With a default `max` and lengths that depend on the data, the trial process
+    /// decides alone.
+    pub fn check_prune(&self, lengths: &[Option<u64>]) -> anyhow::Result<()> {
         let Pruner::Hyperband {
-            min_steps,
-            max_steps,
+            min,
+            max: max_set,
             reduction_factor: eta,
+            resource,
         } = self.prune
         else {
             return Ok(());
         };
+        let unit = resource.unit();
         let at = self.prune_at.as_deref().unwrap_or(&self.at);
-        let max = match max_steps {
+        let max = match max_set {
             Some(m) => m,
-            None => match step_counts.iter().copied().collect::<Option<Vec<u64>>>() {
+            None => match lengths.iter().copied().collect::<Option<Vec<u64>>>() {
                 Some(counts) if !counts.is_empty() => {
                     let most = counts.iter().copied().max().unwrap_or(0);
-                    if most <= min_steps {
+                    if most <= min {
                         return Err(super::source::usage(format!(
-                            "{at}: prune.min_steps: {min_steps} is not below the trials' step \
-                             count (at most {most} here), so Hyperband never prunes; fix: lower \
-                             min_steps below {most}, or train longer"
+                            "{at}: prune.min_{unit}: {min} is not below the trials' length \
+                             (at most {most} {unit} here), so Hyperband never prunes; fix: \
+                             lower min_{unit} below {most}, or train longer"
                         )));
                     }
                     most
@@ -161,7 +164,7 @@ impl Search {
                 _ => return Ok(()),
             },
         };
-        let brackets = crate::search::prune::bracket_count(min_steps, max, eta);
+        let brackets = crate::search::prune::bracket_count(min, max, eta);
         let counts =
             crate::search::prune::bracket_counts(self.seed, self.trials as u64, brackets, eta);
         let Some(empty) = counts.iter().position(|&c| c == 0) else {
@@ -171,16 +174,16 @@ impl Search {
             .map(|n| format!(" to at least {n}"))
             .unwrap_or_default();
         let rungs: Vec<String> = (0..brackets)
-            .map(|b| min_steps.saturating_mul(eta.saturating_pow(b)).to_string())
+            .map(|b| min.saturating_mul(eta.saturating_pow(b)).to_string())
             .collect();
         Err(super::source::usage(format!(
-            "{at}: prune.method: Hyperband with min_steps {min_steps}, max_steps {max}{} and \
-             reduction_factor {eta} has {brackets} brackets (first rungs at {} steps), and the \
+            "{at}: prune.method: Hyperband with min_{unit} {min}, max_{unit} {max}{} and \
+             reduction_factor {eta} has {brackets} brackets (first rungs at {} {unit}), and the \
              budget of {} trials leaves bracket {empty} without a trial (trials per bracket: \
-             {counts:?}); fix: raise [search] trials{enough}, or raise min_steps or \
-             reduction_factor, or lower max_steps (fewer brackets)",
-            if max_steps.is_none() {
-                " (the longest trial's step count)"
+             {counts:?}); fix: raise [search] trials{enough}, or raise min_{unit} or \
+             reduction_factor, or lower max_{unit} (fewer brackets)",
+            if max_set.is_none() {
+                " (the longest trial's length)"
             } else {
                 ""
             },
@@ -644,9 +647,11 @@ fn int_dist(
 #[derive(Default)]
 struct PruneKeys {
     method: Option<String>,
-    min_steps: Option<u64>,
-    /// With where it is written.
-    max_steps: Option<(u64, String)>,
+    /// `min_steps` or `min_tokens` (the resource) with where it is written; a later file's one
+    /// replaces an earlier file's other.
+    min: Option<(u64, Resource, String)>,
+    /// `max_steps` or `max_tokens`, likewise.
+    max: Option<(u64, Resource, String)>,
     reduction_factor: Option<u64>,
     startup_trials: Option<usize>,
     warmup_steps: Option<u64>,
@@ -654,47 +659,78 @@ struct PruneKeys {
 
 impl PruneKeys {
     fn pruner(&self, default_min_steps: Option<u64>) -> Pruner {
-        let min_steps = self.min_steps.or(default_min_steps).unwrap_or(1);
+        let (min, resource) = match &self.min {
+            Some((m, r, _)) => (*m, *r),
+            None => (default_min_steps.unwrap_or(1), Resource::Steps),
+        };
         let reduction_factor = self.reduction_factor.unwrap_or(3);
         match self.method.as_deref() {
             Some("asha") => Pruner::Asha {
-                min_steps,
+                min,
                 reduction_factor,
+                resource,
             },
             Some("median") => Pruner::Median {
                 startup_trials: self.startup_trials.unwrap_or(5),
                 warmup_steps: self.warmup_steps.unwrap_or(0),
             },
             Some("hyperband") => Pruner::Hyperband {
-                min_steps,
-                max_steps: self.max_steps.as_ref().map(|m| m.0),
+                min,
+                max: self.max.as_ref().map(|m| m.0),
                 reduction_factor,
+                resource,
             },
             _ => Pruner::None,
         }
     }
 
-    /// The rules between the keys of the merged `[prune]`: `max_steps` belongs to Hyperband and
-    /// lies above `min_steps`.
+    /// The rules between the keys of the merged `[prune]`: `min_tokens` belongs to ASHA and
+    /// Hyperband, `max_*` to Hyperband, in the unit of `min_*`, above it.
     fn check(&self, pruner: &Pruner) -> anyhow::Result<()> {
-        let Some((max, at)) = &self.max_steps else {
+        if let Some((_, Resource::Tokens, at)) = &self.min {
+            if !matches!(pruner, Pruner::Asha { .. } | Pruner::Hyperband { .. }) {
+                return Err(super::source::usage(format!(
+                    "{at}: prune.min_tokens: only method = \"asha\" or \"hyperband\" has rungs \
+                     to count in tokens; fix: remove it, or set one of those methods"
+                )));
+            }
+        }
+        let Some((max, max_unit, at)) = &self.max else {
             return Ok(());
         };
+        let key = format!("prune.max_{}", max_unit.unit());
         match *pruner {
-            Pruner::Hyperband { min_steps, .. } if min_steps >= *max => {
+            Pruner::Hyperband { min, resource, .. } if resource != *max_unit => {
                 Err(super::source::usage(format!(
-                    "{at}: prune.max_steps: {max} is not above min_steps {min_steps}{}, so                      Hyperband has no rung to prune at; fix: raise max_steps above                      {min_steps} (a trial's step count, or leave it out to use each trial's                      own) or lower min_steps",
-                    if self.min_steps.is_none() {
-                        " (eval_every, its default)"
+                    "{at}: {key}: the rungs count {} (min_{} = {min}{}), so the maximum must \
+                     too; fix: write max_{} instead, or count both in {}",
+                    resource.unit(),
+                    resource.unit(),
+                    if self.min.is_none() {
+                        ", from eval_every"
                     } else {
                         ""
-                    }
+                    },
+                    resource.unit(),
+                    max_unit.unit()
                 )))
             }
+            Pruner::Hyperband { min, .. } if min >= *max => Err(super::source::usage(format!(
+                "{at}: {key}: {max} is not above min_{} {min}{}, so Hyperband has no rung to \
+                 prune at; fix: raise {key} above {min} (a trial's length, or leave it out to \
+                 use each trial's own) or lower min_{}",
+                max_unit.unit(),
+                if self.min.is_none() {
+                    " (eval_every, its default)"
+                } else {
+                    ""
+                },
+                max_unit.unit()
+            ))),
             Pruner::Hyperband { .. } => Ok(()),
             _ => Err(super::source::usage(format!(
-                "{at}: prune.max_steps: only method = \"hyperband\" takes max_steps; fix: \
-                 remove it, or set method = \"hyperband\""
+                "{at}: {key}: only method = \"hyperband\" takes a maximum; fix: remove it, or \
+                 set method = \"hyperband\""
             ))),
         }
     }
@@ -716,12 +752,33 @@ fn prune_keys(src: &Source, t: &DeTable, p: &mut PruneKeys) -> anyhow::Result<()
                 }
                 p.method = Some(m);
             }
-            "min_steps" => {
-                p.min_steps = Some(int_at_least(src, v, &key, 1, "min_steps = 50")? as u64)
-            }
-            "max_steps" => {
-                let m = int_at_least(src, v, &key, 1, "max_steps = 500")? as u64;
-                p.max_steps = Some((m, src.loc(&v.span())));
+            "min_steps" | "min_tokens" | "max_steps" | "max_tokens" => {
+                let (end, unit) = k.get_ref().split_once('_').unwrap_or_default();
+                let (resource, example) = match unit {
+                    "tokens" => (Resource::Tokens, 20_480),
+                    _ => (Resource::Steps, 50),
+                };
+                let other = format!(
+                    "{end}_{}",
+                    if unit == "tokens" { "steps" } else { "tokens" }
+                );
+                if entries(t)
+                    .iter()
+                    .any(|(k2, _)| k2.get_ref().as_ref() as &str == other)
+                {
+                    return Err(src.err(
+                        &k.span(),
+                        &key,
+                        &format!("both {} and {other} are set", k.get_ref()),
+                        "count the rungs in steps or in tokens: keep one of them",
+                    ));
+                }
+                let m = int_at_least(src, v, &key, 1, &format!("{} = {example}", k.get_ref()))?;
+                let value = Some((m as u64, resource, src.loc(&v.span())));
+                match end {
+                    "min" => p.min = value,
+                    _ => p.max = value,
+                }
             }
             "reduction_factor" => {
                 p.reduction_factor =
@@ -739,8 +796,9 @@ fn prune_keys(src: &Source, t: &DeTable, p: &mut PruneKeys) -> anyhow::Result<()
                     &k.span(),
                     &key,
                     "unknown key",
-                    "use method, min_steps and reduction_factor (asha, hyperband), max_steps \
-                     (hyperband), startup_trials and warmup_steps (median)",
+                    "use method, min_steps or min_tokens and reduction_factor (asha, \
+                     hyperband), max_steps or max_tokens (hyperband), startup_trials and \
+                     warmup_steps (median)",
                 ))
             }
         }

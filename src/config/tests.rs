@@ -280,8 +280,9 @@ reduction_factor = 2
     assert_eq!(
         s.prune,
         crate::search::Pruner::Asha {
-            min_steps: 10,
-            reduction_factor: 3
+            min: 10,
+            reduction_factor: 3,
+            resource: crate::search::Resource::Steps,
         }
     );
     assert!(
@@ -391,9 +392,10 @@ fn hyperband_takes_min_steps_from_eval_every_and_max_steps_from_each_trial() {
     assert_eq!(
         s.search.as_ref().unwrap().prune,
         crate::search::Pruner::Hyperband {
-            min_steps: 20,
-            max_steps: None,
-            reduction_factor: 3
+            min: 20,
+            max: None,
+            reduction_factor: 3,
+            resource: crate::search::Resource::Steps,
         }
     );
     assert_eq!(
@@ -409,11 +411,51 @@ fn hyperband_takes_min_steps_from_eval_every_and_max_steps_from_each_trial() {
     assert_eq!(
         s.search.as_ref().unwrap().prune,
         crate::search::Pruner::Hyperband {
-            min_steps: 10,
-            max_steps: Some(300),
-            reduction_factor: 2
+            min: 10,
+            max: Some(300),
+            reduction_factor: 2,
+            resource: crate::search::Resource::Steps,
         }
     );
+}
+
+#[test]
+fn min_tokens_counts_the_rungs_in_training_tokens() {
+    let (_d, p) = setup(&hyperband_search(
+        "trials = 30",
+        "min_tokens = 20480
+",
+    ));
+    let s = load(&p, None, &[]).unwrap();
+    assert_eq!(
+        s.search.as_ref().unwrap().prune,
+        crate::search::Pruner::Hyperband {
+            min: 20_480,
+            max: None,
+            reduction_factor: 3,
+            resource: crate::search::Resource::Tokens,
+        }
+    );
+    assert_eq!(
+        s.spec_json()["search"]["prune"],
+        serde_json::json!({"method": "hyperband", "min_steps": 20480, "max_steps": null,
+                           "reduction_factor": 3, "resource": "tokens"})
+    );
+    let asha = hyperband_search(
+        "trials = 30",
+        "min_tokens = 4096
+",
+    )
+    .replace("method = \"hyperband\"", "method = \"asha\"");
+    let (_d, p) = setup(&asha);
+    assert!(matches!(
+        load(&p, None, &[]).unwrap().search.unwrap().prune,
+        crate::search::Pruner::Asha {
+            min: 4096,
+            resource: crate::search::Resource::Tokens,
+            ..
+        }
+    ));
 }
 
 #[test]
@@ -442,7 +484,38 @@ fn bad_hyperband_settings_name_the_key_and_the_fix() {
             "trials = 30",
             "min_steps = 500\n",
             "prune.min_steps",
-            "not below the trials' step count (at most 468 here)",
+            "not below the trials' length (at most 468 steps here)",
+        ),
+        // Every trial of this space trains 3 x 40,000 tokens, less the last partial step.
+        (
+            "trials = 30",
+            "min_tokens = 200000\n",
+            "prune.min_tokens",
+            "not below the trials' length (at most 119808 tokens here)",
+        ),
+        (
+            "trials = 30",
+            "min_steps = 20\nmin_tokens = 20480\n",
+            "prune.min_steps",
+            "both min_steps and min_tokens are set",
+        ),
+        (
+            "trials = 30",
+            "min_tokens = 20480\nmax_steps = 300\n",
+            "prune.max_steps",
+            "the rungs count tokens (min_tokens = 20480), so the maximum must too",
+        ),
+        (
+            "trials = 30",
+            "max_tokens = 100000\n",
+            "prune.max_tokens",
+            "the rungs count steps (min_steps = 20, from eval_every)",
+        ),
+        (
+            "trials = 30",
+            "min_tokens = 20480\nmax_tokens = 20480\n",
+            "prune.max_tokens",
+            "20480 is not above min_tokens 20480",
         ),
         // 3 brackets (first rungs 20, 60, 180 up to the batch-2 trials' 468 steps), 2 trials.
         (
@@ -465,6 +538,14 @@ fn bad_hyperband_settings_name_the_key_and_the_fix() {
     let e = err(&asha, &[]);
     assert!(
         e.contains("prune.max_steps") && e.contains("only method = \"hyperband\""),
+        "{e}"
+    );
+    // Tokens count the rungs of ASHA and Hyperband only.
+    let median = hyperband_search("trials = 30", "min_tokens = 20480\n")
+        .replace("method = \"hyperband\"", "method = \"median\"");
+    let e = err(&median, &[]);
+    assert!(
+        e.contains("prune.min_tokens") && e.contains("only method = \"asha\" or"),
         "{e}"
     );
     // Pruning needs evaluations.

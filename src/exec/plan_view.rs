@@ -501,11 +501,13 @@ fn describe_pruner(p: &crate::search::Pruner) -> String {
     match p {
         Pruner::None => "none (every trial trains fully)".into(),
         Pruner::Asha {
-            min_steps,
+            min,
             reduction_factor,
+            resource,
         } => format!(
-            "ASHA, rungs at {min_steps} x {reduction_factor}^k steps, the best 1/{reduction_factor} \
-             continue"
+            "ASHA, rungs at {min} x {reduction_factor}^k {}, the best 1/{reduction_factor} \
+             continue",
+            resource.unit()
         ),
         Pruner::Median {
             startup_trials,
@@ -514,21 +516,23 @@ fn describe_pruner(p: &crate::search::Pruner) -> String {
             "median rule after {startup_trials} completed trials and {warmup_steps} warm-up steps"
         ),
         Pruner::Hyperband {
-            min_steps,
-            max_steps,
+            min,
+            max,
             reduction_factor: eta,
+            resource,
         } => {
-            let brackets = match max_steps {
+            let unit = resource.unit();
+            let brackets = match max {
                 Some(m) => {
-                    let n = crate::search::prune::bracket_count(*min_steps, *m, *eta);
+                    let n = crate::search::prune::bracket_count(*min, *m, *eta);
                     let shares = crate::search::prune::bracket_shares(n, *eta);
-                    format!("{n} brackets (trial shares {shares:?}) up to {m} steps")
+                    format!("{n} brackets (trial shares {shares:?}) up to {m} {unit}")
                 }
-                None => "brackets up to each trial's own step count".into(),
+                None => format!("brackets up to each trial's own length in {unit}"),
             };
             format!(
-                "Hyperband, {brackets}: bracket b halves from {min_steps} x {eta}^b steps, the \
-                 best 1/{eta} of its bracket continue"
+                "Hyperband, {brackets}: bracket b halves from {min} x {eta}^b {unit}, the best \
+                 1/{eta} of its bracket continue"
             )
         }
     }

@@ -7,7 +7,7 @@
 //! (`env.hyperband`) before it trains, so that every other trial of the search, on any executor,
 //! reads which bracket it competes in from the ledger.
 
-use crate::search::{Curve, Decision, Placement, Pruner};
+use crate::search::{Curve, Decision, Placement, Pruner, Resource};
 use crate::store::{Reader, Store, SweepTrial, TrialState};
 use crate::train::{MetricRow, MetricSink};
 use crate::trial::TrialConfig;
@@ -30,15 +30,14 @@ pub struct Pruning {
 }
 
 impl Pruning {
-    /// Fixes what depends on the trial itself: Hyperband's default `max_steps` (the trial's own
-    /// step count, from its data) and so its bracket.
+    /// Fixes what depends on the trial itself: Hyperband's default `max` (the trial's own
+    /// length, from its data) and so its bracket.
     pub fn place(self, cfg: &TrialConfig, cache_root: &Path) -> Result<Self> {
         let pruner = match self.pruner {
-            Pruner::Hyperband {
-                max_steps: None, ..
-            } => self
-                .pruner
-                .for_trial(crate::train::plan_info(cfg, cache_root)?.total_steps),
+            Pruner::Hyperband { max: None, .. } => {
+                let steps = crate::train::plan_info(cfg, cache_root)?.total_steps;
+                self.pruner.for_trial(steps, steps * cfg.tokens_per_step())
+            }
             p => p,
         };
         Ok(Self {
@@ -93,6 +92,8 @@ pub struct PruningSink<'a> {
     store: Arc<dyn Store>,
     sweep_id: i64,
     pruner: Pruner,
+    /// What the curves' x counts (the pruner's resource).
+    resource: Resource,
     me: Curve,
     cancel: Arc<AtomicBool>,
     decision: Option<Decision>,
@@ -111,6 +112,7 @@ impl<'a> PruningSink<'a> {
             store,
             sweep_id: pruning.sweep_id,
             pruner: pruning.pruner,
+            resource: pruning.pruner.resource(),
             me: Curve {
                 trial: trial_id,
                 points: Vec::new(),
@@ -150,7 +152,8 @@ impl<'a> PruningSink<'a> {
                 completed,
                 bracket,
             });
-            c.points.push((m.step as u64, m.loss));
+            let x = self.resource.at(m.step as u64, m.tokens_seen as u64);
+            c.points.push((x, m.loss));
         }
         Ok(curves.into_values().collect())
     }
@@ -162,10 +165,11 @@ impl MetricSink for PruningSink<'_> {
         if row.split != "valid" || self.decision.is_some() {
             return Ok(());
         }
-        if self.me.points.last().is_some_and(|p| p.0 >= row.step) {
+        let x = self.resource.at(row.step, row.tokens_seen);
+        if self.me.points.last().is_some_and(|p| p.0 >= x) {
             return Ok(());
         }
-        self.me.points.push((row.step, row.loss));
+        self.me.points.push((x, row.loss));
         if let Some(d) = self.pruner.decide(&self.me, &self.others()?) {
             eprintln!("trial {}: {}", self.me.trial, d.sentence());
             self.decision = Some(d);
@@ -182,7 +186,12 @@ impl MetricSink for PruningSink<'_> {
             .metrics(self.me.trial)?
             .iter()
             .filter(|m| m.split == "valid" && m.step as u64 <= step)
-            .map(|m| (m.step as u64, m.loss))
+            .map(|m| {
+                (
+                    self.resource.at(m.step as u64, m.tokens_seen as u64),
+                    m.loss,
+                )
+            })
             .collect();
         Ok(())
     }

@@ -11,7 +11,7 @@
 pub mod prune;
 pub mod sampler;
 
-pub use prune::{Curve, Decision, Placement, Pruner};
+pub use prune::{Curve, Decision, Placement, Pruner, Resource};
 pub use sampler::{suggest, Method, Observed, Outcome};
 
 use serde::{Deserialize, Serialize};

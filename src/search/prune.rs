@@ -20,32 +20,81 @@
 //! bracket's share to within 2.5 trials (over the first 200; about 3.5 over the first 1,000)
 //! instead of a binomial draw whose spread grows with the square root of the count. A rung at or
 //! past the trial's own last step is no rung: deciding there would save nothing.
+//!
+//! The rungs count a [`Resource`]: optimizer steps (the default, as Optuna counts its
+//! `report` calls), or training tokens (`min_tokens` in `[prune]`). With the batch size in the
+//! space, a step is a different amount of training for each trial: at step 20 a batch-2 trial
+//! has seen 5k tokens and a batch-16 trial 41k, so a step rung compares unequal budgets and
+//! prunes the small batches that win at the end. Counted in tokens, every trial of the search
+//! meets a rung with the same budget spent, and gets its brackets from the same maximum
+//! (bench/RESULTS.md, "Pruning on tokens").
 
 use serde::{Deserialize, Serialize};
 
-/// `[prune]` of a search sweep.
+/// What a pruner's rungs count (see the module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Resource {
+    /// Optimizer steps.
+    #[default]
+    Steps,
+    /// Training tokens seen (`tokens_seen` of the evaluation rows).
+    Tokens,
+}
+
+impl Resource {
+    pub fn is_steps(&self) -> bool {
+        *self == Resource::Steps
+    }
+    /// Where an evaluation at `step`, having trained on `tokens`, sits on this resource's axis.
+    pub fn at(&self, step: u64, tokens: u64) -> u64 {
+        match self {
+            Resource::Steps => step,
+            Resource::Tokens => tokens,
+        }
+    }
+    /// The unit's name in messages ("steps", "tokens").
+    pub fn unit(&self) -> &'static str {
+        match self {
+            Resource::Steps => "steps",
+            Resource::Tokens => "tokens",
+        }
+    }
+}
+
+/// `[prune]` of a search sweep. ASHA's and Hyperband's `min` and `max` count their `resource`;
+/// in the sweep's spec they keep the names `min_steps` and `max_steps` whatever it is (older
+/// ledgers read the same), with `"resource": "tokens"` beside them when they count tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case", tag = "method")]
 pub enum Pruner {
     #[default]
     None,
     Asha {
-        min_steps: u64,
+        #[serde(rename = "min_steps")]
+        min: u64,
         reduction_factor: u64,
+        #[serde(default, skip_serializing_if = "Resource::is_steps")]
+        resource: Resource,
     },
     Median {
         startup_trials: usize,
         warmup_steps: u64,
     },
     Hyperband {
-        min_steps: u64,
-        /// `None`: each trial's own step count ([`Pruner::for_trial`] fills it in).
-        max_steps: Option<u64>,
+        #[serde(rename = "min_steps")]
+        min: u64,
+        /// `None`: each trial's own length ([`Pruner::for_trial`] fills it in).
+        #[serde(rename = "max_steps")]
+        max: Option<u64>,
         reduction_factor: u64,
+        #[serde(default, skip_serializing_if = "Resource::is_steps")]
+        resource: Resource,
     },
 }
 
-/// The validation curve of one trial: `(step, value)` in step order.
+/// The validation curve of one trial: `(x, value)` in order, `x` in its pruner's [`Resource`]
+/// (the step, or the tokens seen, of each evaluation).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Curve {
     pub trial: i64,
@@ -70,10 +119,14 @@ impl Curve {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Decision {
     pub method: String,
-    /// The evaluation step the decision was taken at.
+    /// Where the decision was taken: the evaluation's step, or its tokens seen when `resource`
+    /// is tokens.
     pub step: u64,
-    /// ASHA's or Hyperband's rung (ASHA: at `min_steps * reduction_factor^rung` steps; Hyperband:
-    /// at `min_steps * reduction_factor^(bracket + rung)`).
+    /// What `step` and the rungs count.
+    #[serde(default, skip_serializing_if = "Resource::is_steps")]
+    pub resource: Resource,
+    /// ASHA's or Hyperband's rung (ASHA: at `min * reduction_factor^rung`; Hyperband: at
+    /// `min * reduction_factor^(bracket + rung)`).
     pub rung: Option<u32>,
     /// Hyperband's bracket.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -92,17 +145,21 @@ pub struct Decision {
 
 impl Decision {
     pub fn sentence(&self) -> String {
+        let at = match self.resource {
+            Resource::Steps => format!("step {}", self.step),
+            Resource::Tokens => format!("{} tokens", self.step),
+        };
         match (self.bracket, self.rung) {
             (Some(b), Some(r)) => format!(
-                "pruned by Hyperband in bracket {b} at rung {r} (step {}): valid loss {:.4} is \
+                "pruned by Hyperband in bracket {b} at rung {r} ({at}): valid loss {:.4} is \
                  worse than {:.4}, the cut for the best share of {} trial(s) of the bracket at \
                  that rung",
-                self.step, self.value, self.threshold, self.compared_with
+                self.value, self.threshold, self.compared_with
             ),
             (None, Some(r)) => format!(
-                "pruned by ASHA at rung {r} (step {}): valid loss {:.4} is worse than {:.4}, the \
+                "pruned by ASHA at rung {r} ({at}): valid loss {:.4} is worse than {:.4}, the \
                  cut for the best share of {} trial(s) at that rung",
-                self.step, self.value, self.threshold, self.compared_with
+                self.value, self.threshold, self.compared_with
             ),
             _ => format!(
                 "pruned by the median rule at step {}: best valid loss {:.4} is worse than the \
@@ -112,7 +169,8 @@ impl Decision {
         }
     }
 
-    /// The (step, value) TPE ranks this pruned trial by: its last evaluation.
+    /// The (step, value) TPE ranks this pruned trial by: its last evaluation (the step in the
+    /// pruner's resource, the same for every trial of the search).
     pub fn last_point(&self) -> (u64, f64) {
         (self.step, self.last.unwrap_or(self.value))
     }
@@ -123,42 +181,54 @@ impl Pruner {
         matches!(self, Pruner::None)
     }
 
-    /// The pruner of one trial that trains `trial_steps` optimizer steps: Hyperband's default
-    /// `max_steps` becomes that count; the other pruners are the same for every trial.
-    pub fn for_trial(self, trial_steps: u64) -> Pruner {
+    /// What the rungs count (steps for the pruners without rungs).
+    pub fn resource(&self) -> Resource {
+        match *self {
+            Pruner::Asha { resource, .. } | Pruner::Hyperband { resource, .. } => resource,
+            _ => Resource::Steps,
+        }
+    }
+
+    /// The pruner of one trial that trains `steps` optimizer steps on `tokens` training tokens:
+    /// Hyperband's default `max` becomes its length in the pruner's resource; the other pruners
+    /// are the same for every trial.
+    pub fn for_trial(self, steps: u64, tokens: u64) -> Pruner {
         match self {
             Pruner::Hyperband {
-                min_steps,
-                max_steps: None,
+                min,
+                max: None,
                 reduction_factor,
+                resource,
             } => Pruner::Hyperband {
-                min_steps,
-                max_steps: Some(trial_steps),
+                min,
+                max: Some(resource.at(steps, tokens)),
                 reduction_factor,
+                resource,
             },
             p => p,
         }
     }
 
     /// Hyperband's bracket for suggestion `index` of a search seeded `seed` (`None` for the other
-    /// pruners, and for Hyperband before [`Pruner::for_trial`] has given it a `max_steps`).
+    /// pruners, and for Hyperband before [`Pruner::for_trial`] has given it a `max`).
     pub fn bracket(&self, seed: u64, index: u64) -> Option<Placement> {
         let Pruner::Hyperband {
-            min_steps,
-            max_steps: Some(max_steps),
+            min,
+            max: Some(max),
             reduction_factor,
+            ..
         } = *self
         else {
             return None;
         };
-        let (min_steps, eta) = (min_steps.max(1), reduction_factor.max(2));
-        let brackets = bracket_count(min_steps, max_steps, eta);
+        let (min, eta) = (min.max(1), reduction_factor.max(2));
+        let brackets = bracket_count(min, max, eta);
         let bracket = bracket_of(seed, index, brackets, eta);
         Some(Placement {
             bracket,
             brackets,
-            first_rung: rung_step(min_steps, eta, bracket),
-            max_steps,
+            first_rung: rung_step(min, eta, bracket),
+            max_steps: max,
         })
     }
 
@@ -169,11 +239,12 @@ impl Pruner {
         let d = match *self {
             Pruner::None => None,
             Pruner::Asha {
-                min_steps,
+                min,
                 reduction_factor,
+                ..
             } => {
                 let rungs = Rungs {
-                    first: min_steps.max(1),
+                    first: min.max(1),
                     eta: reduction_factor.max(2),
                     end: u64::MAX,
                 };
@@ -184,16 +255,17 @@ impl Pruner {
                 warmup_steps,
             } => median(me, others, step, startup_trials, warmup_steps),
             Pruner::Hyperband {
-                min_steps,
-                max_steps,
+                min,
+                max,
                 reduction_factor,
+                ..
             } => {
                 let bracket = me.bracket?;
                 let eta = reduction_factor.max(2);
                 let rungs = Rungs {
-                    first: rung_step(min_steps.max(1), eta, bracket),
+                    first: rung_step(min.max(1), eta, bracket),
                     eta,
-                    end: max_steps.unwrap_or(u64::MAX),
+                    end: max.unwrap_or(u64::MAX),
                 };
                 let same = others.iter().filter(|c| c.bracket == Some(bracket));
                 halving(me, same, step, rungs).map(|d| Decision {
@@ -205,6 +277,7 @@ impl Pruner {
         }?;
         Some(Decision {
             last: Some(last),
+            resource: self.resource(),
             ..d
         })
     }
@@ -216,9 +289,9 @@ pub struct Placement {
     pub bracket: u32,
     /// How many brackets a trial of this many steps has.
     pub brackets: u32,
-    /// The step of the bracket's first rung.
+    /// Where the bracket's first rung is (in the pruner's resource).
     pub first_rung: u64,
-    /// The `max_steps` the bracket count came from.
+    /// The `max` the bracket count came from (named for the steps it counted first).
     pub max_steps: u64,
 }
 
@@ -340,6 +413,7 @@ fn halving<'a>(
     (value > threshold || value.is_nan()).then(|| Decision {
         method: "asha".into(),
         step,
+        resource: Resource::Steps,
         rung: Some(rung),
         bracket: None,
         value,
@@ -382,6 +456,7 @@ fn median(
     (best > threshold).then(|| Decision {
         method: "median".into(),
         step,
+        resource: Resource::Steps,
         rung: None,
         bracket: None,
         value: best,
@@ -412,8 +487,9 @@ mod tests {
     }
 
     const ASHA: Pruner = Pruner::Asha {
-        min_steps: 10,
+        min: 10,
         reduction_factor: 3,
+        resource: Resource::Steps,
     };
 
     #[test]
@@ -559,23 +635,32 @@ mod tests {
     #[test]
     fn a_trial_gets_its_bracket_from_its_own_steps_unless_max_steps_is_set() {
         let hb = Pruner::Hyperband {
-            min_steps: 20,
-            max_steps: None,
+            min: 20,
+            max: None,
             reduction_factor: 3,
+            resource: Resource::Steps,
         };
         assert_eq!(hb.bracket(0, 0), None, "no max_steps yet");
-        let long = hb.for_trial(468).bracket(3, 5).unwrap();
+        let long = hb.for_trial(468, 119_808).bracket(3, 5).unwrap();
         assert_eq!((long.brackets, long.max_steps), (3, 468));
         assert_eq!(long.bracket, bracket_of(3, 5, 3, 3));
         assert_eq!(long.first_rung, [20, 60, 180][long.bracket as usize]);
-        assert_eq!(hb.for_trial(117).bracket(3, 5).unwrap().brackets, 2);
+        assert_eq!(
+            hb.for_trial(117, 119_808).bracket(3, 5).unwrap().brackets,
+            2
+        );
         let fixed = Pruner::Hyperband {
-            min_steps: 20,
-            max_steps: Some(200),
+            min: 20,
+            max: Some(200),
             reduction_factor: 3,
+            resource: Resource::Steps,
         };
-        assert_eq!(fixed.for_trial(468), fixed, "an explicit max_steps stays");
-        assert_eq!(ASHA.for_trial(468), ASHA);
+        assert_eq!(
+            fixed.for_trial(468, 119_808),
+            fixed,
+            "an explicit max_steps stays"
+        );
+        assert_eq!(ASHA.for_trial(468, 119_808), ASHA);
         assert_eq!(ASHA.bracket(0, 0), None);
     }
 
@@ -584,9 +669,10 @@ mod tests {
         // Brackets of (10, 100, 3): first rungs at 10, 30, 90; rungs past 100 are none, and so
         // is one at a trial's last step.
         let hb = Pruner::Hyperband {
-            min_steps: 10,
-            max_steps: Some(100),
+            min: 10,
+            max: Some(100),
             reduction_factor: 3,
+            resource: Resource::Steps,
         };
         // Bracket 0 holds five strong trials at step 10 and 30; bracket 1 two weak ones at 30.
         let mut others: Vec<Curve> = (1..=5)
@@ -628,9 +714,10 @@ mod tests {
         );
         // Bracket 2 (first rung 90) and a trial that ends at step 90: never judged.
         let short = Pruner::Hyperband {
-            min_steps: 10,
-            max_steps: Some(90),
+            min: 10,
+            max: Some(90),
             reduction_factor: 3,
+            resource: Resource::Steps,
         };
         let b2 = in_bracket(2, curve(9, &[(30, 9.0), (60, 9.0), (90, 9.0)], false));
         let others2 = vec![in_bracket(2, curve(1, &[(90, 0.1)], false))];
@@ -638,5 +725,82 @@ mod tests {
         assert_eq!(short.decide(&b2, &others2), None, "90 is that trial's end");
         // No bracket, no decision (a trial the search does not place).
         assert_eq!(hb.decide(&curve(9, &[(10, 99.0)], false), &others), None);
+    }
+
+    #[test]
+    fn token_rungs_meet_every_batch_size_at_the_same_budget() {
+        // lr_search's shape: 3 epochs of 40k tokens at block 128; batch 2 trains 468 steps,
+        // batch 16 57 steps, both ~117-120k tokens. Counted in steps their brackets differ
+        // (3 and 2 from min 20); counted in tokens both have rungs at 20480 and 61440 only.
+        let hb = Pruner::Hyperband {
+            min: 20_480,
+            max: None,
+            reduction_factor: 3,
+            resource: Resource::Tokens,
+        };
+        let small = hb.for_trial(468, 119_808);
+        let large = hb.for_trial(57, 116_736);
+        assert_eq!(small.bracket(0, 0).unwrap().brackets, 2);
+        assert_eq!(large.bracket(0, 0).unwrap().brackets, 2);
+        assert_eq!(small.bracket(0, 0).unwrap().max_steps, 119_808);
+        // Bracket 0. A batch-16 trial evaluating every 20 steps (40,960 tokens) met rung 0
+        // (20,480) at its first evaluation with 4.0; a batch-2 trial evaluating every 5,120
+        // tokens meets it at 20,480, not at its 20th step (5,120 tokens).
+        let others = vec![in_bracket(0, curve(1, &[(40_960, 4.0)], false))];
+        let early = in_bracket(
+            0,
+            curve(2, &[(5_120, 9.0), (10_240, 8.0), (15_360, 7.0)], false),
+        );
+        assert_eq!(
+            small.decide(&early, &others),
+            None,
+            "no rung before 20,480 tokens"
+        );
+        let at_rung = in_bracket(0, curve(2, &[(15_360, 7.0), (20_480, 5.0)], false));
+        let d = small.decide(&at_rung, &others).unwrap();
+        assert_eq!(
+            (d.step, d.resource, d.rung, d.threshold, d.compared_with),
+            (20_480, Resource::Tokens, Some(0), 4.0, 2)
+        );
+        assert!(
+            d.sentence().contains("rung 0 (20480 tokens)"),
+            "{}",
+            d.sentence()
+        );
+        let better = in_bracket(0, curve(2, &[(15_360, 7.0), (20_480, 3.0)], false));
+        assert_eq!(small.decide(&better, &others), None);
+    }
+
+    #[test]
+    fn the_spec_json_names_tokens_and_keeps_the_steps_form() {
+        let steps = Pruner::Hyperband {
+            min: 20,
+            max: None,
+            reduction_factor: 3,
+            resource: Resource::Steps,
+        };
+        let json = serde_json::to_value(steps).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"method": "hyperband", "min_steps": 20, "max_steps": null,
+                               "reduction_factor": 3})
+        );
+        let tokens = Pruner::Asha {
+            min: 20_480,
+            reduction_factor: 3,
+            resource: Resource::Tokens,
+        };
+        let json = serde_json::to_value(tokens).unwrap();
+        assert_eq!(json["resource"], "tokens");
+        assert_eq!(serde_json::from_value::<Pruner>(json).unwrap(), tokens);
+        assert_eq!(
+            serde_json::from_value::<Pruner>(
+                serde_json::json!({"method": "asha", "min_steps": 5, "reduction_factor": 2})
+            )
+            .unwrap()
+            .resource(),
+            Resource::Steps,
+            "a ledger written before resources reads as steps"
+        );
     }
 }

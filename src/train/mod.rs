@@ -336,7 +336,7 @@ pub fn plan_info(cfg: &TrialConfig, cache_root: &Path) -> Result<TrialPlanInfo> 
     let tokens = data::split_token_count(&prepared, Split::Train, &tok, cache_root)?;
     let (_, spe, total) = schedule_sizes(cfg, tokens / cfg.block_size)?;
     Ok(TrialPlanInfo {
-        train_tokens: spe * (cfg.batch_size * cfg.grad_accum * cfg.block_size) as u64,
+        train_tokens: spe * cfg.tokens_per_step(),
         steps_per_epoch: spe,
         total_steps: total,
     })

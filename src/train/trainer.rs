@@ -129,7 +129,7 @@ impl Schedule {
             first_block: cfg.skipped_blocks(available_blocks),
             steps_per_epoch,
             total_steps,
-            tokens_per_step: (cfg.batch_size * cfg.grad_accum * cfg.block_size) as u64,
+            tokens_per_step: cfg.tokens_per_step(),
             log_every: (total_steps / 100).max(1),
         })
     }

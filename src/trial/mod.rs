@@ -153,6 +153,20 @@ impl TrialConfig {
             .then(|| self.schedule(usize::MAX).2)
     }
 
+    /// Training tokens per optimizer step (`batch_size x grad_accum x block_size`).
+    pub fn tokens_per_step(&self) -> u64 {
+        (self.batch_size * self.grad_accum * self.block_size) as u64
+    }
+
+    /// [`TrialConfig::step_bound`] in the unit a pruner counts.
+    pub fn length_bound(&self, resource: crate::search::Resource) -> Option<u64> {
+        let steps = self.step_bound()?;
+        Some(match resource {
+            crate::search::Resource::Steps => steps,
+            crate::search::Resource::Tokens => steps * self.tokens_per_step(),
+        })
+    }
+
     /// Where this trial's weights start (the one place that reads `model` with `init`).
     pub fn start(&self) -> Result<Start, UsageError> {
         if self.init == Some(Init::Scratch) {

@@ -149,7 +149,8 @@ impl HubModel {
         }
         if let Some(p) = preset.filter(|p| !p.on_hub()) {
             return Some(Err(UsageError(format!(
-                "model `{s}`: `{}` is one of sweep's own small presets, not a Hub repository, so                  it has no revision; fix: write `{}`",
+                "model `{s}`: `{}` is one of sweep's own small presets, not a Hub repository, so \
+                 it has no revision; fix: write `{}`",
                 p.name(),
                 p.name()
             ))));
@@ -157,7 +158,8 @@ impl HubModel {
         if let Some(r) = revision {
             if r.is_empty() || r.chars().any(|c| c.is_whitespace() || c.is_control()) {
                 return Some(Err(UsageError(format!(
-                    "model `{s}`: `{r}` is not a revision; fix: write `{name}@main`, a tag or a                      commit hash after the `@`, or leave `@` out for the default branch"
+                    "model `{s}`: `{r}` is not a revision; fix: write `{name}@main`, a tag or a \
+                     commit hash after the `@`, or leave `@` out for the default branch"
                 ))));
             }
         }

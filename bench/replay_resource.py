@@ -4,7 +4,10 @@ valid PPL minus the best recorded), the share of searches whose best is within 2
 search of the same seed, the chance that the median of three searches is (what issue 25's
 real-task target asks), and the median ratio of the unpruned search's training tokens to the
 pruned one's.
-    python3 bench/replay_resource.py OUT/*.jsonl"""
+First, how well one early evaluation ranks the 100 recorded configurations by their final valid
+PPL (Spearman's rho over the configurations evaluated by then): at a step, and at a number of
+training tokens.
+    python3 bench/replay_resource.py OUT/*.jsonl [--curves bench/lr_curves.json]"""
 import json
 import os
 import statistics
@@ -19,10 +22,48 @@ def first(row):
     return (min(finals) if finals else float("inf")), sum(t["tokens"] for t in ts)
 
 
+def ranks(v):
+    order = sorted(range(len(v)), key=lambda i: v[i])
+    r = [0] * len(v)
+    for rank, i in enumerate(order):
+        r[i] = rank
+    return r
+
+
+def spearman(a, b):
+    return statistics.correlation(ranks(a), ranks(b))
+
+
+def early(curves, resource, at):
+    """(value at the first evaluation at or past `at`, final) per configuration evaluated then."""
+    out = []
+    for c in curves:
+        for step, loss, tokens in c["curve"]:
+            if (step if resource == "steps" else tokens) >= at:
+                out.append((loss, c["valid_ppl"]))
+                break
+    return out
+
+
+args = sys.argv[1:]
+curves_path = "bench/lr_curves.json"
+if "--curves" in args:
+    i = args.index("--curves")
+    curves_path = args[i + 1]
+    del args[i:i + 2]
+curves = json.load(open(curves_path))["configs"]
+print("| first evaluation at or past | configurations | Spearman rho with the final valid PPL |")
+print("|---|---|---|")
+for resource, at in [("steps", 20), ("steps", 60), ("tokens", 20480), ("tokens", 40960),
+                     ("tokens", 61440)]:
+    pairs = early(curves, resource, at)
+    rho = spearman([p[0] for p in pairs], [p[1] for p in pairs])
+    print(f"| {at} {resource} | {len(pairs)} | {rho:.2f} |")
+print()
 print("| rungs in | first rung | factor | sampler | pruner | regret median [IQR] | within 2% of "
       "unpruned | P(median of 3 within 2%) | unpruned / pruned tokens (median) |")
 print("|---|---|---|---|---|---|---|---|---|")
-for path in sys.argv[1:]:
+for path in args:
     unit, low, eta = os.path.basename(path)[:-len(".jsonl")].split("_")
     rows = [json.loads(line) for line in open(path) if line.strip()]
     for sampler in ("tpe", "random"):

@@ -56,6 +56,7 @@ mod explain;
 mod extends;
 #[cfg(test)]
 mod extends_tests;
+mod prune;
 mod recorded;
 mod replicates;
 mod resolve;

@@ -141,6 +141,31 @@ pub(super) fn as_i64(v: &DeValue) -> Option<i64> {
     }
 }
 
+/// An integer of at least `min`, or the error naming `key` with an example.
+pub(super) fn int_at_least(
+    src: &Source,
+    v: &Spanned<DeValue>,
+    key: &str,
+    min: i64,
+    example: &str,
+) -> anyhow::Result<i64> {
+    match as_i64(v.get_ref()) {
+        Some(i) if i >= min => Ok(i),
+        Some(i) => Err(src.err(
+            &v.span(),
+            key,
+            &format!("{i} is below {min}"),
+            &format!("write e.g. `{example}`"),
+        )),
+        None => Err(src.err(
+            &v.span(),
+            key,
+            &format!("expected an integer, found {}", type_name(v.get_ref())),
+            &format!("write e.g. `{example}`"),
+        )),
+    }
+}
+
 pub(super) fn as_f64(v: &DeValue) -> Option<f64> {
     match v {
         DeValue::Integer(_) => as_i64(v).map(|i| i as f64),

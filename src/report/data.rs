@@ -391,13 +391,19 @@ pub fn paper_table(records: &SweepRecords) -> PaperTable {
     };
     let metrics = layout.metrics().to_vec();
 
-    // Group trials by label-without-seed, keeping first-seen (position) order.
+    // Group trials by label-without-seed, keeping first-seen (position) order. The index keys
+    // are the labels' JSON text: a `Map` is sorted by key, so equal labels print alike.
     let mut groups: Vec<(Map<String, Value>, Vec<&SweepTrial>)> = Vec::new();
+    let mut index: std::collections::HashMap<String, usize> = Default::default();
     for t in &records.trials {
         let key = t.row_key();
-        match groups.iter_mut().find(|(k, _)| *k == key) {
-            Some((_, v)) => v.push(t),
-            None => groups.push((key, vec![t])),
+        let text = Value::Object(key.clone()).to_string();
+        match index.get(&text) {
+            Some(&i) => groups[i].1.push(t),
+            None => {
+                index.insert(text, groups.len());
+                groups.push((key, vec![t]));
+            }
         }
     }
 

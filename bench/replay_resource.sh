@@ -12,7 +12,7 @@ mkdir -p "$OUT"
 files=()
 trap 'rm -f "${files[@]}"' EXIT
 variants="steps:20:2 steps:20:3 steps:20:4 steps:40:3 tokens:10240:2 tokens:10240:3 tokens:20480:2
-tokens:20480:3 tokens:20480:4 tokens:40960:3"
+tokens:12288:3 tokens:15360:3 tokens:17920:3 tokens:20480:3 tokens:20480:4 tokens:40960:3"
 for v in $variants; do
   IFS=: read -r unit min eta <<<"$v"
   f=sweeps/.bench_replay_${unit}_${min}_$eta.toml

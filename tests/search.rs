@@ -509,6 +509,21 @@ fn a_hyperband_search_killed_with_sigkill_resumes_within_its_budget() {
     );
 }
 
+/// Runs the search `file` (sweep `name`) to its end in a new project, which it returns with the
+/// path of its ledger.
+fn run_search(name: &str, file: &str) -> (Project, std::path::PathBuf) {
+    let p = Project::new();
+    let f = p.write(&format!("exp/{name}.toml"), file);
+    let out = p.cmd().args(["run", f.to_str().unwrap()]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let db = p.path().join("results/sweep.db");
+    (p, db)
+}
+
 /// A Hyperband search with its rungs in training tokens: batch 2 (64 tokens a step) and batch 4
 /// (128) meet the rungs at 640, 1280 and 2560 tokens, at their first evaluation past them.
 #[test]
@@ -518,15 +533,7 @@ fn hyperband_in_tokens_judges_every_batch_size_at_the_same_budget() {
          reduction_factor = 2\n"
     );
     let file = search_file("hbt", "tpe", "trials = 10\nstartup = 4\nseed = 6", &prune);
-    let p = Project::new();
-    let f = p.write("exp/hbt.toml", &file);
-    let out = p.cmd().args(["run", f.to_str().unwrap()]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let db = p.path().join("results/sweep.db");
+    let (_p, db) = run_search("hbt", &file);
     let r = store::open_read_only(db.to_str().unwrap()).unwrap();
     let rec = r.sweep_by_name("hbt").unwrap().expect("recorded");
     let trials = r.sweep_trials(rec.id).unwrap();
@@ -573,15 +580,7 @@ fn pruning_decisions_are_reproducible_and_recorded() {
     let file = search_file("pr", "tpe", "trials = 8\nstartup = 4\nseed = 5", &prune);
     let runs: Vec<Vec<TrialRow>> = (0..2)
         .map(|_| {
-            let p = Project::new();
-            let f = p.write("exp/pr.toml", &file);
-            let out = p.cmd().args(["run", f.to_str().unwrap()]).output().unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            let db = p.path().join("results/sweep.db");
+            let (p, db) = run_search("pr", &file);
             let trials = trials_of(db.to_str().unwrap(), "pr");
             // A pruned trial keeps its metrics, its checkpoint and the decision.
             let r = store::open_read_only(db.to_str().unwrap()).unwrap();

@@ -801,7 +801,8 @@ fn the_paper_tables_extend_one_baseline_and_share_its_trial() {
 
 /// The shipped sweep files (`experiments/`, `sweeps/`) with every profile each defines (its own
 /// and those of the files it extends); files without `[sweep]`, which others extend
-/// (`experiments/baseline.toml`), are no sweeps of their own.
+/// (`experiments/baseline.toml`), are no sweeps of their own. Hidden files are not shipped: the
+/// bench scripts write their temporary variants as `sweeps/.bench_*.toml`.
 fn shipped_sweep_files(root: &Path) -> Vec<(String, Vec<Option<String>>)> {
     let mut out = Vec::new();
     for dir in ["experiments", "sweeps"] {
@@ -809,6 +810,10 @@ fn shipped_sweep_files(root: &Path) -> Vec<(String, Vec<Option<String>>)> {
             .unwrap()
             .map(|e| e.unwrap().path())
             .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+            .filter(|p| {
+                !p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+            })
             .collect();
         paths.sort();
         for path in paths {

@@ -119,6 +119,27 @@ impl MetricSink for LogSink {
     }
 }
 
+/// Runs `f` on every core the process may use. Under `sweep run --jobs N` each trial's pool has
+/// `cores / N` threads, but while one trial pretrains the others that need the same checkpoint
+/// sleep on its lock, so the pretraining takes their cores too (on 2 cores with `--jobs 2`, 1.5x
+/// faster than on its own thread). Training gives the same numbers on any thread count (the
+/// gradient norm sums rows in a fixed order; bench/RESULTS.md).
+fn with_all_cores<T>(f: impl FnOnce() -> T + Send) -> T
+where
+    T: Send,
+{
+    #[cfg(feature = "flex")]
+    {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        if cores > rayon::current_num_threads() {
+            if let Ok(pool) = rayon::ThreadPoolBuilder::new().num_threads(cores).build() {
+                return pool.install(f);
+            }
+        }
+    }
+    f()
+}
+
 /// The directory of the pretrained HF checkpoint for `cfg`, training it first if the cache does
 /// not hold it yet; `None` when that training was interrupted (Ctrl-C, preemption), which the
 /// trial reports as its own interruption: the next run resumes the pretraining from its
@@ -174,7 +195,7 @@ pub fn ensure_pretrained(
         progress: false,
         ..ctx.clone()
     };
-    match run_trial(&pre, &pre_ctx, &mut LogSink)? {
+    match with_all_cores(|| run_trial(&pre, &pre_ctx, &mut LogSink))? {
         TrialEnd::Completed(m) => {
             let mut note = File::create(dir.join("pretraining.json"))?;
             writeln!(

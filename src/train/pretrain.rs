@@ -121,9 +121,10 @@ impl MetricSink for LogSink {
 
 /// Runs `f` on every core the process may use. Under `sweep run --jobs N` each trial's pool has
 /// `cores / N` threads, but while one trial pretrains the others that need the same checkpoint
-/// sleep on its lock, so the pretraining takes their cores too (on 2 cores with `--jobs 2`, 1.5x
-/// faster than on its own thread). Training gives the same numbers on any thread count (the
-/// gradient norm sums rows in a fixed order; bench/RESULTS.md).
+/// sleep on its lock, so the pretraining takes their cores too (on the 2-vCPU guest a block-128
+/// trial trains 1.4x faster on 2 threads than on 1). Training gives the same numbers on any
+/// thread count (the gradient norm sums rows in a fixed order; bench/RESULTS.md, "Trials in
+/// parallel").
 fn with_all_cores<T>(f: impl FnOnce() -> T + Send) -> T
 where
     T: Send,

@@ -9,7 +9,7 @@
 #   asha             ASHA as shipped before issue 25 (min_steps 20, reduction factor 3)
 # Prints best valid PPL and training tokens per run and the medians over seeds
 # (bench/prune_real.py).
-#   bench/prune_real.sh [OUT_DIR]     (~1.5 h on 2 cores; SEEDS="0 1 2" METHODS=...)
+#   bench/prune_real.sh [OUT_DIR]     (~1.5 h on 2 idle cores for the default four methods; SEEDS="0 1 2" METHODS=...)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-/tmp/sweep-prune-real}

@@ -561,13 +561,18 @@ eval_tokens = 2000
     };
     let db = p.path().join("results/sweep.db");
     let run_log = || std::fs::read_to_string(p.path().join("run.log")).unwrap_or_default();
-    wait_for("the ledger", Duration::from_secs(120), || {
+    // The file appears before its tables: wait until the sweep is recorded in it.
+    wait_for("the sweep in the ledger", Duration::from_secs(120), || {
         assert!(
             !run_log().contains("error"),
             "sweep run failed: {}",
             run_log()
         );
         db.exists()
+            && sweep::store::open_read_only(db.to_str().unwrap())
+                .ok()
+                .and_then(|r| r.sweep_by_name("live").ok().flatten())
+                .is_some()
     });
     let srv = Server::start(&db, &p.path().join("results"), &[]);
     wait_for(

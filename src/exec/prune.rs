@@ -8,7 +8,7 @@
 //! reads which bracket it competes in from the ledger.
 
 use crate::search::{Curve, Decision, Placement, Pruner, Resource};
-use crate::store::{Reader, Store, SweepTrial, TrialState};
+use crate::store::{MetricRecord, Reader, Store, SweepTrial, TrialState};
 use crate::train::{MetricRow, MetricSink};
 use crate::trial::TrialConfig;
 use anyhow::Result;
@@ -129,6 +129,14 @@ impl<'a> PruningSink<'a> {
         self.decision.as_ref()
     }
 
+    /// A ledger row as a point of a curve: (its step or tokens seen, its loss).
+    fn point(&self, m: &MetricRecord) -> (u64, f64) {
+        (
+            self.resource.at(m.step as u64, m.tokens_seen as u64),
+            m.loss,
+        )
+    }
+
     /// The other trials' validation curves, which of them completed and their brackets.
     fn others(&self) -> Result<Vec<Curve>> {
         let s = &*self.store;
@@ -152,8 +160,7 @@ impl<'a> PruningSink<'a> {
                 completed,
                 bracket,
             });
-            let x = self.resource.at(m.step as u64, m.tokens_seen as u64);
-            c.points.push((x, m.loss));
+            c.points.push(self.point(&m));
         }
         Ok(curves.into_values().collect())
     }
@@ -186,12 +193,7 @@ impl MetricSink for PruningSink<'_> {
             .metrics(self.me.trial)?
             .iter()
             .filter(|m| m.split == "valid" && m.step as u64 <= step)
-            .map(|m| {
-                (
-                    self.resource.at(m.step as u64, m.tokens_seen as u64),
-                    m.loss,
-                )
-            })
+            .map(|m| self.point(m))
             .collect();
         Ok(())
     }

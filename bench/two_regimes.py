@@ -4,6 +4,7 @@ from scratch (`quick-scratch`), against the paper's change, as Markdown for benc
 
     sweep run experiments/ablations.toml --profile quick           # and --profile quick-scratch
     python3 bench/two_regimes.py [--sweep target/debug/sweep] [--db results/sweep.db]
+                                 [--scratch-db LEDGER]   # the from-scratch trials, if elsewhere
 
 Reads `sweep results ablations@P --format json` (each row's valid-PPL change from the baseline,
 paired by seed, with its 95% interval and verdict) and the paper's numbers from
@@ -95,9 +96,11 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--sweep", default=str(ROOT / "target/debug/sweep"))
     ap.add_argument("--db", default="results/sweep.db")
+    ap.add_argument("--scratch-db", help="the ledger of the quick-scratch trials (default: --db)")
     a = ap.parse_args()
     paper, spec = paper_changes()
-    regimes = {p: results(a.sweep, a.db, p) for p in ("quick-scratch", "quick")}
+    dbs = {"quick-scratch": a.scratch_db or a.db, "quick": a.db}
+    regimes = {p: results(a.sweep, db, p) for p, db in dbs.items()}
     eff = {p: effects(d) for p, d in regimes.items()}
     for p, d in regimes.items():
         if not d["rows"]:

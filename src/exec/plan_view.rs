@@ -297,7 +297,7 @@ fn rows(
         outln!(
             out,
             "note: the first trial pretrains {} locally once ({} tokens of the training split \
-             past its first {}, which the trials fine-tune on; ~4 minutes for gpt2-tiny on 2 CPU \
+             past its first {}, which the trials fine-tune on; ~1.5 minutes for gpt2-tiny on 2 CPU \
              cores), not counted in the estimates",
             p.config().model,
             train::pretrain::PRETRAIN_TOKENS,

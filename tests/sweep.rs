@@ -787,7 +787,7 @@ fn the_paper_tables_extend_one_baseline_and_share_its_trial() {
         (scratch.block_size, scratch.epochs)
     );
     // Fine-tuning reads a shorter prefix: the README's first command's budget (bench/RESULTS.md
-    // "Trimmed quick caps"); from scratch keeps the epochs its trials were trained with.
+    // "Trimmed quick caps"); from scratch keeps the 40k its trials were trained with.
     assert_eq!(
         (quick.max_train_tokens, scratch.max_train_tokens),
         (Some(30_000), Some(40_000))

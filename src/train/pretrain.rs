@@ -23,7 +23,7 @@ use crate::trial::{Init, Start, TrialConfig};
 /// Tokens of the pretraining run (one pass over the training split after [`PRETRAIN_SKIP_TOKENS`]).
 /// It runs inside the README's first command, so its size is part of that command's budget: 1.5M
 /// tokens took 215 s of its 9 minutes on 2 AVX2 cores, 750k take 97 s, and every quick table keeps
-/// the directions it had (bench/RESULTS.md "Two regimes", the trimmed caps of 2026-12-07).
+/// the directions it had (bench/RESULTS.md "Trimmed quick caps").
 pub const PRETRAIN_TOKENS: u64 = 750_000;
 
 /// Tokens at the start of the training split the pretraining leaves out: the prefix that quick
